@@ -1,0 +1,1 @@
+"""Pure functions from export tables (DataFrames) to small result tables and dicts."""

@@ -1,0 +1,102 @@
+"""`perfctl analyze PATH`: find the export behind PATH, analyze it, write analysis.json and report.html.
+
+PATH may be a `.sqlite` export, a `.nsys-rep` (exported to SQLite beside it first, which needs nsys),
+or a run folder made by `perfctl capture` (its run.sqlite, or its run.nsys-rep). Outputs go beside
+the export unless another folder is given; the export itself is opened read-only and never changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perfctl.analysis.analyze import analyze_export
+from perfctl.capture.manifest import write_json_atomic
+from perfctl.capture.nsys import find_nsys
+from perfctl.capture.run import REPORT_BASE
+from perfctl.errors import BadInput
+from perfctl.report.html import render_html
+
+
+@dataclass(frozen=True)
+class AnalyzeResult:
+    export: Path
+    analysis: dict[str, Any]
+    json_path: Path
+    html_path: Path
+
+
+def locate_export(path: Path, nsys_path: str | None = None) -> Path:
+    """The SQLite export to read for PATH, exporting a .nsys-rep first when that is all there is."""
+    if not path.exists():
+        raise BadInput(f"no such file or folder: {path}")
+    if path.is_dir():
+        sqlite, report = path / f"{REPORT_BASE}.sqlite", path / f"{REPORT_BASE}.nsys-rep"
+        if sqlite.is_file():
+            return sqlite
+        if report.is_file():
+            return _export(report, nsys_path)
+        found = sorted(path.glob("*.sqlite")) or sorted(path.glob("*.nsys-rep"))
+        if len(found) == 1:
+            return found[0] if found[0].suffix == ".sqlite" else _export(found[0], nsys_path)
+        raise BadInput(
+            f"{path} holds no {REPORT_BASE}.sqlite / {REPORT_BASE}.nsys-rep (is it a perfctl run folder?)"
+        )
+    if path.suffix == ".nsys-rep":
+        return _export(path, nsys_path)
+    return path
+
+
+def _export(report: Path, nsys_path: str | None) -> Path:
+    sqlite = report.with_suffix(".sqlite")
+    if sqlite.is_file() and sqlite.stat().st_mtime >= report.stat().st_mtime:
+        return sqlite
+    find_nsys(nsys_path).export_sqlite(report, sqlite)
+    return sqlite
+
+
+def read_manifest(export: Path) -> dict[str, Any] | None:
+    manifest = export.parent / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(manifest.read_text())
+        return data
+    except (OSError, ValueError):
+        return None
+
+
+def analyze_path(
+    path: Path, nsys_path: str | None = None, top_n: int = 10, out_dir: Path | None = None
+) -> AnalyzeResult:
+    export = locate_export(path, nsys_path)
+    analysis = analyze_export(export, top_n=top_n)
+    manifest = read_manifest(export)
+    if manifest is not None:
+        analysis["run"] = {
+            k: manifest.get(k)
+            for k in (
+                "run_id",
+                "status",
+                "reason",
+                "pages_completed",
+                "pages_expected",
+                "model_spec",
+                "workload",
+                "driver",
+            )
+        }
+    target = export.parent if out_dir is None else out_dir
+    target.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = target / "analysis.json", target / "report.html"
+    write_json_atomic(json_path, analysis)
+    _write_text_atomic(html_path, render_html(analysis, manifest))
+    return AnalyzeResult(export, analysis, json_path, html_path)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,259 @@
+"""`perfctl capture --tool nsys`: the driver under `nsys profile`, into a self-describing run folder.
+
+A run folder holds:
+  workload.json     the exact workload the driver ran (rerun it: python -m perfctl.driver workload.json)
+  manifest.json     identity and outcome: commands, versions, host/GPU, pages, times, status
+  run.nsys-rep      the Nsight Systems report (opens in the GUI)
+  run.sqlite        its SQLite export, which `perfctl analyze` reads
+  pages.jsonl       one record per page the driver finished (host-side stage clocks)
+  driver-info.json  what the driver saw: device, dtype, versions, parameter and token counts
+  driver.log        the driver's output;  nsys.log: nsys's own output
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from perfctl import __version__
+from perfctl.capture.manifest import (
+    file_sha256,
+    host_identity,
+    package_versions,
+    utc_now,
+    write_json_atomic,
+)
+from perfctl.capture.nsys import DEFAULT_TRACE, Nsys, find_nsys, importer_present
+from perfctl.errors import BadInput, CaptureFailed
+from perfctl.stages import DOMAIN
+from perfctl.workloads.models import resolve_model
+from perfctl.workloads.pages import list_pages
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+REPORT_BASE = "run"
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class CaptureOptions:
+    model: str = "deepseek-ocr2-tiny"
+    random_weights: bool = False
+    pages_dir: Path | None = None
+    num_pages: int | None = 4
+    repeats: int = 1
+    max_new_tokens: int = 16
+    warmup: int = 1
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    profiles_root: Path = Path("profiles")
+    run_id: str | None = None
+    out: Path | None = None
+    force: bool = False
+    nsys: str | None = None
+    trace: str = DEFAULT_TRACE
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CaptureResult:
+    run_dir: Path
+    status: str
+    reason: str | None
+    manifest: dict[str, Any]
+
+
+def validate_numbers(opts: CaptureOptions) -> None:
+    checks = [
+        ("--repeats", opts.repeats, 1, 10_000),
+        ("--max-new-tokens", opts.max_new_tokens, 1, 100_000),
+        ("--warmup", opts.warmup, 0, 1_000),
+    ]
+    for flag, value, low, high in checks:
+        if not low <= value <= high:
+            raise BadInput(f"{flag} must be between {low} and {high}, got {value}")
+    if opts.device not in DEVICES and not re.fullmatch(r"cuda:\d+", opts.device):
+        raise BadInput(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {opts.device!r}")
+    if opts.dtype not in DTYPES:
+        raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {opts.dtype!r}")
+
+
+def new_run_id(model: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model).name).strip("-.") or "model"
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{stem[:40]}-{secrets.token_hex(3)}"
+
+
+def claim_run_dir(opts: CaptureOptions) -> Path:
+    """Create the run folder; refuse an existing one unless --force (then it is replaced)."""
+    if opts.out is not None:
+        run_dir = opts.out
+    else:
+        run_id = opts.run_id or new_run_id(opts.model)
+        if not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+            raise BadInput(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' (no paths)")
+        run_dir = opts.profiles_root / run_id
+    if run_dir.exists():
+        if not opts.force:
+            raise BadInput(f"run folder {run_dir} already exists; pass --force to replace it")
+        if not run_dir.is_dir():
+            raise BadInput(f"{run_dir} exists and is not a folder")
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()  # exclusive: of two captures racing for one folder, one gets FileExistsError
+    except FileExistsError:
+        raise BadInput(f"run folder {run_dir} was created by someone else just now") from None
+    return run_dir
+
+
+def count_perfctl_ranges(sqlite_path: Path) -> int:
+    """How many push/pop or start/end ranges of perfctl's NVTX domain the export holds."""
+    from perfctl.nsys_export.schema import connect_readonly, read_schema
+
+    conn = connect_readonly(sqlite_path)
+    try:
+        schema = read_schema(conn, sqlite_path)
+        if not schema.has("NVTX_EVENTS"):
+            return 0
+        kinds = [schema.event_type(n) for n in ("NvtxPushPopRange", "NvtxStartEndRange")]
+        row = conn.execute(
+            """SELECT count(*) FROM NVTX_EVENTS WHERE eventType IN (?, ?) AND domainId IN
+                 (SELECT domainId FROM NVTX_EVENTS WHERE eventType = ? AND text = ?)""",
+            (*kinds, schema.event_type("NvtxDomainCreate"), DOMAIN),
+        ).fetchone()
+        return int(row[0])
+    except sqlite3.DatabaseError as exc:
+        raise CaptureFailed(f"the export {sqlite_path} cannot be read: {exc}") from None
+    finally:
+        conn.close()
+
+
+def capture_nsys(opts: CaptureOptions) -> CaptureResult:
+    validate_numbers(opts)
+    nsys = find_nsys(opts.nsys)
+    spec = resolve_model(opts.model, opts.random_weights)
+    pages = list_pages(opts.pages_dir, opts.num_pages)
+    run_dir = claim_run_dir(opts).resolve()
+
+    workload = {
+        "model": asdict(spec) | {"folder": str(spec.folder)},
+        "pages": [str(p.resolve()) for p in pages],
+        "repeats": opts.repeats,
+        "max_new_tokens": opts.max_new_tokens,
+        "warmup": opts.warmup,
+        "device": opts.device,
+        "dtype": opts.dtype,
+        "seed": opts.seed,
+        "records": str(run_dir / "pages.jsonl"),
+        "driver_info": str(run_dir / "driver-info.json"),
+        "log": str(run_dir / "driver.log"),
+    }
+    write_json_atomic(run_dir / "workload.json", workload)
+    driver_cmd = [sys.executable, "-m", "perfctl.driver", str(run_dir / "workload.json")]
+    nsys_cmd = nsys.profile_command(run_dir / REPORT_BASE, opts.trace, driver_cmd)
+    manifest: dict[str, Any] = {
+        "perfctl_version": __version__,
+        "tool": "nsys",
+        "run_id": run_dir.name,
+        "status": "running",
+        "started_at": utc_now(),
+        "perfctl_command": opts.argv,
+        "nsys": {
+            "path": str(nsys.path),
+            "version": nsys.version,
+            "command": nsys_cmd,
+            "importer_found": importer_present(nsys),
+        },
+        "workload": {k: v for k, v in workload.items() if k not in ("records", "driver_info", "log")},
+        "model_spec": spec.to_json(),
+        "pages": [{"file": p.name, "path": str(p.resolve()), "sha256": file_sha256(p)} for p in pages],
+        "host": host_identity(),
+        "packages": package_versions(["perfctl", "torch", "transformers", "nvtx", "pandas", "nvidia-ml-py"]),
+    }
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=len(pages) * opts.repeats)
+
+
+def _run_and_finalize(
+    nsys: Nsys, cmd: list[str], run_dir: Path, manifest: dict[str, Any], expected_pages: int
+) -> CaptureResult:
+    status, reason = "ok", None
+    with (run_dir / "nsys.log").open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir)
+        try:
+            exit_code = proc.wait()
+        except KeyboardInterrupt:
+            # nsys finalizes the report on SIGINT; give it time, then stop it for good.
+            proc.send_signal(signal.SIGINT)
+            try:
+                exit_code = proc.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                exit_code = proc.wait()
+            status, reason = "interrupted", "interrupted by the user (Ctrl-C)"
+    manifest["nsys"]["exit_code"] = exit_code
+
+    report, sqlite = run_dir / f"{REPORT_BASE}.nsys-rep", run_dir / f"{REPORT_BASE}.sqlite"
+    driver_info = run_dir / "driver-info.json"
+    if driver_info.is_file():
+        manifest["driver"] = json.loads(driver_info.read_text())
+    records = run_dir / "pages.jsonl"
+    pages_done = len(records.read_text().splitlines()) if records.is_file() else 0
+    manifest["pages_completed"] = pages_done
+    manifest["pages_expected"] = expected_pages
+
+    try:
+        if report.is_file() and not sqlite.is_file():
+            nsys.export_sqlite(report, sqlite)
+        if not report.is_file():
+            leftovers = sorted(p.name for p in run_dir.glob("*.qdstrm"))
+            raise CaptureFailed(
+                "nsys wrote no .nsys-rep"
+                + (
+                    f" (only {', '.join(leftovers)}: its importer is missing; run scripts/install-nsys.sh)"
+                    if leftovers
+                    else f"; see {run_dir / 'nsys.log'}"
+                )
+            )
+        if status == "ok" and pages_done < expected_pages:
+            tail = _last_line(run_dir / "driver.log")
+            raise CaptureFailed(
+                f"the driver finished {pages_done} of {expected_pages} pages "
+                f"(nsys exit {exit_code}); driver.log ends: {tail}"
+            )
+        ranges = count_perfctl_ranges(sqlite)
+        manifest["perfctl_nvtx_ranges"] = ranges
+        if ranges == 0 and pages_done:
+            raise CaptureFailed(
+                f"no NVTX ranges of domain '{DOMAIN}' arrived in the export although the driver ran: "
+                f"this nsys ({nsys.version}) does not see this nvtx package "
+                f"({manifest['packages'].get('nvtx')})"
+            )
+    except CaptureFailed as exc:
+        if status == "ok":
+            status, reason = "failed", str(exc)
+
+    manifest["status"], manifest["reason"] = status, reason
+    manifest["finished_at"] = utc_now()
+    manifest["files"] = {p.name: p.stat().st_size for p in sorted(run_dir.iterdir()) if p.is_file()}
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return CaptureResult(run_dir, status, reason, manifest)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no driver.log)"
+    return lines[-1][:300] if lines else "(empty)"

@@ -1,0 +1,207 @@
+"""The `perfctl` command line: a thin Click layer over perfctl's library functions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from perfctl import __version__
+from perfctl.errors import BadInput, PerfctlError
+
+EXIT_CODES = "Exit codes: 0 ok, 1 the capture or analysis failed, 2 bad input (a one-line reason is printed)."
+
+
+def _fail(exc: PerfctlError) -> NoReturn:
+    click.echo(f"perfctl: error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
+@click.version_option(__version__, prog_name="perfctl")
+def main() -> None:
+    """Profile LLM / VLM inference under Nsight Systems and analyze where the time goes.
+
+    \b
+    perfctl capture --tool nsys            # built-in DeepSeek-OCR-2-architecture model, sample pages
+    perfctl analyze profiles/<run-id>      # -> analysis.json + report.html in the run folder
+    """
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option(
+    "--tool",
+    type=click.Choice(["nsys", "torch", "all"]),
+    default="nsys",
+    show_default=True,
+    help="Profiler pass to run. Only nsys exists so far.",
+)
+@click.option(
+    "--model",
+    default="deepseek-ocr2-tiny",
+    show_default=True,
+    help="Built-in model name (deepseek-ocr2-tiny, deepseek-ocr2) or a local model folder.",
+)
+@click.option(
+    "--random-weights", is_flag=True, help="Run a model folder's architecture with seeded random weights."
+)
+@click.option(
+    "--pages",
+    "pages_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of page images [default: the built-in sample pages].",
+)
+@click.option(
+    "--num-pages", type=int, default=4, show_default=True, help="Use the first N pages of the folder."
+)
+@click.option("--repeats", type=int, default=1, show_default=True, help="Passes over the pages.")
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Tokens generated per page (fixed length: EOS is suppressed).",
+)
+@click.option(
+    "--warmup",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Warm-up generate calls before the measured pages (no stage ranges inside).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--dtype",
+    default="auto",
+    show_default=True,
+    help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@click.option(
+    "--profiles",
+    "profiles_root",
+    type=click.Path(path_type=Path),
+    default=Path("profiles"),
+    show_default=True,
+    help="Folder that holds run folders.",
+)
+@click.option("--run-id", default=None, help="Name of the run folder [default: time-model-random].")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Exact run folder (overrides --run-id)."
+)
+@click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@click.option("--nsys", "nsys_path", default=None, help="nsys executable [default: $NSYS, then PATH].")
+@click.option("--trace", default="cuda,nvtx,osrt", show_default=True, help="nsys --trace value.")
+def capture(
+    tool: str,
+    model: str,
+    random_weights: bool,
+    pages_dir: Path | None,
+    num_pages: int,
+    repeats: int,
+    max_new_tokens: int,
+    warmup: int,
+    device: str,
+    dtype: str,
+    seed: int,
+    profiles_root: Path,
+    run_id: str | None,
+    out: Path | None,
+    force: bool,
+    nsys_path: str | None,
+    trace: str,
+) -> None:
+    """Run the NVTX-instrumented driver under nsys into a new run folder.
+
+    \b
+    Examples:
+      perfctl capture --tool nsys
+      perfctl capture --model deepseek-ocr2 --device cuda --num-pages 3 --max-new-tokens 64
+      perfctl capture --model /models/DeepSeek-OCR-2 --pages ./scans --repeats 3 --out profiles/scan-r3
+    """
+    from perfctl.capture.run import CaptureOptions, capture_nsys
+
+    if tool != "nsys":
+        # Announced, not faked: the torch.profiler and clean timing passes do not exist yet.
+        _fail(BadInput(f"--tool {tool}: only the nsys pass exists in this perfctl version; use --tool nsys"))
+    opts = CaptureOptions(
+        model=model,
+        random_weights=random_weights,
+        pages_dir=pages_dir,
+        num_pages=num_pages,
+        repeats=repeats,
+        max_new_tokens=max_new_tokens,
+        warmup=warmup,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        profiles_root=profiles_root,
+        run_id=run_id,
+        out=out,
+        force=force,
+        nsys=nsys_path,
+        trace=trace,
+        argv=["perfctl", *sys.argv[1:]],
+    )
+    try:
+        result = capture_nsys(opts)
+    except PerfctlError as exc:
+        _fail(exc)
+    click.echo(f"run folder: {result.run_dir}")
+    click.echo(f"status: {result.status}" + (f" ({result.reason})" if result.reason else ""))
+    if result.status != "ok":
+        sys.exit(1)
+    click.echo(f"next: perfctl analyze {result.run_dir}")
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="What to print: a short table, or the whole analysis as one JSON object.",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write analysis.json and report.html [default: beside the export].",
+)
+@click.option(
+    "--top",
+    "top_n",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Top kernels kept per range.",
+)
+@click.option(
+    "--nsys", "nsys_path", default=None, help="nsys for exporting a .nsys-rep [default: $NSYS, PATH]."
+)
+def analyze(path: Path, fmt: str, out_dir: Path | None, top_n: int, nsys_path: str | None) -> None:
+    """Analyze an nsys export (.sqlite), report (.nsys-rep) or perfctl run folder.
+
+    \b
+    Examples:
+      perfctl analyze profiles/20261126-101500-deepseek-ocr2-tiny-1a2b3c
+      perfctl analyze my.sqlite --format json | jq '.ranges[] | {name, kernel_time_ns}'
+    """
+    from perfctl.analyze_run import analyze_path
+    from perfctl.report.text import render_text
+
+    try:
+        result = analyze_path(path, nsys_path=nsys_path, top_n=top_n, out_dir=out_dir)
+    except PerfctlError as exc:
+        _fail(exc)
+    if fmt == "json":
+        click.echo(json.dumps(result.analysis, default=str))
+    else:
+        click.echo(render_text(result.analysis))
+    click.echo(f"wrote {result.json_path} and {result.html_path}", err=fmt == "json")

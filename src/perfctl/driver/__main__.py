@@ -1,0 +1,197 @@
+"""Run a workload file under whatever profiler launched us, marking stages with NVTX.
+
+    python -m perfctl.driver RUN_DIR/workload.json
+
+The workload file (written by `perfctl capture`) names the model, pages, repeats and generation
+settings, and where to write: per-page records (JSON lines, appended as each page finishes so that a
+crash keeps the pages already done), `driver-info.json` (versions, device, model facts) and the log.
+Exit status: 0 ok, 3 NVTX ranges would be invisible to this nsys, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from perfctl.driver.markers import NvtxEmitter, StageMarker
+from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
+from perfctl.stages import LOAD, PAGE, WARMUP
+from perfctl.workloads.deepseek_ocr2 import load_deepseek_ocr2
+from perfctl.workloads.models import ModelSpec
+
+EXIT_NVTX_INVISIBLE = 3
+
+
+def _redirect_output(log_path: str | None) -> None:
+    """Send this process's stdout/stderr (C libraries included) to the run's driver log."""
+    if not log_path:
+        return
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _log(message: str) -> None:
+    print(f"[perfctl.driver {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(
+            f"device '{device}' asked for, but this torch ({torch.__version__}) sees no CUDA GPU"
+        )
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return device, dtype
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def device_identity(device: str) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {"device": device, "cpu": platform.processor() or platform.machine()}
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(torch.device(device))
+        info.update(
+            {
+                "gpu_name": props.name,
+                "gpu_capability": f"{props.major}.{props.minor}",
+                "gpu_sm_count": props.multi_processor_count,
+                "gpu_memory_bytes": props.total_memory,
+                "cuda_runtime": torch.version.cuda,
+            }
+        )
+    return info
+
+
+def _synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run(workload: dict[str, Any]) -> int:
+    problem = nvtx_problem(installed_nvtx_version(), os.environ.get("PERFCTL_NSYS_VERSION"))
+    if problem:
+        _log(f"error: {problem}")
+        return EXIT_NVTX_INVISIBLE
+
+    import torch
+
+    device, dtype = resolve_device_dtype(workload["device"], workload["dtype"])
+    spec = ModelSpec.from_json(workload["model"])
+    emitter = NvtxEmitter()
+    _log(
+        f"loading {spec.name} ({'random weights' if spec.random_weights else 'weights'}) on {device} {dtype}"
+    )
+    emitter.push(LOAD)
+    t0 = time.perf_counter()
+    work = load_deepseek_ocr2(spec, device, dtype, int(workload.get("seed", 0)))
+    _synchronize(device)
+    emitter.pop()
+    load_s = time.perf_counter() - t0
+
+    pages = [Path(p) for p in workload["pages"]]
+    prepared = [work.prepare(p) for p in pages]
+    info = {
+        **device_identity(device),
+        "dtype": dtype,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "nvtx": installed_nvtx_version(),
+        "parameters": sum(p.numel() for p in work.model.parameters()),
+        "attn_implementation": getattr(work.model.config, "_attn_implementation", None),
+        "image_tokens_per_page": work.image_tokens,
+        "prompt_tokens_per_page": prepared[0].prompt_tokens,
+        "prompt_source": work.prompt_source,
+        "load_seconds": round(load_s, 3),
+        "decode_ranges_per_page": workload["max_new_tokens"] - 1,
+    }
+    Path(workload["driver_info"]).write_text(json.dumps(info, indent=2))
+    _log(
+        f"model: {info['parameters'] / 1e6:.1f} M parameters, {prepared[0].prompt_tokens} prompt tokens/page"
+    )
+
+    marker = StageMarker(emitter)
+    decoder, vision = work.stage_modules()
+    marker.attach(work.model, decoder, vision)
+    n_new = int(workload["max_new_tokens"])
+    # Fixed-length generation: every page does the same amount of work, so stages are comparable
+    # across pages and runs (random weights would otherwise stop at an arbitrary EOS).
+    gen_args = {"max_new_tokens": n_new, "min_new_tokens": n_new, "do_sample": False}
+
+    with torch.inference_mode():
+        for w in range(int(workload.get("warmup", 0))):
+            emitter.push(WARMUP, w)
+            work.model.generate(**prepared[w % len(prepared)].inputs, **gen_args)
+            _synchronize(device)
+            emitter.pop()
+        records = Path(workload["records"])
+        sequence = 0
+        for repeat in range(int(workload["repeats"])):
+            for index, (path, page) in enumerate(zip(pages, prepared, strict=True)):
+                emitter.push(PAGE, sequence)
+                marker.begin_page()
+                start = time.perf_counter_ns()
+                out = work.model.generate(**page.inputs, **gen_args)
+                _synchronize(device)
+                times = marker.end_page()
+                wall = time.perf_counter_ns() - start
+                emitter.pop()
+                record = {
+                    "sequence": sequence,
+                    "repeat": repeat,
+                    "page_index": index,
+                    "page": path.name,
+                    "prompt_tokens": page.prompt_tokens,
+                    "new_tokens": int(out.shape[1]) - page.prompt_tokens,
+                    "decode_steps": times.decode_steps,
+                    "wall_ns": wall,
+                    "stage_wall_ns": times.wall_ns,
+                }
+                with records.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                _log(f"repeat {repeat} page {index} ({path.name}): {wall / 1e6:.1f} ms")
+                sequence += 1
+    marker.detach()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    workload = json.loads(Path(args[0]).read_text())
+    _redirect_output(workload.get("log"))
+    try:
+        return run(workload)
+    except Exception:  # the log must say why; the capture reads our exit status
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Stage markers from module hooks: NVTX ranges for vision / prefill / decode on any HF model.
+
+Hooks, not edits of model code, so the same driver works on models perfctl did not write:
+  * a forward pre-hook on each vision module (vision tower, projector) opens `vision`;
+  * a forward pre-hook on the decoder opens `prefill` on the page's first decoder call and `decode`
+    (payload: token index) on every later one;
+  * a forward hook on the top-level model closes whichever stage is open, so the LM head belongs
+    to prefill / decode.
+Opening a stage closes the previous one, so exactly one stage is open at a time and NVTX push/pop
+stays balanced on the thread (generate runs the forward passes on the calling thread).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from perfctl.stages import DECODE, DOMAIN, PREFILL, VISION
+
+
+class RangeEmitter(Protocol):
+    def push(self, name: str, payload: int | None = None) -> None: ...
+    def pop(self) -> None: ...
+
+
+# ARGB values (names other than nvtx's few built-ins would need matplotlib).
+_COLORS = {
+    "page": 0xFF9E9E9E,
+    "vision": 0xFF1F77B4,
+    "prefill": 0xFFFF7F0E,
+    "decode": 0xFF2CA02C,
+    "load": 0xFF9467BD,
+    "warmup": 0xFFBCBD22,
+}
+
+
+class NvtxEmitter:
+    """Push/pop ranges in perfctl's NVTX domain through the `nvtx` package."""
+
+    def __init__(self, domain: str = DOMAIN) -> None:
+        import nvtx  # imported here so that analysis-only installs never need it
+
+        self._nvtx = nvtx
+        self._domain = domain
+
+    def push(self, name: str, payload: int | None = None) -> None:
+        self._nvtx.push_range(name, color=_COLORS.get(name, 0xFFFFFFFF), domain=self._domain, payload=payload)
+
+    def pop(self) -> None:
+        self._nvtx.pop_range(domain=self._domain)
+
+
+@dataclass
+class StageTimes:
+    """Host-side clock of one page's stages (perf_counter_ns), kept beside the NVTX ranges."""
+
+    wall_ns: dict[str, int] = field(default_factory=lambda: {VISION: 0, PREFILL: 0, DECODE: 0})
+    decode_steps: int = 0
+    decoder_calls: int = 0
+
+
+class StageMarker:
+    def __init__(self, emitter: RangeEmitter, clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self._emit = emitter
+        self._clock = clock
+        self._open: str | None = None
+        self._opened_at = 0
+        self.active = False  # off during warm-up and loading: no stage ranges there
+        self.page = StageTimes()
+        self._handles: list[Any] = []
+
+    def attach(self, top: Any, decoder: Any, vision_modules: Iterable[Any]) -> None:
+        for module in vision_modules:
+            self._handles.append(module.register_forward_pre_hook(self._on_vision))
+        self._handles.append(decoder.register_forward_pre_hook(self._on_decoder))
+        self._handles.append(top.register_forward_hook(self._on_top_done))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def begin_page(self) -> None:
+        self.page = StageTimes()
+        self.active = True
+
+    def end_page(self) -> StageTimes:
+        self._close()
+        self.active = False
+        return self.page
+
+    def _on_vision(self, _module: Any, _args: Any) -> None:
+        if self.active and self._open != VISION:
+            self._enter(VISION)
+
+    def _on_decoder(self, _module: Any, _args: Any) -> None:
+        if not self.active:
+            return
+        if self.page.decoder_calls == 0:
+            self._enter(PREFILL)
+        else:
+            self.page.decode_steps += 1
+            self._enter(DECODE, payload=self.page.decode_steps)
+        self.page.decoder_calls += 1
+
+    def _on_top_done(self, _module: Any, _args: Any, _output: Any) -> None:
+        if self.active:
+            self._close()
+
+    def _enter(self, stage: str, payload: int | None = None) -> None:
+        self._close()
+        self._emit.push(stage, payload)
+        self._open, self._opened_at = stage, self._clock()
+
+    def _close(self) -> None:
+        if self._open is not None:
+            self._emit.pop()
+            self.page.wall_ns[self._open] += self._clock() - self._opened_at
+            self._open = None

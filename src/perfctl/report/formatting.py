@@ -1,0 +1,28 @@
+"""Number formatting shared by the renderers: every figure gets its unit."""
+
+from __future__ import annotations
+
+
+def ms(ns: float | int | None) -> str:
+    if ns is None:
+        return "–"
+    return f"{ns / 1e6:,.3f} ms"
+
+
+def pct(fraction: float | None) -> str:
+    return "–" if fraction is None else f"{100 * fraction:.1f} %"
+
+
+def count(n: int | None) -> str:
+    return "–" if n is None else f"{n:,}"
+
+
+def nbytes(n: int | None) -> str:
+    if n is None:
+        return "–"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{n} B"

@@ -1,0 +1,90 @@
+"""Which model a capture runs: a built-in config name or a local folder, checked without importing torch.
+
+A built-in name (see `perfctl.resources.builtin_model_names`) is an architecture config with no
+weights: it always runs with seeded random weights. A folder must hold a `config.json`; when it also
+holds weights they are loaded, otherwise the user must ask for random weights explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perfctl.errors import BadInput
+from perfctl.resources import builtin_model_dir, builtin_model_names
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
+SUPPORTED_MODEL_TYPES = {"deepseek_ocr2"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # as the user gave it: a built-in name or a path
+    folder: Path
+    builtin: bool
+    model_type: str
+    has_weights: bool
+    random_weights: bool
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        """Inverse of `dataclasses.asdict` as written into workload.json."""
+        return cls(
+            name=str(data["name"]),
+            folder=Path(data["folder"]),
+            builtin=bool(data["builtin"]),
+            model_type=str(data["model_type"]),
+            has_weights=bool(data["has_weights"]),
+            random_weights=bool(data["random_weights"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "folder": str(self.folder),
+            "builtin": self.builtin,
+            "model_type": self.model_type,
+            "weights": "random (seeded)" if self.random_weights else "loaded from folder",
+        }
+
+
+def resolve_model(name: str, random_weights: bool = False) -> ModelSpec:
+    builtin = builtin_model_dir(name)
+    folder = builtin if builtin is not None else Path(name)
+    if builtin is None:
+        if not folder.exists():
+            raise BadInput(
+                f"model '{name}' is neither a built-in model ({', '.join(builtin_model_names())}) "
+                f"nor an existing folder"
+            )
+        if not folder.is_dir():
+            raise BadInput(f"model path is not a folder: {folder}")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise BadInput(f"model folder {folder} has no config.json")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot read {config_path}: {exc}") from None
+    model_type = str(config.get("model_type", ""))
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise BadInput(
+            f"model type '{model_type or '?'}' in {config_path} is not supported yet "
+            f"(supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})"
+        )
+    has_weights = builtin is None and any(any(folder.glob(p)) for p in WEIGHT_PATTERNS)
+    if builtin is None and not has_weights and not random_weights:
+        raise BadInput(
+            f"model folder {folder} has no weights; pass --random-weights to run its "
+            f"architecture with seeded random weights"
+        )
+    return ModelSpec(
+        name=name,
+        folder=folder.resolve(),
+        builtin=builtin is not None,
+        model_type=model_type,
+        has_weights=has_weights,
+        random_weights=random_weights or not has_weights,
+    )

@@ -1,0 +1,33 @@
+"""Page images for a capture: the built-in sample pages or a user's folder, checked before any run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perfctl.errors import BadInput
+from perfctl.resources import SAMPLE_PAGES_DIR
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def list_pages(folder: Path | None, count: int | None = None) -> list[Path]:
+    """The page images of `folder` (default: the built-in sample pages), sorted by name.
+
+    `count` takes the first N; asking for more pages than the folder holds is an error rather than a
+    silent repeat, so that a run's page list is always what the user asked for.
+    """
+    folder = SAMPLE_PAGES_DIR if folder is None else folder
+    if not folder.exists():
+        raise BadInput(f"pages folder does not exist: {folder}")
+    if not folder.is_dir():
+        raise BadInput(f"pages path is not a folder: {folder}")
+    pages = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not pages:
+        raise BadInput(f"no page images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    if count is not None:
+        if count < 1:
+            raise BadInput(f"--num-pages must be at least 1, got {count}")
+        if count > len(pages):
+            raise BadInput(f"--num-pages {count} asks for more pages than {folder} holds ({len(pages)})")
+        pages = pages[:count]
+    return pages

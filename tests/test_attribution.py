@@ -1,0 +1,142 @@
+"""Kernel -> NVTX range attribution: exact against nsys's own answers on real GPU exports, and the
+semantics of NVIDIA's projection on small hand-made tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nsys_reference import nvtxkernsum_totals, perfctl_totals
+from perfctl.analysis.analyze import analyze_export
+from perfctl.analysis.attribution import attribute_activities_to_ranges
+from perfctl.analysis.intervals import union_length
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _by_name(analysis: dict, domain: str, name: str) -> dict:  # type: ignore[type-arg]
+    return next(r for r in analysis["ranges"] if r["domain"] == domain and r["name"] == name)
+
+
+def test_matmul_fixture_answers_exactly(matmul_export: Path) -> None:
+    analysis = analyze_export(matmul_export)
+    prefill = _by_name(analysis, "perfctl", "prefill")
+    decode = _by_name(analysis, "perfctl", "decode")
+    assert (prefill["kernel_count"], prefill["kernel_time_ns"]) == (10, 1_700_987)
+    assert (decode["kernel_count"], decode["kernel_time_ns"]) == (15, 72_285)
+    assert decode["instances"] == 5 and prefill["instances"] == 1
+    # decode's kernels never overlap: busy time equals their summed time
+    assert decode["gpu_busy_ns"] == 72_285
+    assert analysis["export"]["schema_version"] == "3.0.0"
+    assert analysis["export"]["gpus"][0]["name"] == "NVIDIA H200"
+
+
+@pytest.mark.parametrize(
+    "fixture, reference",
+    [
+        ("matmul_export", "h200-nvtx-matmul.nvtxkernsum.csv"),
+        ("tiny_gpu_export", "h200-tiny-ocr2.nvtxkernsum.csv"),
+    ],
+)
+def test_equals_recorded_nsys_stats(fixture: str, reference: str, request: pytest.FixtureRequest) -> None:
+    """Every range name's kernel count and kernel time equal what nsys stats printed for the export."""
+    export = request.getfixturevalue(fixture)
+    expected = nvtxkernsum_totals((FIXTURES / reference).read_text())
+    assert perfctl_totals(analyze_export(export)) == expected
+
+
+def test_tiny_gpu_capture_stages(tiny_gpu_export: Path) -> None:
+    analysis = analyze_export(tiny_gpu_export)
+    stages = {s["stage"]: s for s in analysis["stages"]}
+    assert stages["vision"]["instances"] == 2
+    assert stages["prefill"]["instances"] == 2
+    assert stages["decode"]["instances"] == 2 * 7  # 8 new tokens: 1 from prefill, 7 decode steps
+    for s in stages.values():
+        assert s["kernel_count"] > 0
+        assert 0 < s["gpu_busy_ns"] <= s["kernel_time_ns"]
+        assert s["top_kernels"], s["stage"]
+    pages = analysis["pages"]
+    assert [p["sequence"] for p in pages] == [0, 1]
+    for page in pages:
+        assert page["stages"]["decode"]["instances"] == 7
+        inner = sum(page["stages"][s]["wall_ns"] for s in ("vision", "prefill", "decode"))
+        assert 0 < inner <= page["wall_ns"]
+    # the per-page split adds up to the stage totals
+    assert sum(p["stages"]["decode"]["kernel_time_ns"] for p in pages) == stages["decode"]["kernel_time_ns"]
+
+
+def _ranges(rows: list[tuple[int, int, int]], other_thread: set[int] = frozenset()) -> pd.DataFrame:  # type: ignore[assignment]
+    return pd.DataFrame(
+        {
+            "start": [r[0] for r in rows],
+            "end": [r[1] for r in rows],
+            "thread": [r[2] for r in rows],
+            "ended_on_other_thread": [i in other_thread for i in range(len(rows))],
+        }
+    )
+
+
+def _launches(rows: list[tuple[float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "launch_start": [r[0] for r in rows],
+            "launch_end": [r[1] for r in rows],
+            "launch_thread": [r[2] for r in rows],
+        }
+    )
+
+
+def _pairs(ranges: pd.DataFrame, acts: pd.DataFrame) -> set[tuple[int, int]]:
+    p = attribute_activities_to_ranges(ranges, acts)
+    return set(zip(p["range_row"].tolist(), p["activity_row"].tolist(), strict=True))
+
+
+def test_projection_semantics() -> None:
+    ranges = _ranges(
+        [
+            (100, 200, 1),  # 0: outer
+            (110, 150, 1),  # 1: nested inside 0
+            (100, 200, 2),  # 2: same time, other thread
+            (300, 400, 1),  # 3: a start/end range ended on another thread: nsys ignores it
+        ],
+        other_thread={3},
+    )
+    acts = _launches(
+        [
+            (110, 150, 1),  # 0: exactly on range 1's edges (inclusive) -> ranges 0 and 1
+            (190, 210, 1),  # 1: launch call ends after range 0 ends -> nothing
+            (120, 130, 2),  # 2: thread 2 -> range 2 only
+            (320, 330, 1),  # 3: inside range 3, which does not take part -> nothing
+            (np.nan, np.nan, np.nan),  # 4: no launch record -> nothing
+            (99, 101, 1),  # 5: starts before range 0 -> nothing
+        ]
+    )
+    assert _pairs(ranges, acts) == {(0, 0), (1, 0), (2, 2)}
+
+
+def test_projection_many_threads_and_empty_inputs() -> None:
+    rng = np.random.default_rng(7)
+    n_threads, n = 5, 2000
+    starts = rng.integers(0, 10_000, n)
+    acts = _launches([(s, s + 3, t) for s, t in zip(starts, rng.integers(0, n_threads, n), strict=True)])
+    ranges = _ranges([(1000 * i, 1000 * i + 999, t) for i in range(10) for t in range(n_threads)])
+    got = _pairs(ranges, acts)
+    brute = {
+        (ri, ai)
+        for ri, r in ranges.iterrows()
+        for ai, a in acts.iterrows()
+        if a.launch_thread == r.thread and r.start <= a.launch_start and a.launch_end <= r.end
+    }
+    assert got == brute
+    assert _pairs(ranges.iloc[0:0], acts) == set()
+    assert _pairs(ranges, acts.iloc[0:0]) == set()
+
+
+def test_union_length_counts_overlap_once() -> None:
+    starts = np.array([0, 5, 20, 21, 40], dtype=np.int64)
+    ends = np.array([10, 8, 30, 25, 41], dtype=np.int64)
+    assert union_length(starts, ends) == 10 + 10 + 1
+    assert union_length(np.array([], dtype=np.int64), np.array([], dtype=np.int64)) == 0

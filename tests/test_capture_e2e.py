@@ -1,0 +1,153 @@
+"""The real thing on this machine: `perfctl capture` of the built-in workload under nsys (CPU), then
+`perfctl analyze`, through the command line as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_perfctl
+
+pytestmark = [pytest.mark.nsys, pytest.mark.slow]
+
+PAGES, REPEATS, NEW_TOKENS = 2, 2, 4
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> Path:
+    root = tmp_path_factory.mktemp("profiles")
+    proc = run_perfctl(
+        "capture",
+        "--tool",
+        "nsys",
+        "--num-pages",
+        str(PAGES),
+        "--repeats",
+        str(REPEATS),
+        "--max-new-tokens",
+        str(NEW_TOKENS),
+        "--profiles",
+        str(root),
+        "--run-id",
+        "e2e",
+        "--nsys",
+        nsys_bin,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "status: ok" in proc.stdout
+    return root / "e2e"
+
+
+def test_run_folder_is_self_describing(captured: Path) -> None:
+    for name in (
+        "run.nsys-rep",
+        "run.sqlite",
+        "manifest.json",
+        "workload.json",
+        "driver.log",
+        "nsys.log",
+        "pages.jsonl",
+        "driver-info.json",
+    ):
+        assert (captured / name).is_file(), name
+    m = json.loads((captured / "manifest.json").read_text())
+    assert m["status"] == "ok" and m["reason"] is None
+    assert m["nsys"]["version"].startswith("20")
+    cmd = m["nsys"]["command"]
+    assert cmd[1] == "profile" and "--trace=cuda,nvtx,osrt" in cmd and "--sample=none" in cmd
+    assert "--cpuctxsw=none" in cmd and cmd[-2:] == ["perfctl.driver", str(captured / "workload.json")]
+    assert m["driver"]["torch"] and m["driver"]["transformers"] and m["driver"]["device"] == "cpu"
+    assert m["packages"]["nvtx"] == m["driver"]["nvtx"]
+    assert m["model_spec"]["name"] == "deepseek-ocr2-tiny" and m["model_spec"]["weights"] == "random (seeded)"
+    assert [p["file"] for p in m["pages"]] == ["page-01.png", "page-02.png"]
+    assert all(len(p["sha256"]) == 64 for p in m["pages"])
+    assert m["pages_completed"] == m["pages_expected"] == PAGES * REPEATS
+    assert m["host"]["cpu_count"] >= 1 and m["started_at"] < m["finished_at"]
+    assert m["workload"]["max_new_tokens"] == NEW_TOKENS
+    records = [json.loads(line) for line in (captured / "pages.jsonl").read_text().splitlines()]
+    assert [(r["repeat"], r["page_index"]) for r in records] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(r["new_tokens"] == NEW_TOKENS and r["decode_steps"] == NEW_TOKENS - 1 for r in records)
+
+
+def test_analyze_json_has_stages_from_nvtx(captured: Path) -> None:
+    proc = run_perfctl("analyze", str(captured), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    analysis = json.loads(proc.stdout)
+    ranges = {(r["domain"], r["name"]): r for r in analysis["ranges"]}
+    n_pages = PAGES * REPEATS
+    expected = {
+        "load": 1,
+        "warmup": 1,
+        "page": n_pages,
+        "vision": n_pages,
+        "prefill": n_pages,
+        "decode": n_pages * (NEW_TOKENS - 1),
+    }
+    for name, count in expected.items():
+        assert ranges[("perfctl", name)]["instances"] == count, name
+    for r in analysis["ranges"]:
+        assert {
+            "domain",
+            "name",
+            "instances",
+            "kernel_count",
+            "kernel_time_ns",
+            "gpu_busy_ns",
+            "wall_ns",
+        } <= set(r)
+        assert r["wall_ns"] > 0
+    # a CPU capture has no kernels, and says so rather than inventing any
+    assert analysis["totals"]["kernels"] == 0
+    assert any("no CUDA kernels" in w for w in analysis["warnings"])
+    # stages nest in pages: each page holds one vision, one prefill and NEW_TOKENS-1 decode ranges
+    assert len(analysis["pages"]) == n_pages
+    for page in analysis["pages"]:
+        assert page["stages"]["vision"]["instances"] == 1
+        assert page["stages"]["prefill"]["instances"] == 1
+        assert page["stages"]["decode"]["instances"] == NEW_TOKENS - 1
+        assert sum(page["stages"][s]["wall_ns"] for s in ("vision", "prefill", "decode")) <= page["wall_ns"]
+    assert analysis["run"]["run_id"] == "e2e"
+    # analyze wrote its files beside the export
+    assert json.loads((captured / "analysis.json").read_text())["stages"] == analysis["stages"]
+
+
+def test_report_html_shows_stages_and_run(captured: Path) -> None:
+    assert run_perfctl("analyze", str(captured)).returncode == 0
+    html = (captured / "report.html").read_text()
+    for needle in (
+        "vision",
+        "prefill",
+        "decode",
+        "deepseek-ocr2-tiny",
+        "e2e",
+        "Top kernels per stage",
+        "no CUDA kernels",
+        "<svg",
+    ):
+        assert needle in html, needle
+
+
+def test_analyze_accepts_the_sqlite_and_the_report(captured: Path, tmp_path: Path, nsys_bin: str) -> None:
+    by_sqlite = run_perfctl(
+        "analyze", str(captured / "run.sqlite"), "--format", "json", "--out-dir", str(tmp_path / "a")
+    )
+    assert by_sqlite.returncode == 0, by_sqlite.stderr
+    rep = tmp_path / "copy.nsys-rep"
+    rep.write_bytes((captured / "run.nsys-rep").read_bytes())
+    by_report = run_perfctl("analyze", str(rep), "--format", "json", "--nsys", nsys_bin)
+    assert by_report.returncode == 0, by_report.stderr
+    assert (tmp_path / "copy.sqlite").is_file()
+    a, b = json.loads(by_sqlite.stdout), json.loads(by_report.stdout)
+    assert [(r["name"], r["instances"]) for r in a["ranges"]] == [
+        (r["name"], r["instances"]) for r in b["ranges"]
+    ]
+
+
+def test_existing_run_folder_is_refused_then_replaced_with_force(captured: Path, nsys_bin: str) -> None:
+    before = (captured / "manifest.json").read_bytes()
+    proc = run_perfctl("capture", "--out", str(captured), "--num-pages", "1", "--nsys", nsys_bin)
+    assert proc.returncode == 2
+    assert "already exists" in proc.stderr and "--force" in proc.stderr and "Traceback" not in proc.stderr
+    assert (captured / "manifest.json").read_bytes() == before

@@ -1,0 +1,92 @@
+"""Bad input: a one-line reason on stderr, exit code 2, no traceback, nothing overwritten."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import run_perfctl
+
+
+def _assert_clean_error(proc, *needles: str) -> None:  # type: ignore[no-untyped-def]
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    err = proc.stderr.strip()
+    assert err.startswith("perfctl: error:") or err.startswith("Usage:") or "Error:" in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def test_missing_nsys_gives_install_hint(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NSYS"}
+    env["PATH"] = str(Path(os.__file__).parent)  # a PATH without nsys
+    proc = run_perfctl("capture", "--profiles", str(tmp_path), env=env)
+    _assert_clean_error(proc, "nsys", "install-nsys.sh")
+    assert not any(tmp_path.iterdir()), "no run folder may be left behind"
+
+
+def test_nsys_path_that_is_not_nsys(tmp_path: Path) -> None:
+    _assert_clean_error(run_perfctl("capture", "--nsys", "/bin/true", "--profiles", str(tmp_path)), "nsys")
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a database at all" * 100])
+def test_analyze_non_sqlite(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(content)
+    _assert_clean_error(run_perfctl("analyze", str(bad)), str(bad))
+
+
+def test_analyze_sqlite_that_is_not_an_nsys_export(tmp_path: Path) -> None:
+    db = tmp_path / "other.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    _assert_clean_error(run_perfctl("analyze", str(db)), "not an Nsight Systems export")
+    with sqlite3.connect(db) as conn:  # the input was not modified
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["t"]
+
+
+def test_analyze_truncated_export(tmp_path: Path, matmul_export: Path) -> None:
+    cut = tmp_path / "cut.sqlite"
+    cut.write_bytes(matmul_export.read_bytes()[:300_000])
+    _assert_clean_error(run_perfctl("analyze", str(cut)))
+
+
+def test_analyze_missing_path_and_folder_without_export(tmp_path: Path) -> None:
+    _assert_clean_error(run_perfctl("analyze", str(tmp_path / "nope.sqlite")), "no such file")
+    _assert_clean_error(run_perfctl("analyze", str(tmp_path)), "run folder")
+
+
+def test_empty_pages_folder(tmp_path: Path) -> None:
+    empty = tmp_path / "pages"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    _assert_clean_error(
+        run_perfctl("capture", "--pages", str(empty), "--profiles", str(tmp_path / "p")), "no page images"
+    )
+
+
+def test_model_path_that_does_not_exist(tmp_path: Path) -> None:
+    _assert_clean_error(
+        run_perfctl("capture", "--model", str(tmp_path / "no-model"), "--profiles", str(tmp_path)),
+        "neither a built-in model",
+    )
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--repeats", "0"], "--repeats"),
+        (["--max-new-tokens", "-3"], "--max-new-tokens"),
+        (["--num-pages", "500"], "more pages"),
+        (["--device", "tpu"], "--device"),
+        (["--dtype", "int3"], "--dtype"),
+        (["--run-id", "../escape"], "run id"),
+        (["--tool", "torch"], "only the nsys pass"),
+    ],
+)
+def test_bad_capture_options(tmp_path: Path, args: list[str], needle: str) -> None:
+    _assert_clean_error(run_perfctl("capture", *args, "--profiles", str(tmp_path)), needle)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,63 @@
+"""Stage ranges come from module hooks on the real model: balanced, ordered, one per decode step."""
+
+from __future__ import annotations
+
+import pytest
+
+from perfctl.driver.markers import StageMarker
+from perfctl.resources import SAMPLE_PAGES_DIR
+from perfctl.workloads.deepseek_ocr2 import load_deepseek_ocr2
+from perfctl.workloads.models import resolve_model
+
+
+class RecordingEmitter:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str | None, int | None]] = []
+
+    def push(self, name: str, payload: int | None = None) -> None:
+        self.events.append(("push", name, payload))
+
+    def pop(self) -> None:
+        self.events.append(("pop", None, None))
+
+
+@pytest.fixture(scope="module")
+def tiny():  # type: ignore[no-untyped-def]
+    return load_deepseek_ocr2(resolve_model("deepseek-ocr2-tiny"), "cpu", "float32", seed=0)
+
+
+def test_hooks_mark_vision_prefill_and_each_decode_step(tiny) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    emitter = RecordingEmitter()
+    marker = StageMarker(emitter)
+    decoder, vision = tiny.stage_modules()
+    marker.attach(tiny.model, decoder, vision)
+    page = tiny.prepare(sorted(SAMPLE_PAGES_DIR.glob("*.png"))[0])
+    new = 5
+    with torch.inference_mode():
+        marker.active = False  # warm-up: no stage ranges at all
+        tiny.model.generate(**page.inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False)
+        assert emitter.events == []
+        marker.begin_page()
+        out = tiny.model.generate(**page.inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+        times = marker.end_page()
+    marker.detach()
+
+    assert out.shape[1] == page.prompt_tokens + new
+    pushes = [(name, payload) for kind, name, payload in emitter.events if kind == "push"]
+    assert pushes == [("vision", None), ("prefill", None)] + [("decode", i) for i in range(1, new)]
+    # strictly alternating push/pop: one stage open at a time, balanced at the end
+    assert [kind for kind, _, _ in emitter.events] == ["push", "pop"] * (new + 1)
+    assert times.decode_steps == new - 1
+    assert all(v > 0 for v in times.wall_ns.values())
+
+
+def test_prepared_inputs_hold_one_placeholder_per_image_token(tiny) -> None:  # type: ignore[no-untyped-def]
+    page = tiny.prepare(sorted(SAMPLE_PAGES_DIR.glob("*.png"))[1])
+    ids = page.inputs["input_ids"][0].tolist()
+    assert ids.count(tiny.config.image_token_id) == page.image_tokens == 145
+    assert page.prompt_tokens == len(ids) == 1 + 145 + 11
+    pixels = page.inputs["pixel_values"]
+    assert tuple(pixels.shape) == (1, 3, 256, 256)
+    assert float(pixels.min()) >= -1.0 and float(pixels.max()) <= 1.0

@@ -1,0 +1,109 @@
+"""Model and page resolution (no torch), the DeepSeek-OCR-2 token layout, and the nvtx/nsys check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from perfctl.driver.nvtx_compat import nvtx_problem
+from perfctl.errors import BadInput
+from perfctl.resources import SAMPLE_PAGES_DIR, builtin_model_dir, builtin_model_names
+from perfctl.workloads.models import resolve_model
+from perfctl.workloads.pages import list_pages
+
+
+def test_builtin_models_and_pages_ship_with_perfctl() -> None:
+    assert {"deepseek-ocr2", "deepseek-ocr2-tiny"} <= set(builtin_model_names())
+    pages = list_pages(None)
+    assert len(pages) >= 10 and pages == sorted(pages)
+    with Image.open(pages[0]) as img:
+        assert img.size == (1024, 1448)
+    assert list_pages(None, 3) == pages[:3]
+    assert all(p.parent == SAMPLE_PAGES_DIR for p in pages)
+
+
+def test_full_size_config_matches_the_published_architecture() -> None:
+    cfg = json.loads((builtin_model_dir("deepseek-ocr2") / "config.json").read_text())  # type: ignore[operator]
+    text, sam, enc = (
+        cfg["text_config"],
+        cfg["vision_config"]["sam_config"],
+        cfg["vision_config"]["encoder_config"],
+    )
+    assert (text["hidden_size"], text["num_hidden_layers"], text["num_attention_heads"]) == (1280, 12, 10)
+    assert (text["n_routed_experts"], text["num_experts_per_tok"], text["n_shared_experts"]) == (64, 6, 2)
+    assert text["mlp_layer_types"] == ["dense"] + ["sparse"] * 11 and text["vocab_size"] == 129280
+    assert (sam["hidden_size"], sam["num_hidden_layers"], sam["global_attn_indexes"]) == (
+        768,
+        12,
+        [2, 5, 8, 11],
+    )
+    assert (
+        enc["hidden_size"],
+        enc["num_hidden_layers"],
+        enc["num_attention_heads"],
+        enc["num_key_value_heads"],
+    ) == (896, 24, 14, 2)
+    assert cfg["image_token_id"] == 128815
+
+
+def test_image_token_counts() -> None:
+    from transformers import AutoConfig
+
+    from perfctl.workloads.deepseek_ocr2 import image_token_count
+
+    full = AutoConfig.from_pretrained(builtin_model_dir("deepseek-ocr2"))
+    tiny = AutoConfig.from_pretrained(builtin_model_dir("deepseek-ocr2-tiny"))
+    assert image_token_count(full) == 256 + 1  # 1024² global view + view separator
+    assert image_token_count(tiny) == 144 + 1  # small SAM input: the 768²-style 144 queries
+
+
+def test_resolve_model_folder_rules(tmp_path: Path) -> None:
+    spec = resolve_model("deepseek-ocr2-tiny")
+    assert spec.builtin and spec.random_weights and spec.model_type == "deepseek_ocr2"
+    folder = tmp_path / "m"
+    folder.mkdir()
+    with pytest.raises(BadInput, match=r"no config\.json"):
+        resolve_model(str(folder))
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(BadInput, match="not supported yet"):
+        resolve_model(str(folder))
+    (folder / "config.json").write_text((builtin_model_dir("deepseek-ocr2-tiny") / "config.json").read_text())  # type: ignore[operator]
+    with pytest.raises(BadInput, match="--random-weights"):
+        resolve_model(str(folder))
+    assert resolve_model(str(folder), random_weights=True).random_weights
+    (folder / "model.safetensors").write_bytes(b"")
+    spec = resolve_model(str(folder))
+    assert spec.has_weights and not spec.random_weights and not spec.builtin
+
+
+def test_list_pages_errors(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="does not exist"):
+        list_pages(tmp_path / "missing")
+    with pytest.raises(BadInput, match="no page images"):
+        list_pages(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    with pytest.raises(BadInput, match="at least 1"):
+        list_pages(tmp_path, 0)
+    assert list_pages(tmp_path, 1) == [tmp_path / "a.png"]
+
+
+@pytest.mark.parametrize(
+    "nvtx, nsys, invisible",
+    [
+        ("0.2.11", "2022.4.2.1", False),
+        ("0.2.10", "2022.4.2.1", False),
+        ("0.2.12", "2022.4.2.1", True),
+        ("0.2.14", "2022.4.2.1", True),
+        ("0.2.14", "2024.5.1.113", False),
+        ("0.2.14", None, False),
+    ],
+)
+def test_nvtx_visibility_rule(nvtx: str, nsys: str | None, invisible: bool) -> None:
+    problem = nvtx_problem(nvtx, nsys)
+    assert (problem is not None) == invisible
+    if problem:
+        assert "nvtx==0.2.11" in problem
+    assert nvtx_problem(None, "2022.4.2.1") is not None
