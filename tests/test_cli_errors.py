@@ -85,6 +85,7 @@ def test_model_path_that_does_not_exist(tmp_path: Path) -> None:
         (["--dtype", "int3"], "--dtype"),
         (["--run-id", "../escape"], "run id"),
         (["--tool", "torch"], "only the nsys pass"),
+        (["--trace", "cuda,osrt"], "lacks nvtx"),
     ],
 )
 def test_bad_capture_options(tmp_path: Path, args: list[str], needle: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from perfctl.analysis.analyze import analyze_export
@@ -21,6 +22,12 @@ def test_report_of_real_gpu_capture(tiny_gpu_export: Path) -> None:
     top = analysis["stages"][2]["top_kernels"][0]
     assert top["short_name"] in html
     assert "&lt;" in html  # C++ template kernel names are escaped, not raw markup
+
+
+def test_page_bars_are_drawn_one_row_per_page(tiny_gpu_export: Path) -> None:
+    html = render_html(analyze_export(tiny_gpu_export), None)
+    rect_rows = sorted({int(y) for y in re.findall(r'<rect x="[^"]+" y="(\d+)"', html)})
+    assert rect_rows == [4, 26]  # two pages, three stage segments each, on their own rows
 
 
 def test_hostile_range_names_are_escaped(tiny_gpu_export: Path) -> None:

@@ -85,6 +85,8 @@ def validate_numbers(opts: CaptureOptions) -> None:
             raise BadInput(f"{flag} must be between {low} and {high}, got {value}")
     if opts.device not in DEVICES and not re.fullmatch(r"cuda:\d+", opts.device):
         raise BadInput(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {opts.device!r}")
+    if "nvtx" not in opts.trace.split(","):
+        raise BadInput(f"--trace {opts.trace!r} lacks nvtx: perfctl's stages are NVTX ranges")
     if opts.dtype not in DTYPES:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {opts.dtype!r}")
 
