@@ -151,3 +151,38 @@ def test_existing_run_folder_is_refused_then_replaced_with_force(captured: Path,
     assert proc.returncode == 2
     assert "already exists" in proc.stderr and "--force" in proc.stderr and "Traceback" not in proc.stderr
     assert (captured / "manifest.json").read_bytes() == before
+
+
+def test_capture_options_reach_the_driver(tmp_path: Path, nsys_bin: str) -> None:
+    out = tmp_path / "exact-folder"
+    proc = run_perfctl(
+        "capture",
+        "--out",
+        str(out),
+        "--num-pages",
+        "1",
+        "--max-new-tokens",
+        "3",
+        "--warmup",
+        "0",
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+        "--trace",
+        "nvtx,osrt",
+        "--nsys",
+        nsys_bin,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["workload"]["seed"] == 3 and m["workload"]["warmup"] == 0
+    assert "--trace=nvtx,osrt" in m["nsys"]["command"]
+    assert m["driver"]["dtype"] == "float32" and m["driver"]["device"] == "cpu"
+    analysis = json.loads(run_perfctl("analyze", str(out), "--format", "json", "--top", "1").stdout)
+    names = {r["name"] for r in analysis["ranges"] if r["domain"] == "perfctl"}
+    assert "warmup" not in names and {"page", "vision", "prefill", "decode"} <= names
+    decode = next(s for s in analysis["stages"] if s["stage"] == "decode")
+    assert decode["instances"] == 2
