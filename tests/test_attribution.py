@@ -13,6 +13,7 @@ from nsys_reference import nvtxkernsum_totals, perfctl_totals
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.attribution import attribute_activities_to_ranges
 from perfctl.analysis.intervals import union_length
+from perfctl.nsys_export.events import Activities
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -79,19 +80,30 @@ def _ranges(rows: list[tuple[int, int, int]], other_thread: set[int] = frozenset
     )
 
 
-def _launches(rows: list[tuple[float, float, float]]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "launch_start": [r[0] for r in rows],
-            "launch_end": [r[1] for r in rows],
-            "launch_thread": [r[2] for r in rows],
-        }
+def _launches(rows: list[tuple[int, int, int]]) -> Activities:
+    """Kernels launched by an API call at (start, end) on a thread; thread -1: no launch record."""
+    n = len(rows)
+    col = np.array(rows, dtype=np.int64).reshape(n, 3)
+    zeros = np.zeros(n, dtype=np.int64)
+    return Activities(
+        activity=np.arange(n, dtype=np.int64),
+        kind=zeros,
+        start=col[:, 1] + 10,
+        end=col[:, 1] + 20,
+        process=zeros,
+        short_id=zeros,
+        name_id=zeros,
+        bytes=zeros,
+        launch_thread=col[:, 2],
+        launch_start=col[:, 0],
+        launch_end=col[:, 1],
+        launch_row=np.arange(n, dtype=np.int64),
     )
 
 
-def _pairs(ranges: pd.DataFrame, acts: pd.DataFrame) -> set[tuple[int, int]]:
+def _pairs(ranges: pd.DataFrame, acts: Activities) -> set[tuple[int, int]]:
     p = attribute_activities_to_ranges(ranges, acts)
-    return set(zip(p["range_row"].tolist(), p["activity_row"].tolist(), strict=True))
+    return set(zip(p.range_row.tolist(), p.act_row.tolist(), strict=True))
 
 
 def test_projection_semantics() -> None:
@@ -110,7 +122,7 @@ def test_projection_semantics() -> None:
             (190, 210, 1),  # 1: launch call ends after range 0 ends -> nothing
             (120, 130, 2),  # 2: thread 2 -> range 2 only
             (320, 330, 1),  # 3: inside range 3, which does not take part -> nothing
-            (np.nan, np.nan, np.nan),  # 4: no launch record -> nothing
+            (-1, -1, -1),  # 4: no launch record -> nothing
             (99, 101, 1),  # 5: starts before range 0 -> nothing
         ]
     )
@@ -127,12 +139,14 @@ def test_projection_many_threads_and_empty_inputs() -> None:
     brute = {
         (ri, ai)
         for ri, r in ranges.iterrows()
-        for ai, a in acts.iterrows()
-        if a.launch_thread == r.thread and r.start <= a.launch_start and a.launch_end <= r.end
+        for ai in range(len(acts))
+        if acts.launch_thread[ai] == r.thread
+        and r.start <= acts.launch_start[ai]
+        and acts.launch_end[ai] <= r.end
     }
     assert got == brute
     assert _pairs(ranges.iloc[0:0], acts) == set()
-    assert _pairs(ranges, acts.iloc[0:0]) == set()
+    assert _pairs(ranges, _launches([])) == set()
 
 
 def test_union_length_counts_overlap_once() -> None:

@@ -1,6 +1,7 @@
 """From an nsys export to the analysis result: ranges, perfctl stages, pages, totals.
 
-`analyze_export` is the one entry point; everything it calls is a pure function over DataFrames.
+`analyze_export` is the one entry point; everything it calls is a pure function over the tables
+that `load_export` reads.
 """
 
 from __future__ import annotations
@@ -13,19 +14,37 @@ import numpy as np
 import pandas as pd
 
 from perfctl import __version__
-from perfctl.analysis.attribution import attribute_activities_to_ranges
+from perfctl.analysis.attribution import attribute_activities_to_ranges, attribute_other_threads
 from perfctl.analysis.intervals import union_length
-from perfctl.analysis.ranges import attributed_pairs, summarize_group, summarize_ranges
-from perfctl.nsys_export.events import load_gpu_activities, load_nvtx_ranges
+from perfctl.analysis.ranges import STAT_KEYS, instance_table, summarize_names
+from perfctl.nsys_export.events import (
+    KERNEL,
+    Activities,
+    load_gpu_activities,
+    load_nvtx_ranges,
+    string_values,
+)
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly, read_schema
 from perfctl.stages import DOMAIN, PAGE, STAGES
+
+GPU_COLUMNS = (
+    "id",
+    "name",
+    "busLocation",
+    "smCount",
+    "totalMemory",
+    "memoryBandwidth",
+    "clockRate",
+    "computeMajor",
+    "computeMinor",
+)
 
 
 @dataclass(frozen=True)
 class ExportTables:
     schema: ExportSchema
     ranges: pd.DataFrame
-    activities: pd.DataFrame
+    activities: Activities
     gpus: list[dict[str, Any]]
 
 
@@ -35,51 +54,65 @@ def load_export(path: Path) -> ExportTables:
         schema = read_schema(conn, path)
         gpus: list[dict[str, Any]] = []
         if schema.has("TARGET_INFO_GPU"):
-            cols = [
-                c
-                for c in (
-                    "id",
-                    "name",
-                    "busLocation",
-                    "smCount",
-                    "totalMemory",
-                    "memoryBandwidth",
-                    "clockRate",
-                    "computeMajor",
-                    "computeMinor",
-                )
-                if schema.has_column("TARGET_INFO_GPU", c)
-            ]
+            cols = [c for c in GPU_COLUMNS if schema.has_column("TARGET_INFO_GPU", c)]
             cur = conn.execute(f"SELECT {', '.join(cols)} FROM TARGET_INFO_GPU")
             gpus = [dict(zip(cols, row, strict=True)) for row in cur]
-        return ExportTables(schema, load_nvtx_ranges(conn, schema), load_gpu_activities(conn, schema), gpus)
+        ranges = load_nvtx_ranges(conn, schema)
     finally:
         conn.close()
+    return ExportTables(schema, ranges, load_gpu_activities(schema), gpus)
 
 
 def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
-    tables = load_export(path)
-    return analyze_tables(tables, top_n=top_n)
+    return analyze_tables(load_export(path), top_n=top_n)
+
+
+def _name_lookup(path: Path) -> Any:
+    def lookup(ids: list[int]) -> dict[int, str]:
+        conn = connect_readonly(path)
+        try:
+            return string_values(conn, ids)
+        finally:
+            conn.close()
+
+    return lookup
 
 
 def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
     ranges, acts = tables.ranges, tables.activities
-    pairs = attributed_pairs(ranges, acts, attribute_activities_to_ranges(ranges, acts))
+    pairs = attribute_activities_to_ranges(ranges, acts)
+    other = attribute_other_threads(ranges, acts)
+    instances = instance_table(ranges, pairs, acts)
+    names = summarize_names(ranges, instances, pairs, other, acts, _name_lookup(tables.schema.path), top_n)
+
+    is_kernel = acts.kind == KERNEL
+    if acts.fanned_out:
+        kernel_ids, first = np.unique(acts.activity[is_kernel], return_index=True)
+        unlaunched = int(len(kernel_ids) - len(np.unique(acts.activity[is_kernel & acts.launched])))
+        k_start, k_end = acts.start[is_kernel][first], acts.end[is_kernel][first]
+    else:
+        kernel_ids = acts.activity[is_kernel]
+        unlaunched = int((is_kernel & ~acts.launched).sum())
+        k_start, k_end = acts.start[is_kernel], acts.end[is_kernel]
     warnings = list(tables.schema.warnings)
-    kernels = acts[acts["kind"] == "kernel"].drop_duplicates("activity")
     if ranges.empty:
         warnings.append(
             "the export holds no NVTX ranges (was --trace nvtx on, and is the nvtx package "
             "version visible to this nsys?)"
         )
-    if kernels.empty:
+    if len(kernel_ids) == 0:
         warnings.append(
             "the export holds no CUDA kernels (a CPU-only run, CUDA tracing off, or an nsys "
             "whose CUPTI is older than the program's CUDA): kernel figures are zero"
         )
-    unlaunched = int(kernels["launch_thread"].isna().sum())
     if unlaunched:
         warnings.append(f"{unlaunched} kernels have no matching CUDA API launch and cannot be attributed")
+    other_total = sum(r["other_threads"]["kernel_count"] for r in names)
+    if other_total:
+        warnings.append(
+            f"{other_total} kernel launches from other threads fell inside ranges; nsys's "
+            "projection leaves them out, see each range's other_threads"
+        )
 
     return {
         "perfctl_version": __version__,
@@ -92,81 +125,108 @@ def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
         "warnings": warnings,
         "totals": {
             "nvtx_ranges": len(ranges),
-            "kernels": len(kernels),
-            "kernel_time_ns": int(kernels["duration"].sum()),
-            "gpu_busy_ns": union_length(
-                kernels["start"].to_numpy(np.int64), kernels["end"].to_numpy(np.int64)
-            ),
+            "kernels": len(kernel_ids),
+            "kernel_time_ns": int((k_end - k_start).sum()),
+            "gpu_busy_ns": union_length(k_start, k_end),
             "unattributed_kernels": unlaunched,
         },
-        "ranges": summarize_ranges(ranges, pairs, top_n),
-        "stages": summarize_stages(ranges, pairs, top_n),
-        "pages": summarize_pages(ranges, pairs),
+        "ranges": names,
+        "stages": stage_summaries(names),
+        "pages": summarize_pages(ranges, instances),
     }
 
 
-def summarize_stages(ranges: pd.DataFrame, pairs: pd.DataFrame, top_n: int) -> list[dict[str, Any]]:
-    """perfctl's stages (vision, prefill, decode) in the order a page runs them."""
+def stage_summaries(names: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """perfctl's stages (vision, prefill, decode) in the order a page runs them; zeros when absent."""
+    by_name = {r["name"]: r for r in names if r["domain"] == DOMAIN}
     out = []
     for stage in STAGES:
-        inst = ranges[(ranges["domain"] == DOMAIN) & (ranges["name"] == stage)]
-        stage_pairs = pairs[(pairs["domain"] == DOMAIN) & (pairs["name"] == stage)]
-        summary = summarize_group(inst, stage_pairs, top_n)
-        summary["wall_mean_ns"] = summary["wall_ns"] / len(inst) if len(inst) else 0.0
-        out.append({"stage": stage, **summary})
+        item = by_name.get(stage) or _empty_summary(stage)
+        out.append(
+            {
+                "stage": stage,
+                **item,
+                "wall_mean_ns": item["wall_ns"] / item["instances"] if item["instances"] else 0.0,
+            }
+        )
     return out
 
 
-def summarize_pages(ranges: pd.DataFrame, pairs: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per page instance: its wall time and, per stage inside it, wall and attributed kernel time."""
-    ours = ranges[ranges["domain"] == DOMAIN]
-    pages = ours[ours["name"] == PAGE]
-    if pages.empty:
-        return []
-    stages = ours[ours["name"].isin(STAGES)]
-    kernel_pairs = pairs[(pairs["kind"] == "kernel") & (pairs["domain"] == DOMAIN)]
-    kernel_time = kernel_pairs.groupby("range_row")["duration"].sum()
-    kernel_count = kernel_pairs.groupby("range_row").size()
+def _empty_summary(name: str) -> dict[str, Any]:
+    zero_stats = dict.fromkeys(STAT_KEYS, 0.0)
+    item: dict[str, Any] = {
+        "domain": DOMAIN,
+        "name": name,
+        "instances": 0,
+        "wall_ns": 0,
+        "kernel_count": 0,
+        "kernel_time_ns": 0,
+        "gpu_busy_ns": 0,
+        "gpu_span_ns": 0,
+        "gpu_idle_fraction": None,
+        "launches": 0,
+    }
+    for label in ("memcpy", "memset"):
+        item.update({f"{label}_count": 0, f"{label}_bytes": 0, f"{label}_time_ns": 0})
+    item["launch_to_start_ns"] = dict(zero_stats)
+    item["other_threads"] = {"kernel_count": 0, "kernel_time_ns": 0}
+    item["per_instance"] = {
+        k: dict(zero_stats) for k in ("wall_ns", "kernel_count", "kernel_time_ns", "gpu_busy_ns")
+    }
+    item["top_kernels"] = []
+    return item
 
-    page_of_stage = _enclosing(pages, stages)
+
+def summarize_pages(ranges: pd.DataFrame, instances: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per page instance: its wall time and, per stage inside it, wall and attributed kernel time."""
+    ours = (ranges["domain"] == DOMAIN).to_numpy()
+    page_rows = np.flatnonzero(ours & (ranges["name"] == PAGE).to_numpy())
+    if len(page_rows) == 0:
+        return []
+    stage_rows = np.flatnonzero(ours & ranges["name"].isin(STAGES).to_numpy())
+    page_of = _enclosing(ranges, page_rows, stage_rows)
+    stage_names = ranges["name"].to_numpy()
     result = []
-    for page_row, page in zip(pages.index, pages.itertuples(), strict=True):
-        inside = stages[page_of_stage == page_row]
+    for page in page_rows:
+        inside = stage_rows[page_of == page]
         per_stage: dict[str, Any] = {}
         for stage in STAGES:
-            rows = inside[inside["name"] == stage]
+            rows = inside[stage_names[inside] == stage]
+            sub = instances.iloc[rows]
             per_stage[stage] = {
                 "instances": len(rows),
-                "wall_ns": int((rows["end"] - rows["start"]).sum()),
-                "kernel_count": int(kernel_count.reindex(rows.index, fill_value=0).sum()),
-                "kernel_time_ns": int(kernel_time.reindex(rows.index, fill_value=0).sum()),
+                "wall_ns": int(sub["wall_ns"].sum()),
+                "kernel_count": int(sub["kernel_count"].sum()),
+                "kernel_time_ns": int(sub["kernel_time_ns"].sum()),
+                "gpu_busy_ns": int(sub["gpu_busy_ns"].sum()),
             }
+        payload = ranges["payload"].iat[page]
         result.append(
             {
-                "sequence": None if pd.isna(page.payload) else int(page.payload),
-                "start_ns": int(page.start),
-                "wall_ns": int(page.end - page.start),
+                "sequence": None if pd.isna(payload) else int(payload),
+                "start_ns": int(ranges["start"].iat[page]),
+                "wall_ns": int(instances["wall_ns"].iat[page]),
+                "gpu_busy_ns": int(instances["gpu_busy_ns"].iat[page]),
                 "stages": per_stage,
             }
         )
     return result
 
 
-def _enclosing(outer: pd.DataFrame, inner: pd.DataFrame) -> np.ndarray:
-    """For each inner range, the index label of the outer range on its thread that contains it (or -1).
+def _enclosing(ranges: pd.DataFrame, outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """For each inner row, the outer row on its thread that contains it, or -1.
 
     Outer ranges of one thread must not overlap each other (true of perfctl's page ranges).
     """
+    thread = ranges["thread"].to_numpy(np.int64)
+    start, end = ranges["start"].to_numpy(np.int64), ranges["end"].to_numpy(np.int64)
     result = np.full(len(inner), -1, dtype=np.int64)
-    for thread, group in outer.groupby("thread"):
-        group = group.sort_values("start")
-        starts = group["start"].to_numpy(np.int64)
-        ends = group["end"].to_numpy(np.int64)
-        mask = (inner["thread"] == thread).to_numpy()
-        s = inner["start"].to_numpy(np.int64)[mask]
-        e = inner["end"].to_numpy(np.int64)[mask]
-        pos = np.searchsorted(starts, s, side="right") - 1
-        ok = (pos >= 0) & (e <= ends[np.clip(pos, 0, None)])
-        labels = np.where(ok, group.index.to_numpy()[np.clip(pos, 0, None)], -1)
-        result[mask] = labels
+    for t in np.unique(thread[outer]):
+        o = outer[thread[outer] == t]
+        o = o[np.argsort(start[o], kind="stable")]
+        mask = thread[inner] == t
+        i = inner[mask]
+        pos = np.searchsorted(start[o], start[i], side="right") - 1
+        ok = (pos >= 0) & (end[i] <= end[o[np.clip(pos, 0, None)]])
+        result[mask] = np.where(ok, o[np.clip(pos, 0, None)], -1)
     return result

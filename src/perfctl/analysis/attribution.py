@@ -5,66 +5,112 @@ CUDA API call, that contains that call: range.start <= launch.start and launch.e
 ranges that began and ended on one thread take part (nsys drops start/end ranges ended elsewhere).
 A kernel inside nested ranges therefore counts in each of them.
 
-The join is a sorted sweep, not an SQL range join: launches are sorted by (thread, start), and each
-range finds its candidate launches with two binary searches.
+Beyond that projection, `attribute_other_threads` finds, for each range, the activities launched by
+*other* threads of the same process while the range was open (worker threads), which nsys gives to
+no range of the launching thread's owner.
+
+Both are sorted sweeps, not SQL range joins: launches are sorted by (owner, start) and each range
+finds its candidates with two binary searches.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-PAIR_COLUMNS = ["range_row", "activity_row"]
+from perfctl.nsys_export.events import THREAD_BITS, Activities
+
+Int64s = npt.NDArray[np.int64]
+_PROCESS_MASK = ~np.int64((1 << THREAD_BITS) - 1)
 
 
-def attribute_activities_to_ranges(ranges: pd.DataFrame, activities: pd.DataFrame) -> pd.DataFrame:
-    """Pairs (range_row, activity_row): positional row numbers into `ranges` and `activities`.
+@dataclass(frozen=True)
+class Pairs:
+    """Positional row numbers: range `range_row[i]` holds activity `act_row[i]`."""
 
-    `ranges` needs columns start, end, thread, ended_on_other_thread; `activities` needs
-    launch_thread, launch_start, launch_end (NaN where the launch is unknown).
-    """
-    empty = pd.DataFrame({c: np.empty(0, dtype=np.int64) for c in PAIR_COLUMNS})
-    if ranges.empty or activities.empty:
-        return empty
-    launched = activities["launch_thread"].notna().to_numpy()
-    if not launched.any():
-        return empty
-    act_rows = np.flatnonzero(launched)
-    l_thread = activities["launch_thread"].to_numpy()[act_rows].astype(np.int64)
-    l_start = activities["launch_start"].to_numpy()[act_rows].astype(np.int64)
-    l_end = activities["launch_end"].to_numpy()[act_rows].astype(np.int64)
+    range_row: Int64s
+    act_row: Int64s
 
-    eligible = ~ranges["ended_on_other_thread"].to_numpy(dtype=bool)
-    range_rows = np.flatnonzero(eligible)
-    r_thread = ranges["thread"].to_numpy()[range_rows].astype(np.int64)
-    r_start = ranges["start"].to_numpy()[range_rows].astype(np.int64)
-    r_end = ranges["end"].to_numpy()[range_rows].astype(np.int64)
+    def __len__(self) -> int:
+        return len(self.range_row)
 
-    # One sortable key per (thread, time): dense thread number in the high part, time offset below.
-    threads, thread_code = np.unique(np.concatenate([l_thread, r_thread]), return_inverse=True)
-    l_code, r_code = thread_code[: len(l_thread)], thread_code[len(l_thread) :]
+    @staticmethod
+    def empty() -> Pairs:
+        return Pairs(np.empty(0, np.int64), np.empty(0, np.int64))
+
+
+def _sweep(
+    r_owner: Int64s, r_start: Int64s, r_end: Int64s, l_owner: Int64s, l_start: Int64s, l_end: Int64s
+) -> tuple[Int64s, Int64s]:
+    """(range index, launch index) for every launch whose [start, end] lies in a range of its owner."""
+    if len(r_owner) == 0 or len(l_owner) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    owners, codes = np.unique(np.concatenate([l_owner, r_owner]), return_inverse=True)
+    l_code, r_code = codes[: len(l_owner)], codes[len(l_owner) :]
     t0 = min(int(l_start.min()), int(r_start.min()))
     span = max(int(l_end.max()), int(r_end.max())) - t0 + 1
-    if span * len(threads) >= 2**62:
+    if span * len(owners) >= 2**62:
         raise OverflowError("export time span too large for the attribution key")
     l_key = l_code * span + (l_start - t0)
     order = np.argsort(l_key, kind="stable")
-    l_key_sorted = l_key[order]
-
-    lo = np.searchsorted(l_key_sorted, r_code * span + (r_start - t0), side="left")
-    hi = np.searchsorted(l_key_sorted, r_code * span + (r_end - t0), side="right")
+    sorted_key = l_key[order]
+    lo = np.searchsorted(sorted_key, r_code * span + (r_start - t0), side="left")
+    hi = np.searchsorted(sorted_key, r_code * span + (r_end - t0), side="right")
     counts = hi - lo
     total = int(counts.sum())
     if total == 0:
-        return empty
-    # Expand every range into its candidate launch positions lo..hi-1 without a Python loop.
-    pair_range = np.repeat(np.arange(len(range_rows)), counts)
-    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    pair_range = np.repeat(np.arange(len(r_owner), dtype=np.int64), counts)
+    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
     pair_launch = order[np.repeat(lo, counts) + offsets]
     inside = l_end[pair_launch] <= r_end[pair_range]
-    return pd.DataFrame(
-        {
-            "range_row": range_rows[pair_range[inside]],
-            "activity_row": act_rows[pair_launch[inside]],
-        }
+    return pair_range[inside], pair_launch[inside]
+
+
+def _range_arrays(ranges: pd.DataFrame) -> tuple[Int64s, Int64s, Int64s, Int64s]:
+    eligible = np.flatnonzero(~ranges["ended_on_other_thread"].to_numpy(dtype=bool))
+    return (
+        eligible,
+        ranges["thread"].to_numpy(np.int64)[eligible],
+        ranges["start"].to_numpy(np.int64)[eligible],
+        ranges["end"].to_numpy(np.int64)[eligible],
     )
+
+
+def attribute_activities_to_ranges(ranges: pd.DataFrame, acts: Activities) -> Pairs:
+    """NVIDIA's projection: same thread, launch call inside the range."""
+    if ranges.empty or len(acts) == 0:
+        return Pairs.empty()
+    rows, r_thread, r_start, r_end = _range_arrays(ranges)
+    launched = np.flatnonzero(acts.launched)
+    r_idx, l_idx = _sweep(
+        r_thread,
+        r_start,
+        r_end,
+        acts.launch_thread[launched],
+        acts.launch_start[launched],
+        acts.launch_end[launched],
+    )
+    return Pairs(rows[r_idx], launched[l_idx])
+
+
+def attribute_other_threads(ranges: pd.DataFrame, acts: Activities) -> Pairs:
+    """Activities launched by another thread of the range's process while the range was open."""
+    if ranges.empty or len(acts) == 0 or len(pd.unique(acts.launch_thread[acts.launched])) < 2:
+        return Pairs.empty()  # one launching thread: no other thread to find
+    rows, r_thread, r_start, r_end = _range_arrays(ranges)
+    launched = np.flatnonzero(acts.launched)
+    l_thread = acts.launch_thread[launched]
+    r_idx, l_idx = _sweep(
+        r_thread & _PROCESS_MASK,
+        r_start,
+        r_end,
+        l_thread & _PROCESS_MASK,
+        acts.launch_start[launched],
+        acts.launch_end[launched],
+    )
+    foreign = l_thread[l_idx] != r_thread[r_idx]
+    return Pairs(rows[r_idx[foreign]], launched[l_idx[foreign]])

@@ -1,21 +1,43 @@
-"""Load the events perfctl analyzes into DataFrames: NVTX ranges and GPU activities with their launches.
+"""Load the events perfctl analyzes: NVTX ranges (a DataFrame) and GPU activities with their launches
+(numpy columns, since a real export holds millions of them).
 
-Each loader selects only the columns it needs and resolves names the way nsys's own reports do, so
-that the analysis can be a set of pure functions over these frames.
+Names are resolved the way nsys's own reports resolve them; kernel names stay StringIds ids until a
+summary needs the few it shows.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
+from perfctl.nsys_export.columns import (
+    Columns,
+    parallel_map,
+    query_columns,
+    read_frame,
+    read_table_into,
+    rowid_capacity,
+    rowid_slices,
+)
 from perfctl.nsys_export.schema import ExportSchema
 
-# A serialized globalTid is (vm << 56) | (pid << 24) | tid; the process part masks the thread away.
-_PROCESS_MASK = ~0xFFFFFF  # as int64: clears the 24 thread bits, keeps vm and pid
+Int64s = npt.NDArray[np.int64]
+
+# A serialized globalTid is (vm << 56) | (pid << 24) | tid.
+THREAD_BITS = 24
 _PID_BITS_MASK = 0x0000FFFFFF000000
+
+KERNEL, MEMCPY, MEMSET = 0, 1, 2
+KIND_NAMES = {KERNEL: "kernel", MEMCPY: "memcpy", MEMSET: "memset"}
+# StringIds ids are >= 0; memcpy and memset get these stand-in name ids.
+PSEUDO_NAME = {MEMCPY: -2, MEMSET: -3}
+PSEUDO_NAME_TEXT = {-2: "[CUDA memcpy]", -3: "[CUDA memset]"}
 
 RANGE_COLUMNS = [
     "range_id",
@@ -28,23 +50,57 @@ RANGE_COLUMNS = [
     "payload",
     "ended_on_other_thread",
 ]
-ACTIVITY_COLUMNS = [
-    "activity",
-    "kind",
-    "start",
-    "end",
-    "duration",
-    "process",
-    "correlation_id",
-    "device",
-    "stream",
-    "short_name",
-    "name",
-    "bytes",
-    "launch_thread",
-    "launch_start",
-    "launch_end",
-]
+
+
+@dataclass(frozen=True)
+class Activities:
+    """GPU activities (kernels, memcpys, memsets), one row per (activity, launch) pair.
+
+    `activity` identifies the GPU event itself; when some correlation id is matched by several API
+    rows (nsys's join keeps one row for each) it repeats, and `fanned_out` is True. Launch columns
+    are -1 where no launch was recorded.
+    """
+
+    activity: Int64s
+    kind: Int64s
+    start: Int64s
+    end: Int64s
+    process: Int64s
+    short_id: Int64s
+    name_id: Int64s
+    bytes: Int64s
+    launch_thread: Int64s
+    launch_start: Int64s
+    launch_end: Int64s
+    launch_row: Int64s  # rowid of the launching API call in CUPTI_ACTIVITY_KIND_RUNTIME, -1 if none
+    fanned_out: bool = False
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @property
+    def duration(self) -> Int64s:
+        return self.end - self.start
+
+    @property
+    def launched(self) -> npt.NDArray[np.bool_]:
+        return self.launch_thread >= 0
+
+
+def string_values(conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
+    """StringIds values for a few ids (plus perfctl's stand-in ids for memcpy/memset)."""
+    out = {i: PSEUDO_NAME_TEXT[i] for i in ids if i in PSEUDO_NAME_TEXT}
+    wanted = [int(i) for i in ids if i >= 0]
+    for lo in range(0, len(wanted), 500):
+        chunk = wanted[lo : lo + 500]
+        marks = ",".join("?" * len(chunk))
+        out.update(
+            {
+                int(k): str(v)
+                for k, v in conn.execute(f"SELECT id, value FROM StringIds WHERE id IN ({marks})", chunk)
+            }
+        )
+    return out
 
 
 def load_nvtx_ranges(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataFrame:
@@ -58,7 +114,7 @@ def load_nvtx_ranges(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataF
         return pd.DataFrame(columns=RANGE_COLUMNS)
     pushpop = {schema.event_type("NvtxPushPopRange"), schema.event_type("NvtxtPushPopRange")}
     startend = {schema.event_type("NvtxStartEndRange"), schema.event_type("NvtxtStartEndRange")}
-    kinds = sorted(pushpop | startend)
+    kinds = ",".join(str(k) for k in sorted(pushpop | startend))
     has_text_id = schema.has_column("NVTX_EVENTS", "textId")
     text_expr = "coalesce(s.value, e.text)" if has_text_id else "e.text"
     join = "LEFT JOIN StringIds AS s ON e.textId = s.id" if has_text_id else ""
@@ -68,108 +124,164 @@ def load_nvtx_ranges(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataF
         if schema.has_column("NVTX_EVENTS", c)
     ]
     payload_expr = f"coalesce({', '.join('e.' + c for c in payload_cols)})" if payload_cols else "NULL"
-    end_tid = "e.endGlobalTid" if schema.has_column("NVTX_EVENTS", "endGlobalTid") else "NULL"
-    marks = ",".join("?" * len(kinds))
-    frame = pd.read_sql_query(
-        f"""SELECT e.rowid AS range_id, e.start, e.end, e.eventType AS event_type,
-                   e.globalTid AS thread, e.domainId AS domain_id, {text_expr} AS name,
-                   {payload_expr} AS payload, {end_tid} AS end_thread
+    end_tid = "e.endGlobalTid IS NOT NULL" if schema.has_column("NVTX_EVENTS", "endGlobalTid") else "0"
+    last_ts = conn.execute("SELECT max(max(start), coalesce(max(end), 0)) FROM NVTX_EVENTS").fetchone()[0]
+    frame = read_frame(
+        schema.path,
+        f"""SELECT e.rowid AS range_id, e.start AS start, coalesce(e.end, {int(last_ts or 0)}) AS "end",
+                   e.eventType AS event_type, e.globalTid AS thread, coalesce(e.domainId, 0) AS domain_id,
+                   coalesce({text_expr}, '') AS name, {payload_expr} AS payload,
+                   {end_tid} AS ended_on_other_thread
             FROM NVTX_EVENTS AS e {join}
-            WHERE e.eventType IN ({marks})""",
-        conn,
-        params=kinds,
+            WHERE e.eventType IN ({kinds})""",
     )
     if frame.empty:
         return pd.DataFrame(columns=RANGE_COLUMNS)
-
-    last_ts = conn.execute("SELECT max(max(start), coalesce(max(end), 0)) FROM NVTX_EVENTS").fetchone()[0]
-    frame["end"] = frame["end"].fillna(last_ts).astype("int64")
     frame["style"] = np.where(frame["event_type"].isin(pushpop), "PushPop", "StartEnd")
-    frame["ended_on_other_thread"] = frame["end_thread"].notna()
+    frame["ended_on_other_thread"] = frame["ended_on_other_thread"].astype(bool)
     frame["domain"] = _resolve_domains(conn, schema, frame)
-    frame["name"] = frame["name"].fillna("")
     return frame[RANGE_COLUMNS].sort_values(["thread", "start"], kind="stable").reset_index(drop=True)
 
 
 def _resolve_domains(conn: sqlite3.Connection, schema: ExportSchema, ranges: pd.DataFrame) -> pd.Series:
-    create = schema.event_type("NvtxDomainCreate")
-    text_expr = "coalesce(s.value, e.text)" if schema.has_column("NVTX_EVENTS", "textId") else "e.text"
-    join = "LEFT JOIN StringIds AS s ON e.textId = s.id" if "coalesce" in text_expr else ""
-    domains = pd.read_sql_query(
-        f"""SELECT e.domainId AS domain_id, e.globalTid AS thread, {text_expr} AS domain, min(e.start)
-            FROM NVTX_EVENTS AS e {join} WHERE e.eventType = ? GROUP BY 1, 2""",
-        conn,
-        params=[create],
-    )
-    if domains.empty:
+    has_text_id = schema.has_column("NVTX_EVENTS", "textId")
+    text_expr = "coalesce(s.value, e.text)" if has_text_id else "e.text"
+    join = "LEFT JOIN StringIds AS s ON e.textId = s.id" if has_text_id else ""
+    rows = conn.execute(
+        f"""SELECT e.domainId, e.globalTid, {text_expr}, min(e.start)
+            FROM NVTX_EVENTS AS e {join} WHERE e.eventType = ? GROUP BY 1, 2 ORDER BY 4""",
+        (schema.event_type("NvtxDomainCreate"),),
+    ).fetchall()
+    names: dict[tuple[int, int], str] = {}
+    for domain_id, thread, text, _ in rows:
+        names.setdefault((int(domain_id), int(thread) & _PID_BITS_MASK), str(text or ""))
+    if not names:
         return pd.Series("", index=ranges.index, dtype="object")
-    domains["pid_bits"] = domains["thread"].astype("int64") & _PID_BITS_MASK
-    domains = domains.drop_duplicates(["domain_id", "pid_bits"])[["domain_id", "pid_bits", "domain"]]
-    keys = pd.DataFrame(
-        {
-            "domain_id": ranges["domain_id"],
-            "pid_bits": ranges["thread"].astype("int64") & _PID_BITS_MASK,
-        }
-    )
-    merged = keys.merge(domains, on=["domain_id", "pid_bits"], how="left")
-    return pd.Series(merged["domain"].fillna("").to_numpy(), index=ranges.index, dtype="object")
+    pid_bits = ranges["thread"].to_numpy(np.int64) & _PID_BITS_MASK
+    keys = zip(ranges["domain_id"].to_numpy(np.int64).tolist(), pid_bits.tolist(), strict=True)
+    return pd.Series([names.get(k, "") for k in keys], index=ranges.index, dtype="object")
 
 
-def load_gpu_activities(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataFrame:
+ACTIVITY_TABLES = (
+    ("CUPTI_ACTIVITY_KIND_KERNEL", KERNEL),
+    ("CUPTI_ACTIVITY_KIND_MEMCPY", MEMCPY),
+    ("CUPTI_ACTIVITY_KIND_MEMSET", MEMSET),
+)
+_ACT_COLUMNS = ["start", "end", "corr", "process", "short_id", "name_id", "bytes"]
+_LAUNCH_COLUMNS = ["thread", "start", "end", "row"]
+_CORR_LIMIT = 1 << 32  # CUPTI correlation ids are 32-bit
+
+
+def load_gpu_activities(schema: ExportSchema) -> Activities:
     """Kernels, memcpys and memsets, each joined to the CUDA API call that launched it.
 
     The launch is the `CUPTI_ACTIVITY_KIND_RUNTIME` row with the same correlation id in the same
-    process (correlation ids are unique per process only). An activity whose launch is missing keeps
-    NaN launch columns; it can then not be attributed to any range.
+    process (correlation ids are unique per process only), exactly nsys's join. The runtime table,
+    the largest in an export, is streamed and probed against the activities' sorted keys, so only the
+    rows that launched something are ever held in memory.
     """
-    parts = []
-    names = _string_lookup(conn)
-    if schema.has("CUPTI_ACTIVITY_KIND_KERNEL"):
-        k = pd.read_sql_query(
-            """SELECT start, end, globalPid AS process, correlationId AS correlation_id,
-                      deviceId AS device, streamId AS stream, shortName AS short_id,
-                      demangledName AS name_id
-               FROM CUPTI_ACTIVITY_KIND_KERNEL""",
-            conn,
+    tables = [(t, k) for t, k in ACTIVITY_TABLES if schema.has(t)]
+    capacity = sum(rowid_capacity(schema.path, t) for t, _ in tables)
+    cols = {n: np.zeros(capacity, dtype=np.int64) for n in _ACT_COLUMNS}
+    kind = np.empty(capacity, dtype=np.int64)
+    filled = 0
+    for table, k in tables:
+        if k == KERNEL:  # kernels move no bytes: their column stays zero
+            names = "shortName AS short_id, demangledName AS name_id"
+        else:
+            names = f"{PSEUDO_NAME[k]} AS short_id, {PSEUDO_NAME[k]} AS name_id, coalesce(bytes, 0) AS bytes"
+        select = (
+            f'start, "end", coalesce(correlationId, -1) AS corr, coalesce(globalPid, 0) AS process, {names}'
         )
-        k["kind"] = "kernel"
-        k["short_name"] = k["short_id"].map(names)
-        k["name"] = k["name_id"].map(names)
-        k["bytes"] = 0
-        parts.append(k.drop(columns=["short_id", "name_id"]))
-    for table, kind in (("CUPTI_ACTIVITY_KIND_MEMCPY", "memcpy"), ("CUPTI_ACTIVITY_KIND_MEMSET", "memset")):
-        if schema.has(table):
-            m = pd.read_sql_query(
-                f"""SELECT start, end, globalPid AS process, correlationId AS correlation_id,
-                           deviceId AS device, streamId AS stream, bytes FROM {table}""",
-                conn,
-            )
-            m["kind"] = kind
-            m["short_name"] = f"[CUDA {kind}]"
-            m["name"] = f"[CUDA {kind}]"
-            parts.append(m)
-    if not parts:
-        return pd.DataFrame(columns=ACTIVITY_COLUMNS)
-    acts = pd.concat(parts, ignore_index=True)
-    acts["duration"] = acts["end"] - acts["start"]
-    acts["activity"] = np.arange(len(acts), dtype="int64")  # identity of the GPU event before any join
-
-    if schema.has("CUPTI_ACTIVITY_KIND_RUNTIME"):
-        launches = pd.read_sql_query(
-            """SELECT correlationId AS correlation_id, globalTid AS launch_thread,
-                      start AS launch_start, end AS launch_end
-               FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE correlationId IS NOT NULL""",
-            conn,
-        )
-        launches["process"] = launches["launch_thread"].astype("int64") & _PROCESS_MASK
-        # An inner-join fan-out (several API rows with one correlation id) is kept, as nsys keeps it.
-        acts = acts.merge(launches, on=["process", "correlation_id"], how="left")
+        wanted = {n: c for n, c in cols.items() if n != "bytes" or k != KERNEL}
+        rows = read_table_into(schema.path, table, select, wanted, filled)
+        kind[filled : filled + rows] = k
+        filled += rows
+    cols = {n: c[:filled] for n, c in cols.items()}
+    kind = kind[:filled]
+    n = len(kind)
+    if schema.has("CUPTI_ACTIVITY_KIND_RUNTIME") and n:
+        act_rows, launch = probe_launches(schema.path, cols["process"], cols["corr"])
     else:
-        acts["launch_thread"] = np.nan
-        acts["launch_start"] = np.nan
-        acts["launch_end"] = np.nan
-    return acts[ACTIVITY_COLUMNS].reset_index(drop=True)
+        act_rows, launch = (
+            np.arange(n, dtype=np.int64),
+            {c: np.full(n, -1, np.int64) for c in _LAUNCH_COLUMNS},
+        )
+    fanned = len(act_rows) != n
+
+    def per_row(arr: Int64s) -> Int64s:
+        return arr[act_rows] if fanned else arr
+
+    return Activities(
+        activity=act_rows,
+        kind=per_row(kind),
+        start=per_row(cols["start"]),
+        end=per_row(cols["end"]),
+        process=per_row(cols["process"]),
+        short_id=per_row(cols["short_id"]),
+        name_id=per_row(cols["name_id"]),
+        bytes=per_row(cols["bytes"]),
+        launch_thread=launch["thread"],
+        launch_start=launch["start"],
+        launch_end=launch["end"],
+        launch_row=launch["row"],
+        fanned_out=fanned,
+    )
 
 
-def _string_lookup(conn: sqlite3.Connection) -> dict[int, str]:
-    return {int(i): str(v) for i, v in conn.execute("SELECT id, value FROM StringIds")}
+def probe_launches(path: Path, process: Int64s, corr: Int64s) -> tuple[Int64s, Columns]:
+    """Join activities to their launching API rows: (activity rows, launch columns), row-aligned.
+
+    Each activity gets one output row per matching API row (normally exactly one), or one row with
+    launch columns -1 when nothing matches. Output rows are ordered by activity. Slices of the
+    runtime table are read in parallel; their matches go straight into the output arrays (under a
+    lock, so that a second match of one activity is seen as such and kept as an extra row).
+    """
+    n = len(corr)
+    if corr.max(initial=0) >= _CORR_LIMIT - 1:
+        raise ValueError("correlation ids beyond 32 bits: not an export of CUPTI data perfctl knows")
+    procs = np.sort(pd.unique(process))
+    act_key = np.searchsorted(procs, process).astype(np.int64) * _CORR_LIMIT + (corr + 1)
+    order = np.argsort(act_key, kind="stable")
+    sorted_key = act_key[order]
+    del act_key
+    launch = {c: np.full(n, -1, np.int64) for c in _LAUNCH_COLUMNS}
+    extra: list[Columns] = []
+    lock = threading.Lock()
+
+    def probe(bounds: tuple[int, int]) -> None:
+        batch = query_columns(
+            path,
+            f'SELECT rowid AS row, globalTid AS thread, start, "end", correlationId AS corr '
+            f"FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE correlationId IS NOT NULL AND globalTid IS NOT NULL "
+            f"AND rowid >= {bounds[0]} AND rowid < {bounds[1]}",
+        )
+        owner = batch["thread"] & ~np.int64((1 << THREAD_BITS) - 1)
+        at = np.minimum(np.searchsorted(procs, owner), len(procs) - 1)
+        key = at.astype(np.int64) * _CORR_LIMIT + (batch["corr"] + 1)
+        lo = np.searchsorted(sorted_key, key, side="left")
+        hits = (np.searchsorted(sorted_key, key, side="right") - lo) * (procs[at] == owner)
+        sel = np.flatnonzero(hits)
+        if len(sel) == 0:
+            return
+        reps = hits[sel]
+        offsets = np.arange(int(reps.sum()), dtype=np.int64) - np.repeat(np.cumsum(reps) - reps, reps)
+        act = order[np.repeat(lo[sel], reps) + offsets]
+        rt = np.repeat(sel, reps)
+        with lock:
+            fresh = launch["row"][act] < 0
+            if not pd.Index(act).is_unique:
+                fresh &= ~pd.Index(act).duplicated()
+            for c in _LAUNCH_COLUMNS:
+                launch[c][act[fresh]] = batch[c][rt[fresh]]
+            if not fresh.all():
+                extra.append({"act": act[~fresh], **{c: batch[c][rt[~fresh]] for c in _LAUNCH_COLUMNS}})
+
+    parallel_map(probe, rowid_slices(path, "CUPTI_ACTIVITY_KIND_RUNTIME"))
+    if not extra:
+        return np.arange(n, dtype=np.int64), launch
+    acts = np.concatenate([np.arange(n, dtype=np.int64), *(e["act"] for e in extra)])
+    by_act = np.argsort(acts, kind="stable")
+    return acts[by_act], {
+        c: np.concatenate([launch[c], *(e[c] for e in extra)])[by_act] for c in _LAUNCH_COLUMNS
+    }
