@@ -30,17 +30,9 @@ log "capture: tiny model on the GPU (fixture)"
   --out "$out/tiny" --nsys "$nsys" 2>&1 | tee -a "$summary"
 "$py" -m perfctl analyze "$out/tiny" 2>&1 | tee -a "$summary"
 
-here=$(cd "$(dirname "$0")" && pwd)
-for mode in graph node; do
-  log "capture: worker thread + CUDA graph, --cuda-graph-trace=$mode (fixture)"
-  mkdir -p "$out/graphs-$mode"
-  "$nsys" profile --trace=cuda,nvtx,osrt --sample=none --cpuctxsw=none --cuda-graph-trace=$mode \
-    --export=sqlite --force-overwrite=true -o "$out/graphs-$mode/run" \
-    "$py" "$here/fixture_programs/threads_and_graphs.py" >"$out/graphs-$mode/nsys.log" 2>&1
-  tail -n 3 "$out/graphs-$mode/nsys.log" | tee -a "$summary"
-done
+bash "$(dirname "$0")/gpu-fixture-captures.sh" "$out" 2>&1 | tee -a "$summary"
 
-for run in full tiny graphs-graph graphs-node; do
+for run in full tiny threads graphs-graph graphs-node; do
   [ -f "$out/$run/run.sqlite" ] || continue
   log "nsys stats -r nvtxkernsum: $run"
   ( cd "$out/$run" && time "$nsys" stats -r nvtxkernsum -f csv -o nvtxkernsum --force-overwrite=true run.sqlite ) \

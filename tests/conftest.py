@@ -20,7 +20,7 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("exports")
 
 
-def _decompress(name: str, target_dir: Path) -> Path:
+def decompress_fixture(name: str, target_dir: Path) -> Path:
     target = target_dir / name.removesuffix(".xz")
     if not target.exists():
         with lzma.open(FIXTURES / name) as src, target.open("wb") as dst:
@@ -31,13 +31,13 @@ def _decompress(name: str, target_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def matmul_export(export_dir: Path) -> Path:
     """H200: perfctl:prefill (10 big matmuls) and perfctl:decode (5 small steps)."""
-    return _decompress("h200-nvtx-matmul.sqlite.xz", export_dir)
+    return decompress_fixture("h200-nvtx-matmul.sqlite.xz", export_dir)
 
 
 @pytest.fixture(scope="session")
 def tiny_gpu_export(export_dir: Path) -> Path:
     """H200: `perfctl capture` of the built-in tiny DeepSeek-OCR-2, 2 pages x 8 tokens."""
-    return _decompress("h200-tiny-ocr2.sqlite.xz", export_dir)
+    return decompress_fixture("h200-tiny-ocr2.sqlite.xz", export_dir)
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,11 @@ def test_run_folder_is_self_describing(captured: Path) -> None:
     assert m["nsys"]["version"].startswith("20")
     cmd = m["nsys"]["command"]
     assert cmd[1] == "profile" and "--trace=cuda,nvtx,osrt" in cmd and "--sample=none" in cmd
-    assert "--cpuctxsw=none" in cmd and cmd[-2:] == ["perfctl.driver", str(captured / "workload.json")]
+    assert (
+        "--cpuctxsw=none" in cmd
+        and "--cuda-graph-trace=node" in cmd
+        and cmd[-2:] == ["perfctl.driver", str(captured / "workload.json")]
+    )
     assert m["driver"]["torch"] and m["driver"]["transformers"] and m["driver"]["device"] == "cpu"
     assert m["packages"]["nvtx"] == m["driver"]["nvtx"]
     assert m["model_spec"]["name"] == "deepseek-ocr2-tiny" and m["model_spec"]["weights"] == "random (seeded)"

@@ -7,11 +7,12 @@ Captured on a GPU host to make test fixtures (see tests/fixtures/README.md):
   perfctl:graph_replay   a CUDA graph replayed with cudaGraphLaunch: its kernels belong to the range
                          that launched the graph (with --cuda-graph-trace=node they appear one by one)
 
-    python scripts/fixture_programs/threads_and_graphs.py
+    python scripts/fixture_programs/threads_and_graphs.py [threads|graphs|all]
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import nvtx
@@ -26,7 +27,7 @@ def work(x: torch.Tensor, steps: int) -> torch.Tensor:
     return x
 
 
-def main() -> None:
+def main(parts: str) -> None:
     dev = torch.device("cuda")
     x = torch.randn(512, 512, device=dev)
     work(x, 2)  # warm up cuBLAS before anything is measured
@@ -38,17 +39,23 @@ def main() -> None:
     nvtx.pop_range(domain=DOMAIN)
 
     def worker() -> None:
+        torch.cuda.set_device(0)  # a new thread has no current CUDA context of its own
         nvtx.push_range("worker_body", domain=DOMAIN)
         work(x, 3)
         torch.cuda.synchronize()
         nvtx.pop_range(domain=DOMAIN)
 
-    nvtx.push_range("worker_window", domain=DOMAIN)
-    thread = threading.Thread(target=worker, name="perfctl-worker")
-    thread.start()
-    thread.join()
-    nvtx.pop_range(domain=DOMAIN)
+    if parts in ("threads", "all"):
+        nvtx.push_range("worker_window", domain=DOMAIN)
+        thread = threading.Thread(target=worker, name="perfctl-worker")
+        thread.start()
+        thread.join()
+        nvtx.pop_range(domain=DOMAIN)
+    if parts in ("graphs", "all"):
+        replay_graph(dev)
 
+
+def replay_graph(dev: torch.device) -> None:
     static_in = torch.randn(512, 512, device=dev)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -69,4 +76,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else "all")

@@ -107,6 +107,13 @@ def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
         )
     if unlaunched:
         warnings.append(f"{unlaunched} kernels have no matching CUDA API launch and cannot be attributed")
+    if acts.graph_launches_without_activity:
+        warnings.append(
+            f"{acts.graph_launches_without_activity} of {acts.graph_launches} CUDA graph launches have no "
+            "recorded GPU activity: nsys traced graphs as a whole (--cuda-graph-trace=graph) and this export "
+            "keeps no record of their execution, so graph work is missing from every figure; capture with "
+            "--cuda-graph-trace=node"
+        )
     other_total = sum(r["other_threads"]["kernel_count"] for r in names)
     if other_total:
         warnings.append(
@@ -129,6 +136,8 @@ def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
             "kernel_time_ns": int((k_end - k_start).sum()),
             "gpu_busy_ns": union_length(k_start, k_end),
             "unattributed_kernels": unlaunched,
+            "graph_launches": acts.graph_launches,
+            "graph_launches_without_activity": acts.graph_launches_without_activity,
         },
         "ranges": names,
         "stages": stage_summaries(names),

@@ -74,6 +74,8 @@ class Activities:
     launch_end: Int64s
     launch_row: Int64s  # rowid of the launching API call in CUPTI_ACTIVITY_KIND_RUNTIME, -1 if none
     fanned_out: bool = False
+    graph_launches: int = 0  # cudaGraphLaunch / cuGraphLaunch calls in the export
+    graph_launches_without_activity: int = 0  # of those, how many no GPU activity was recorded for
 
     def __len__(self) -> int:
         return len(self.start)
@@ -200,8 +202,9 @@ def load_gpu_activities(schema: ExportSchema) -> Activities:
     cols = {n: c[:filled] for n, c in cols.items()}
     kind = kind[:filled]
     n = len(kind)
-    if schema.has("CUPTI_ACTIVITY_KIND_RUNTIME") and n:
-        act_rows, launch = probe_launches(schema.path, cols["process"], cols["corr"])
+    graphs = GraphLaunches()
+    if schema.has("CUPTI_ACTIVITY_KIND_RUNTIME"):
+        act_rows, launch = probe_launches(schema.path, cols["process"], cols["corr"], graphs)
     else:
         act_rows, launch = (
             np.arange(n, dtype=np.int64),
@@ -226,10 +229,36 @@ def load_gpu_activities(schema: ExportSchema) -> Activities:
         launch_end=launch["end"],
         launch_row=launch["row"],
         fanned_out=fanned,
+        graph_launches=graphs.total,
+        graph_launches_without_activity=graphs.unmatched,
     )
 
 
-def probe_launches(path: Path, process: Int64s, corr: Int64s) -> tuple[Int64s, Columns]:
+@dataclass
+class GraphLaunches:
+    """CUDA graph launch calls seen while probing, and how many of them launched nothing recorded
+    (under --cuda-graph-trace=graph, nsys 2022.4 keeps no per-graph record of their execution)."""
+
+    total: int = 0
+    unmatched: int = 0
+
+
+def graph_launch_name_ids(path: Path) -> list[int]:
+    conn = sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro", uri=True)
+    try:
+        return [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT id FROM StringIds WHERE value GLOB 'cuda*GraphLaunch*' OR value GLOB 'cuGraphLaunch*'"
+            )
+        ]
+    finally:
+        conn.close()
+
+
+def probe_launches(
+    path: Path, process: Int64s, corr: Int64s, graphs: GraphLaunches | None = None
+) -> tuple[Int64s, Columns]:
     """Join activities to their launching API rows: (activity rows, launch columns), row-aligned.
 
     Each activity gets one output row per matching API row (normally exactly one), or one row with
@@ -238,9 +267,12 @@ def probe_launches(path: Path, process: Int64s, corr: Int64s) -> tuple[Int64s, C
     lock, so that a second match of one activity is seen as such and kept as an extra row).
     """
     n = len(corr)
+    graphs = graphs if graphs is not None else GraphLaunches()
+    graph_ids = np.array(graph_launch_name_ids(path), dtype=np.int64)
+    name_column = ", nameId AS name" if len(graph_ids) else ""
     if corr.max(initial=0) >= _CORR_LIMIT - 1:
         raise ValueError("correlation ids beyond 32 bits: not an export of CUPTI data perfctl knows")
-    procs = np.sort(pd.unique(process))
+    procs = np.sort(pd.unique(np.append(process, -1)))  # -1: never a process, keeps procs non-empty
     act_key = np.searchsorted(procs, process).astype(np.int64) * _CORR_LIMIT + (corr + 1)
     order = np.argsort(act_key, kind="stable")
     sorted_key = act_key[order]
@@ -252,7 +284,7 @@ def probe_launches(path: Path, process: Int64s, corr: Int64s) -> tuple[Int64s, C
     def probe(bounds: tuple[int, int]) -> None:
         batch = query_columns(
             path,
-            f'SELECT rowid AS row, globalTid AS thread, start, "end", correlationId AS corr '
+            f'SELECT rowid AS row, globalTid AS thread, start, "end", correlationId AS corr{name_column} '
             f"FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE correlationId IS NOT NULL AND globalTid IS NOT NULL "
             f"AND rowid >= {bounds[0]} AND rowid < {bounds[1]}",
         )
@@ -261,6 +293,11 @@ def probe_launches(path: Path, process: Int64s, corr: Int64s) -> tuple[Int64s, C
         key = at.astype(np.int64) * _CORR_LIMIT + (batch["corr"] + 1)
         lo = np.searchsorted(sorted_key, key, side="left")
         hits = (np.searchsorted(sorted_key, key, side="right") - lo) * (procs[at] == owner)
+        if len(graph_ids):
+            is_graph = np.isin(batch["name"], graph_ids)
+            with lock:
+                graphs.total += int(is_graph.sum())
+                graphs.unmatched += int((is_graph & (hits == 0)).sum())
         sel = np.flatnonzero(hits)
         if len(sel) == 0:
             return
