@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from nsys_reference import nvtxkernsum_totals, perfctl_totals
+from nsys_reference import nvtxkernsum_command, nvtxkernsum_totals, perfctl_totals
 from tile_export import copies_for, tile
 
 DEFAULT_BASE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "h200-tiny-ocr2.sqlite.xz"
@@ -124,20 +124,7 @@ def main() -> None:
         ref, equal = None, "-"
         if args.nsys and kernels <= args.no_nsys_above:
             prefix = work / f"ref-{size}"
-            ref = measure(
-                [
-                    args.nsys,
-                    "stats",
-                    "-r",
-                    "nvtxkernsum",
-                    "-f",
-                    "csv",
-                    "-o",
-                    str(prefix),
-                    "--force-overwrite=true",
-                    str(export),
-                ]
-            )
+            ref = measure(nvtxkernsum_command(args.nsys, export, prefix))
             expected = nvtxkernsum_totals(Path(f"{prefix}_nvtxkernsum.csv").read_text())
             equal = "yes" if perfctl_totals(ours_json) == expected else "NO"
         print(

@@ -27,25 +27,26 @@ def nvtxkernsum_totals(csv_text: str) -> dict[str, tuple[int, int]]:
     return {k: (v[0], v[1]) for k, v in totals.items()}
 
 
+def nvtxkernsum_command(nsys: str, export: Path, prefix: Path) -> list[str]:
+    """`nsys stats -r nvtxkernsum` writing CSV to `{prefix}_nvtxkernsum.csv`."""
+    return [
+        nsys,
+        "stats",
+        "-r",
+        "nvtxkernsum",
+        "-f",
+        "csv",
+        "-o",
+        str(prefix),
+        "--force-overwrite=true",
+        str(export),
+    ]
+
+
 def run_nvtxkernsum(nsys: str, export: Path, workdir: Path) -> dict[str, tuple[int, int]]:
     out = workdir / f"{export.stem}-ref"
     subprocess.run(
-        [
-            nsys,
-            "stats",
-            "-r",
-            "nvtxkernsum",
-            "-f",
-            "csv",
-            "-o",
-            str(out),
-            "--force-overwrite=true",
-            str(export),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        nvtxkernsum_command(nsys, export, out), check=True, capture_output=True, text=True, timeout=600
     )
     return nvtxkernsum_totals(Path(f"{out}_nvtxkernsum.csv").read_text())
 
