@@ -87,10 +87,9 @@ def _launches(rows: list[tuple[int, int, int]]) -> Activities:
     zeros = np.zeros(n, dtype=np.int64)
     return Activities(
         activity=np.arange(n, dtype=np.int64),
-        kind=zeros,
+        kind=zeros.astype(np.int8),
         start=col[:, 1] + 10,
         end=col[:, 1] + 20,
-        process=zeros,
         short_id=zeros,
         name_id=zeros,
         bytes=zeros,

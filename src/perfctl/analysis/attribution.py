@@ -16,6 +16,7 @@ finds its candidates with two binary searches.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -63,11 +64,19 @@ def _sweep(
     total = int(counts.sum())
     if total == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    pair_range = np.repeat(np.arange(len(r_owner), dtype=np.int64), counts)
-    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    pair_launch = order[np.repeat(lo, counts) + offsets]
+    # Expand every range into its candidate launch positions lo..hi-1 without a Python loop: the
+    # position of the j-th pair is j + (lo - pairs before this range). int32 where it fits halves
+    # the memory of these (pairs-long) arrays.
+    small = max(total, len(order)) < 2**31
+    index_type: type[np.signedinteger[Any]] = np.int32 if small else np.int64
+    shift = (lo - (np.cumsum(counts) - counts)).astype(index_type)
+    position: npt.NDArray[np.signedinteger[Any]] = np.arange(total, dtype=index_type)
+    np.add(position, np.repeat(shift, counts), out=position)
+    pair_launch = order[position]
+    del position
+    pair_range = np.repeat(np.arange(len(r_owner), dtype=index_type), counts)
     inside = l_end[pair_launch] <= r_end[pair_range]
-    return pair_range[inside], pair_launch[inside]
+    return pair_range[inside].astype(np.int64), pair_launch[inside].astype(np.int64)
 
 
 def _range_arrays(ranges: pd.DataFrame) -> tuple[Int64s, Int64s, Int64s, Int64s]:

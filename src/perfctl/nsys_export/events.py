@@ -62,10 +62,9 @@ class Activities:
     """
 
     activity: Int64s
-    kind: Int64s
+    kind: npt.NDArray[np.int8]
     start: Int64s
     end: Int64s
-    process: Int64s
     short_id: Int64s
     name_id: Int64s
     bytes: Int64s
@@ -217,10 +216,9 @@ def load_gpu_activities(schema: ExportSchema) -> Activities:
 
     return Activities(
         activity=act_rows,
-        kind=per_row(kind),
+        kind=per_row(kind).astype(np.int8),
         start=per_row(cols["start"]),
         end=per_row(cols["end"]),
-        process=per_row(cols["process"]),
         short_id=per_row(cols["short_id"]),
         name_id=per_row(cols["name_id"]),
         bytes=per_row(cols["bytes"]),
@@ -243,17 +241,19 @@ class GraphLaunches:
     unmatched: int = 0
 
 
-def graph_launch_name_ids(path: Path) -> list[int]:
+def _name_ids(path: Path, globs: tuple[str, ...]) -> list[int]:
+    """StringIds ids of the API names matching any of the GLOB patterns."""
     conn = sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro", uri=True)
     try:
-        return [
-            int(r[0])
-            for r in conn.execute(
-                "SELECT id FROM StringIds WHERE value GLOB 'cuda*GraphLaunch*' OR value GLOB 'cuGraphLaunch*'"
-            )
-        ]
+        where = " OR ".join("value GLOB ?" for _ in globs)
+        return [int(r[0]) for r in conn.execute(f"SELECT id FROM StringIds WHERE {where}", globs)]
     finally:
         conn.close()
+
+
+# The CUDA APIs that put work on a GPU (runtime and driver): kernel, graph, copy and set launches.
+LAUNCH_API_GLOBS = ("cu*Launch*", "cu*Memcpy*", "cu*Memset*", "cu*Prefetch*")
+GRAPH_LAUNCH_GLOBS = ("cuda*GraphLaunch*", "cuGraphLaunch*")
 
 
 def probe_launches(
@@ -268,8 +268,9 @@ def probe_launches(
     """
     n = len(corr)
     graphs = graphs if graphs is not None else GraphLaunches()
-    graph_ids = np.array(graph_launch_name_ids(path), dtype=np.int64)
+    graph_ids = np.array(_name_ids(path, GRAPH_LAUNCH_GLOBS), dtype=np.int64)
     name_column = ", nameId AS name" if len(graph_ids) else ""
+    launch_names = ",".join(str(i) for i in _name_ids(path, LAUNCH_API_GLOBS))
     if corr.max(initial=0) >= _CORR_LIMIT - 1:
         raise ValueError("correlation ids beyond 32 bits: not an export of CUPTI data perfctl knows")
     procs = np.sort(pd.unique(np.append(process, -1)))  # -1: never a process, keeps procs non-empty
@@ -281,12 +282,12 @@ def probe_launches(
     extra: list[Columns] = []
     lock = threading.Lock()
 
-    def probe(bounds: tuple[int, int]) -> None:
+    def probe(bounds: tuple[int, int], names: str) -> None:
         batch = query_columns(
             path,
             f'SELECT rowid AS row, globalTid AS thread, start, "end", correlationId AS corr{name_column} '
             f"FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE correlationId IS NOT NULL AND globalTid IS NOT NULL "
-            f"AND rowid >= {bounds[0]} AND rowid < {bounds[1]}",
+            f"AND rowid >= {bounds[0]} AND rowid < {bounds[1]} AND {names}",
         )
         owner = batch["thread"] & ~np.int64((1 << THREAD_BITS) - 1)
         at = np.minimum(np.searchsorted(procs, owner), len(procs) - 1)
@@ -314,7 +315,18 @@ def probe_launches(
             if not fresh.all():
                 extra.append({"act": act[~fresh], **{c: batch[c][rt[~fresh]] for c in _LAUNCH_COLUMNS}})
 
-    parallel_map(probe, rowid_slices(path, "CUPTI_ACTIVITY_KIND_RUNTIME"))
+    # The join runs in two passes over disjoint rows, together exactly the whole table: launch APIs
+    # first (about half of a real export's API rows, and all the launches in practice), then the other
+    # API rows, read only when some activity is still without a launch.
+    slices = rowid_slices(path, "CUPTI_ACTIVITY_KIND_RUNTIME")
+    # (CUPTI gives every API call its own correlation id, so the second pass can add no second
+    # launch to an activity the first pass matched.)
+    if launch_names:
+        parallel_map(lambda b: probe(b, f"nameId IN ({launch_names})"), slices)
+        if (launch["row"] < 0).any():
+            parallel_map(lambda b: probe(b, f"nameId NOT IN ({launch_names})"), slices)
+    else:
+        parallel_map(lambda b: probe(b, "1"), slices)
     if not extra:
         return np.arange(n, dtype=np.int64), launch
     acts = np.concatenate([np.arange(n, dtype=np.int64), *(e["act"] for e in extra)])
