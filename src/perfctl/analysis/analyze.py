@@ -194,29 +194,33 @@ def summarize_pages(ranges: pd.DataFrame, instances: pd.DataFrame) -> list[dict[
         return []
     stage_rows = np.flatnonzero(ours & ranges["name"].isin(STAGES).to_numpy())
     page_of = _enclosing(ranges, page_rows, stage_rows)
-    stage_names = ranges["name"].to_numpy()
+    inside = page_of >= 0
+    # one cell per (page, stage): sums over the stage instances inside each page
+    page_index = np.searchsorted(page_rows, page_of[inside])
+    stage_index = pd.Categorical(ranges["name"].to_numpy()[stage_rows[inside]], categories=STAGES).codes
+    cell = page_index * len(STAGES) + stage_index
+    cells = len(page_rows) * len(STAGES)
+    rows = stage_rows[inside]
+    sums = {"instances": np.bincount(cell, minlength=cells)}
+    for column in ("wall_ns", "kernel_count", "kernel_time_ns", "gpu_busy_ns"):
+        values = instances[column].to_numpy(np.int64)[rows]
+        sums[column] = np.rint(np.bincount(cell, weights=values, minlength=cells)).astype(np.int64)
+    payload = ranges["payload"].to_numpy()[page_rows]
+    starts = ranges["start"].to_numpy(np.int64)[page_rows]
+    walls = instances["wall_ns"].to_numpy(np.int64)[page_rows]
+    busy = instances["gpu_busy_ns"].to_numpy(np.int64)[page_rows]
     result = []
-    for page in page_rows:
-        inside = stage_rows[page_of == page]
-        per_stage: dict[str, Any] = {}
-        for stage in STAGES:
-            rows = inside[stage_names[inside] == stage]
-            sub = instances.iloc[rows]
-            per_stage[stage] = {
-                "instances": len(rows),
-                "wall_ns": int(sub["wall_ns"].sum()),
-                "kernel_count": int(sub["kernel_count"].sum()),
-                "kernel_time_ns": int(sub["kernel_time_ns"].sum()),
-                "gpu_busy_ns": int(sub["gpu_busy_ns"].sum()),
-            }
-        payload = ranges["payload"].iat[page]
+    for i in range(len(page_rows)):
         result.append(
             {
-                "sequence": None if pd.isna(payload) else int(payload),
-                "start_ns": int(ranges["start"].iat[page]),
-                "wall_ns": int(instances["wall_ns"].iat[page]),
-                "gpu_busy_ns": int(instances["gpu_busy_ns"].iat[page]),
-                "stages": per_stage,
+                "sequence": None if pd.isna(payload[i]) else int(payload[i]),
+                "start_ns": int(starts[i]),
+                "wall_ns": int(walls[i]),
+                "gpu_busy_ns": int(busy[i]),
+                "stages": {
+                    stage: {key: int(sums[key][i * len(STAGES) + j]) for key in sums}
+                    for j, stage in enumerate(STAGES)
+                },
             }
         )
     return result
