@@ -175,3 +175,21 @@ def test_graph_replay_exports_equal_nsys_stats(mode: str, export_dir: Path) -> N
         assert replay["kernel_count"] == 0
         assert analysis["totals"]["graph_launches_without_activity"] == 2
         assert any("--cuda-graph-trace=node" in w for w in analysis["warnings"])
+
+
+def test_other_thread_launches_are_found_apart_from_the_projection() -> None:
+    from perfctl.analysis.attribution import attribute_other_threads
+
+    pid = lambda p, t: (p << 24) | t  # noqa: E731 - serialized globalTid: process bits above the thread
+    ranges = _ranges([(100, 200, pid(7, 1))])
+    acts = _launches(
+        [
+            (120, 130, pid(7, 1)),  # 0: same thread: nsys's projection has it, not "other threads"
+            (140, 150, pid(7, 2)),  # 1: a worker thread of the same process, inside the window
+            (140, 150, pid(8, 2)),  # 2: another process
+            (250, 260, pid(7, 2)),  # 3: the worker, after the range closed
+        ]
+    )
+    assert _pairs(ranges, acts) == {(0, 0)}
+    other = attribute_other_threads(ranges, acts)
+    assert set(zip(other.range_row.tolist(), other.act_row.tolist(), strict=True)) == {(0, 1)}
