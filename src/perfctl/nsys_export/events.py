@@ -34,7 +34,6 @@ THREAD_BITS = 24
 _PID_BITS_MASK = 0x0000FFFFFF000000
 
 KERNEL, MEMCPY, MEMSET = 0, 1, 2
-KIND_NAMES = {KERNEL: "kernel", MEMCPY: "memcpy", MEMSET: "memset"}
 # StringIds ids are >= 0; memcpy and memset get these stand-in name ids.
 PSEUDO_NAME = {MEMCPY: -2, MEMSET: -3}
 PSEUDO_NAME_TEXT = {-2: "[CUDA memcpy]", -3: "[CUDA memset]"}

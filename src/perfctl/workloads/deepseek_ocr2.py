@@ -9,7 +9,6 @@ gets its prompt tokenized by it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,17 +114,3 @@ def load_deepseek_ocr2(spec: ModelSpec, device: str, dtype_name: str, seed: int)
         model.to(device)
     model.eval()
     return DeepseekOcr2Workload(spec, model, torch.device(device), dtype)
-
-
-def config_summary(folder: Path) -> dict[str, Any]:
-    """The architecture numbers a reader of the report wants, straight from config.json."""
-    cfg = json.loads((folder / "config.json").read_text())
-    text, vision = cfg.get("text_config", {}), cfg.get("vision_config", {})
-    return {
-        "decoder_layers": text.get("num_hidden_layers"),
-        "decoder_hidden": text.get("hidden_size"),
-        "routed_experts": text.get("n_routed_experts"),
-        "experts_per_token": text.get("num_experts_per_tok"),
-        "sam_image_size": vision.get("sam_config", {}).get("image_size"),
-        "encoder_layers": vision.get("encoder_config", {}).get("num_hidden_layers"),
-    }
