@@ -22,10 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from perfctl.nsys_export.events import THREAD_BITS, Activities
+from perfctl.nsys_export.events import Activities, process_of
 
 Int64s = npt.NDArray[np.int64]
-_PROCESS_MASK = ~np.int64((1 << THREAD_BITS) - 1)
 
 
 @dataclass(frozen=True)
@@ -114,10 +113,10 @@ def attribute_other_threads(ranges: pd.DataFrame, acts: Activities) -> Pairs:
     launched = np.flatnonzero(acts.launched)
     l_thread = acts.launch_thread[launched]
     r_idx, l_idx = _sweep(
-        r_thread & _PROCESS_MASK,
+        process_of(r_thread),
         r_start,
         r_end,
-        l_thread & _PROCESS_MASK,
+        process_of(l_thread),
         acts.launch_start[launched],
         acts.launch_end[launched],
     )

@@ -75,7 +75,7 @@ def instance_table(ranges: pd.DataFrame, pairs: Pairs, acts: Activities) -> pd.D
         {
             "wall_ns": ranges["end"].to_numpy(np.int64) - ranges["start"].to_numpy(np.int64),
             "kernel_count": count,
-            "kernel_time_ns": group_sum(krr, acts.end[kar] - acts.start[kar], n),
+            "kernel_time_ns": group_sum(krr, acts.duration_of(kar), n),
             "gpu_busy_ns": busy,
             "gpu_span_ns": np.where(count > 0, last - first, 0),
             "launches": group_count(rr[new_launch], n),
@@ -86,7 +86,7 @@ def instance_table(ranges: pd.DataFrame, pairs: Pairs, acts: Activities) -> pd.D
         mrr, mar = rr[m], ar[m]
         table[f"{label}_count"] = group_count(mrr, n)
         table[f"{label}_bytes"] = group_sum(mrr, acts.bytes[mar], n)
-        table[f"{label}_time_ns"] = group_sum(mrr, acts.end[mar] - acts.start[mar], n)
+        table[f"{label}_time_ns"] = group_sum(mrr, acts.duration_of(mar), n)
     return table
 
 
@@ -124,7 +124,7 @@ def summarize_names(
     else:
         kernel_count = group_count(g[k], n)
     kg, kar = g[k], ar[k]
-    kernel_time = group_sum(kg, acts.end[kar] - acts.start[kar], n)
+    kernel_time = group_sum(kg, acts.duration_of(kar), n)
     busy, first, last = group_union(kg, acts.start[kar], acts.end[kar], n)
     kd = k & distinct
     delay = (acts.start - acts.launch_start)[ar[kd]]
@@ -132,7 +132,7 @@ def summarize_names(
     delays = dict(zip(delay_code.tolist(), np.split(delay, delay_at[1:]), strict=True)) if len(delay) else {}
     other_k = acts.kind[other.act_row] == KERNEL
     og, oar = codes[other.range_row][other_k], other.act_row[other_k]
-    other_count, other_time = group_count(og, n), group_sum(og, acts.end[oar] - acts.start[oar], n)
+    other_count, other_time = group_count(og, n), group_sum(og, acts.duration_of(oar), n)
     tops = _top_kernels(g[kd], acts, ar[kd], n, top_n, names)
     memory = {}
     for code, label in MEMORY_KINDS:
@@ -140,7 +140,7 @@ def summarize_names(
         memory[label] = (
             group_count(g[m], n),
             group_sum(g[m], acts.bytes[ar[m]], n),
-            group_sum(g[m], acts.end[ar[m]] - acts.start[ar[m]], n),
+            group_sum(g[m], acts.duration_of(ar[m]), n),
         )
 
     stats = instances.groupby(codes, sort=True)
@@ -204,7 +204,7 @@ def _top_kernels(
     if len(g) == 0:
         return {}
     name_id = acts.name_id[rows]
-    duration = acts.end[rows] - acts.start[rows]
+    duration = acts.duration_of(rows)
     width = int(name_id.max()) + 4  # stand-in ids of memcpy/memset are negative
     combo, uniques = pd.factorize(g * width + (name_id + 3))
     calls = np.bincount(combo)

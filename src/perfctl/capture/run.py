@@ -121,20 +121,13 @@ def claim_run_dir(opts: CaptureOptions) -> Path:
 
 def count_perfctl_ranges(sqlite_path: Path) -> int:
     """How many push/pop or start/end ranges of perfctl's NVTX domain the export holds."""
+    from perfctl.nsys_export.events import load_nvtx_ranges
     from perfctl.nsys_export.schema import connect_readonly, read_schema
 
     conn = connect_readonly(sqlite_path)
     try:
-        schema = read_schema(conn, sqlite_path)
-        if not schema.has("NVTX_EVENTS"):
-            return 0
-        kinds = [schema.event_type(n) for n in ("NvtxPushPopRange", "NvtxStartEndRange")]
-        row = conn.execute(
-            """SELECT count(*) FROM NVTX_EVENTS WHERE eventType IN (?, ?) AND domainId IN
-                 (SELECT domainId FROM NVTX_EVENTS WHERE eventType = ? AND text = ?)""",
-            (*kinds, schema.event_type("NvtxDomainCreate"), DOMAIN),
-        ).fetchone()
-        return int(row[0])
+        ranges = load_nvtx_ranges(conn, read_schema(conn, sqlite_path))
+        return int((ranges["domain"] == DOMAIN).sum())
     except sqlite3.DatabaseError as exc:
         raise CaptureFailed(f"the export {sqlite_path} cannot be read: {exc}") from None
     finally:

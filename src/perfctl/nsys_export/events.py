@@ -25,13 +25,20 @@ from perfctl.nsys_export.columns import (
     rowid_capacity,
     rowid_slices,
 )
-from perfctl.nsys_export.schema import ExportSchema
+from perfctl.nsys_export.schema import ExportSchema, connect_readonly
 
 Int64s = npt.NDArray[np.int64]
 
-# A serialized globalTid is (vm << 56) | (pid << 24) | tid.
+# A serialized globalTid is (hw << 56) | (vm << 48) | (pid << 24) | tid.
 THREAD_BITS = 24
+# nsys's reports match NVTX domains on the pid bits alone (mask 0x0000FFFFFF000000).
 _PID_BITS_MASK = 0x0000FFFFFF000000
+
+
+def process_of(thread: Int64s) -> Int64s:
+    """The process part of serialized globalTids (the thread bits cleared), as CUPTI's globalPid."""
+    return thread & ~np.int64((1 << THREAD_BITS) - 1)
+
 
 KERNEL, MEMCPY, MEMSET = 0, 1, 2
 # StringIds ids are >= 0; memcpy and memset get these stand-in name ids.
@@ -78,9 +85,8 @@ class Activities:
     def __len__(self) -> int:
         return len(self.start)
 
-    @property
-    def duration(self) -> Int64s:
-        return self.end - self.start
+    def duration_of(self, rows: Int64s) -> Int64s:
+        return self.end[rows] - self.start[rows]
 
     @property
     def launched(self) -> npt.NDArray[np.bool_]:
@@ -103,6 +109,13 @@ def string_values(conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
     return out
 
 
+def _nvtx_text(schema: ExportSchema) -> tuple[str, str]:
+    """(SQL text expression, join) for an NVTX row's text: registered string first, as nsys does."""
+    if schema.has_column("NVTX_EVENTS", "textId"):
+        return "coalesce(s.value, e.text)", "LEFT JOIN StringIds AS s ON e.textId = s.id"
+    return "e.text", ""
+
+
 def load_nvtx_ranges(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataFrame:
     """One row per NVTX push/pop or start/end range, with its domain name and text resolved.
 
@@ -115,9 +128,7 @@ def load_nvtx_ranges(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataF
     pushpop = {schema.event_type("NvtxPushPopRange"), schema.event_type("NvtxtPushPopRange")}
     startend = {schema.event_type("NvtxStartEndRange"), schema.event_type("NvtxtStartEndRange")}
     kinds = ",".join(str(k) for k in sorted(pushpop | startend))
-    has_text_id = schema.has_column("NVTX_EVENTS", "textId")
-    text_expr = "coalesce(s.value, e.text)" if has_text_id else "e.text"
-    join = "LEFT JOIN StringIds AS s ON e.textId = s.id" if has_text_id else ""
+    text_expr, join = _nvtx_text(schema)
     payload_cols = [
         c
         for c in ("int64Value", "uint64Value", "int32Value", "uint32Value")
@@ -144,9 +155,7 @@ def load_nvtx_ranges(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataF
 
 
 def _resolve_domains(conn: sqlite3.Connection, schema: ExportSchema, ranges: pd.DataFrame) -> pd.Series:
-    has_text_id = schema.has_column("NVTX_EVENTS", "textId")
-    text_expr = "coalesce(s.value, e.text)" if has_text_id else "e.text"
-    join = "LEFT JOIN StringIds AS s ON e.textId = s.id" if has_text_id else ""
+    text_expr, join = _nvtx_text(schema)
     rows = conn.execute(
         f"""SELECT e.domainId, e.globalTid, {text_expr}, min(e.start)
             FROM NVTX_EVENTS AS e {join} WHERE e.eventType = ? GROUP BY 1, 2 ORDER BY 4""",
@@ -242,7 +251,7 @@ class GraphLaunches:
 
 def _name_ids(path: Path, globs: tuple[str, ...]) -> list[int]:
     """StringIds ids of the API names matching any of the GLOB patterns."""
-    conn = sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro", uri=True)
+    conn = connect_readonly(path)
     try:
         where = " OR ".join("value GLOB ?" for _ in globs)
         return [int(r[0]) for r in conn.execute(f"SELECT id FROM StringIds WHERE {where}", globs)]
@@ -288,7 +297,7 @@ def probe_launches(
             f"FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE correlationId IS NOT NULL AND globalTid IS NOT NULL "
             f"AND rowid >= {bounds[0]} AND rowid < {bounds[1]} AND {names}",
         )
-        owner = batch["thread"] & ~np.int64((1 << THREAD_BITS) - 1)
+        owner = process_of(batch["thread"])
         at = np.minimum(np.searchsorted(procs, owner), len(procs) - 1)
         key = at.astype(np.int64) * _CORR_LIMIT + (batch["corr"] + 1)
         lo = np.searchsorted(sorted_key, key, side="left")
