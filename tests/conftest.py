@@ -1,4 +1,5 @@
-"""Shared test fixtures: real exports (decompressed once per session) and the installed nsys."""
+"""Shared test fixtures: real exports (decompressed once per session) and the installed nsys: the
+primary one, and the reference nsys of every generation the parity tests compare against."""
 
 from __future__ import annotations
 
@@ -8,11 +9,22 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
+from nsys_reference import nsys_version
+
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parent.parent
+
+# Where scripts/install-nsys-reference.sh puts nsys 2023.4 unless told otherwise.
+NSYS_2023_DEFAULT = Path(
+    "/opt/nsight-systems-2023.4/usr/lib/x86_64-linux-gnu/nsight-systems/target-linux-x64/nsys"
+)
+# The nsys generations `nsys stats` parity is checked against: the primary nsys (scripts/install-nsys.sh,
+# 2022.4 in CI: export schema 3.0, report nvtxkernsum) and 2023.4 (schema 3.7, report nvtx_kern_sum).
+REFERENCE_NSYS = ("primary", "2023.4")
 
 
 @pytest.fixture(scope="session")
@@ -40,17 +52,69 @@ def tiny_gpu_export(export_dir: Path) -> Path:
     return decompress_fixture("h200-tiny-ocr2.sqlite.xz", export_dir)
 
 
+def _missing(what: str, how: str) -> NoReturn:
+    """A missing nsys skips the test, unless PERFCTL_REQUIRE_NSYS=1 (CI) fails it."""
+    if os.environ.get("PERFCTL_REQUIRE_NSYS") == "1":
+        pytest.fail(f"{what} is required (PERFCTL_REQUIRE_NSYS=1) but not installed: {how}")
+    pytest.skip(f"{what} not installed ({how})")
+
+
+def find_nsys(which: str) -> str | None:
+    """The installed nsys of one of REFERENCE_NSYS, or None. primary: $NSYS or nsys on PATH; 2023.4:
+    $PERFCTL_NSYS_2023 (scripts/test.sh sets it) or the installer's default place."""
+    if which == "primary":
+        path = os.environ.get("NSYS") or shutil.which("nsys")
+    else:
+        path = os.environ.get("PERFCTL_NSYS_2023") or str(NSYS_2023_DEFAULT)
+    return path if path and os.access(path, os.X_OK) else None
+
+
+_HOW = {
+    "primary": "run scripts/install-nsys.sh",
+    "2023.4": "run scripts/install-nsys-reference.sh, or set PERFCTL_NSYS_2023 to its nsys",
+}
+
+
+def _nsys_id(which: str) -> str:
+    """A test id naming the nsys by the version it reports, e.g. nsys2022.4.2.1."""
+    path = find_nsys(which)
+    if not path:
+        return f"nsys-{which}-missing"
+    try:
+        return "nsys" + ".".join(map(str, nsys_version(path)))
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return f"nsys-{which}-broken"
+
+
 @pytest.fixture(scope="session")
 def nsys_bin() -> str:
-    """The installed nsys. Missing nsys skips the test, unless PERFCTL_REQUIRE_NSYS=1 (CI) fails it."""
-    path = os.environ.get("NSYS") or shutil.which("nsys")
+    """The installed (primary) nsys. Missing: skipped, or failed under PERFCTL_REQUIRE_NSYS=1."""
+    path = find_nsys("primary")
     if not path:
-        if os.environ.get("PERFCTL_REQUIRE_NSYS") == "1":
-            pytest.fail(
-                "nsys is required (PERFCTL_REQUIRE_NSYS=1) but not installed: run scripts/install-nsys.sh"
-            )
-        pytest.skip("nsys not installed (scripts/install-nsys.sh)")
+        _missing("nsys", _HOW["primary"])
     return path
+
+
+@pytest.fixture(scope="session")
+def reference_nsys(request: pytest.FixtureRequest) -> str:
+    """One installed reference nsys; a test that takes it runs once per REFERENCE_NSYS entry, its id
+    naming the nsys version. Missing: skipped, or failed under PERFCTL_REQUIRE_NSYS=1."""
+    which: str = request.param
+    path = find_nsys(which)
+    if not path:
+        _missing("nsys" if which == "primary" else f"nsys {which}", _HOW[which])
+    return path
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "reference_nsys" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "reference_nsys",
+            REFERENCE_NSYS,
+            ids=[_nsys_id(w) for w in REFERENCE_NSYS],
+            indirect=True,
+            scope="session",
+        )
 
 
 def run_perfctl(

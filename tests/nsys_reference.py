@@ -1,18 +1,50 @@
-"""Reading `nsys stats -r nvtxkernsum` output into per-range totals, for comparisons with perfctl."""
+"""Reading nsys's NVTX kernel summary (`nsys stats -r nvtxkernsum` / `nvtx_kern_sum`) into per-range
+totals, for comparisons with perfctl.
+
+The report was renamed in the 2023 generation of nsys: 2022.x names it `nvtxkernsum`, 2023.x and later
+`nvtx_kern_sum` (2023.4 keeps the old name only as a deprecated alias). `nsys stats -o PREFIX` writes
+`PREFIX_{report}.csv`, so the report name also decides the CSV's name. The columns are the same.
+"""
 
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
+
+OLD_REPORT = "nvtxkernsum"  # nsys 2022.x and older
+NEW_REPORT = "nvtx_kern_sum"  # nsys 2023.x and newer
+
+
+@cache
+def nsys_version(nsys: str) -> tuple[int, ...]:
+    """`nsys --version` as numbers: "... version 2023.4.4.54-2344..." -> (2023, 4, 4, 54)."""
+    out = subprocess.run([nsys, "--version"], check=True, capture_output=True, text=True, timeout=120).stdout
+    match = re.search(r"(\d{4})\.(\d+)(?:\.(\d+))?(?:\.(\d+))?", out)
+    if not match:
+        raise ValueError(f"cannot read a version from `{nsys} --version`: {out!r}")
+    return tuple(int(g) for g in match.groups() if g is not None)
+
+
+def kern_sum_report(nsys: str) -> str:
+    """The NVTX kernel summary's report name in this nsys."""
+    return OLD_REPORT if nsys_version(nsys)[0] <= 2022 else NEW_REPORT
+
+
+def kern_sum_csv(prefix: Path, report: str) -> Path:
+    """Where `nsys stats -r {report} -f csv -o {prefix}` writes its CSV."""
+    return Path(f"{prefix}_{report}.csv")
 
 
 def nvtxkernsum_totals(csv_text: str) -> dict[str, tuple[int, int]]:
     """{range name as nsys prints it ("domain:name"): (kernel instances, total kernel time ns)}.
 
-    nsys prints one row per (range, thread, style, kernel name); a range's totals are the row sums.
-    Kernels outside every range come as the name "None" and are dropped.
+    Reads the CSV of either report name. nsys prints one row per (range, thread, style, kernel name);
+    a range's totals are the row sums. Kernels outside every range are dropped: 2022.4 names them
+    "None", 2023.4 leaves the name empty.
     """
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     lines = [
@@ -27,13 +59,16 @@ def nvtxkernsum_totals(csv_text: str) -> dict[str, tuple[int, int]]:
     return {k: (v[0], v[1]) for k, v in totals.items()}
 
 
-def nvtxkernsum_command(nsys: str, export: Path, prefix: Path) -> list[str]:
-    """`nsys stats -r nvtxkernsum` writing CSV to `{prefix}_nvtxkernsum.csv`."""
+def kern_sum_command(nsys: str, export: Path, prefix: Path, report: str | None = None) -> list[str]:
+    """`nsys stats` of the NVTX kernel summary writing CSV to `kern_sum_csv(prefix, report)`.
+
+    `report` defaults to this nsys's own name for it (`kern_sum_report`).
+    """
     return [
         nsys,
         "stats",
         "-r",
-        "nvtxkernsum",
+        report or kern_sum_report(nsys),
         "-f",
         "csv",
         "-o",
@@ -43,12 +78,24 @@ def nvtxkernsum_command(nsys: str, export: Path, prefix: Path) -> list[str]:
     ]
 
 
-def run_nvtxkernsum(nsys: str, export: Path, workdir: Path) -> dict[str, tuple[int, int]]:
-    out = workdir / f"{export.stem}-ref"
+def nvtxkernsum_command(nsys: str, export: Path, prefix: Path) -> list[str]:
+    """`nsys stats -r nvtxkernsum` writing CSV to `{prefix}_nvtxkernsum.csv`, under that name whatever the
+    nsys version (2023.4 still accepts it as a deprecated alias); `kern_sum_command` uses the current one."""
+    return kern_sum_command(nsys, export, prefix, OLD_REPORT)
+
+
+def run_kern_sum(nsys: str, export: Path, workdir: Path) -> dict[str, tuple[int, int]]:
+    """Run this nsys's NVTX kernel summary (under its own report name) on `export`, return its totals."""
+    report = kern_sum_report(nsys)
+    prefix = workdir / f"{export.stem}-ref"
     subprocess.run(
-        nvtxkernsum_command(nsys, export, out), check=True, capture_output=True, text=True, timeout=600
+        kern_sum_command(nsys, export, prefix, report),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    return nvtxkernsum_totals(Path(f"{out}_nvtxkernsum.csv").read_text())
+    return nvtxkernsum_totals(kern_sum_csv(prefix, report).read_text())
 
 
 def perfctl_totals(analysis: dict) -> dict[str, tuple[int, int]]:  # type: ignore[type-arg]

@@ -3,12 +3,14 @@ semantics of NVIDIA's projection on small hand-made tables."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import decompress_fixture
 from nsys_reference import nvtxkernsum_totals, perfctl_totals
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.attribution import attribute_activities_to_ranges
@@ -157,8 +159,6 @@ def test_union_length_counts_overlap_once() -> None:
 
 @pytest.mark.parametrize("mode", ["graph", "node"])
 def test_graph_replay_exports_equal_nsys_stats(mode: str, export_dir: Path) -> None:
-    from conftest import decompress_fixture
-
     export = decompress_fixture(f"h200-graphs-{mode}.sqlite.xz", export_dir)
     expected = nvtxkernsum_totals((FIXTURES / f"h200-graphs-{mode}.nvtxkernsum.csv").read_text())
     analysis = analyze_export(export)
@@ -193,3 +193,57 @@ def test_other_thread_launches_are_found_apart_from_the_projection() -> None:
     assert _pairs(ranges, acts) == {(0, 0)}
     other = attribute_other_threads(ranges, acts)
     assert set(zip(other.range_row.tolist(), other.act_row.tolist(), strict=True)) == {(0, 1)}
+
+
+NSYS2023 = "h200-nsys2023-threads-graphs"
+
+
+def _nsys2023_csv_rows() -> list[dict[str, str]]:
+    return list(csv.DictReader((FIXTURES / f"{NSYS2023}.nvtx_kern_sum.csv").read_text().splitlines()))
+
+
+def test_worker_thread_launches_in_a_real_export(export_dir: Path) -> None:
+    """nsys 2023.4 records a worker thread's launches (2022.4 aborts its trace there). nsys's projection
+    gives them to the worker's own range only; perfctl reports them for the main thread's waiting range
+    apart, as other_threads, and keeps the nsys-compatible figures equal to nsys's."""
+    export = decompress_fixture(f"{NSYS2023}.sqlite.xz", export_dir)
+    rows = _nsys2023_csv_rows()
+    expected = nvtxkernsum_totals((FIXTURES / f"{NSYS2023}.nvtx_kern_sum.csv").read_text())
+    analysis = analyze_export(export)
+    assert analysis["export"]["schema_version"] == "3.7.2"
+    assert perfctl_totals(analysis) == expected
+
+    # in nsys's own answer, worker_body's kernels were launched by a thread other than main_thread's
+    tids = {r["NVTX Range"]: r["TID"] for r in rows}
+    assert tids["perfctl:worker_body"] != tids["perfctl:main_thread"]
+    assert "perfctl:worker_window" not in expected
+
+    body = _by_name(analysis, "perfctl", "worker_body")
+    window = _by_name(analysis, "perfctl", "worker_window")
+    body_totals = expected["perfctl:worker_body"]
+    assert (body["kernel_count"], body["kernel_time_ns"]) == body_totals
+    assert body["kernel_count"] == body["launches"] == 12  # 3 steps x 4 kernels
+    assert (window["kernel_count"], window["kernel_time_ns"], window["launches"]) == (0, 0, 0)
+    # the worker's kernels, found apart from the projection: exactly worker_body's
+    assert (window["other_threads"]["kernel_count"], window["other_threads"]["kernel_time_ns"]) == body_totals
+    for name in ("worker_body", "main_thread", "graph_replay"):
+        assert _by_name(analysis, "perfctl", name)["other_threads"]["kernel_count"] == 0, name
+    assert any("other threads" in w for w in analysis["warnings"])
+
+
+def test_graph_replays_in_node_mode_in_a_real_nsys_2023_export(export_dir: Path) -> None:
+    """The same capture replays a 12-kernel CUDA graph twice under --cuda-graph-trace=node."""
+    export = decompress_fixture(f"{NSYS2023}.sqlite.xz", export_dir)
+    expected = nvtxkernsum_totals((FIXTURES / f"{NSYS2023}.nvtx_kern_sum.csv").read_text())
+    analysis = analyze_export(export)
+    replay = _by_name(analysis, "perfctl", "graph_replay")
+    assert (replay["kernel_count"], replay["kernel_time_ns"]) == expected["perfctl:graph_replay"]
+    assert (replay["launches"], replay["kernel_count"]) == (2, 24)
+    assert analysis["totals"]["graph_launches"] == 2
+    assert analysis["totals"]["graph_launches_without_activity"] == 0
+    assert not any("CUDA graph" in w for w in analysis["warnings"])
+    # no range here nests another, so nsys lists every kernel in exactly one row (unattributed ones
+    # under an empty range name): perfctl read the whole kernel table of the 3.7.2 export
+    rows = _nsys2023_csv_rows()
+    assert analysis["totals"]["kernels"] == sum(int(r["Kern Inst"]) for r in rows)
+    assert analysis["totals"]["kernel_time_ns"] == sum(int(r["Total Time (ns)"]) for r in rows)
