@@ -13,9 +13,9 @@ import pytest
 from conftest import decompress_fixture
 from nsys_reference import nvtxkernsum_totals, perfctl_totals
 from perfctl.analysis.analyze import analyze_export
-from perfctl.analysis.attribution import attribute_activities_to_ranges
+from perfctl.analysis.attribution import Slices, attribute_activities_to_ranges
 from perfctl.analysis.intervals import union_length
-from perfctl.nsys_export.events import Activities
+from perfctl.nsys_export.events import Activities, launch_order
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -83,28 +83,39 @@ def _ranges(rows: list[tuple[int, int, int]], other_thread: set[int] = frozenset
 
 
 def _launches(rows: list[tuple[int, int, int]]) -> Activities:
-    """Kernels launched by an API call at (start, end) on a thread; thread -1: no launch record."""
+    """Kernels launched by an API call at (start, end) on a thread; thread -1: no launch record.
+    Kernel i keeps activity id i; rows are put in launch order as the loader does."""
     n = len(rows)
     col = np.array(rows, dtype=np.int64).reshape(n, 3)
+    order = launch_order(col[:, 2], col[:, 0])
+    col = col[order]
     zeros = np.zeros(n, dtype=np.int64)
     return Activities(
-        activity=np.arange(n, dtype=np.int64),
+        activity=order,
         kind=zeros.astype(np.int8),
         start=col[:, 1] + 10,
         end=col[:, 1] + 20,
-        short_id=zeros,
-        name_id=zeros,
+        short_id=zeros.astype(np.int32),
+        name_id=zeros.astype(np.int32),
         bytes=zeros,
         launch_thread=col[:, 2],
         launch_start=col[:, 0],
         launch_end=col[:, 1],
-        launch_row=np.arange(n, dtype=np.int64),
+        n_launched=int((col[:, 2] >= 0).sum()),
     )
 
 
+def _as_pairs(runs: Slices, acts: Activities) -> set[tuple[int, int]]:
+    """(range row, activity id) for every activity row of every run."""
+    return {
+        (int(r), int(acts.activity[i]))
+        for r, lo, hi in zip(runs.range_row, runs.lo, runs.hi, strict=True)
+        for i in range(lo, hi)
+    }
+
+
 def _pairs(ranges: pd.DataFrame, acts: Activities) -> set[tuple[int, int]]:
-    p = attribute_activities_to_ranges(ranges, acts)
-    return set(zip(p.range_row.tolist(), p.act_row.tolist(), strict=True))
+    return _as_pairs(attribute_activities_to_ranges(ranges, acts), acts)
 
 
 def test_projection_semantics() -> None:
@@ -138,7 +149,7 @@ def test_projection_many_threads_and_empty_inputs() -> None:
     ranges = _ranges([(1000 * i, 1000 * i + 999, t) for i in range(10) for t in range(n_threads)])
     got = _pairs(ranges, acts)
     brute = {
-        (ri, ai)
+        (ri, int(acts.activity[ai]))
         for ri, r in ranges.iterrows()
         for ai in range(len(acts))
         if acts.launch_thread[ai] == r.thread
@@ -148,6 +159,34 @@ def test_projection_many_threads_and_empty_inputs() -> None:
     assert got == brute
     assert _pairs(ranges.iloc[0:0], acts) == set()
     assert _pairs(ranges, _launches([])) == set()
+
+
+def test_projection_when_a_threads_calls_nest() -> None:
+    """Recorded API calls of one thread that nest (one call's span inside another's) break the
+    rising-ends order; the projection must stay exact: launch call inside the range, nothing else."""
+    ranges = _ranges([(90, 300, 1), (110, 150, 1), (115, 135, 1), (125, 300, 1)])
+    acts = _launches(
+        [
+            (100, 200, 1),  # 0: an outer call
+            (120, 130, 1),  # 1: nested in call 0
+            (140, 150, 1),  # 2: nested in call 0
+            (210, 220, 1),  # 3: after call 0
+        ]
+    )
+    brute = {
+        (ri, ai)
+        for ri, (s, e, t) in enumerate([(90, 300, 1), (110, 150, 1), (115, 135, 1), (125, 300, 1)])
+        for ai, (ls, le, lt) in enumerate([(100, 200, 1), (120, 130, 1), (140, 150, 1), (210, 220, 1)])
+        if lt == t and s <= ls and le <= e
+    }
+    assert (
+        _pairs(ranges, acts)
+        == brute
+        == {(0, 0), (0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (2, 1), (3, 2), (3, 3)}
+    )
+    # range 3 starts inside call 0 and holds calls 2 and 3 but not call 0's start: two rows, one run
+    runs = attribute_activities_to_ranges(ranges, acts)
+    assert len(runs) >= len(ranges)
 
 
 def test_union_length_counts_overlap_once() -> None:
@@ -191,8 +230,7 @@ def test_other_thread_launches_are_found_apart_from_the_projection() -> None:
         ]
     )
     assert _pairs(ranges, acts) == {(0, 0)}
-    other = attribute_other_threads(ranges, acts)
-    assert set(zip(other.range_row.tolist(), other.act_row.tolist(), strict=True)) == {(0, 1)}
+    assert _as_pairs(attribute_other_threads(ranges, acts), acts) == {(0, 1)}
 
 
 NSYS2023 = "h200-nsys2023-threads-graphs"

@@ -16,9 +16,9 @@ import pandas as pd
 from perfctl import __version__
 from perfctl.analysis.attribution import attribute_activities_to_ranges, attribute_other_threads
 from perfctl.analysis.intervals import union_length
-from perfctl.analysis.ranges import STAT_KEYS, instance_table, summarize_names
+from perfctl.analysis.ranges import instance_table, summarize_names
+from perfctl.analysis.runs import STAT_KEYS, RunIndex
 from perfctl.nsys_export.events import (
-    KERNEL,
     Activities,
     load_gpu_activities,
     load_nvtx_ranges,
@@ -80,27 +80,21 @@ def _name_lookup(path: Path) -> Any:
 
 def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
     ranges, acts = tables.ranges, tables.activities
-    pairs = attribute_activities_to_ranges(ranges, acts)
+    runs = attribute_activities_to_ranges(ranges, acts)
     other = attribute_other_threads(ranges, acts)
-    instances = instance_table(ranges, pairs, acts)
-    names = summarize_names(ranges, instances, pairs, other, acts, _name_lookup(tables.schema.path), top_n)
+    index = RunIndex(acts)
+    instances = instance_table(ranges, runs, index)
+    names = summarize_names(ranges, instances, runs, other, index, _name_lookup(tables.schema.path), top_n)
 
-    is_kernel = acts.kind == KERNEL
-    if acts.fanned_out:
-        kernel_ids, first = np.unique(acts.activity[is_kernel], return_index=True)
-        unlaunched = int(len(kernel_ids) - len(np.unique(acts.activity[is_kernel & acts.launched])))
-        k_start, k_end = acts.start[is_kernel][first], acts.end[is_kernel][first]
-    else:
-        kernel_ids = acts.activity[is_kernel]
-        unlaunched = int((is_kernel & ~acts.launched).sum())
-        k_start, k_end = acts.start[is_kernel], acts.end[is_kernel]
+    totals = kernel_totals(acts, index)
+    unlaunched = totals["unattributed_kernels"]
     warnings = list(tables.schema.warnings)
     if ranges.empty:
         warnings.append(
             "the export holds no NVTX ranges (was --trace nvtx on, and is the nvtx package "
             "version visible to this nsys?)"
         )
-    if len(kernel_ids) == 0:
+    if totals["kernels"] == 0:
         warnings.append(
             "the export holds no CUDA kernels (a CPU-only run, CUDA tracing off, or an nsys "
             "whose CUPTI is older than the program's CUDA): kernel figures are zero"
@@ -132,16 +126,37 @@ def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
         "warnings": warnings,
         "totals": {
             "nvtx_ranges": len(ranges),
-            "kernels": len(kernel_ids),
-            "kernel_time_ns": int((k_end - k_start).sum()),
-            "gpu_busy_ns": union_length(k_start, k_end),
-            "unattributed_kernels": unlaunched,
+            **totals,
             "graph_launches": acts.graph_launches,
             "graph_launches_without_activity": acts.graph_launches_without_activity,
         },
         "ranges": names,
         "stages": stage_summaries(names),
         "pages": summarize_pages(ranges, instances),
+    }
+
+
+def kernel_totals(acts: Activities, index: RunIndex) -> dict[str, int]:
+    """Every kernel of the export once: count, summed time, GPU busy time, kernels without a launch."""
+    rows = index.kernel_rows
+    if acts.fanned_out:  # a kernel matched by several launch rows appears once per row: count it once
+        ids, first = np.unique(acts.activity[rows], return_index=True)
+        unique_rows = rows[first]
+        launched_ids = np.unique(acts.activity[rows[rows < acts.n_launched]])
+        unlaunched = len(ids) - len(launched_ids)
+    else:
+        unique_rows = rows
+        unlaunched = len(rows) - int(np.searchsorted(rows, acts.n_launched))
+    everything = np.array([0]), np.array([len(rows)])
+    if not acts.fanned_out and bool(index.in_sequence(*everything)[0]):
+        busy = int(index.kernel_time_of(*everything)[0])  # one after another: busy = summed time
+    else:
+        busy = union_length(acts.start[unique_rows], acts.end[unique_rows])
+    return {
+        "kernels": len(unique_rows),
+        "kernel_time_ns": int((acts.end[unique_rows] - acts.start[unique_rows]).sum()),
+        "gpu_busy_ns": busy,
+        "unattributed_kernels": int(unlaunched),
     }
 
 

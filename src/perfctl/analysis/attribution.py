@@ -9,14 +9,18 @@ Beyond that projection, `attribute_other_threads` finds, for each range, the act
 *other* threads of the same process while the range was open (worker threads), which nsys gives to
 no range of the launching thread's owner.
 
-Both are sorted sweeps, not SQL range joins: launches are sorted by (owner, start) and each range
-finds its candidates with two binary searches.
+Activities come in launch order (by launching thread, then launch start). One thread makes one API
+call at a time, so along that order launch ends rise with launch starts, and the activities a range
+holds are one contiguous run of rows: from the first launch starting at or after the range start to
+the last launch ending at or before the range end. Each range is then two binary searches, and every
+figure over its activities is a difference of prefix sums or a pass over its run -- no (range,
+activity) pair table, no SQL range join. Should a thread's recorded calls nest (ends not rising),
+its ranges are computed row by row instead, and a range may then hold several runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,97 +32,134 @@ Int64s = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
-class Pairs:
-    """Positional row numbers: range `range_row[i]` holds activity `act_row[i]`."""
+class Slices:
+    """Range `range_row[i]` holds the launch-ordered activity rows `lo[i]` to `hi[i]` (exclusive).
+
+    Runs are sorted by range row, then by `lo`; a range has one run, or several disjoint ones where
+    its thread's calls nest.
+    """
 
     range_row: Int64s
-    act_row: Int64s
+    lo: Int64s
+    hi: Int64s
 
     def __len__(self) -> int:
         return len(self.range_row)
 
+    @property
+    def lengths(self) -> Int64s:
+        return self.hi - self.lo
+
     @staticmethod
-    def empty() -> Pairs:
-        return Pairs(np.empty(0, np.int64), np.empty(0, np.int64))
+    def empty() -> Slices:
+        return Slices(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
 
 
-def _sweep(
-    r_owner: Int64s, r_start: Int64s, r_end: Int64s, l_owner: Int64s, l_start: Int64s, l_end: Int64s
-) -> tuple[Int64s, Int64s]:
-    """(range index, launch index) for every launch whose [start, end] lies in a range of its owner."""
-    if len(r_owner) == 0 or len(l_owner) == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    owners, codes = np.unique(np.concatenate([l_owner, r_owner]), return_inverse=True)
-    l_code, r_code = codes[: len(l_owner)], codes[len(l_owner) :]
-    t0 = min(int(l_start.min()), int(r_start.min()))
-    span = max(int(l_end.max()), int(r_end.max())) - t0 + 1
-    if span * len(owners) >= 2**62:
-        raise OverflowError("export time span too large for the attribution key")
-    l_key = l_code * span + (l_start - t0)
-    order = np.argsort(l_key, kind="stable")
-    sorted_key = l_key[order]
-    lo = np.searchsorted(sorted_key, r_code * span + (r_start - t0), side="left")
-    hi = np.searchsorted(sorted_key, r_code * span + (r_end - t0), side="right")
-    counts = hi - lo
-    total = int(counts.sum())
-    if total == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    # Expand every range into its candidate launch positions lo..hi-1 without a Python loop: the
-    # position of the j-th pair is j + (lo - pairs before this range). int32 where it fits halves
-    # the memory of these (pairs-long) arrays.
-    small = max(total, len(order)) < 2**31
-    index_type: type[np.signedinteger[Any]] = np.int32 if small else np.int64
-    shift = (lo - (np.cumsum(counts) - counts)).astype(index_type)
-    position: npt.NDArray[np.signedinteger[Any]] = np.arange(total, dtype=index_type)
-    np.add(position, np.repeat(shift, counts), out=position)
-    pair_launch = order[position]
-    del position
-    pair_range = np.repeat(np.arange(len(r_owner), dtype=index_type), counts)
-    inside = l_end[pair_launch] <= r_end[pair_range]
-    return pair_range[inside].astype(np.int64), pair_launch[inside].astype(np.int64)
+@dataclass(frozen=True)
+class _ThreadBlocks:
+    """Where each launching thread's rows sit in the launch order, and monotone search keys."""
+
+    threads: Int64s  # sorted launching threads
+    first: Int64s  # first row of each thread's block
+    last: Int64s  # one past its last row
+    nested: npt.NDArray[np.bool_]  # per thread: some launch call ends after a later one (calls nest)
 
 
-def _range_arrays(ranges: pd.DataFrame) -> tuple[Int64s, Int64s, Int64s, Int64s]:
-    eligible = np.flatnonzero(~ranges["ended_on_other_thread"].to_numpy(dtype=bool))
-    return (
-        eligible,
-        ranges["thread"].to_numpy(np.int64)[eligible],
-        ranges["start"].to_numpy(np.int64)[eligible],
-        ranges["end"].to_numpy(np.int64)[eligible],
+def _thread_blocks(acts: Activities) -> _ThreadBlocks:
+    thread = acts.launch_thread[: acts.n_launched]
+    first = np.flatnonzero(np.r_[True, thread[1:] != thread[:-1]]) if len(thread) else np.empty(0, np.int64)
+    last = np.append(first[1:], len(thread)).astype(np.int64)
+    ends = acts.launch_end[: acts.n_launched]
+    nested = np.zeros(len(first), dtype=bool)
+    for i, (a, b) in enumerate(zip(first.tolist(), last.tolist(), strict=True)):
+        block = ends[a:b]
+        if b - a > 1 and bool(np.any(block[1:] < block[:-1])):
+            nested[i] = True
+    return _ThreadBlocks(thread[first], first.astype(np.int64), last, nested)
+
+
+def _runs(blocks: _ThreadBlocks, acts: Activities, thread: Int64s, start: Int64s, end: Int64s) -> Slices:
+    """The rows launched on `thread` by a call inside [start, end], for each query, as runs (their
+    `range_row` is the query's index)."""
+    n = len(thread)
+    lo = np.zeros(n, dtype=np.int64)
+    hi = np.zeros(n, dtype=np.int64)
+    if n == 0 or len(blocks.threads) == 0:
+        return Slices(np.arange(n, dtype=np.int64), lo, hi)
+    at = np.minimum(np.searchsorted(blocks.threads, thread), len(blocks.threads) - 1)
+    known = blocks.threads[at] == thread
+    split: list[tuple[Int64s, Int64s, Int64s]] = []
+    for b in np.unique(at[known]).tolist():
+        q = np.flatnonzero(known & (at == b))
+        a, z = int(blocks.first[b]), int(blocks.last[b])
+        starts = acts.launch_start[a:z]
+        q_lo = a + np.searchsorted(starts, start[q], side="left")
+        by_start = a + np.searchsorted(starts, end[q], side="right")
+        if not blocks.nested[b]:  # ends rise with starts: the run ends at the last call ending in time
+            q_hi = a + np.searchsorted(acts.launch_end[a:z], end[q], side="right")
+            lo[q], hi[q] = q_lo, np.maximum(np.minimum(q_hi, by_start), q_lo)
+            continue
+        # nesting calls: of the calls starting inside, drop those still running at the range end
+        for i, first, stop in zip(q.tolist(), q_lo.tolist(), by_start.tolist(), strict=True):
+            late = first + np.flatnonzero(acts.launch_end[first:stop] > end[i])
+            cuts_lo = np.r_[first, late + 1]
+            cuts_hi = np.r_[late, stop]
+            keep = cuts_hi > cuts_lo
+            split.append((np.full(int(keep.sum()), i, np.int64), cuts_lo[keep], cuts_hi[keep]))
+    if not split:
+        return Slices(np.arange(n, dtype=np.int64), lo, hi)
+    nested_query = np.zeros(n, dtype=bool)
+    nested_query[np.concatenate([s[0] for s in split])] = True
+    plain = np.flatnonzero(~nested_query)
+    rows = np.concatenate([plain, *(s[0] for s in split)])
+    all_lo = np.concatenate([lo[plain], *(s[1] for s in split)])
+    all_hi = np.concatenate([hi[plain], *(s[2] for s in split)])
+    order = np.lexsort((all_lo, rows))
+    return Slices(rows[order], all_lo[order], all_hi[order])
+
+
+def _eligible(ranges: pd.DataFrame) -> Int64s:
+    return np.flatnonzero(~ranges["ended_on_other_thread"].to_numpy(dtype=bool))
+
+
+def attribute_activities_to_ranges(ranges: pd.DataFrame, acts: Activities) -> Slices:
+    """NVIDIA's projection: same thread, launch call inside the range. One run per eligible range."""
+    if ranges.empty or acts.n_launched == 0:
+        return Slices.empty()
+    rows = _eligible(ranges)
+    runs = _runs(
+        _thread_blocks(acts),
+        acts,
+        ranges["thread"].to_numpy(np.int64)[rows],
+        ranges["start"].to_numpy(np.int64)[rows],
+        ranges["end"].to_numpy(np.int64)[rows],
     )
+    return Slices(rows[runs.range_row], runs.lo, runs.hi)
 
 
-def attribute_activities_to_ranges(ranges: pd.DataFrame, acts: Activities) -> Pairs:
-    """NVIDIA's projection: same thread, launch call inside the range."""
-    if ranges.empty or len(acts) == 0:
-        return Pairs.empty()
-    rows, r_thread, r_start, r_end = _range_arrays(ranges)
-    launched = np.flatnonzero(acts.launched)
-    r_idx, l_idx = _sweep(
-        r_thread,
-        r_start,
-        r_end,
-        acts.launch_thread[launched],
-        acts.launch_start[launched],
-        acts.launch_end[launched],
+def attribute_other_threads(ranges: pd.DataFrame, acts: Activities) -> Slices:
+    """Activities launched by another thread of the range's process while the range was open: one
+    run per (range, other launching thread of its process)."""
+    if ranges.empty or acts.n_launched == 0:
+        return Slices.empty()
+    blocks = _thread_blocks(acts)
+    if len(blocks.threads) < 2:
+        return Slices.empty()  # one launching thread: no other thread to find
+    rows = _eligible(ranges)
+    r_thread = ranges["thread"].to_numpy(np.int64)[rows]
+    # every (range, launching thread) pair within one process, the range's own thread excluded
+    pair_range, pair_thread = [], []
+    r_process = process_of(r_thread)
+    for t, p in zip(blocks.threads.tolist(), process_of(blocks.threads).tolist(), strict=True):
+        mine = np.flatnonzero((r_process == p) & (r_thread != t))
+        pair_range.append(mine)
+        pair_thread.append(np.full(len(mine), t, dtype=np.int64))
+    which = np.concatenate(pair_range)
+    runs = _runs(
+        blocks,
+        acts,
+        np.concatenate(pair_thread),
+        ranges["start"].to_numpy(np.int64)[rows][which],
+        ranges["end"].to_numpy(np.int64)[rows][which],
     )
-    return Pairs(rows[r_idx], launched[l_idx])
-
-
-def attribute_other_threads(ranges: pd.DataFrame, acts: Activities) -> Pairs:
-    """Activities launched by another thread of the range's process while the range was open."""
-    if ranges.empty or len(acts) == 0 or len(pd.unique(acts.launch_thread[acts.launched])) < 2:
-        return Pairs.empty()  # one launching thread: no other thread to find
-    rows, r_thread, r_start, r_end = _range_arrays(ranges)
-    launched = np.flatnonzero(acts.launched)
-    l_thread = acts.launch_thread[launched]
-    r_idx, l_idx = _sweep(
-        process_of(r_thread),
-        r_start,
-        r_end,
-        process_of(l_thread),
-        acts.launch_start[launched],
-        acts.launch_end[launched],
-    )
-    foreign = l_thread[l_idx] != r_thread[r_idx]
-    return Pairs(rows[r_idx[foreign]], launched[l_idx[foreign]])
+    return Slices(rows[which][runs.range_row], runs.lo, runs.hi)

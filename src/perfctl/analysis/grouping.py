@@ -6,6 +6,8 @@ function is vectorized; none loops over events in Python.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import numpy.typing as npt
 
@@ -19,12 +21,6 @@ def group_count(groups: Int64s, n_groups: int) -> Int64s:
 def group_sum(groups: Int64s, values: Int64s, n_groups: int) -> Int64s:
     """Exact for sums below 2**53 (104 days of nanoseconds), which float64 bincount holds exactly."""
     return np.rint(np.bincount(groups, weights=values, minlength=n_groups)).astype(np.int64)
-
-
-def group_order(groups: Int64s, n_groups: int) -> Int64s:
-    """A stable order that makes each group contiguous (radix sort when the codes fit 16 bits)."""
-    codes = groups.astype(np.int16) if n_groups < 2**15 else groups
-    return np.argsort(codes, kind="stable")
 
 
 def segments(sorted_groups: Int64s) -> tuple[Int64s, Int64s]:
@@ -49,23 +45,97 @@ def group_union(groups: Int64s, starts: Int64s, ends: Int64s, n_groups: int) -> 
     if len(groups) == 0:
         return union, first_start, last_end
     base = int(starts.min())
-    width = int(np.maximum(ends, starts).max()) - base + 1
+    width = max(int(ends.max()), int(starts.max())) - base + 1
     if width * (int(groups.max()) + 1) >= 2**62:
         raise OverflowError("time span too large for a grouped interval union")
-    key = groups * width + (starts - base)
+    offset = groups * width
+    offset -= base
+    key = starts + offset
     if not bool(np.all(key[1:] >= key[:-1])):
         order = np.argsort(key, kind="stable")
-        key, groups, ends = key[order], groups[order], ends[order]
-    lifted_end = np.maximum(groups * width + (ends - base), key)
-    reach = np.maximum.accumulate(lifted_end)
+        key, groups, ends, offset = key[order], groups[order], ends[order], offset[order]
+    reach = ends + offset  # ends lifted like the starts; an interval never ends before it starts
+    np.maximum(reach, key, out=reach)
+    np.maximum.accumulate(reach, out=reach)
     new = np.empty(len(key), dtype=bool)
     new[0] = True
-    new[1:] = (groups[1:] != groups[:-1]) | (key[1:] > reach[:-1])
+    np.greater(key[1:], reach[:-1], out=new[1:])
+    new[1:] |= groups[1:] != groups[:-1]
     seg_first = np.flatnonzero(new)
     seg_last = np.append(seg_first[1:] - 1, len(key) - 1)
-    np.add.at(union, groups[seg_first], reach[seg_last] - key[seg_first])
+    union[:] = np.rint(
+        np.bincount(groups[seg_first], weights=reach[seg_last] - key[seg_first], minlength=n_groups)
+    ).astype(np.int64)
     code, at = segments(groups)
     last_at = np.append(at[1:] - 1, len(groups) - 1)
-    first_start[code] = key[at] - code * width + base
-    last_end[code] = reach[last_at] - code * width + base
+    first_start[code] = key[at] - offset[at]
+    last_end[code] = reach[last_at] - offset[last_at]
     return union, first_start, last_end
+
+
+def prefix_sums(values: npt.NDArray[np.integer] | npt.NDArray[np.bool_]) -> Int64s:
+    """Running totals with a leading zero: the sum over rows [lo, hi) is `p[hi] - p[lo]`."""
+    out = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(values, out=out[1:])
+    return out
+
+
+def merge_runs(groups: Int64s, lo: Int64s, hi: Int64s) -> tuple[Int64s, Int64s, Int64s]:
+    """Per group, its row runs [lo, hi) merged into disjoint runs: (group, lo, hi), sorted by group
+    then lo. Overlapping or touching runs of one group become one, so each row counts once."""
+    keep = hi > lo
+    groups, lo, hi = groups[keep], lo[keep], hi[keep]
+    if len(groups) == 0:
+        return groups, lo, hi
+    order = np.lexsort((lo, groups))
+    groups, lo, hi = groups[order], lo[order], hi[order]
+    width = int(hi.max()) + 1
+    # lift each group above the previous one so a running maximum cannot leak across groups
+    lifted_hi = np.maximum.accumulate(groups * width + hi)
+    lifted_lo = groups * width + lo
+    opens = np.r_[True, (groups[1:] != groups[:-1]) | (lifted_lo[1:] > lifted_hi[:-1])]
+    first = np.flatnonzero(opens)
+    last = np.append(first[1:], len(groups)) - 1
+    return groups[first], lo[first], lifted_hi[last] - groups[first] * width
+
+
+def chunked_runs(
+    groups: Int64s, lo: Int64s, hi: Int64s, max_rows: int, split: bool = False
+) -> Iterator[tuple[Int64s, Int64s]]:
+    """The rows of the runs, as (group of each row, row) batches of about `max_rows` rows.
+
+    Runs must be sorted by group. Without `split` a group's runs never straddle two batches (a group
+    larger than `max_rows` is a batch of its own), so per-group results of a batch are final; with
+    `split`, batches are exactly `max_rows` rows and runs are cut wherever they fall.
+    """
+    keep = hi > lo
+    groups, lo, hi = groups[keep], lo[keep], hi[keep]
+    if len(groups) == 0:
+        return
+    lengths = hi - lo
+    ends = np.cumsum(lengths)
+    begins = ends - lengths
+    if split:
+        for t0 in range(0, int(ends[-1]), max_rows):
+            t1 = t0 + max_rows
+            i0, i1 = int(np.searchsorted(ends, t0, side="right")), int(np.searchsorted(begins, t1))
+            cut_lo = lo[i0:i1] + np.maximum(t0 - begins[i0:i1], 0)
+            cut_hi = lo[i0:i1] + np.minimum(t1 - begins[i0:i1], lengths[i0:i1])
+            yield _expand(groups[i0:i1], cut_lo, cut_hi)
+        return
+    group_last = np.append(np.flatnonzero(groups[1:] != groups[:-1]), len(groups) - 1)
+    start = 0  # first run of the batch
+    while start < len(groups):
+        # the last group boundary that keeps the batch within max_rows, or the first group's end
+        fits = group_last[(ends[group_last] - begins[start] <= max_rows) & (group_last >= start)]
+        stop = int(fits[-1]) + 1 if len(fits) else int(group_last[group_last >= start][0]) + 1
+        yield _expand(groups[start:stop], lo[start:stop], hi[start:stop])
+        start = stop
+
+
+def _expand(groups: Int64s, lo: Int64s, hi: Int64s) -> tuple[Int64s, Int64s]:
+    """Every row of every run, with its run's group."""
+    run_len = hi - lo
+    shift = np.repeat(lo - (np.cumsum(run_len) - run_len), run_len)
+    rows = np.arange(int(run_len.sum()), dtype=np.int64) + shift
+    return np.repeat(groups, run_len), rows

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,12 +23,14 @@ from perfctl.nsys_export.columns import (
     query_columns,
     read_frame,
     read_table_into,
+    return_free_memory_to_os,
     rowid_capacity,
     rowid_slices,
 )
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly
 
 Int64s = npt.NDArray[np.int64]
+Int32s = npt.NDArray[np.int32]
 
 # A serialized globalTid is (hw << 56) | (vm << 48) | (pid << 24) | tid.
 THREAD_BITS = 24
@@ -60,7 +63,12 @@ RANGE_COLUMNS = [
 
 @dataclass(frozen=True)
 class Activities:
-    """GPU activities (kernels, memcpys, memsets), one row per (activity, launch) pair.
+    """GPU activities (kernels, memcpys, memsets), one row per (activity, launch) pair, in launch order.
+
+    Rows are sorted by launching thread, then by launch start (the activities of one launch, such as
+    the kernels of a replayed CUDA graph, stay together in export order), and the activities without
+    a recorded launch come last, from row `n_launched` on. In that order the activities an NVTX range
+    holds under nsys's projection are one contiguous run of rows (see analysis.attribution).
 
     `activity` identifies the GPU event itself; when some correlation id is matched by several API
     rows (nsys's join keeps one row for each) it repeats, and `fanned_out` is True. Launch columns
@@ -71,13 +79,13 @@ class Activities:
     kind: npt.NDArray[np.int8]
     start: Int64s
     end: Int64s
-    short_id: Int64s
-    name_id: Int64s
+    short_id: Int32s
+    name_id: Int32s
     bytes: Int64s
     launch_thread: Int64s
     launch_start: Int64s
     launch_end: Int64s
-    launch_row: Int64s  # rowid of the launching API call in CUPTI_ACTIVITY_KIND_RUNTIME, -1 if none
+    n_launched: int
     fanned_out: bool = False
     graph_launches: int = 0  # cudaGraphLaunch / cuGraphLaunch calls in the export
     graph_launches_without_activity: int = 0  # of those, how many no GPU activity was recorded for
@@ -85,12 +93,8 @@ class Activities:
     def __len__(self) -> int:
         return len(self.start)
 
-    def duration_of(self, rows: Int64s) -> Int64s:
+    def duration_of(self, rows: Int64s | slice) -> Int64s:
         return self.end[rows] - self.start[rows]
-
-    @property
-    def launched(self) -> npt.NDArray[np.bool_]:
-        return self.launch_thread >= 0
 
 
 def string_values(conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
@@ -177,12 +181,12 @@ ACTIVITY_TABLES = (
     ("CUPTI_ACTIVITY_KIND_MEMSET", MEMSET),
 )
 _ACT_COLUMNS = ["start", "end", "corr", "process", "short_id", "name_id", "bytes"]
-_LAUNCH_COLUMNS = ["thread", "start", "end", "row"]
+_LAUNCH_COLUMNS = ["thread", "start", "end"]
 _CORR_LIMIT = 1 << 32  # CUPTI correlation ids are 32-bit
 
 
 def load_gpu_activities(schema: ExportSchema) -> Activities:
-    """Kernels, memcpys and memsets, each joined to the CUDA API call that launched it.
+    """Kernels, memcpys and memsets, each joined to the CUDA API call that launched it, in launch order.
 
     The launch is the `CUPTI_ACTIVITY_KIND_RUNTIME` row with the same correlation id in the same
     process (correlation ids are unique per process only), exactly nsys's join. The runtime table,
@@ -191,8 +195,11 @@ def load_gpu_activities(schema: ExportSchema) -> Activities:
     """
     tables = [(t, k) for t, k in ACTIVITY_TABLES if schema.has(t)]
     capacity = sum(rowid_capacity(schema.path, t) for t, _ in tables)
-    cols = {n: np.zeros(capacity, dtype=np.int64) for n in _ACT_COLUMNS}
-    kind = np.empty(capacity, dtype=np.int64)
+    # StringIds ids fit 32 bits; times, correlation ids, process ids and byte counts need 64
+    cols: dict[str, npt.NDArray[Any]] = {
+        n: np.zeros(capacity, dtype=np.int32 if n.endswith("_id") else np.int64) for n in _ACT_COLUMNS
+    }
+    kind = np.empty(capacity, dtype=np.int8)
     filled = 0
     for table, k in tables:
         if k == KERNEL:  # kernels move no bytes: their column stays zero
@@ -207,37 +214,57 @@ def load_gpu_activities(schema: ExportSchema) -> Activities:
         kind[filled : filled + rows] = k
         filled += rows
     cols = {n: c[:filled] for n, c in cols.items()}
-    kind = kind[:filled]
-    n = len(kind)
+    n = filled
     graphs = GraphLaunches()
+    process, corr = cols.pop("process"), cols.pop("corr")
     if schema.has("CUPTI_ACTIVITY_KIND_RUNTIME"):
-        act_rows, launch = probe_launches(schema.path, cols["process"], cols["corr"], graphs)
+        act_rows, launch = probe_launches(schema.path, process, corr, graphs)
     else:
-        act_rows, launch = (
-            np.arange(n, dtype=np.int64),
-            {c: np.full(n, -1, np.int64) for c in _LAUNCH_COLUMNS},
-        )
-    fanned = len(act_rows) != n
-
-    def per_row(arr: Int64s) -> Int64s:
-        return arr[act_rows] if fanned else arr
-
-    return Activities(
+        act_rows = np.arange(n, dtype=np.int64)
+        launch = {c: np.full(n, -1, np.int64) for c in _LAUNCH_COLUMNS}
+    del process, corr
+    order = launch_order(launch["thread"], launch["start"])
+    act_rows = act_rows[order]
+    for c in _LAUNCH_COLUMNS:  # one column at a time: the old copy is freed before the next
+        launch[c] = launch[c][order]
+    del order
+    for name in cols:
+        cols[name] = cols[name][act_rows]
+    activities = Activities(
         activity=act_rows,
-        kind=per_row(kind).astype(np.int8),
-        start=per_row(cols["start"]),
-        end=per_row(cols["end"]),
-        short_id=per_row(cols["short_id"]),
-        name_id=per_row(cols["name_id"]),
-        bytes=per_row(cols["bytes"]),
+        kind=kind[:n][act_rows],
+        start=cols["start"].astype(np.int64, copy=False),
+        end=cols["end"].astype(np.int64, copy=False),
+        short_id=cols["short_id"].astype(np.int32, copy=False),
+        name_id=cols["name_id"].astype(np.int32, copy=False),
+        bytes=cols["bytes"].astype(np.int64, copy=False),
         launch_thread=launch["thread"],
         launch_start=launch["start"],
         launch_end=launch["end"],
-        launch_row=launch["row"],
-        fanned_out=fanned,
+        n_launched=int(np.count_nonzero(launch["thread"] >= 0)),
+        fanned_out=len(act_rows) != n,
         graph_launches=graphs.total,
         graph_launches_without_activity=graphs.unmatched,
     )
+    return_free_memory_to_os()
+    return activities
+
+
+def launch_order(thread: Int64s, start: Int64s) -> Int64s:
+    """The stable order by (launching thread, launch start), rows without a launch (thread -1) last."""
+    if len(thread) == 0:
+        return np.empty(0, dtype=np.int64)
+    threads = np.sort(pd.unique(thread[thread >= 0]))
+    code = np.searchsorted(threads, thread).astype(np.int64)
+    code[thread < 0] = len(threads)
+    launched = thread >= 0
+    t0 = int(start[launched].min()) if launched.any() else 0
+    span = int(start.max()) - t0 + 2
+    if span * (len(threads) + 1) >= 2**62:
+        raise OverflowError("export time span too large for the launch-order key")
+    # the export is nearly in launch order already, which the stable (merge) sort exploits
+    key = code * span + np.where(launched, start - t0, 0)
+    return np.argsort(key, kind="stable")
 
 
 @dataclass
@@ -293,7 +320,7 @@ def probe_launches(
     def probe(bounds: tuple[int, int], names: str) -> None:
         batch = query_columns(
             path,
-            f'SELECT rowid AS row, globalTid AS thread, start, "end", correlationId AS corr{name_column} '
+            f'SELECT globalTid AS thread, start, "end", correlationId AS corr{name_column} '
             f"FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE correlationId IS NOT NULL AND globalTid IS NOT NULL "
             f"AND rowid >= {bounds[0]} AND rowid < {bounds[1]} AND {names}",
         )
@@ -315,7 +342,7 @@ def probe_launches(
         act = order[np.repeat(lo[sel], reps) + offsets]
         rt = np.repeat(sel, reps)
         with lock:
-            fresh = launch["row"][act] < 0
+            fresh = launch["thread"][act] < 0
             if not pd.Index(act).is_unique:
                 fresh &= ~pd.Index(act).duplicated()
             for c in _LAUNCH_COLUMNS:
@@ -331,7 +358,7 @@ def probe_launches(
     # launch to an activity the first pass matched.)
     if launch_names:
         parallel_map(lambda b: probe(b, f"nameId IN ({launch_names})"), slices)
-        if (launch["row"] < 0).any():
+        if (launch["thread"] < 0).any():
             parallel_map(lambda b: probe(b, f"nameId NOT IN ({launch_names})"), slices)
     else:
         parallel_map(lambda b: probe(b, "1"), slices)

@@ -1,9 +1,9 @@
 """Open an nsys SQLite export read-only and learn its schema from the file itself.
 
 The export says what it is: its schema version sits in `EXPORT_META_DATA` (schema 3.0.0, nsys 2022.4)
-or `META_DATA_EXPORT` (3.11+, nsys 2023-2025), and the numeric event types of NVTX rows are named in
-`ENUM_NSYS_EVENT_TYPE`. Tables are created lazily by nsys, so a missing table means "no such events",
-not a broken file.
+or `META_DATA_EXPORT` (3.7.2 from nsys 2023.4; 3.11+ from nsys 2024-2025), and the numeric event
+types of NVTX rows are named in `ENUM_NSYS_EVENT_TYPE`. Tables are created lazily by nsys, so a
+missing table means "no such events", not a broken file.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 
 from perfctl.errors import BadInput
 
-# Schema versions whose tables and columns perfctl has been checked against (real exports).
-KNOWN_SCHEMA_VERSIONS = {"3.0.0"}
+# Schema versions whose tables and columns perfctl has been checked against: real exports, with
+# kernel attribution equal to that nsys's own stats report (tests/test_nsys_stats_parity.py).
+KNOWN_SCHEMA_VERSIONS = {"3.0.0", "3.7.2"}
 
 # Event-type ids as nsys 2022.4 - 2025 number them; used only when the export has no
 # ENUM_NSYS_EVENT_TYPE table to read them from.
