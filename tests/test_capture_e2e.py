@@ -140,13 +140,29 @@ def test_analyze_accepts_the_sqlite_and_the_report(captured: Path, tmp_path: Pat
     assert by_sqlite.returncode == 0, by_sqlite.stderr
     rep = tmp_path / "copy.nsys-rep"
     rep.write_bytes((captured / "run.nsys-rep").read_bytes())
-    by_report = run_perfctl("analyze", str(rep), "--format", "json", "--nsys", nsys_bin)
+    # away from its run folder nothing says this was a CPU run, so its missing kernels must be allowed
+    by_report = run_perfctl("analyze", str(rep), "--format", "json", "--nsys", nsys_bin, "--allow-no-kernels")
     assert by_report.returncode == 0, by_report.stderr
     assert (tmp_path / "copy.sqlite").is_file()
     a, b = json.loads(by_sqlite.stdout), json.loads(by_report.stdout)
     assert [(r["name"], r["instances"]) for r in a["ranges"]] == [
         (r["name"], r["instances"]) for r in b["ranges"]
     ]
+
+
+def test_export_without_kernels_is_refused_unless_expected(captured: Path, tmp_path: Path) -> None:
+    """A CPU capture holds no kernels: analyzed in its run folder (the manifest says cpu) or with
+    --allow-no-kernels; on its own it is refused, since a GPU profile without kernels is broken."""
+    alone = tmp_path / "alone.sqlite"
+    alone.write_bytes((captured / "run.sqlite").read_bytes())
+    refused = run_perfctl("analyze", str(alone))
+    assert refused.returncode == 2, refused.stderr
+    assert "no CUDA kernels" in refused.stderr and "--allow-no-kernels" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "analysis.json").exists()
+    allowed = run_perfctl("analyze", str(alone), "--allow-no-kernels", "--format", "json")
+    assert allowed.returncode == 0, allowed.stderr
+    assert any("no CUDA kernels" in w for w in json.loads(allowed.stdout)["warnings"])
 
 
 def test_existing_run_folder_is_refused_then_replaced_with_force(captured: Path, nsys_bin: str) -> None:

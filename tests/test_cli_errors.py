@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -54,6 +55,23 @@ def test_analyze_truncated_export(tmp_path: Path, matmul_export: Path) -> None:
     _assert_clean_error(run_perfctl("analyze", str(cut)))
 
 
+@pytest.mark.nsys
+def test_analyze_export_without_nvtx_ranges(tmp_path: Path, nsys_bin: str) -> None:
+    """A real capture of a program that emits no NVTX: nothing to attribute, so exit 2."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "plain"
+    subprocess.run(
+        [nsys_bin, "profile", "--trace=osrt", "--sample=none", "--cpuctxsw=none", "--export=sqlite",
+         "-o", str(out), sys.executable, "-c", "sum(range(10**6))"],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    proc = run_perfctl("analyze", str(out.with_suffix(".sqlite")))
+    _assert_clean_error(proc, "no NVTX", "--trace")
+    assert not (tmp_path / "analysis.json").exists()
+
+
 def test_analyze_missing_path_and_folder_without_export(tmp_path: Path) -> None:
     _assert_clean_error(run_perfctl("analyze", str(tmp_path / "nope.sqlite")), "no such file")
     _assert_clean_error(run_perfctl("analyze", str(tmp_path)), "run folder")
@@ -91,3 +109,15 @@ def test_model_path_that_does_not_exist(tmp_path: Path) -> None:
 def test_bad_capture_options(tmp_path: Path, args: list[str], needle: str) -> None:
     _assert_clean_error(run_perfctl("capture", *args, "--profiles", str(tmp_path)), needle)
     assert not list(tmp_path.iterdir())
+
+
+def test_unknown_schema_version_is_named_then_analyzed(tmp_path: Path, matmul_export: Path) -> None:
+    """A schema perfctl has not been checked against: a warning naming it, then the best effort."""
+    newer = tmp_path / "newer.sqlite"
+    newer.write_bytes(matmul_export.read_bytes())
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE EXPORT_META_DATA SET value = '9.1.0' WHERE name = 'EXPORT_SCHEMA_VERSION'")
+    proc = run_perfctl("analyze", str(newer), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    warnings = json.loads(proc.stdout)["warnings"]
+    assert any("9.1.0" in w and "not been checked" in w for w in warnings), warnings

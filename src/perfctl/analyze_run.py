@@ -69,11 +69,22 @@ def read_manifest(export: Path) -> dict[str, Any] | None:
 
 
 def analyze_path(
-    path: Path, nsys_path: str | None = None, top_n: int = 10, out_dir: Path | None = None
+    path: Path,
+    nsys_path: str | None = None,
+    top_n: int = 10,
+    out_dir: Path | None = None,
+    allow_no_kernels: bool = False,
 ) -> AnalyzeResult:
+    """Analyze an export, report or run folder and write analysis.json and report.html.
+
+    An export with nothing to attribute is refused (BadInput): no NVTX ranges at all, or no CUDA
+    kernels -- unless kernels are not expected: `allow_no_kernels`, or the run's manifest says the
+    workload ran on the CPU (then the report holds NVTX wall times only, and says so).
+    """
     export = locate_export(path, nsys_path)
     analysis = analyze_export(export, top_n=top_n)
     manifest = read_manifest(export)
+    _check_attributable(export, analysis, manifest, allow_no_kernels)
     if manifest is not None:
         analysis["run"] = {
             k: manifest.get(k)
@@ -94,6 +105,25 @@ def analyze_path(
     write_json_atomic(json_path, analysis)
     _write_text_atomic(html_path, render_html(analysis, manifest))
     return AnalyzeResult(export, analysis, json_path, html_path)
+
+
+def _check_attributable(
+    export: Path, analysis: dict[str, Any], manifest: dict[str, Any] | None, allow_no_kernels: bool
+) -> None:
+    totals = analysis["totals"]
+    if totals["nvtx_ranges"] == 0:
+        raise BadInput(
+            f"{export} holds no NVTX push/pop or start/end ranges, so there is nothing to attribute GPU "
+            "work to (capture with --trace including nvtx; nsys 2022.4 sees only nvtx < 0.2.12)"
+        )
+    # the device the driver really used (`--device auto` resolves there), else the one asked for
+    m = manifest or {}
+    ran_on_cpu = ((m.get("driver") or {}).get("device") or (m.get("workload") or {}).get("device")) == "cpu"
+    if totals["kernels"] == 0 and not (allow_no_kernels or ran_on_cpu):
+        raise BadInput(
+            f"{export} holds no CUDA kernels (a CPU-only run, --trace without cuda, or an nsys whose "
+            "CUPTI is older than the program's CUDA); --allow-no-kernels reports NVTX wall times alone"
+        )
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

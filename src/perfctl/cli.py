@@ -185,7 +185,15 @@ def capture(
 @click.option(
     "--nsys", "nsys_path", default=None, help="nsys for exporting a .nsys-rep [default: $NSYS, PATH]."
 )
-def analyze(path: Path, fmt: str, out_dir: Path | None, top_n: int, nsys_path: str | None) -> None:
+@click.option(
+    "--allow-no-kernels",
+    is_flag=True,
+    help="Analyze an export without CUDA kernels (NVTX wall times only) instead of refusing it; "
+    "implied for perfctl runs made with --device cpu.",
+)
+def analyze(
+    path: Path, fmt: str, out_dir: Path | None, top_n: int, nsys_path: str | None, allow_no_kernels: bool
+) -> None:
     """Analyze an nsys export (.sqlite), report (.nsys-rep) or perfctl run folder.
 
     \b
@@ -197,7 +205,9 @@ def analyze(path: Path, fmt: str, out_dir: Path | None, top_n: int, nsys_path: s
     from perfctl.report.text import render_text
 
     try:
-        result = analyze_path(path, nsys_path=nsys_path, top_n=top_n, out_dir=out_dir)
+        result = analyze_path(
+            path, nsys_path=nsys_path, top_n=top_n, out_dir=out_dir, allow_no_kernels=allow_no_kernels
+        )
     except PerfctlError as exc:
         _fail(exc)
     if fmt == "json":
