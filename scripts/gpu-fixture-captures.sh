@@ -19,3 +19,4 @@ capture threads threads
 capture graphs-graph graphs --cuda-graph-trace=graph
 capture graphs-node graphs --cuda-graph-trace=node
 capture all-node all --cuda-graph-trace=node
+capture streams streams

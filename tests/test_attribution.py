@@ -285,3 +285,43 @@ def test_graph_replays_in_node_mode_in_a_real_nsys_2023_export(export_dir: Path)
     rows = _nsys2023_csv_rows()
     assert analysis["totals"]["kernels"] == sum(int(r["Kern Inst"]) for r in rows)
     assert analysis["totals"]["kernel_time_ns"] == sum(int(r["Total Time (ns)"]) for r in rows)
+
+
+def test_overlapping_kernels_busy_time_is_their_union(export_dir: Path) -> None:
+    """Matmuls on two CUDA streams overlap on the GPU: busy time is the union of their intervals,
+    checked against a plain loop over the range's kernels read straight from the export."""
+    import sqlite3
+
+    from conftest import decompress_fixture
+
+    export = decompress_fixture("h200-two-streams.sqlite.xz", export_dir)
+    analysis = analyze_export(export)
+    expected = nvtxkernsum_totals((FIXTURES / "h200-two-streams.nvtxkernsum.csv").read_text())
+    assert perfctl_totals(analysis) == expected
+    with sqlite3.connect(f"file:{export}?mode=ro", uri=True) as conn:
+        start, end, tid = conn.execute(
+            "SELECT e.start, e.end, e.globalTid FROM NVTX_EVENTS AS e LEFT JOIN StringIds AS s "
+            "ON e.textId = s.id WHERE coalesce(s.value, e.text) = 'two_streams'"
+        ).fetchone()
+        kernels = conn.execute(
+            "SELECT k.start, k.end FROM CUPTI_ACTIVITY_KIND_KERNEL AS k "
+            "JOIN CUPTI_ACTIVITY_KIND_RUNTIME AS r ON k.correlationId = r.correlationId "
+            "WHERE r.globalTid = ? AND r.start >= ? AND r.end <= ?",
+            (tid, start, end),
+        ).fetchall()
+        every = conn.execute("SELECT start, end FROM CUPTI_ACTIVITY_KIND_KERNEL").fetchall()
+
+    def union(intervals: list[tuple[int, int]]) -> int:
+        total, reach = 0, None
+        for s, e in sorted(intervals):
+            if reach is None or s > reach:
+                total, reach = total + e - s, e
+            elif e > reach:
+                total, reach = total + e - reach, e
+        return total
+
+    two = _by_name(analysis, "perfctl", "two_streams")
+    assert two["gpu_busy_ns"] == union(kernels) < two["kernel_time_ns"]
+    assert two["gpu_span_ns"] == max(e for _, e in kernels) - min(s for s, _ in kernels)
+    assert two["per_instance"]["gpu_busy_ns"]["max"] == two["gpu_busy_ns"]
+    assert analysis["totals"]["gpu_busy_ns"] == union(every) < analysis["totals"]["kernel_time_ns"]

@@ -6,8 +6,10 @@ Captured on a GPU host to make test fixtures (see tests/fixtures/README.md):
                          projection gives the range nothing; perfctl reports them separately
   perfctl:graph_replay   a CUDA graph replayed with cudaGraphLaunch: its kernels belong to the range
                          that launched the graph (with --cuda-graph-trace=node they appear one by one)
+  perfctl:two_streams    matmuls on two CUDA streams at once: kernels overlap on the GPU, so busy time
+                         (their union) is less than their summed time
 
-    python scripts/fixture_programs/threads_and_graphs.py [threads|graphs|all]
+    python scripts/fixture_programs/threads_and_graphs.py [threads|graphs|streams|all]
 """
 
 from __future__ import annotations
@@ -53,6 +55,24 @@ def main(parts: str) -> None:
         nvtx.pop_range(domain=DOMAIN)
     if parts in ("graphs", "all"):
         replay_graph(dev)
+    if parts in ("streams", "all"):
+        overlap_streams(dev)
+
+
+def overlap_streams(dev: torch.device) -> None:
+    a = torch.randn(2048, 2048, device=dev)
+    b = torch.randn(2048, 2048, device=dev)
+    first, second = torch.cuda.Stream(), torch.cuda.Stream()
+    torch.cuda.synchronize()
+    nvtx.push_range("two_streams", domain=DOMAIN)
+    for _ in range(4):
+        with torch.cuda.stream(first):
+            x = a @ a
+        with torch.cuda.stream(second):
+            y = b @ b
+    torch.cuda.synchronize()
+    nvtx.pop_range(domain=DOMAIN)
+    print("checksum", float(x.sum() + y.sum()))
 
 
 def replay_graph(dev: torch.device) -> None:
