@@ -206,9 +206,7 @@ def load_gpu_activities(schema: ExportSchema) -> Activities:
             names = "shortName AS short_id, demangledName AS name_id"
         else:
             names = f"{PSEUDO_NAME[k]} AS short_id, {PSEUDO_NAME[k]} AS name_id, coalesce(bytes, 0) AS bytes"
-        select = (
-            f'start, "end", coalesce(correlationId, -1) AS corr, coalesce(globalPid, 0) AS process, {names}'
-        )
+        select = f'start, "end", correlationId AS corr, globalPid AS process, {names}'  # NULL reads -1
         wanted = {n: c for n, c in cols.items() if n != "bytes" or k != KERNEL}
         rows = read_table_into(schema.path, table, select, wanted, filled)
         kind[filled : filled + rows] = k
@@ -321,9 +319,12 @@ def probe_launches(
         batch = query_columns(
             path,
             f'SELECT globalTid AS thread, start, "end", correlationId AS corr{name_column} '
-            f"FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE correlationId IS NOT NULL AND globalTid IS NOT NULL "
-            f"AND rowid >= {bounds[0]} AND rowid < {bounds[1]} AND {names}",
+            "FROM CUPTI_ACTIVITY_KIND_RUNTIME "
+            f"WHERE rowid >= {bounds[0]} AND rowid < {bounds[1]} AND {names}",
         )
+        if (batch["corr"] < 0).any() or (batch["thread"] < 0).any():  # NULLs (read as -1) launch nothing
+            known = (batch["corr"] >= 0) & (batch["thread"] >= 0)
+            batch = {c: v[known] for c, v in batch.items()}
         owner = process_of(batch["thread"])
         at = np.minimum(np.searchsorted(procs, owner), len(procs) - 1)
         key = at.astype(np.int64) * _CORR_LIMIT + (batch["corr"] + 1)
