@@ -215,3 +215,57 @@ def analyze(
     else:
         click.echo(render_text(result.analysis))
     click.echo(f"wrote {result.json_path} and {result.html_path}", err=fmt == "json")
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("model")
+@click.option(
+    "--tiles", type=int, default=0, show_default=True, help="Local 768² tiles besides the global view."
+)
+@click.option(
+    "--prompt-tokens",
+    type=int,
+    default=11,
+    show_default=True,
+    help="Text tokens of the prompt besides the image tokens.",
+)
+@click.option("--new-tokens", type=int, default=64, show_default=True, help="Generated tokens.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="A short table, or one JSON object.",
+)
+@click.option("--breakdown", is_flag=True, help="Also FLOPs per kind of block (attention, mlp, ...).")
+def flops(model: str, tiles: int, prompt_tokens: int, new_tokens: int, fmt: str, breakdown: bool) -> None:
+    """Analytic FLOPs per stage (vision, prefill, decode) of one page, from the model's config.
+
+    \b
+    MODEL: a built-in name (deepseek-ocr2, deepseek-ocr2-tiny), a model folder or a config.json.
+    Examples:
+      perfctl flops deepseek-ocr2 --tiles 2 --new-tokens 256 --format json
+    """
+    from perfctl.flops import count_flops
+
+    try:
+        report = count_flops(model, tiles=tiles, prompt_tokens=prompt_tokens, new_tokens=new_tokens)
+    except PerfctlError as exc:
+        _fail(exc)
+    data = report.to_json(breakdown=breakdown)
+    if fmt == "json":
+        click.echo(json.dumps(data))
+        return
+    f, t = data["flops"], data["tokens"]
+    click.echo(
+        f"{data['model']}: {t['image']} image + {t['prompt_total'] - t['image']} text tokens, {t['new']} new"
+    )
+    for stage in ("vision", "prefill", "decode"):
+        click.echo(f"{stage:<8} {f[stage] / 1e9:>14,.2f} GFLOP")
+    steps = f["decode_per_token"]
+    if steps:
+        click.echo(
+            f"decode per token: {steps[0] / 1e9:,.3f} GFLOP (first step) to {steps[-1] / 1e9:,.3f} (last)"
+        )
+    click.echo(data["conventions"])
