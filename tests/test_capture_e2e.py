@@ -206,3 +206,34 @@ def test_capture_options_reach_the_driver(tmp_path: Path, nsys_bin: str) -> None
     assert "warmup" not in names and {"page", "vision", "prefill", "decode"} <= names
     decode = next(s for s in analysis["stages"] if s["stage"] == "decode")
     assert decode["instances"] == 2
+
+
+def test_tool_all_adds_a_clean_timing_pass_and_efficiency(tmp_path: Path, nsys_bin: str) -> None:
+    """--tool all: the nsys pass, then the same workload without a profiler (stage edges
+    synchronized); analyze puts the analytic FLOPs over those clean stage times."""
+    run = tmp_path / "all"
+    proc = run_perfctl(
+        "capture", "--tool", "all", "--num-pages", "1", "--max-new-tokens", "3", "--out", str(run),
+        "--nsys", nsys_bin,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "torch.profiler pass is not built yet" in proc.stdout
+    manifest = json.loads((run / "manifest.json").read_text())
+    timing = manifest["timing"]
+    assert timing["status"] == "ok" and timing["pages_completed"] == 1 and timing["sync_stage_edges"]
+    workload = json.loads((run / "timing" / "workload.json").read_text())
+    assert workload["sync_stage_edges"] is True
+    clean = json.loads((run / "timing" / "pages.jsonl").read_text().splitlines()[0])
+    assert clean["decode_steps"] == 2 and all(v > 0 for v in clean["stage_wall_ns"].values())
+
+    analyzed = run_perfctl("analyze", str(run), "--format", "json")
+    assert analyzed.returncode == 0, analyzed.stderr
+    eff = json.loads(analyzed.stdout)["efficiency"]
+    assert eff["available"] is True
+    info = json.loads((run / "timing" / "driver-info.json").read_text())
+    assert eff["inputs"]["tokens"]["prompt_total"] == info["prompt_tokens_per_page"]
+    for stage in ("vision", "prefill", "decode"):
+        s = eff["stages"][stage]
+        assert s["flops_per_page"] > 0 and s["clean_seconds_per_page"] > 0 and s["nsys_over_clean"] > 0
+        assert s["mfu"] is None  # a CPU run: no peak to divide by, and it says why
+    assert "CPU" in eff["inputs"]["peak_source"]

@@ -102,7 +102,7 @@ def test_model_path_that_does_not_exist(tmp_path: Path) -> None:
         (["--device", "tpu"], "--device"),
         (["--dtype", "int3"], "--dtype"),
         (["--run-id", "../escape"], "run id"),
-        (["--tool", "torch"], "only the nsys pass"),
+        (["--tool", "torch"], "torch.profiler pass is not built"),
         (["--trace", "cuda,osrt"], "lacks nvtx"),
     ],
 )

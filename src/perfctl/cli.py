@@ -37,7 +37,8 @@ def main() -> None:
     type=click.Choice(["nsys", "torch", "all"]),
     default="nsys",
     show_default=True,
-    help="Profiler pass to run. Only nsys exists so far.",
+    help="nsys: the Nsight Systems pass. all: nsys, then a clean timing pass with no profiler (the "
+    "stage times MFU uses). torch: the torch.profiler pass, not built yet.",
 )
 @click.option(
     "--model",
@@ -125,9 +126,9 @@ def capture(
     """
     from perfctl.capture.run import CaptureOptions, capture_nsys
 
-    if tool != "nsys":
-        # Announced, not faked: the torch.profiler and clean timing passes do not exist yet.
-        _fail(BadInput(f"--tool {tool}: only the nsys pass exists in this perfctl version; use --tool nsys"))
+    if tool == "torch":
+        # Announced, not faked: the torch.profiler pass does not exist yet.
+        _fail(BadInput("--tool torch: the torch.profiler pass is not built yet; use --tool nsys or all"))
     opts = CaptureOptions(
         model=model,
         random_weights=random_weights,
@@ -145,8 +146,11 @@ def capture(
         force=force,
         nsys=nsys_path,
         trace=trace,
+        timing_pass=tool == "all",
         argv=["perfctl", *sys.argv[1:]],
     )
+    if tool == "all":
+        click.echo("passes: nsys, then a clean timing pass; the torch.profiler pass is not built yet")
     try:
         result = capture_nsys(opts)
     except PerfctlError as exc:
@@ -191,8 +195,24 @@ def capture(
     help="Analyze an export without CUDA kernels (NVTX wall times only) instead of refusing it; "
     "implied for perfctl runs made with --device cpu.",
 )
+@click.option(
+    "--peak-tflops",
+    type=float,
+    default=None,
+    help="Dense peak TFLOP/s for MFU instead of the GPU table's (docs/gpu-peaks.md).",
+)
+@click.option(
+    "--peak-bandwidth-gbs", type=float, default=None, help="Peak memory GB/s for MBU instead of the table's."
+)
 def analyze(
-    path: Path, fmt: str, out_dir: Path | None, top_n: int, nsys_path: str | None, allow_no_kernels: bool
+    path: Path,
+    fmt: str,
+    out_dir: Path | None,
+    top_n: int,
+    nsys_path: str | None,
+    allow_no_kernels: bool,
+    peak_tflops: float | None,
+    peak_bandwidth_gbs: float | None,
 ) -> None:
     """Analyze an nsys export (.sqlite), report (.nsys-rep) or perfctl run folder.
 
@@ -206,7 +226,13 @@ def analyze(
 
     try:
         result = analyze_path(
-            path, nsys_path=nsys_path, top_n=top_n, out_dir=out_dir, allow_no_kernels=allow_no_kernels
+            path,
+            nsys_path=nsys_path,
+            top_n=top_n,
+            out_dir=out_dir,
+            allow_no_kernels=allow_no_kernels,
+            peak_tflops=peak_tflops,
+            peak_bandwidth_gbs=peak_bandwidth_gbs,
         )
     except PerfctlError as exc:
         _fail(exc)

@@ -8,11 +8,15 @@ A run folder holds:
   pages.jsonl       one record per page the driver finished (host-side stage clocks)
   driver-info.json  what the driver saw: device, dtype, versions, parameter and token counts
   driver.log        the driver's output;  nsys.log: nsys's own output
+  timing/           with --tool all: the clean timing pass, the same workload run again without a
+                    profiler, synchronizing at stage edges (its own workload.json, pages.jsonl,
+                    driver-info.json, driver.log); its stage times are the ones MFU divides by
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -39,6 +43,7 @@ from perfctl.stages import DOMAIN
 from perfctl.workloads.models import resolve_model
 from perfctl.workloads.pages import list_pages
 
+TIMING_DIR = "timing"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 REPORT_BASE = "run"
 DEVICES = ("auto", "cpu", "cuda")
@@ -63,6 +68,7 @@ class CaptureOptions:
     force: bool = False
     nsys: str | None = None
     trace: str = DEFAULT_TRACE
+    timing_pass: bool = False  # after the nsys pass, the clean timing pass (no profiler)
     argv: list[str] = field(default_factory=list)
 
 
@@ -177,7 +183,53 @@ def capture_nsys(opts: CaptureOptions) -> CaptureResult:
         "packages": package_versions(["perfctl", "torch", "transformers", "nvtx", "pandas", "nvidia-ml-py"]),
     }
     write_json_atomic(run_dir / "manifest.json", manifest)
-    return _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=len(pages) * opts.repeats)
+    expected = len(pages) * opts.repeats
+    result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=expected)
+    if opts.timing_pass and result.status == "ok":
+        result = run_timing_pass(run_dir, workload, result.manifest, expected)
+    return result
+
+
+def run_timing_pass(
+    run_dir: Path, workload: dict[str, Any], manifest: dict[str, Any], expected_pages: int
+) -> CaptureResult:
+    """The same workload again with no profiler attached, synchronizing the GPU at every stage edge:
+    the stage times MFU is computed from (nsys slows launch-bound decode down markedly)."""
+    folder = run_dir / TIMING_DIR
+    folder.mkdir()
+    timing = workload | {
+        "records": str(folder / "pages.jsonl"),
+        "driver_info": str(folder / "driver-info.json"),
+        "log": str(folder / "driver.log"),
+        "sync_stage_edges": True,
+    }
+    write_json_atomic(folder / "workload.json", timing)
+    cmd = [sys.executable, "-m", "perfctl.driver", str(folder / "workload.json")]
+    env = {k: v for k, v in os.environ.items() if k != "PERFCTL_NSYS_VERSION"}
+    exit_code = subprocess.run(cmd, cwd=folder, env=env, check=False).returncode
+    records = folder / "pages.jsonl"
+    done = len(records.read_text().splitlines()) if records.is_file() else 0
+    status, reason = "ok", None
+    if exit_code != 0 or done < expected_pages:
+        status = "failed"
+        reason = (
+            f"the clean timing pass finished {done} of {expected_pages} pages (driver exit {exit_code}); "
+            f"{TIMING_DIR}/driver.log ends: {_last_line(folder / 'driver.log')}"
+        )
+    manifest["timing"] = {
+        "command": cmd,
+        "exit_code": exit_code,
+        "sync_stage_edges": True,
+        "pages_completed": done,
+        "pages_expected": expected_pages,
+        "status": status,
+        "reason": reason,
+    }
+    if status != "ok":
+        manifest["status"], manifest["reason"] = status, reason
+    manifest["finished_at"] = utc_now()
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
 
 
 def _run_and_finalize(

@@ -62,9 +62,19 @@ class StageTimes:
 
 
 class StageMarker:
-    def __init__(self, emitter: RangeEmitter, clock: Callable[[], int] = time.perf_counter_ns) -> None:
+    """`sync`, when given, runs at every stage edge before the clock is read (the clean timing pass
+    passes torch.cuda.synchronize, so a stage's host time covers its GPU work); the profiled pass
+    leaves it out so as not to change the timeline it records."""
+
+    def __init__(
+        self,
+        emitter: RangeEmitter,
+        clock: Callable[[], int] = time.perf_counter_ns,
+        sync: Callable[[], None] | None = None,
+    ) -> None:
         self._emit = emitter
         self._clock = clock
+        self._sync = sync
         self._open: str | None = None
         self._opened_at = 0
         self.active = False  # off during warm-up and loading: no stage ranges there
@@ -111,11 +121,15 @@ class StageMarker:
 
     def _enter(self, stage: str, payload: int | None = None) -> None:
         self._close()
+        if self._sync is not None:
+            self._sync()
         self._emit.push(stage, payload)
         self._open, self._opened_at = stage, self._clock()
 
     def _close(self) -> None:
         if self._open is not None:
+            if self._sync is not None:
+                self._sync()
             self._emit.pop()
             self.page.wall_ns[self._open] += self._clock() - self._opened_at
             self._open = None
