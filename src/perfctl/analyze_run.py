@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from perfctl.analysis.analyze import analyze_export
+from perfctl.analysis.efficiency import efficiency
 from perfctl.capture.manifest import write_json_atomic
 from perfctl.capture.nsys import find_nsys
 from perfctl.capture.run import REPORT_BASE
@@ -74,6 +75,8 @@ def analyze_path(
     top_n: int = 10,
     out_dir: Path | None = None,
     allow_no_kernels: bool = False,
+    peak_tflops: float | None = None,
+    peak_bandwidth_gbs: float | None = None,
 ) -> AnalyzeResult:
     """Analyze an export, report or run folder and write analysis.json and report.html.
 
@@ -99,6 +102,14 @@ def analyze_path(
                 "driver",
             )
         }
+        pages = max(len(analysis["pages"]), 1)
+        under_nsys = {s["stage"]: s["wall_ns"] / pages for s in analysis["stages"]}
+        try:
+            analysis["efficiency"] = efficiency(
+                export.parent, manifest, under_nsys, peak_tflops, peak_bandwidth_gbs
+            )
+        except ValueError as exc:  # an override that is not a positive number
+            raise BadInput(str(exc)) from None
     target = export.parent if out_dir is None else out_dir
     target.mkdir(parents=True, exist_ok=True)
     json_path, html_path = target / "analysis.json", target / "report.html"

@@ -171,4 +171,26 @@ def deepseek_ocr2_flops(
     )
 
 
-__all__ = ["DeepseekOcr2Flops", "deepseek_ocr2_flops", "total", "view_tokens"]
+def decode_step_bytes(config: Any, context: int, bytes_per_value: int) -> tuple[int, int]:
+    """(weight bytes, KV-cache bytes) one decode step must read: every weight the token passes
+    through -- attention projections, the dense MLP or the router, its top-k routed and the shared
+    experts, the LM head -- and the keys and values of `context` cached positions in every layer."""
+    text = config.text_config
+    d, heads = int(text.hidden_size), int(text.num_attention_heads)
+    head_dim = int(getattr(text, "head_dim", None) or d // heads)
+    kv = int(text.num_key_value_heads) * head_dim
+    weights = 0
+    for kind in text.mlp_layer_types:
+        weights += d * heads * head_dim * 2 + d * 2 * kv  # q, o, and k, v
+        if kind == "dense":
+            weights += 3 * d * int(text.intermediate_size)
+        else:
+            expert = 3 * d * int(text.moe_intermediate_size)
+            weights += d * int(text.n_routed_experts)  # router
+            weights += expert * (int(text.num_experts_per_tok) + int(text.n_shared_experts))
+    weights += d * int(text.vocab_size)  # LM head
+    kv_values = 2 * len(text.mlp_layer_types) * kv * context
+    return weights * bytes_per_value, kv_values * bytes_per_value
+
+
+__all__ = ["DeepseekOcr2Flops", "decode_step_bytes", "deepseek_ocr2_flops", "total", "view_tokens"]

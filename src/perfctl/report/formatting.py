@@ -10,7 +10,10 @@ def ms(ns: float | int | None) -> str:
 
 
 def pct(fraction: float | None) -> str:
-    return "–" if fraction is None else f"{100 * fraction:.1f} %"
+    """Percent with one decimal; below 0.1 % three significant digits, so small never reads as 0."""
+    if fraction is None:
+        return "–"
+    return f"{100 * fraction:.1f} %" if abs(fraction) >= 0.001 or fraction == 0 else f"{100 * fraction:.3g} %"
 
 
 def count(n: int | None) -> str:
