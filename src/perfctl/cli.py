@@ -15,6 +15,16 @@ from perfctl.errors import BadInput, PerfctlError
 EXIT_CODES = "Exit codes: 0 ok, 1 the capture or analysis failed, 2 bad input (a one-line reason is printed)."
 
 
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="What to print: a short table, or the whole result as one JSON object on stdout.",
+)
+
+
 def _fail(exc: PerfctlError) -> NoReturn:
     click.echo(f"perfctl: error: {exc}", err=True)
     sys.exit(exc.exit_code)
@@ -164,14 +174,7 @@ def capture(
 
 @main.command(epilog=EXIT_CODES)
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="What to print: a short table, or the whole analysis as one JSON object.",
-)
+@format_option
 @click.option(
     "--out-dir",
     type=click.Path(path_type=Path),
@@ -256,14 +259,7 @@ def analyze(
     help="Text tokens of the prompt besides the image tokens.",
 )
 @click.option("--new-tokens", type=int, default=64, show_default=True, help="Generated tokens.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="A short table, or one JSON object.",
-)
+@format_option
 @click.option("--breakdown", is_flag=True, help="Also FLOPs per kind of block (attention, mlp, ...).")
 def flops(model: str, tiles: int, prompt_tokens: int, new_tokens: int, fmt: str, breakdown: bool) -> None:
     """Analytic FLOPs per stage (vision, prefill, decode) of one page, from the model's config.
