@@ -210,11 +210,11 @@ def test_capture_options_reach_the_driver(tmp_path: Path, nsys_bin: str) -> None
 
 def test_tool_all_adds_a_clean_timing_pass_and_efficiency(tmp_path: Path, nsys_bin: str) -> None:
     """--tool all: the nsys pass, then the same workload without a profiler (stage edges
-    synchronized); analyze puts the analytic FLOPs over those clean stage times."""
+    synchronized); analyze puts the analytic FLOPs over those clean stage times. With a local tile."""
     run = tmp_path / "all"
     proc = run_perfctl(
-        "capture", "--tool", "all", "--num-pages", "1", "--max-new-tokens", "3", "--out", str(run),
-        "--nsys", nsys_bin,
+        "capture", "--tool", "all", "--num-pages", "1", "--max-new-tokens", "3", "--tiles", "1",
+        "--out", str(run), "--nsys", nsys_bin,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "torch.profiler pass is not built yet" in proc.stdout
@@ -231,7 +231,10 @@ def test_tool_all_adds_a_clean_timing_pass_and_efficiency(tmp_path: Path, nsys_b
     eff = json.loads(analyzed.stdout)["efficiency"]
     assert eff["available"] is True
     info = json.loads((run / "timing" / "driver-info.json").read_text())
+    # one local 768² tile: its 144 encoder queries join the global view's 144 + 1 separator
+    assert info["local_tiles_per_page"] == 1 and info["image_tokens_per_page"] == 145 + 144
     assert eff["inputs"]["tokens"]["prompt_total"] == info["prompt_tokens_per_page"]
+    assert eff["inputs"]["tokens"]["image"] == 145 + 144
     for stage in ("vision", "prefill", "decode"):
         s = eff["stages"][stage]
         assert s["flops_per_page"] > 0 and s["clean_seconds_per_page"] > 0 and s["nsys_over_clean"] > 0

@@ -52,12 +52,13 @@ def test_full_size_config_matches_the_published_architecture() -> None:
 def test_image_token_counts() -> None:
     from transformers import AutoConfig
 
-    from perfctl.workloads.deepseek_ocr2 import image_token_count
+    from perfctl.flops.deepseek_ocr2 import image_tokens
 
     full = AutoConfig.from_pretrained(builtin_model_dir("deepseek-ocr2"))
     tiny = AutoConfig.from_pretrained(builtin_model_dir("deepseek-ocr2-tiny"))
-    assert image_token_count(full) == 256 + 1  # 1024² global view + view separator
-    assert image_token_count(tiny) == 144 + 1  # small SAM input: the 768²-style 144 queries
+    assert image_tokens(full, 0) == 256 + 1  # 1024² global view + view separator
+    assert image_tokens(tiny, 0) == 144 + 1  # small SAM input: the 768²-style 144 queries
+    assert image_tokens(full, 6) == 256 + 1 + 6 * 144  # six local 768² tiles
 
 
 def test_resolve_model_folder_rules(tmp_path: Path) -> None:
@@ -107,3 +108,16 @@ def test_nvtx_visibility_rule(nvtx: str, nsys: str | None, invisible: bool) -> N
     if problem:
         assert "nvtx==0.2.11" in problem
     assert nvtx_problem(None, "2022.4.2.1") is not None
+
+
+def test_local_tiles_follow_the_page_shape() -> None:
+    from PIL import Image
+
+    from perfctl.workloads.deepseek_ocr2 import _grid, _tile
+
+    assert _grid(2, 0.7) == (2, 1)  # portrait page: two rows
+    assert _grid(2, 1.5) == (1, 2)  # landscape page: two columns
+    assert _grid(6, 0.7) == (3, 2)
+    assert _grid(5, 1.0) in {(1, 5), (5, 1)}
+    tiles = _tile(Image.new("RGB", (850, 1100), (255, 255, 255)), 4)
+    assert len(tiles) == 4 and all(t.size == (768, 768) for t in tiles)

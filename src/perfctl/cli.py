@@ -78,6 +78,13 @@ def main() -> None:
     help="Tokens generated per page (fixed length: EOS is suppressed).",
 )
 @click.option(
+    "--tiles",
+    type=int,
+    default=0,
+    show_default=True,
+    help="DeepSeek-OCR-2 local 768² views per page (0-6) besides the global view.",
+)
+@click.option(
     "--warmup",
     type=int,
     default=1,
@@ -115,6 +122,7 @@ def capture(
     num_pages: int,
     repeats: int,
     max_new_tokens: int,
+    tiles: int,
     warmup: int,
     device: str,
     dtype: str,
@@ -146,6 +154,7 @@ def capture(
         num_pages=num_pages,
         repeats=repeats,
         max_new_tokens=max_new_tokens,
+        tiles=tiles,
         warmup=warmup,
         device=device,
         dtype=dtype,

@@ -60,7 +60,9 @@ def efficiency(
     model_ref = str(model.get("name") if model.get("builtin") else model.get("folder", ""))
     new_tokens = int(workload.get("max_new_tokens", 0))
     prompt_text = int(info.get("prompt_tokens_per_page", 0)) - int(info.get("image_tokens_per_page", 0))
-    flops = count_flops(model_ref, tiles=0, prompt_tokens=prompt_text, new_tokens=new_tokens).to_json()
+    flops = count_flops(
+        model_ref, tiles=int(workload.get("tiles", 0)), prompt_tokens=prompt_text, new_tokens=new_tokens
+    ).to_json()
     dtype = str(info.get("dtype", ""))
     peak = resolve_peak(info.get("gpu_name"), info.get("gpu_sm_count"), dtype, peak_tflops)
     bandwidth = resolve_bandwidth(info.get("gpu_name"), info.get("gpu_sm_count"), bandwidth_gbs)

@@ -58,6 +58,7 @@ class CaptureOptions:
     num_pages: int | None = 4
     repeats: int = 1
     max_new_tokens: int = 16
+    tiles: int = 0  # DeepSeek-OCR-2 local 768² views per page, besides the global view
     warmup: int = 1
     device: str = "auto"
     dtype: str = "auto"
@@ -85,6 +86,7 @@ def validate_numbers(opts: CaptureOptions) -> None:
         ("--repeats", opts.repeats, 1, 10_000),
         ("--max-new-tokens", opts.max_new_tokens, 1, 100_000),
         ("--warmup", opts.warmup, 0, 1_000),
+        ("--tiles", opts.tiles, 0, 6),
     ]
     for flag, value, low, high in checks:
         if not low <= value <= high:
@@ -152,6 +154,7 @@ def capture_nsys(opts: CaptureOptions) -> CaptureResult:
         "pages": [str(p.resolve()) for p in pages],
         "repeats": opts.repeats,
         "max_new_tokens": opts.max_new_tokens,
+        "tiles": opts.tiles,
         "warmup": opts.warmup,
         "device": opts.device,
         "dtype": opts.dtype,

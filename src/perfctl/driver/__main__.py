@@ -107,7 +107,9 @@ def run(workload: dict[str, Any]) -> int:
     )
     emitter.push(LOAD)
     t0 = time.perf_counter()
-    work = load_deepseek_ocr2(spec, device, dtype, int(workload.get("seed", 0)))
+    work = load_deepseek_ocr2(
+        spec, device, dtype, int(workload.get("seed", 0)), int(workload.get("tiles", 0))
+    )
     _synchronize(device)
     emitter.pop()
     load_s = time.perf_counter() - t0
@@ -124,6 +126,7 @@ def run(workload: dict[str, Any]) -> int:
         "parameters": sum(p.numel() for p in work.model.parameters()),
         "attn_implementation": getattr(work.model.config, "_attn_implementation", None),
         "image_tokens_per_page": work.image_tokens,
+        "local_tiles_per_page": work.tiles,
         "prompt_tokens_per_page": prepared[0].prompt_tokens,
         "prompt_source": work.prompt_source,
         "load_seconds": round(load_s, 3),

@@ -54,6 +54,13 @@ def view_tokens(config: Any, side: int) -> int:
     return encoder_queries(sam_tokens(config, side))
 
 
+def image_tokens(config: Any, local_tiles: int) -> int:
+    """Decoder positions one page's image takes: the global view's queries, one view separator, and
+    each local tile's queries (transformers puts them as [tiles ; global ; separator])."""
+    global_view = view_tokens(config, _side(config.vision_config.sam_config.image_size))
+    return global_view + 1 + local_tiles * view_tokens(config, TILE_SIDE)
+
+
 def sam_terms(sam: Any, side: int) -> list[Term]:
     patch = _side(sam.patch_size)
     grid = side // patch
@@ -157,8 +164,7 @@ def deepseek_ocr2_flops(
 ) -> DeepseekOcr2Flops:
     """FLOPs of one page: vision for the views, prefill of the whole prompt, and new_tokens - 1 decode
     steps (the first new token comes out of prefill)."""
-    image = view_tokens(config, _side(config.vision_config.sam_config.image_size)) + 1  # + view separator
-    image += local_tiles * view_tokens(config, TILE_SIDE)
+    image = image_tokens(config, local_tiles)
     prompt = image + prompt_tokens
     steps = [decoder_terms(config.text_config, 1, prompt + step, 1) for step in range(max(new_tokens - 1, 0))]
     return DeepseekOcr2Flops(
@@ -193,4 +199,11 @@ def decode_step_bytes(config: Any, context: int, bytes_per_value: int) -> tuple[
     return weights * bytes_per_value, kv_values * bytes_per_value
 
 
-__all__ = ["DeepseekOcr2Flops", "decode_step_bytes", "deepseek_ocr2_flops", "total", "view_tokens"]
+__all__ = [
+    "DeepseekOcr2Flops",
+    "decode_step_bytes",
+    "deepseek_ocr2_flops",
+    "image_tokens",
+    "total",
+    "view_tokens",
+]

@@ -9,10 +9,12 @@ gets its prompt tokenized by it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perfctl.flops.deepseek_ocr2 import TILE_SIDE, image_tokens
 from perfctl.workloads.models import ModelSpec
 
 PROMPT_TEXT = "\nFree OCR. "
@@ -29,26 +31,14 @@ class PreparedPage:
     prompt_tokens: int  # all tokens of the prompt, image placeholders included
 
 
-def image_token_count(config: Any) -> int:
-    """Decoder positions one global view takes: the vision encoder's query count + 1 view separator.
-
-    SAM turns an S×S image into (S/patch/4)² tokens; the encoder then emits 144 queries when that is
-    at most 144 (768² views) and 256 otherwise (1024² views).
-    """
-    sam = config.vision_config.sam_config
-    side = sam.image_size if isinstance(sam.image_size, int) else sam.image_size[0]
-    patch = sam.patch_size if isinstance(sam.patch_size, int) else sam.patch_size[0]
-    sam_tokens = (side // patch // 4) ** 2
-    return (144 if sam_tokens <= 144 else 256) + 1
-
-
 class DeepseekOcr2Workload:
-    def __init__(self, spec: ModelSpec, model: Any, device: Any, dtype: Any) -> None:
+    def __init__(self, spec: ModelSpec, model: Any, device: Any, dtype: Any, tiles: int = 0) -> None:
         self.spec, self.model, self.device, self.dtype = spec, model, device, dtype
         self.config = model.config
         sam = self.config.vision_config.sam_config
         self.image_side = sam.image_size if isinstance(sam.image_size, int) else sam.image_size[0]
-        self.image_tokens = image_token_count(self.config)
+        self.tiles = tiles
+        self.image_tokens = image_tokens(self.config, tiles)
         self.prompt_ids, self.prompt_source = self._prompt_ids(spec.folder)
 
     def _prompt_ids(self, folder: Path) -> tuple[list[int], str]:
@@ -66,28 +56,19 @@ class DeepseekOcr2Workload:
 
         with Image.open(image_path) as img:
             rgb = img.convert("RGB")
-        scale = self.image_side / max(rgb.size)
-        resized = rgb.resize(
-            (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.BICUBIC
-        )
-        canvas = Image.new("RGB", (self.image_side, self.image_side), GREY)
-        canvas.paste(
-            resized, ((self.image_side - resized.width) // 2, (self.image_side - resized.height) // 2)
-        )
-        pixels = torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8)
-        pixels = pixels.view(self.image_side, self.image_side, 3).permute(2, 0, 1).float()
-        pixels = ((pixels / 255.0 - 0.5) / 0.5).unsqueeze(0)
-
+        inputs: dict[str, Any] = {"pixel_values": _normalized(_fit_square(rgb, self.image_side)).unsqueeze(0)}
+        if self.tiles:
+            inputs["pixel_values_local"] = torch.stack([_normalized(t) for t in _tile(rgb, self.tiles)])
+            inputs["num_local_patches"] = [self.tiles]
         text = self.config.text_config
         bos = text.bos_token_id if text.bos_token_id is not None else 0
         ids = [bos] + [self.config.image_token_id] * self.image_tokens + self.prompt_ids
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        for key in ("pixel_values", "pixel_values_local"):
+            if key in inputs:
+                inputs[key] = inputs[key].to(self.device, self.dtype)
         return PreparedPage(
-            inputs={
-                "input_ids": input_ids,
-                "attention_mask": torch.ones_like(input_ids),
-                "pixel_values": pixels.to(self.device, self.dtype),
-            },
+            inputs={"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), **inputs},
             image_tokens=self.image_tokens,
             prompt_tokens=len(ids),
         )
@@ -98,7 +79,52 @@ class DeepseekOcr2Workload:
         return self.model.get_decoder(), [inner.vision_tower, inner.multi_modal_projector]
 
 
-def load_deepseek_ocr2(spec: ModelSpec, device: str, dtype_name: str, seed: int) -> DeepseekOcr2Workload:
+def _fit_square(rgb: Any, side: int) -> Any:
+    """The page scaled to fit side x side (longest side), centred on mid-grey."""
+    from PIL import Image
+
+    scale = side / max(rgb.size)
+    resized = rgb.resize(
+        (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.BICUBIC
+    )
+    canvas = Image.new("RGB", (side, side), GREY)
+    canvas.paste(resized, ((side - resized.width) // 2, (side - resized.height) // 2))
+    return canvas
+
+
+def _grid(tiles: int, aspect: float) -> tuple[int, int]:
+    """(rows, columns) with rows x columns = tiles whose shape is closest to the page's width/height."""
+    shapes = [(r, tiles // r) for r in range(1, tiles + 1) if tiles % r == 0]
+    return min(shapes, key=lambda rc: abs(math.log((rc[1] / rc[0]) / aspect)))
+
+
+def _tile(rgb: Any, tiles: int) -> list[Any]:
+    """The page resized onto a grid of `tiles` 768² local views (the grid closest to its aspect ratio),
+    cut row by row, as DeepSeek-OCR-2's image processor crops pages into patches."""
+    from PIL import Image
+
+    rows, cols = _grid(tiles, rgb.width / rgb.height)
+    page = rgb.resize((cols * TILE_SIDE, rows * TILE_SIDE), Image.Resampling.BICUBIC)
+    return [
+        page.crop((c * TILE_SIDE, r * TILE_SIDE, (c + 1) * TILE_SIDE, (r + 1) * TILE_SIDE))
+        for r in range(rows)
+        for c in range(cols)
+    ]
+
+
+def _normalized(image: Any) -> Any:
+    """CHW float pixels in [-1, 1] (mean 0.5, std 0.5), as the model's image processor gives them."""
+    import torch
+
+    side_w, side_h = image.size
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    pixels = pixels.view(side_h, side_w, 3).permute(2, 0, 1).float()
+    return (pixels / 255.0 - 0.5) / 0.5
+
+
+def load_deepseek_ocr2(
+    spec: ModelSpec, device: str, dtype_name: str, seed: int, tiles: int = 0
+) -> DeepseekOcr2Workload:
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -113,4 +139,4 @@ def load_deepseek_ocr2(spec: ModelSpec, device: str, dtype_name: str, seed: int)
         model = AutoModelForImageTextToText.from_pretrained(spec.folder, dtype=dtype)
         model.to(device)
     model.eval()
-    return DeepseekOcr2Workload(spec, model, torch.device(device), dtype)
+    return DeepseekOcr2Workload(spec, model, torch.device(device), dtype, tiles)
