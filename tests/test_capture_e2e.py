@@ -240,3 +240,7 @@ def test_tool_all_adds_a_clean_timing_pass_and_efficiency(tmp_path: Path, nsys_b
         assert s["flops_per_page"] > 0 and s["clean_seconds_per_page"] > 0 and s["nsys_over_clean"] > 0
         assert s["mfu"] is None  # a CPU run: no peak to divide by, and it says why
     assert "CPU" in eff["inputs"]["peak_source"]
+    timing_stats = json.loads(analyzed.stdout)["timing"]["statistics"]
+    assert timing_stats["stages"]["decode"]["count"] == 1
+    assert timing_stats["decode_step_latency"]["count"] == 2  # 3 new tokens: 2 decode steps
+    assert 0 < timing_stats["time_to_first_token"]["mean"] < clean["wall_ns"]

@@ -14,6 +14,7 @@ from typing import Any
 
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.efficiency import efficiency
+from perfctl.analysis.repeatability import clean_records, timing_statistics
 from perfctl.capture.manifest import write_json_atomic
 from perfctl.capture.nsys import find_nsys
 from perfctl.capture.run import REPORT_BASE
@@ -102,6 +103,9 @@ def analyze_path(
                 "driver",
             )
         }
+        records = clean_records(export.parent, manifest)
+        if records is not None:
+            analysis["timing"] = {"pass": "clean", "statistics": timing_statistics(records)}
         pages = max(len(analysis["pages"]), 1)
         under_nsys = {s["stage"]: s["wall_ns"] / pages for s in analysis["stages"]}
         try:

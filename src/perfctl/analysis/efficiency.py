@@ -14,19 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from perfctl.analysis.repeatability import clean_records
 from perfctl.stages import DECODE, PREFILL, STAGES, VISION
 
 BYTES_PER_VALUE = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
-def clean_stage_times(timing_dir: Path) -> dict[str, Any] | None:
+def clean_stage_times(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean per page of the clean pass: stage times (ns), page wall time and decode steps."""
-    records_path = timing_dir / "pages.jsonl"
-    if not records_path.is_file():
-        return None
-    records = [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
-    if not records:
-        return None
     n = len(records)
     return {
         "pages": n,
@@ -48,10 +43,10 @@ def efficiency(
     from perfctl.flops.deepseek_ocr2 import decode_step_bytes
     from perfctl.hardware.peaks import resolve_bandwidth, resolve_peak
 
-    timing = manifest.get("timing") or {}
-    clean = clean_stage_times(run_dir / "timing") if timing.get("status") == "ok" else None
-    if clean is None:
+    records = clean_records(run_dir, manifest)
+    if records is None:
         return {"available": False, "reason": "no clean timing pass in this run (capture with --tool all)"}
+    clean = clean_stage_times(records)
     info_path = run_dir / "timing" / "driver-info.json"
     info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}
     workload = manifest.get("workload") or {}

@@ -175,6 +175,8 @@ def run(workload: dict[str, Any]) -> int:
                     "decode_steps": times.decode_steps,
                     "wall_ns": wall,
                     "stage_wall_ns": times.wall_ns,
+                    "first_token_ns": times.first_token_ns,
+                    "decode_step_ns": times.decode_step_ns,
                 }
                 with records.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")

@@ -54,11 +54,16 @@ class NvtxEmitter:
 
 @dataclass
 class StageTimes:
-    """Host-side clock of one page's stages (perf_counter_ns), kept beside the NVTX ranges."""
+    """Host-side clock of one page's stages (perf_counter_ns), kept beside the NVTX ranges: per stage,
+    each decode step, and the time to first token (page start to the end of prefill, which yields
+    the first new token)."""
 
     wall_ns: dict[str, int] = field(default_factory=lambda: {VISION: 0, PREFILL: 0, DECODE: 0})
     decode_steps: int = 0
     decoder_calls: int = 0
+    decode_step_ns: list[int] = field(default_factory=list)
+    first_token_ns: int | None = None
+    started_at: int = 0
 
 
 class StageMarker:
@@ -93,7 +98,9 @@ class StageMarker:
         self._handles.clear()
 
     def begin_page(self) -> None:
-        self.page = StageTimes()
+        if self._sync is not None:
+            self._sync()
+        self.page = StageTimes(started_at=self._clock())
         self.active = True
 
     def end_page(self) -> StageTimes:
@@ -131,5 +138,10 @@ class StageMarker:
             if self._sync is not None:
                 self._sync()
             self._emit.pop()
-            self.page.wall_ns[self._open] += self._clock() - self._opened_at
+            now = self._clock()
+            self.page.wall_ns[self._open] += now - self._opened_at
+            if self._open == DECODE:
+                self.page.decode_step_ns.append(now - self._opened_at)
+            elif self._open == PREFILL and self.page.first_token_ns is None:
+                self.page.first_token_ns = now - self.page.started_at
             self._open = None

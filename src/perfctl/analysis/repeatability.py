@@ -1,0 +1,127 @@
+"""How repeatable the clean timing pass was: statistics per stage over pages x repeats.
+
+Warm-up pages are run by the driver before any record is written, so they never enter these
+numbers. Outliers (Tukey's fences: beyond 1.5 interquartile ranges from the quartiles) are flagged
+with their page, not dropped. A stage is "stable" when its coefficient of variation is within the
+threshold (default 10 %); otherwise the verdict names what the data points at.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perfctl.stages import DECODE, STAGES
+
+DEFAULT_THRESHOLD = 0.10
+# two-sided 95 % Student t quantiles for 1..30 degrees of freedom; the normal 1.96 beyond
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042]  # fmt: skip
+
+
+def clean_records(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The clean timing pass's page records, or None when the run has no successful one."""
+    path = run_dir / "timing" / "pages.jsonl"
+    if (manifest.get("timing") or {}).get("status") != "ok" or not path.is_file():
+        return None
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return records or None
+
+
+def spread(values: list[float], labels: list[int]) -> dict[str, Any]:
+    """Mean, std, CV, min, median, p95, max, the 95 % confidence interval of the mean, outliers."""
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    if n == 0:
+        return {"count": 0}
+    mean = float(v.mean())
+    std = float(v.std(ddof=1)) if n > 1 else 0.0
+    t = _T95[n - 2] if 2 <= n <= 31 else 1.96
+    half = t * std / math.sqrt(n) if n > 1 else 0.0
+    q1, median, q3, p95 = np.percentile(v, [25, 50, 75, 95])
+    iqr = q3 - q1
+    outliers = [labels[i] for i in range(n) if v[i] < q1 - 1.5 * iqr or v[i] > q3 + 1.5 * iqr]
+    return {
+        "count": n,
+        "mean": mean,
+        "std": std,
+        "cv": std / mean if mean else None,
+        "min": float(v.min()),
+        "median": float(median),
+        "p95": float(p95),
+        "max": float(v.max()),
+        "ci95_low": mean - half,
+        "ci95_high": mean + half,
+        "outliers": outliers,
+    }
+
+
+def _verdict(
+    stats: dict[str, Any], values: list[float], labels: list[int], threshold: float
+) -> dict[str, Any]:
+    cv = stats.get("cv")
+    if cv is None or stats["count"] < 2:
+        return {"stable": None, "why": "fewer than two pages: no spread to judge"}
+    if cv <= threshold:
+        return {"stable": True, "why": f"CV {cv:.1%} within ±{threshold:.0%}"}
+    hints = []
+    if labels and labels[0] in stats["outliers"]:
+        hints.append("the first page is an outlier (a first-page effect: caches, allocator, autotuning)")
+    if len(values) >= 4:
+        trend = float(np.corrcoef(np.arange(len(values)), values)[0, 1])
+        if abs(trend) > 0.8:
+            hints.append(
+                f"times {'rise' if trend > 0 else 'fall'} steadily over the run (correlation {trend:.2f}): "
+                "clocks, thermal throttling or a growing cache"
+            )
+    if stats["outliers"] and not hints:
+        hints.append(f"outlier pages {stats['outliers']}: other processes or clock changes at those moments")
+    if not hints:
+        hints.append("a broad spread without outliers or trend: check GPU clocks and competing load")
+    return {"stable": False, "why": f"CV {cv:.1%} above ±{threshold:.0%}: " + "; ".join(hints)}
+
+
+def timing_statistics(records: list[dict[str, Any]], threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+    """The `timing.statistics` block of analysis.json from the clean pass's page records."""
+    labels = [int(r["sequence"]) for r in records]
+    stages: dict[str, Any] = {}
+    for stage in STAGES:
+        values = [float(r["stage_wall_ns"][stage]) for r in records]
+        stats = spread(values, labels)
+        stages[stage] = {**stats, "verdict": _verdict(stats, values, labels, threshold)}
+    pages = [float(r["wall_ns"]) for r in records]
+    page_stats = spread(pages, labels)
+    out: dict[str, Any] = {
+        "unit": "ns",
+        "threshold_cv": threshold,
+        "stages": stages,
+        "page": {**page_stats, "verdict": _verdict(page_stats, pages, labels, threshold)},
+    }
+    ttft = [float(r["first_token_ns"]) for r in records if r.get("first_token_ns") is not None]
+    if ttft:
+        out["time_to_first_token"] = spread(ttft, labels[: len(ttft)])
+    rates = [
+        r["decode_steps"] / (r["stage_wall_ns"][DECODE] / 1e9)
+        for r in records
+        if r["decode_steps"] and r["stage_wall_ns"][DECODE]
+    ]
+    if rates:
+        out["decode_tokens_per_second"] = spread(rates, labels[: len(rates)])
+    steps = [float(x) for r in records for x in r.get("decode_step_ns") or []]
+    if steps:
+        v = np.asarray(steps)
+        p50, p90, p99 = np.percentile(v, [50, 90, 99])
+        out["decode_step_latency"] = {
+            "count": len(v),
+            "mean": float(v.mean()),
+            "p50": float(p50),
+            "p90": float(p90),
+            "p99": float(p99),
+            "max": float(v.max()),
+        }
+    return out

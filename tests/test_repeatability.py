@@ -1,0 +1,62 @@
+"""Statistics of the clean timing pass: spread, confidence interval, outliers, stability verdicts."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from perfctl.analysis.repeatability import spread, timing_statistics
+
+RUN = Path(__file__).parent / "fixtures" / "h100-full-ocr2-run"
+
+
+def _record(seq: int, vision: float, prefill: float, decode: float, steps: int = 4) -> dict:  # type: ignore[type-arg]
+    return {
+        "sequence": seq,
+        "wall_ns": vision + prefill + decode,
+        "decode_steps": steps,
+        "stage_wall_ns": {"vision": vision, "prefill": prefill, "decode": decode},
+        "first_token_ns": vision + prefill,
+        "decode_step_ns": [decode / steps] * steps,
+    }
+
+
+def test_spread_by_hand() -> None:
+    s = spread([10.0, 12.0, 11.0, 13.0, 30.0], [0, 1, 2, 3, 4])
+    mean, std = 15.2, math.sqrt(sum((x - 15.2) ** 2 for x in [10, 12, 11, 13, 30]) / 4)
+    assert s["mean"] == pytest.approx(mean) and s["std"] == pytest.approx(std)
+    assert s["cv"] == pytest.approx(std / mean)
+    assert s["ci95_high"] - s["mean"] == pytest.approx(2.776 * std / math.sqrt(5))  # t(4) = 2.776
+    assert s["median"] == 12.0 and s["outliers"] == [4]  # 30 is beyond Q3 + 1.5 IQR
+
+
+def test_verdicts_name_the_likely_cause() -> None:
+    steady = [_record(i, 100.0 + i % 2, 50.0, 1000.0) for i in range(6)]
+    stats = timing_statistics(steady)
+    assert all(stats["stages"][s]["verdict"]["stable"] for s in ("vision", "prefill", "decode"))
+    first_page = [_record(0, 300.0, 50.0, 1000.0)] + [_record(i, 100.0, 50.0, 1000.0) for i in range(1, 6)]
+    why = timing_statistics(first_page)["stages"]["vision"]["verdict"]
+    assert why["stable"] is False and "first-page effect" in why["why"]
+    drifting = [_record(i, 100.0 * (1 + 0.2 * i), 50.0, 1000.0) for i in range(6)]
+    why = timing_statistics(drifting)["stages"]["vision"]["verdict"]
+    assert why["stable"] is False and "rise steadily" in why["why"]
+    decode = timing_statistics(steady)
+    assert decode["decode_tokens_per_second"]["mean"] == pytest.approx(4 / 1e-6)
+    assert decode["decode_step_latency"]["count"] == 24 and decode["decode_step_latency"]["p50"] == 250.0
+    assert decode["time_to_first_token"]["mean"] == pytest.approx(150.5)
+
+
+def test_real_h100_clean_pass() -> None:
+    """3 pages of the full-size model on an H100: the first page is slower (vision 38 / 56 / 41 ms)."""
+    records = [json.loads(x) for x in (RUN / "timing" / "pages.jsonl").read_text().splitlines()]
+    stats = timing_statistics(records)
+    assert stats["stages"]["decode"]["count"] == 3
+    assert stats["stages"]["decode"]["mean"] == pytest.approx(
+        sum(r["stage_wall_ns"]["decode"] for r in records) / 3
+    )
+    assert stats["decode_tokens_per_second"]["mean"] == pytest.approx(
+        sum(63 / (r["stage_wall_ns"]["decode"] / 1e9) for r in records) / 3
+    )
