@@ -244,3 +244,5 @@ def test_tool_all_adds_a_clean_timing_pass_and_efficiency(tmp_path: Path, nsys_b
     assert timing_stats["stages"]["decode"]["count"] == 1
     assert timing_stats["decode_step_latency"]["count"] == 2  # 3 new tokens: 2 decode steps
     assert 0 < timing_stats["time_to_first_token"]["mean"] < clean["wall_ns"]
+    telemetry = json.loads(analyzed.stdout)["timing"]["telemetry"]
+    assert telemetry == {"available": False, "reason": "absent: the workload runs on the CPU"}

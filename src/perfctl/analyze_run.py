@@ -15,6 +15,7 @@ from typing import Any
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.repeatability import clean_records, timing_statistics
+from perfctl.analysis.telemetry import page_telemetry
 from perfctl.capture.manifest import write_json_atomic
 from perfctl.capture.nsys import find_nsys
 from perfctl.capture.run import REPORT_BASE
@@ -105,7 +106,13 @@ def analyze_path(
         }
         records = clean_records(export.parent, manifest)
         if records is not None:
-            analysis["timing"] = {"pass": "clean", "statistics": timing_statistics(records)}
+            info_path = export.parent / "timing" / "driver-info.json"
+            reason = json.loads(info_path.read_text()).get("telemetry") if info_path.is_file() else None
+            analysis["timing"] = {
+                "pass": "clean",
+                "statistics": timing_statistics(records),
+                "telemetry": page_telemetry(export.parent, records, reason),
+            }
         pages = max(len(analysis["pages"]), 1)
         under_nsys = {s["stage"]: s["wall_ns"] / pages for s in analysis["stages"]}
         try:

@@ -10,7 +10,8 @@ A run folder holds:
   driver.log        the driver's output;  nsys.log: nsys's own output
   timing/           with --tool all: the clean timing pass, the same workload run again without a
                     profiler, synchronizing at stage edges (its own workload.json, pages.jsonl,
-                    driver-info.json, driver.log); its stage times are the ones MFU divides by
+                    driver-info.json, driver.log, and telemetry.jsonl: NVML samples on a GPU);
+                    its stage times are the ones MFU divides by
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ def run_timing_pass(
         "driver_info": str(folder / "driver-info.json"),
         "log": str(folder / "driver.log"),
         "sync_stage_edges": True,
+        "telemetry": str(folder / "telemetry.jsonl"),
     }
     write_json_atomic(folder / "workload.json", timing)
     cmd = [sys.executable, "-m", "perfctl.driver", str(folder / "workload.json")]

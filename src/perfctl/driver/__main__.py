@@ -22,6 +22,7 @@ from typing import Any
 
 from perfctl.driver.markers import NvtxEmitter, StageMarker
 from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
+from perfctl.driver.telemetry import TelemetrySampler
 from perfctl.stages import LOAD, PAGE, WARMUP
 from perfctl.workloads.deepseek_ocr2 import load_deepseek_ocr2
 from perfctl.workloads.models import ModelSpec
@@ -84,6 +85,10 @@ def device_identity(device: str) -> dict[str, Any]:
     return info
 
 
+def _device_index(device: str) -> int:
+    return int(device.split(":")[1]) if ":" in device else 0
+
+
 def _synchronize(device: str) -> None:
     import torch
 
@@ -140,6 +145,16 @@ def run(workload: dict[str, Any]) -> int:
     # the clean timing pass waits for the GPU at every stage edge, so its stage clocks are true
     sync = (lambda: _synchronize(device)) if workload.get("sync_stage_edges") else None
     marker = StageMarker(emitter, sync=sync)
+    sampler = None
+    if workload.get("telemetry"):  # the clean timing pass samples NVML; nothing else perturbs it
+        if device.startswith("cuda"):
+            sampler = TelemetrySampler(Path(workload["telemetry"]), _device_index(device))
+            why_not = sampler.start()
+            info["telemetry"] = why_not or f"NVML, every {sampler.period_s * 1000:.0f} ms"
+            sampler = None if why_not else sampler
+        else:
+            info["telemetry"] = "absent: the workload runs on the CPU"
+        Path(workload["driver_info"]).write_text(json.dumps(info, indent=2))
     decoder, vision = work.stage_modules()
     marker.attach(work.model, decoder, vision)
     n_new = int(workload["max_new_tokens"])
@@ -174,6 +189,7 @@ def run(workload: dict[str, Any]) -> int:
                     "new_tokens": int(out.shape[1]) - page.prompt_tokens,
                     "decode_steps": times.decode_steps,
                     "wall_ns": wall,
+                    "started_ns": times.started_at,
                     "stage_wall_ns": times.wall_ns,
                     "first_token_ns": times.first_token_ns,
                     "decode_step_ns": times.decode_step_ns,
@@ -183,6 +199,8 @@ def run(workload: dict[str, Any]) -> int:
                 _log(f"repeat {repeat} page {index} ({path.name}): {wall / 1e6:.1f} ms")
                 sequence += 1
     marker.detach()
+    if sampler is not None:
+        sampler.stop()
     return 0
 
 
