@@ -26,7 +26,8 @@ format_option = click.option(
 
 
 def _fail(exc: PerfctlError) -> NoReturn:
-    click.echo(f"perfctl: error: {exc}", err=True)
+    # one line, whatever the reason quotes (a damaged file's error may carry its bytes)
+    click.echo(f"perfctl: error: {' '.join(str(exc).split())}", err=True)
     sys.exit(exc.exit_code)
 
 

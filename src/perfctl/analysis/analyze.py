@@ -6,6 +6,7 @@ that `load_export` reads.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from perfctl.analysis.attribution import attribute_activities_to_ranges, attribu
 from perfctl.analysis.intervals import union_length
 from perfctl.analysis.ranges import instance_table, summarize_names
 from perfctl.analysis.runs import STAT_KEYS, RunIndex
+from perfctl.errors import BadInput
 from perfctl.nsys_export.events import (
     Activities,
     load_gpu_activities,
@@ -64,7 +66,15 @@ def load_export(path: Path) -> ExportTables:
 
 
 def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
-    return analyze_tables(load_export(path), top_n=top_n)
+    """The analysis of one export. A file SQLite or the ADBC driver find damaged mid-read (a corrupt
+    page, a mangled schema, text that is not UTF-8) is bad input: BadInput with the driver's reason."""
+    import adbc_driver_manager
+
+    try:
+        return analyze_tables(load_export(path), top_n=top_n)
+    except (sqlite3.DatabaseError, adbc_driver_manager.Error, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInput(f"{path} is a damaged or inconsistent nsys export ({reason})") from None
 
 
 def _name_lookup(path: Path) -> Any:

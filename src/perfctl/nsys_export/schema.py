@@ -63,7 +63,7 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(uri, uri=True)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path} is not an SQLite database ({exc})") from None
     return conn
 
