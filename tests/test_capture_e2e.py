@@ -217,7 +217,7 @@ def test_tool_all_adds_a_clean_timing_pass_and_efficiency(tmp_path: Path, nsys_b
         "--out", str(run), "--nsys", nsys_bin,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "torch.profiler pass is not built yet" in proc.stdout
+    assert "then a torch.profiler pass" in proc.stdout
     manifest = json.loads((run / "manifest.json").read_text())
     timing = manifest["timing"]
     assert timing["status"] == "ok" and timing["pages_completed"] == 1 and timing["sync_stage_edges"]
@@ -246,3 +246,12 @@ def test_tool_all_adds_a_clean_timing_pass_and_efficiency(tmp_path: Path, nsys_b
     assert 0 < timing_stats["time_to_first_token"]["mean"] < clean["wall_ns"]
     telemetry = json.loads(analyzed.stdout)["timing"]["telemetry"]
     assert telemetry == {"available": False, "reason": "absent: the workload runs on the CPU"}
+    # the torch.profiler pass: operators per stage, a Chrome trace
+    assert manifest["torch"]["status"] == "ok" and (run / "torch" / "trace.json.gz").is_file()
+    operators = json.loads(analyzed.stdout)["operators"]
+    assert operators["source"] == "torch.profiler pass (torch/operators.json)"
+    for stage in ("vision", "prefill", "decode"):
+        top = operators["stages"][stage]["top"]
+        assert top and top[0]["calls"] > 0 and top[0]["self_cpu_us"] > 0, stage
+    names = {op["name"] for op in operators["stages"]["decode"]["top"]}
+    assert any(n.startswith("aten::") for n in names)

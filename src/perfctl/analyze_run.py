@@ -113,6 +113,12 @@ def analyze_path(
                 "statistics": timing_statistics(records),
                 "telemetry": page_telemetry(export.parent, records, reason),
             }
+        operators = export.parent / "torch" / "operators.json"
+        if (manifest.get("torch") or {}).get("status") == "ok" and operators.is_file():
+            analysis["operators"] = {
+                "source": "torch.profiler pass (torch/operators.json)",
+                "stages": json.loads(operators.read_text()),
+            }
         pages = max(len(analysis["pages"]), 1)
         under_nsys = {s["stage"]: s["wall_ns"] / pages for s in analysis["stages"]}
         try:

@@ -12,6 +12,7 @@ A run folder holds:
                     profiler, synchronizing at stage edges (its own workload.json, pages.jsonl,
                     driver-info.json, driver.log, and telemetry.jsonl: NVML samples on a GPU);
                     its stage times are the ones MFU divides by
+  torch/            with --tool all: the torch.profiler pass (operators.json per stage, trace.json.gz)
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class CaptureOptions:
     force: bool = False
     nsys: str | None = None
     trace: str = DEFAULT_TRACE
-    timing_pass: bool = False  # after the nsys pass, the clean timing pass (no profiler)
+    timing_pass: bool = False  # after the nsys pass: the clean timing pass, then the torch.profiler pass
     argv: list[str] = field(default_factory=list)
 
 
@@ -189,26 +190,39 @@ def capture_nsys(opts: CaptureOptions) -> CaptureResult:
     write_json_atomic(run_dir / "manifest.json", manifest)
     expected = len(pages) * opts.repeats
     result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=expected)
-    if opts.timing_pass and result.status == "ok":
-        result = run_timing_pass(run_dir, workload, result.manifest, expected)
+    for name in ("timing", "torch") if opts.timing_pass else ():
+        if result.status == "ok":
+            result = run_driver_pass(run_dir, workload, result.manifest, expected, name)
     return result
 
 
-def run_timing_pass(
-    run_dir: Path, workload: dict[str, Any], manifest: dict[str, Any], expected_pages: int
+# The passes that run the driver again without nsys, each in its own sub-folder of the run:
+# (folder, what to say in errors, workload settings besides where to write).
+DRIVER_PASSES = {
+    "timing": ("the clean timing pass", {"sync_stage_edges": True}),
+    "torch": ("the torch.profiler pass", {}),
+}
+
+
+def run_driver_pass(
+    run_dir: Path, workload: dict[str, Any], manifest: dict[str, Any], expected_pages: int, name: str
 ) -> CaptureResult:
-    """The same workload again with no profiler attached, synchronizing the GPU at every stage edge:
-    the stage times MFU is computed from (nsys slows launch-bound decode down markedly)."""
-    folder = run_dir / TIMING_DIR
+    """The same workload again without nsys, into run_dir/<name>/: `timing` (no profiler at all, GPU
+    synchronized at every stage edge, NVML sampled: the stage times MFU divides by; nsys slows
+    launch-bound decode markedly) or `torch` (under torch.profiler: operators and a Chrome trace)."""
+    label, settings = DRIVER_PASSES[name]
+    folder = run_dir / name
     folder.mkdir()
-    timing = workload | {
+    where = {
         "records": str(folder / "pages.jsonl"),
         "driver_info": str(folder / "driver-info.json"),
         "log": str(folder / "driver.log"),
-        "sync_stage_edges": True,
-        "telemetry": str(folder / "telemetry.jsonl"),
     }
-    write_json_atomic(folder / "workload.json", timing)
+    if name == "timing":
+        where["telemetry"] = str(folder / "telemetry.jsonl")
+    if name == "torch":
+        where["torch_profiler"] = str(folder)
+    write_json_atomic(folder / "workload.json", workload | settings | where)
     cmd = [sys.executable, "-m", "perfctl.driver", str(folder / "workload.json")]
     env = {k: v for k, v in os.environ.items() if k != "PERFCTL_NSYS_VERSION"}
     exit_code = subprocess.run(cmd, cwd=folder, env=env, check=False).returncode
@@ -218,13 +232,13 @@ def run_timing_pass(
     if exit_code != 0 or done < expected_pages:
         status = "failed"
         reason = (
-            f"the clean timing pass finished {done} of {expected_pages} pages (driver exit {exit_code}); "
-            f"{TIMING_DIR}/driver.log ends: {_last_line(folder / 'driver.log')}"
+            f"{label} finished {done} of {expected_pages} pages (driver exit {exit_code}); "
+            f"{name}/driver.log ends: {_last_line(folder / 'driver.log')}"
         )
-    manifest["timing"] = {
+    manifest[name] = {
         "command": cmd,
         "exit_code": exit_code,
-        "sync_stage_edges": True,
+        **settings,
         "pages_completed": done,
         "pages_expected": expected_pages,
         "status": status,

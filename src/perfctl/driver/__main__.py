@@ -20,10 +20,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from perfctl.driver.markers import NvtxEmitter, StageMarker
+from perfctl.driver.markers import NvtxEmitter, RangeEmitter, StageMarker
 from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
 from perfctl.driver.telemetry import TelemetrySampler
-from perfctl.stages import LOAD, PAGE, WARMUP
+from perfctl.driver.torch_pass import RecordFunctionEmitter, finish_profiler, start_profiler
+from perfctl.stages import LOAD, PAGE, STAGES, WARMUP
 from perfctl.workloads.deepseek_ocr2 import load_deepseek_ocr2
 from perfctl.workloads.models import ModelSpec
 
@@ -106,7 +107,7 @@ def run(workload: dict[str, Any]) -> int:
 
     device, dtype = resolve_device_dtype(workload["device"], workload["dtype"])
     spec = ModelSpec.from_json(workload["model"])
-    emitter = NvtxEmitter()
+    emitter: RangeEmitter = NvtxEmitter()
     _log(
         f"loading {spec.name} ({'random weights' if spec.random_weights else 'weights'}) on {device} {dtype}"
     )
@@ -142,6 +143,9 @@ def run(workload: dict[str, Any]) -> int:
         f"model: {info['parameters'] / 1e6:.1f} M parameters, {prepared[0].prompt_tokens} prompt tokens/page"
     )
 
+    torch_folder: str | None = workload.get("torch_profiler")  # the torch.profiler pass
+    if torch_folder:
+        emitter = RecordFunctionEmitter(emitter)
     # the clean timing pass waits for the GPU at every stage edge, so its stage clocks are true
     sync = (lambda: _synchronize(device)) if workload.get("sync_stage_edges") else None
     marker = StageMarker(emitter, sync=sync)
@@ -170,6 +174,7 @@ def run(workload: dict[str, Any]) -> int:
             emitter.pop()
         records = Path(workload["records"])
         sequence = 0
+        profiler = start_profiler(device) if torch_folder else None  # after warm-up
         for repeat in range(int(workload["repeats"])):
             for index, (path, page) in enumerate(zip(pages, prepared, strict=True)):
                 emitter.push(PAGE, sequence)
@@ -198,6 +203,9 @@ def run(workload: dict[str, Any]) -> int:
                     fh.write(json.dumps(record) + "\n")
                 _log(f"repeat {repeat} page {index} ({path.name}): {wall / 1e6:.1f} ms")
                 sequence += 1
+        if profiler is not None and torch_folder:
+            finish_profiler(profiler, Path(torch_folder), list(STAGES))
+            _log(f"torch.profiler: operators and trace written to {torch_folder}")
     marker.detach()
     if sampler is not None:
         sampler.stop()

@@ -1,0 +1,128 @@
+"""The torch.profiler pass: the same workload under `torch.profiler`, stages as `record_function` ranges.
+
+Writes, into the pass folder:
+  operators.json   per stage (and "other" for work outside every stage), the operators that ran
+                   directly inside it: calls, self and total CPU time, self and total device time,
+                   self CPU / device memory allocated, the input shapes seen most (microseconds, bytes)
+  trace.json.gz    the Chrome trace (opens in Perfetto / chrome://tracing)
+Operators (and the CUDA runtime calls they make, such as cudaLaunchKernel, whose CPU time is the
+launch overhead) are attributed to the innermost perfctl range above them; GPU kernels count inside
+the device time of the operator that launched them. Nested operators' times are counted once (self
+time) in sums, and shown as totals per top-level operator.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from perfctl.driver.markers import RangeEmitter
+
+RANGE_PREFIX = "perfctl:"
+
+
+class RecordFunctionEmitter:
+    """NVTX ranges as before, plus a `record_function` range of the same name for torch.profiler."""
+
+    def __init__(self, inner: RangeEmitter) -> None:
+        self._inner = inner
+        self._open: list[Any] = []
+
+    def push(self, name: str, payload: int | None = None) -> None:
+        import torch
+
+        self._inner.push(name, payload)
+        scope = torch.profiler.record_function(RANGE_PREFIX + name)
+        scope.__enter__()
+        self._open.append(scope)
+
+    def pop(self) -> None:
+        self._open.pop().__exit__(None, None, None)
+        self._inner.pop()
+
+
+def start_profiler(device: str) -> Any:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(ProfilerActivity.CUDA)
+    prof = profile(activities=activities, record_shapes=True, profile_memory=True)
+    prof.__enter__()
+    return prof
+
+
+def finish_profiler(prof: Any, folder: Path, stages: list[str], top_n: int = 30) -> None:
+    prof.__exit__(None, None, None)
+    folder.mkdir(parents=True, exist_ok=True)
+    trace = folder / "trace.json"
+    prof.export_chrome_trace(str(trace))
+    with trace.open("rb") as src, gzip.open(folder / "trace.json.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    trace.unlink()
+    (folder / "operators.json").write_text(json.dumps(operator_table(prof.events(), stages, top_n), indent=1))
+
+
+def _stage_of(event: Any, stages: set[str]) -> str | None:
+    """The innermost perfctl stage range above `event`, or None."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith(RANGE_PREFIX) and parent.name[len(RANGE_PREFIX) :] in stages:
+            return str(parent.name[len(RANGE_PREFIX) :])
+        parent = parent.cpu_parent
+    return None
+
+
+def operator_table(events: Any, stages: list[str], top_n: int) -> dict[str, Any]:
+    """Per stage: operators called directly under the stage or under other operators, by self time."""
+    wanted = set(stages)
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    shapes: dict[tuple[str, str], Counter[str]] = {}
+    from torch.profiler import DeviceType
+
+    for event in events:
+        # GPU kernels are events of their own; their time is already each operator's device time
+        if event.name.startswith(RANGE_PREFIX) or event.device_type != DeviceType.CPU:
+            continue
+        stage = _stage_of(event, wanted) or "other"
+        key = (stage, event.name)
+        row = rows.setdefault(
+            key,
+            {
+                "calls": 0,
+                "self_cpu_us": 0.0,
+                "cpu_total_us": 0.0,
+                "self_device_us": 0.0,
+                "device_total_us": 0.0,
+                "self_cpu_memory_bytes": 0,
+                "self_device_memory_bytes": 0,
+            },
+        )
+        top_level = event.cpu_parent is None or event.cpu_parent.name.startswith(RANGE_PREFIX)
+        row["calls"] += 1
+        row["self_cpu_us"] += float(event.self_cpu_time_total)
+        row["self_device_us"] += float(event.self_device_time_total)
+        if top_level:  # totals of nested operators would count their time twice
+            row["cpu_total_us"] += float(event.cpu_time_total)
+            row["device_total_us"] += float(event.device_time_total)
+        row["self_cpu_memory_bytes"] += int(event.self_cpu_memory_usage)
+        row["self_device_memory_bytes"] += int(event.self_device_memory_usage)
+        shapes.setdefault(key, Counter())[json.dumps(event.input_shapes)] += 1
+    table: dict[str, Any] = {}
+    for stage in [*stages, "other"]:
+        mine = [(name, row) for (s, name), row in rows.items() if s == stage]
+        mine.sort(key=lambda item: -(item[1]["self_device_us"] or item[1]["self_cpu_us"]))
+        table[stage] = {
+            "operators": len(mine),
+            "self_cpu_us": sum(r["self_cpu_us"] for _, r in mine),
+            "self_device_us": sum(r["self_device_us"] for _, r in mine),
+            "top": [
+                {"name": name, **row, "input_shapes": shapes[(stage, name)].most_common(1)[0][0]}
+                for name, row in mine[:top_n]
+            ],
+        }
+    return table
