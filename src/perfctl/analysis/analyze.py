@@ -17,6 +17,7 @@ import pandas as pd
 from perfctl import __version__
 from perfctl.analysis.attribution import attribute_activities_to_ranges, attribute_other_threads
 from perfctl.analysis.intervals import union_length
+from perfctl.analysis.kernel_categories import CATEGORIES
 from perfctl.analysis.ranges import instance_table, summarize_names
 from perfctl.analysis.runs import STAT_KEYS, RunIndex
 from perfctl.errors import BadInput
@@ -208,6 +209,7 @@ def _empty_summary(name: str) -> dict[str, Any]:
         k: dict(zero_stats) for k in ("wall_ns", "kernel_count", "kernel_time_ns", "gpu_busy_ns")
     }
     item["top_kernels"] = []
+    item["kernel_time_by_category"] = dict.fromkeys(CATEGORIES, 0)
     return item
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from perfctl.analysis.attribution import Slices
 from perfctl.analysis.grouping import merge_runs
+from perfctl.analysis.kernel_categories import CATEGORIES
 from perfctl.analysis.runs import RunIndex, describe, reduce_runs, sum_by
 
 Int64s = npt.NDArray[np.int64]
@@ -108,6 +109,9 @@ def summarize_names(
         item["other_threads"] = {"kernel_count": int(other_count[c]), "kernel_time_ns": int(other_time[c])}
         item["per_instance"] = {col: describe(inst[col].to_numpy()) for col in INSTANCE_STATS}
         item["top_kernels"] = distinct.top_kernels.get(c, [])
+        item["kernel_time_by_category"] = distinct.kernel_time_by_category.get(
+            c, dict.fromkeys(CATEGORIES, 0)
+        )
         out.append(item)
     return out
 

@@ -20,6 +20,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from perfctl.analysis.grouping import chunked_runs, group_union, prefix_sums, segments
+from perfctl.analysis.kernel_categories import CATEGORIES, categorize
 from perfctl.nsys_export.events import KERNEL, MEMCPY, MEMSET, Activities
 
 Int64s = npt.NDArray[np.int64]
@@ -124,6 +125,7 @@ class DistinctFigures:
     memory: dict[str, tuple[Int64s, Int64s, Int64s]]  # label -> (count, bytes, time)
     delays: dict[int, dict[str, float]] = field(default_factory=dict)  # launch -> kernel start stats
     top_kernels: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    kernel_time_by_category: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
 def sum_by(groups: Int64s, values: Int64s, n_groups: int) -> Int64s:
@@ -186,7 +188,9 @@ def reduce_runs(
                 tallies.append(_tally(kg, kr, k_end - k_start, acts))
     out.delays = {c: describe(np.concatenate(parts)) for c, parts in delays.items()}
     if tallies and names is not None:
-        out.top_kernels = _top_kernels(pd.concat(tallies, ignore_index=True), top_n, names)
+        out.top_kernels, out.kernel_time_by_category = _top_kernels(
+            pd.concat(tallies, ignore_index=True), top_n, names
+        )
     return out
 
 
@@ -274,27 +278,33 @@ def _tally(groups: Int64s, rows: Int64s, duration: Int64s, acts: Activities) -> 
 
 def _top_kernels(
     table: pd.DataFrame, top_n: int, names: Callable[[list[int]], dict[int, str]]
-) -> dict[int, list[dict[str, Any]]]:
-    """Per group, its kernels by full name, largest total time first, with their share of the
-    group's kernel time (tallies of one group from several batches are added up first)."""
+) -> tuple[dict[int, list[dict[str, Any]]], dict[int, dict[str, int]]]:
+    """Per group: its kernels by full name, largest total time first, with their share of the group's
+    kernel time and their category; and the group's kernel time per category (every kernel, not only
+    the top ones). Tallies of one group from several batches are added up first."""
     table = (
         table.groupby(["g", "name"], sort=False)
         .agg(short=("short", "first"), calls=("calls", "sum"), time=("time", "sum"))
         .reset_index()
     )
-    totals = table.groupby("g")["time"].sum()
-    table = table.sort_values(["g", "time", "calls"], ascending=[True, False, False]).groupby("g").head(top_n)
     text = names(sorted(set(table["name"].tolist()) | set(table["short"].tolist())))
+    table["category"] = [categorize(text.get(int(n), "")) for n in table["name"].tolist()]
+    by_category: dict[int, dict[str, int]] = {}
+    for (g, category), time in table.groupby(["g", "category"])["time"].sum().items():
+        by_category.setdefault(int(g), dict.fromkeys(CATEGORIES, 0))[str(category)] = int(time)
+    totals = table.groupby("g")["time"].sum()
+    top = table.sort_values(["g", "time", "calls"], ascending=[True, False, False]).groupby("g").head(top_n)
     result: dict[int, list[dict[str, Any]]] = {}
-    for row in table.itertuples(index=False):
+    for row in top.itertuples(index=False):
         total = int(totals[row.g])
         result.setdefault(int(row.g), []).append(
             {
                 "name": text.get(int(row.name), f"[string {row.name}]"),
                 "short_name": text.get(int(row.short), f"[string {row.short}]"),
+                "category": row.category,
                 "count": int(row.calls),
                 "time_ns": int(row.time),
                 "share_of_range_kernel_time": int(row.time) / total if total else 0.0,
             }
         )
-    return result
+    return result, by_category
