@@ -14,12 +14,15 @@ from typing import Any
 
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.efficiency import efficiency
+from perfctl.analysis.operators import join_operators_to_kernels
 from perfctl.analysis.repeatability import clean_records, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
 from perfctl.capture.manifest import write_json_atomic
 from perfctl.capture.nsys import find_nsys
 from perfctl.capture.run import REPORT_BASE
 from perfctl.errors import BadInput
+from perfctl.nsys_export.events import kernel_mangled_names
+from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.report.html import render_html
 
 
@@ -117,7 +120,9 @@ def analyze_path(
         if (manifest.get("torch") or {}).get("status") == "ok" and operators.is_file():
             analysis["operators"] = {
                 "source": "torch.profiler pass (torch/operators.json)",
-                "stages": json.loads(operators.read_text()),
+                "stages": join_operators_to_kernels(
+                    json.loads(operators.read_text()), analysis["stages"], _mangled_names(export)
+                ),
             }
         pages = max(len(analysis["pages"]), 1)
         under_nsys = {s["stage"]: s["wall_ns"] / pages for s in analysis["stages"]}
@@ -152,6 +157,14 @@ def _check_attributable(
             f"{export} holds no CUDA kernels (a CPU-only run, --trace without cuda, or an nsys whose "
             "CUPTI is older than the program's CUDA); --allow-no-kernels reports NVTX wall times alone"
         )
+
+
+def _mangled_names(export: Path) -> dict[str, str]:
+    conn = connect_readonly(export)
+    try:
+        return kernel_mangled_names(conn, read_schema(conn, export))
+    finally:
+        conn.close()
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

@@ -210,6 +210,7 @@ def _empty_summary(name: str) -> dict[str, Any]:
     }
     item["top_kernels"] = []
     item["kernel_time_by_category"] = dict.fromkeys(CATEGORIES, 0)
+    item["kernel_time_by_name"] = {}
     return item
 
 

@@ -112,6 +112,7 @@ def summarize_names(
         item["kernel_time_by_category"] = distinct.kernel_time_by_category.get(
             c, dict.fromkeys(CATEGORIES, 0)
         )
+        item["kernel_time_by_name"] = distinct.kernel_time_by_name.get(c, {})
         out.append(item)
     return out
 

@@ -26,6 +26,7 @@ from perfctl.nsys_export.events import KERNEL, MEMCPY, MEMSET, Activities
 Int64s = npt.NDArray[np.int64]
 STAT_KEYS = ("count", "mean", "std", "min", "median", "p95", "max")
 MEMORY_KINDS = ((MEMCPY, "memcpy"), (MEMSET, "memset"))
+KERNEL_NAMES_KEPT = 200  # per range name, by time: enough to join the torch pass's operators
 BATCH_ROWS = 1 << 19  # rows gathered at once: bounds the memory of a reduction
 
 
@@ -126,6 +127,7 @@ class DistinctFigures:
     delays: dict[int, dict[str, float]] = field(default_factory=dict)  # launch -> kernel start stats
     top_kernels: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     kernel_time_by_category: dict[int, dict[str, int]] = field(default_factory=dict)
+    kernel_time_by_name: dict[int, dict[str, list[int]]] = field(default_factory=dict)  # [calls, ns]
 
 
 def sum_by(groups: Int64s, values: Int64s, n_groups: int) -> Int64s:
@@ -188,7 +190,7 @@ def reduce_runs(
                 tallies.append(_tally(kg, kr, k_end - k_start, acts))
     out.delays = {c: describe(np.concatenate(parts)) for c, parts in delays.items()}
     if tallies and names is not None:
-        out.top_kernels, out.kernel_time_by_category = _top_kernels(
+        out.top_kernels, out.kernel_time_by_category, out.kernel_time_by_name = _top_kernels(
             pd.concat(tallies, ignore_index=True), top_n, names
         )
     return out
@@ -278,7 +280,7 @@ def _tally(groups: Int64s, rows: Int64s, duration: Int64s, acts: Activities) -> 
 
 def _top_kernels(
     table: pd.DataFrame, top_n: int, names: Callable[[list[int]], dict[int, str]]
-) -> tuple[dict[int, list[dict[str, Any]]], dict[int, dict[str, int]]]:
+) -> tuple[dict[int, list[dict[str, Any]]], dict[int, dict[str, int]], dict[int, dict[str, list[int]]]]:
     """Per group: its kernels by full name, largest total time first, with their share of the group's
     kernel time and their category; and the group's kernel time per category (every kernel, not only
     the top ones). Tallies of one group from several batches are added up first."""
@@ -293,7 +295,14 @@ def _top_kernels(
     for (g, category), time in table.groupby(["g", "category"])["time"].sum().items():
         by_category.setdefault(int(g), dict.fromkeys(CATEGORIES, 0))[str(category)] = int(time)
     totals = table.groupby("g")["time"].sum()
-    top = table.sort_values(["g", "time", "calls"], ascending=[True, False, False]).groupby("g").head(top_n)
+    ordered = table.sort_values(["g", "time", "calls"], ascending=[True, False, False])
+    by_name: dict[int, dict[str, list[int]]] = {}
+    for row in ordered.groupby("g").head(KERNEL_NAMES_KEPT).itertuples(index=False):
+        by_name.setdefault(int(row.g), {})[text.get(int(row.name), f"[string {row.name}]")] = [
+            int(row.calls),
+            int(row.time),
+        ]
+    top = ordered.groupby("g").head(top_n)
     result: dict[int, list[dict[str, Any]]] = {}
     for row in top.itertuples(index=False):
         total = int(totals[row.g])
@@ -307,4 +316,4 @@ def _top_kernels(
                 "share_of_range_kernel_time": int(row.time) / total if total else 0.0,
             }
         )
-    return result, by_category
+    return result, by_category, by_name

@@ -2,8 +2,9 @@
 
 Writes, into the pass folder:
   operators.json   per stage (and "other" for work outside every stage), the operators that ran
-                   directly inside it: calls, self and total CPU time, self and total device time,
-                   self CPU / device memory allocated, the input shapes seen most (microseconds, bytes)
+                   inside it: calls, self and total CPU time, self and total device time, self CPU /
+                   device memory allocated, the input shapes seen most, and the GPU kernels each one
+                   launched (microseconds, bytes)
   trace.json.gz    the Chrome trace (opens in Perfetto / chrome://tracing)
 Operators (and the CUDA runtime calls they make, such as cudaLaunchKernel, whose CPU time is the
 launch overhead) are attributed to the innermost perfctl range above them; GPU kernels count inside
@@ -23,6 +24,7 @@ from typing import Any
 from perfctl.driver.markers import RangeEmitter
 
 RANGE_PREFIX = "perfctl:"
+KERNELS_PER_OPERATOR = 5
 
 
 class RecordFunctionEmitter:
@@ -82,6 +84,7 @@ def operator_table(events: Any, stages: list[str], top_n: int) -> dict[str, Any]
     wanted = set(stages)
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     shapes: dict[tuple[str, str], Counter[str]] = {}
+    kernels: dict[tuple[str, str], dict[str, list[Any]]] = {}
     from torch.profiler import DeviceType
 
     for event in events:
@@ -112,6 +115,10 @@ def operator_table(events: Any, stages: list[str], top_n: int) -> dict[str, Any]
         row["self_cpu_memory_bytes"] += int(event.self_cpu_memory_usage)
         row["self_device_memory_bytes"] += int(event.self_device_memory_usage)
         shapes.setdefault(key, Counter())[json.dumps(event.input_shapes)] += 1
+        for kernel in event.kernels:  # the GPU kernels this operator launched (the profiler's correlation)
+            launched = kernels.setdefault(key, {}).setdefault(kernel.name, [0, 0.0])
+            launched[0] += 1
+            launched[1] += float(kernel.duration)
     table: dict[str, Any] = {}
     for stage in [*stages, "other"]:
         mine = [(name, row) for (s, name), row in rows.items() if s == stage]
@@ -121,7 +128,17 @@ def operator_table(events: Any, stages: list[str], top_n: int) -> dict[str, Any]
             "self_cpu_us": sum(r["self_cpu_us"] for _, r in mine),
             "self_device_us": sum(r["self_device_us"] for _, r in mine),
             "top": [
-                {"name": name, **row, "input_shapes": shapes[(stage, name)].most_common(1)[0][0]}
+                {
+                    "name": name,
+                    **row,
+                    "input_shapes": shapes[(stage, name)].most_common(1)[0][0],
+                    "kernels": [
+                        {"name": k, "calls": n, "device_us": us}
+                        for k, (n, us) in sorted(
+                            kernels.get((stage, name), {}).items(), key=lambda kv: -kv[1][1]
+                        )[:KERNELS_PER_OPERATOR]
+                    ],
+                }
                 for name, row in mine[:top_n]
             ],
         }

@@ -113,6 +113,19 @@ def string_values(conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
     return out
 
 
+def kernel_mangled_names(conn: sqlite3.Connection, schema: ExportSchema) -> dict[str, str]:
+    """Each kernel's demangled name (nsys's demangler) -> its mangled name, when the export has them.
+    One scan of the kernel table: only for joining other tools' kernel names."""
+    if not schema.has_column("CUPTI_ACTIVITY_KIND_KERNEL", "mangledName"):
+        return {}
+    rows = conn.execute(
+        "SELECT d.value, m.value FROM (SELECT DISTINCT demangledName AS d_id, mangledName AS m_id "
+        "FROM CUPTI_ACTIVITY_KIND_KERNEL) AS k JOIN StringIds AS d ON d.id = k.d_id "
+        "JOIN StringIds AS m ON m.id = k.m_id"
+    ).fetchall()
+    return {str(d): str(m) for d, m in rows}
+
+
 def _nvtx_text(schema: ExportSchema) -> tuple[str, str]:
     """(SQL text expression, join) for an NVTX row's text: registered string first, as nsys does."""
     if schema.has_column("NVTX_EVENTS", "textId"):
