@@ -70,9 +70,13 @@ def test_run_folder_is_self_describing(captured: Path) -> None:
     assert m["pages_completed"] == m["pages_expected"] == PAGES * REPEATS
     assert m["host"]["cpu_count"] >= 1 and m["started_at"] < m["finished_at"]
     assert m["workload"]["max_new_tokens"] == NEW_TOKENS
-    records = [json.loads(line) for line in (captured / "pages.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (captured / "pages.jsonl").read_text().splitlines()]
+    # the warm-up page is recorded first, marked, and not counted as a page
+    warmup, records = lines[0], lines[1:]
+    assert warmup["warmup"] is True and warmup["sequence"] == -1 and warmup["decode_steps"] == NEW_TOKENS - 1
     assert [(r["repeat"], r["page_index"]) for r in records] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert all(r["new_tokens"] == NEW_TOKENS and r["decode_steps"] == NEW_TOKENS - 1 for r in records)
+    assert not any(r.get("warmup") for r in records)
 
 
 def test_analyze_json_has_stages_from_nvtx(captured: Path) -> None:
@@ -223,7 +227,7 @@ def test_tool_all_adds_a_clean_timing_pass_and_efficiency(tmp_path: Path, nsys_b
     assert timing["status"] == "ok" and timing["pages_completed"] == 1 and timing["sync_stage_edges"]
     workload = json.loads((run / "timing" / "workload.json").read_text())
     assert workload["sync_stage_edges"] is True
-    clean = json.loads((run / "timing" / "pages.jsonl").read_text().splitlines()[0])
+    clean = json.loads((run / "timing" / "pages.jsonl").read_text().splitlines()[-1])  # after the warm-up
     assert clean["decode_steps"] == 2 and all(v > 0 for v in clean["stage_wall_ns"].values())
 
     analyzed = run_perfctl("analyze", str(run), "--format", "json")

@@ -36,9 +36,14 @@ def test_hooks_mark_vision_prefill_and_each_decode_step(tiny) -> None:  # type: 
     page = tiny.prepare(sorted(SAMPLE_PAGES_DIR.glob("*.png"))[0])
     new = 5
     with torch.inference_mode():
-        marker.active = False  # warm-up: no stage ranges at all
+        marker.active = False  # loading: no stage ranges at all
         tiny.model.generate(**page.inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False)
         assert emitter.events == []
+        marker.begin_page(ranges=False)  # a warm-up page: timed, but no stage ranges
+        tiny.model.generate(**page.inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        warm = marker.end_page()
+        assert emitter.events == [] and warm.decode_steps == 2 and len(warm.decode_step_ns) == 2
+        assert all(v > 0 for v in warm.wall_ns.values()) and warm.first_token_ns
         marker.begin_page()
         out = tiny.model.generate(**page.inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False)
         times = marker.end_page()

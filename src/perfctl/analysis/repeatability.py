@@ -1,6 +1,6 @@
 """How repeatable the clean timing pass was: statistics per stage over pages x repeats.
 
-Warm-up pages are run by the driver before any record is written, so they never enter these
+Warm-up pages are run and recorded by the driver (marked `"warmup": true`) but never enter these
 numbers. Outliers (Tukey's fences: beyond 1.5 interquartile ranges from the quartiles) are flagged
 with their page, not dropped. A stage is "stable" when its coefficient of variation is within the
 threshold (default 10 %); otherwise the verdict names what the data points at.
@@ -30,7 +30,8 @@ def clean_records(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any
     if (manifest.get("timing") or {}).get("status") != "ok" or not path.is_file():
         return None
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return records or None
+    measured = [r for r in records if not r.get("warmup")]  # warm-up pages are recorded, never counted
+    return measured or None
 
 
 def spread(values: list[float], labels: list[int]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ A run folder holds:
   manifest.json     identity and outcome: commands, versions, host/GPU, pages, times, status
   run.nsys-rep      the Nsight Systems report (opens in the GUI)
   run.sqlite        its SQLite export, which `perfctl analyze` reads
-  pages.jsonl       one record per page the driver finished (host-side stage clocks)
+  pages.jsonl       one record per page the driver finished (host-side stage clocks), warm-up pages
+                    included and marked "warmup": true
   driver-info.json  what the driver saw: device, dtype, versions, parameter and token counts
   driver.log        the driver's output;  nsys.log: nsys's own output
   timing/           with --tool all: the clean timing pass, the same workload run again without a
@@ -227,7 +228,7 @@ def run_driver_pass(
     env = {k: v for k, v in os.environ.items() if k != "PERFCTL_NSYS_VERSION"}
     exit_code = subprocess.run(cmd, cwd=folder, env=env, check=False).returncode
     records = folder / "pages.jsonl"
-    done = len(records.read_text().splitlines()) if records.is_file() else 0
+    done = count_page_records(records)
     status, reason = "ok", None
     if exit_code != 0 or done < expected_pages:
         status = "failed"
@@ -275,7 +276,7 @@ def _run_and_finalize(
     if driver_info.is_file():
         manifest["driver"] = json.loads(driver_info.read_text())
     records = run_dir / "pages.jsonl"
-    pages_done = len(records.read_text().splitlines()) if records.is_file() else 0
+    pages_done = count_page_records(records)
     manifest["pages_completed"] = pages_done
     manifest["pages_expected"] = expected_pages
 
@@ -315,6 +316,14 @@ def _run_and_finalize(
     manifest["files"] = {p.name: p.stat().st_size for p in sorted(run_dir.iterdir()) if p.is_file()}
     write_json_atomic(run_dir / "manifest.json", manifest)
     return CaptureResult(run_dir, status, reason, manifest)
+
+
+def count_page_records(path: Path) -> int:
+    """Measured pages the driver finished (warm-up pages are recorded too, marked, and not counted)."""
+    if not path.is_file():
+        return 0
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sum(1 for r in records if not r.get("warmup"))
 
 
 def _last_line(path: Path) -> str:

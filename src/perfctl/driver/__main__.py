@@ -166,42 +166,46 @@ def run(workload: dict[str, Any]) -> int:
     # across pages and runs (random weights would otherwise stop at an arbitrary EOS).
     gen_args = {"max_new_tokens": n_new, "min_new_tokens": n_new, "do_sample": False}
 
+    records = Path(workload["records"])
+
+    def run_page(path: Path, page: Any, record: dict[str, Any], warmup: bool) -> None:
+        marker.begin_page(ranges=not warmup)
+        start = time.perf_counter_ns()
+        out = work.model.generate(**page.inputs, **gen_args)
+        _synchronize(device)
+        times = marker.end_page()
+        wall = time.perf_counter_ns() - start
+        record |= {
+            "page": path.name,
+            "prompt_tokens": page.prompt_tokens,
+            "new_tokens": int(out.shape[1]) - page.prompt_tokens,
+            "decode_steps": times.decode_steps,
+            "wall_ns": wall,
+            "started_ns": times.started_at,
+            "stage_wall_ns": times.wall_ns,
+            "first_token_ns": times.first_token_ns,
+            "decode_step_ns": times.decode_step_ns,
+        }
+        with records.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        _log(f"{'warm-up' if warmup else 'page'} {record['page_index']} ({path.name}): {wall / 1e6:.1f} ms")
+
     with torch.inference_mode():
+        # warm-up pages: run and recorded (marked, and left out of every statistic), no stage ranges
         for w in range(int(workload.get("warmup", 0))):
             emitter.push(WARMUP, w)
-            work.model.generate(**prepared[w % len(prepared)].inputs, **gen_args)
-            _synchronize(device)
+            index = w % len(prepared)
+            run_page(
+                pages[index], prepared[index], {"warmup": True, "sequence": -1 - w, "page_index": index}, True
+            )
             emitter.pop()
-        records = Path(workload["records"])
         sequence = 0
         profiler = start_profiler(device) if torch_folder else None  # after warm-up
         for repeat in range(int(workload["repeats"])):
             for index, (path, page) in enumerate(zip(pages, prepared, strict=True)):
                 emitter.push(PAGE, sequence)
-                marker.begin_page()
-                start = time.perf_counter_ns()
-                out = work.model.generate(**page.inputs, **gen_args)
-                _synchronize(device)
-                times = marker.end_page()
-                wall = time.perf_counter_ns() - start
+                run_page(path, page, {"sequence": sequence, "repeat": repeat, "page_index": index}, False)
                 emitter.pop()
-                record = {
-                    "sequence": sequence,
-                    "repeat": repeat,
-                    "page_index": index,
-                    "page": path.name,
-                    "prompt_tokens": page.prompt_tokens,
-                    "new_tokens": int(out.shape[1]) - page.prompt_tokens,
-                    "decode_steps": times.decode_steps,
-                    "wall_ns": wall,
-                    "started_ns": times.started_at,
-                    "stage_wall_ns": times.wall_ns,
-                    "first_token_ns": times.first_token_ns,
-                    "decode_step_ns": times.decode_step_ns,
-                }
-                with records.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                _log(f"repeat {repeat} page {index} ({path.name}): {wall / 1e6:.1f} ms")
                 sequence += 1
         if profiler is not None and torch_folder:
             finish_profiler(profiler, Path(torch_folder), list(STAGES))

@@ -82,7 +82,8 @@ class StageMarker:
         self._sync = sync
         self._open: str | None = None
         self._opened_at = 0
-        self.active = False  # off during warm-up and loading: no stage ranges there
+        self.active = False  # off while loading: no stage ranges there
+        self._ranges = True  # NVTX stage ranges for this page (not for warm-up pages)
         self.page = StageTimes()
         self._handles: list[Any] = []
 
@@ -97,11 +98,14 @@ class StageMarker:
             handle.remove()
         self._handles.clear()
 
-    def begin_page(self) -> None:
+    def begin_page(self, ranges: bool = True) -> None:
+        """Start timing a page's stages; `ranges=False` (warm-up pages) times them without NVTX
+        ranges, so profiled stage figures never include warm-up work."""
         if self._sync is not None:
             self._sync()
         self.page = StageTimes(started_at=self._clock())
         self.active = True
+        self._ranges = ranges
 
     def end_page(self) -> StageTimes:
         self._close()
@@ -130,14 +134,16 @@ class StageMarker:
         self._close()
         if self._sync is not None:
             self._sync()
-        self._emit.push(stage, payload)
+        if self._ranges:
+            self._emit.push(stage, payload)
         self._open, self._opened_at = stage, self._clock()
 
     def _close(self) -> None:
         if self._open is not None:
             if self._sync is not None:
                 self._sync()
-            self._emit.pop()
+            if self._ranges:
+                self._emit.pop()
             now = self._clock()
             self.page.wall_ns[self._open] += now - self._opened_at
             if self._open == DECODE:
