@@ -135,12 +135,13 @@ def capture(
     nsys_path: str | None,
     trace: str,
 ) -> None:
-    """Run the NVTX-instrumented driver under nsys into a new run folder.
+    """Run the NVTX-instrumented driver under nsys into a new run folder (with --tool all, then again
+    without a profiler for clean stage times and MFU, and under torch.profiler for operators).
 
     \b
     Examples:
       perfctl capture --tool nsys
-      perfctl capture --model deepseek-ocr2 --device cuda --num-pages 3 --max-new-tokens 64
+      perfctl capture --model deepseek-ocr2 --device cuda --num-pages 3 --max-new-tokens 64 --tool all
       perfctl capture --model /models/DeepSeek-OCR-2 --pages ./scans --repeats 3 --out profiles/scan-r3
     """
     from perfctl.capture.run import CaptureOptions, capture_nsys
