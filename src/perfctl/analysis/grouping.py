@@ -1,4 +1,5 @@
-"""Grouped reductions over numpy arrays: sums, counts and interval unions per group code.
+"""Grouped work over numpy arrays: interval unions per group code, prefix sums, and runs of rows
+(merging a group's runs, walking their rows in bounded batches).
 
 Group codes are dense integers 0..n_groups-1 (one per range instance, or per range name). Every
 function is vectorized; none loops over events in Python.
@@ -12,15 +13,6 @@ import numpy as np
 import numpy.typing as npt
 
 Int64s = npt.NDArray[np.int64]
-
-
-def group_count(groups: Int64s, n_groups: int) -> Int64s:
-    return np.bincount(groups, minlength=n_groups).astype(np.int64)
-
-
-def group_sum(groups: Int64s, values: Int64s, n_groups: int) -> Int64s:
-    """Exact for sums below 2**53 (104 days of nanoseconds), which float64 bincount holds exactly."""
-    return np.rint(np.bincount(groups, weights=values, minlength=n_groups)).astype(np.int64)
 
 
 def segments(sorted_groups: Int64s) -> tuple[Int64s, Int64s]:

@@ -93,9 +93,6 @@ class Activities:
     def __len__(self) -> int:
         return len(self.start)
 
-    def duration_of(self, rows: Int64s | slice) -> Int64s:
-        return self.end[rows] - self.start[rows]
-
 
 def string_values(conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
     """StringIds values for a few ids (plus perfctl's stand-in ids for memcpy/memset)."""
