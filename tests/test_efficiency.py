@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from perfctl.analysis.efficiency import efficiency
+from perfctl.analysis.repeatability import load_clean_pass
 from perfctl.flops import count_flops
 
 RUN = Path(__file__).parent / "fixtures" / "h100-full-ocr2-run"
@@ -31,7 +32,9 @@ def _clean_means() -> dict[str, float]:
 
 
 def test_mfu_per_stage_by_hand() -> None:
-    result = efficiency(RUN, _manifest(), {"vision": 2 * 44.9e6, "prefill": 0, "decode": 1e9})
+    result = efficiency(
+        load_clean_pass(RUN, _manifest()), _manifest(), {"vision": 2 * 44.9e6, "prefill": 0, "decode": 1e9}
+    )
     seconds = _clean_means()
     flops = count_flops("deepseek-ocr2", tiles=0, prompt_tokens=269 - 257, new_tokens=64).to_json()["flops"]
     assert result["inputs"]["peak_tflops"] == 989.5 and "H100 SXM" in result["inputs"]["peak_source"]
@@ -49,7 +52,7 @@ def test_mfu_per_stage_by_hand() -> None:
 
 
 def test_decode_mbu_by_hand() -> None:
-    mbu = efficiency(RUN, _manifest(), {})["decode_mbu"]
+    mbu = efficiency(load_clean_pass(RUN, _manifest()), _manifest(), {})["decode_mbu"]
     # active weights per decode token: 12 layers of q/k/v/o (1280 x 1280 each), layer 0's dense MLP,
     # 11 MoE layers (router 1280 x 64, 6 routed + 2 shared experts of 3 x 1280 x 896), the LM head
     params = 12 * 4 * 1280 * 1280 + 3 * 1280 * 6848 + 11 * (1280 * 64 + 8 * 3 * 1280 * 896) + 1280 * 129280
@@ -68,11 +71,13 @@ def test_unknown_gpu_gives_no_number_and_override_wins(tmp_path: Path) -> None:
     info_path = run / "timing" / "driver-info.json"
     info = json.loads(info_path.read_text())
     info_path.write_text(json.dumps(info | {"gpu_name": "NVIDIA Imaginary 9000"}))
-    unknown = efficiency(run, _manifest(), {})
+    unknown = efficiency(load_clean_pass(run, _manifest()), _manifest(), {})
     assert unknown["stages"]["vision"]["mfu"] is None and unknown["page"]["mfu"] is None
     assert unknown["inputs"]["peak_source"].startswith("dense bf16 peak: unknown")
     assert unknown["decode_mbu"]["mbu"] is None
-    forced = efficiency(run, _manifest(), {}, peak_tflops=500.0, bandwidth_gbs=2000.0)
+    forced = efficiency(
+        load_clean_pass(run, _manifest()), _manifest(), {}, peak_tflops=500.0, bandwidth_gbs=2000.0
+    )
     assert forced["inputs"]["peak_tflops"] == 500.0 and "override" in forced["inputs"]["peak_source"]
     assert forced["stages"]["vision"]["mfu"] == pytest.approx(
         forced["stages"]["vision"]["achieved_tflops"] / 500.0
@@ -83,7 +88,7 @@ def test_unknown_gpu_gives_no_number_and_override_wins(tmp_path: Path) -> None:
 def test_no_timing_pass_says_so() -> None:
     manifest = _manifest()
     manifest.pop("timing")
-    assert efficiency(RUN, manifest, {}) == {
+    assert efficiency(load_clean_pass(RUN, manifest), manifest, {}) == {
         "available": False,
         "reason": "no clean timing pass in this run (capture with --tool all)",
     }

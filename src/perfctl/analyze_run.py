@@ -15,7 +15,7 @@ from typing import Any
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.operators import join_operators_to_kernels
-from perfctl.analysis.repeatability import clean_records, timing_statistics
+from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
 from perfctl.capture.manifest import write_json_atomic
 from perfctl.capture.nsys import find_nsys
@@ -107,14 +107,12 @@ def analyze_path(
                 "driver",
             )
         }
-        records = clean_records(export.parent, manifest)
-        if records is not None:
-            info_path = export.parent / "timing" / "driver-info.json"
-            reason = json.loads(info_path.read_text()).get("telemetry") if info_path.is_file() else None
+        clean = load_clean_pass(export.parent, manifest)
+        if clean is not None:
             analysis["timing"] = {
                 "pass": "clean",
-                "statistics": timing_statistics(records),
-                "telemetry": page_telemetry(export.parent, records, reason),
+                "statistics": timing_statistics(clean.records),
+                "telemetry": page_telemetry(export.parent, clean.records, clean.info.get("telemetry")),
             }
         operators = export.parent / "torch" / "operators.json"
         if (manifest.get("torch") or {}).get("status") == "ok" and operators.is_file():
@@ -127,9 +125,7 @@ def analyze_path(
         pages = max(len(analysis["pages"]), 1)
         under_nsys = {s["stage"]: s["wall_ns"] / pages for s in analysis["stages"]}
         try:
-            analysis["efficiency"] = efficiency(
-                export.parent, manifest, under_nsys, peak_tflops, peak_bandwidth_gbs
-            )
+            analysis["efficiency"] = efficiency(clean, manifest, under_nsys, peak_tflops, peak_bandwidth_gbs)
         except ValueError as exc:  # an override that is not a positive number
             raise BadInput(str(exc)) from None
     target = export.parent if out_dir is None else out_dir

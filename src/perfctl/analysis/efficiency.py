@@ -10,11 +10,9 @@ guess. The profiler overhead is the ratio of the stage times under nsys to the c
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-from perfctl.analysis.repeatability import clean_records
+from perfctl.analysis.repeatability import CleanPass
 from perfctl.stages import DECODE, PREFILL, STAGES, VISION
 
 BYTES_PER_VALUE = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -32,7 +30,7 @@ def clean_stage_times(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def efficiency(
-    run_dir: Path,
+    clean_pass: CleanPass | None,
     manifest: dict[str, Any],
     stages_under_nsys: dict[str, float],
     peak_tflops: float | None = None,
@@ -43,12 +41,10 @@ def efficiency(
     from perfctl.flops.deepseek_ocr2 import decode_step_bytes
     from perfctl.hardware.peaks import resolve_bandwidth, resolve_peak
 
-    records = clean_records(run_dir, manifest)
-    if records is None:
+    if clean_pass is None:
         return {"available": False, "reason": "no clean timing pass in this run (capture with --tool all)"}
-    clean = clean_stage_times(records)
-    info_path = run_dir / "timing" / "driver-info.json"
-    info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    clean = clean_stage_times(clean_pass.records)
+    info = clean_pass.info
     workload = manifest.get("workload") or {}
     model = workload.get("model") or {}
     # a built-in model by its name (the folder is where it was installed on the capturing host)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from perfctl.records import read_page_records
 from perfctl.stages import DECODE, STAGES
 
 DEFAULT_THRESHOLD = 0.10
@@ -24,14 +26,24 @@ _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.045, 2.042]  # fmt: skip
 
 
-def clean_records(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The clean timing pass's page records, or None when the run has no successful one."""
-    path = run_dir / "timing" / "pages.jsonl"
-    if (manifest.get("timing") or {}).get("status") != "ok" or not path.is_file():
+@dataclass(frozen=True)
+class CleanPass:
+    """What the clean timing pass left: its measured pages' records and what its driver saw."""
+
+    records: list[dict[str, Any]]
+    info: dict[str, Any]  # timing/driver-info.json: device, GPU, dtype, tokens, telemetry
+
+
+def load_clean_pass(run_dir: Path, manifest: dict[str, Any]) -> CleanPass | None:
+    """The run's clean timing pass, or None when it has no successful one with a finished page."""
+    if (manifest.get("timing") or {}).get("status") != "ok":
         return None
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    measured = [r for r in records if not r.get("warmup")]  # warm-up pages are recorded, never counted
-    return measured or None
+    records = read_page_records(run_dir / "timing" / "pages.jsonl")
+    if not records:
+        return None
+    info_path = run_dir / "timing" / "driver-info.json"
+    info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return CleanPass(records, info)
 
 
 def spread(values: list[float], labels: list[int]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from perfctl.capture.manifest import (
 )
 from perfctl.capture.nsys import DEFAULT_TRACE, Nsys, find_nsys, importer_present
 from perfctl.errors import BadInput, CaptureFailed
+from perfctl.records import read_page_records
 from perfctl.stages import DOMAIN
 from perfctl.workloads.models import resolve_model
 from perfctl.workloads.pages import list_pages
@@ -228,7 +229,7 @@ def run_driver_pass(
     env = {k: v for k, v in os.environ.items() if k != "PERFCTL_NSYS_VERSION"}
     exit_code = subprocess.run(cmd, cwd=folder, env=env, check=False).returncode
     records = folder / "pages.jsonl"
-    done = count_page_records(records)
+    done = len(read_page_records(records))
     status, reason = "ok", None
     if exit_code != 0 or done < expected_pages:
         status = "failed"
@@ -276,7 +277,7 @@ def _run_and_finalize(
     if driver_info.is_file():
         manifest["driver"] = json.loads(driver_info.read_text())
     records = run_dir / "pages.jsonl"
-    pages_done = count_page_records(records)
+    pages_done = len(read_page_records(records))
     manifest["pages_completed"] = pages_done
     manifest["pages_expected"] = expected_pages
 
@@ -316,14 +317,6 @@ def _run_and_finalize(
     manifest["files"] = {p.name: p.stat().st_size for p in sorted(run_dir.iterdir()) if p.is_file()}
     write_json_atomic(run_dir / "manifest.json", manifest)
     return CaptureResult(run_dir, status, reason, manifest)
-
-
-def count_page_records(path: Path) -> int:
-    """Measured pages the driver finished (warm-up pages are recorded too, marked, and not counted)."""
-    if not path.is_file():
-        return 0
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return sum(1 for r in records if not r.get("warmup"))
 
 
 def _last_line(path: Path) -> str:

@@ -24,6 +24,7 @@ from perfctl.driver.markers import NvtxEmitter, RangeEmitter, StageMarker
 from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
 from perfctl.driver.telemetry import TelemetrySampler
 from perfctl.driver.torch_pass import RecordFunctionEmitter, finish_profiler, start_profiler
+from perfctl.records import append_page_record
 from perfctl.stages import LOAD, PAGE, STAGES, WARMUP
 from perfctl.workloads.deepseek_ocr2 import load_deepseek_ocr2
 from perfctl.workloads.models import ModelSpec
@@ -186,8 +187,7 @@ def run(workload: dict[str, Any]) -> int:
             "first_token_ns": times.first_token_ns,
             "decode_step_ns": times.decode_step_ns,
         }
-        with records.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_page_record(records, record)
         _log(f"{'warm-up' if warmup else 'page'} {record['page_index']} ({path.name}): {wall / 1e6:.1f} ms")
 
     with torch.inference_mode():
