@@ -199,10 +199,11 @@ def capture_nsys(opts: CaptureOptions) -> CaptureResult:
 
 
 # The passes that run the driver again without nsys, each in its own sub-folder of the run:
-# (folder, what to say in errors, workload settings besides where to write).
-DRIVER_PASSES = {
-    "timing": ("the clean timing pass", {"sync_stage_edges": True}),
-    "torch": ("the torch.profiler pass", {}),
+# folder -> (what to say in errors, workload settings, extra outputs: workload key -> file in the
+# folder, "" for the folder itself).
+DRIVER_PASSES: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
+    "timing": ("the clean timing pass", {"sync_stage_edges": True}, {"telemetry": "telemetry.jsonl"}),
+    "torch": ("the torch.profiler pass", {}, {"torch_profiler": ""}),
 }
 
 
@@ -212,18 +213,11 @@ def run_driver_pass(
     """The same workload again without nsys, into run_dir/<name>/: `timing` (no profiler at all, GPU
     synchronized at every stage edge, NVML sampled: the stage times MFU divides by; nsys slows
     launch-bound decode markedly) or `torch` (under torch.profiler: operators and a Chrome trace)."""
-    label, settings = DRIVER_PASSES[name]
+    label, settings, outputs = DRIVER_PASSES[name]
     folder = run_dir / name
     folder.mkdir()
-    where = {
-        "records": str(folder / "pages.jsonl"),
-        "driver_info": str(folder / "driver-info.json"),
-        "log": str(folder / "driver.log"),
-    }
-    if name == "timing":
-        where["telemetry"] = str(folder / "telemetry.jsonl")
-    if name == "torch":
-        where["torch_profiler"] = str(folder)
+    files = {"records": "pages.jsonl", "driver_info": "driver-info.json", "log": "driver.log", **outputs}
+    where = {key: str(folder / file) for key, file in files.items()}
     write_json_atomic(folder / "workload.json", workload | settings | where)
     cmd = [sys.executable, "-m", "perfctl.driver", str(folder / "workload.json")]
     env = {k: v for k, v in os.environ.items() if k != "PERFCTL_NSYS_VERSION"}
