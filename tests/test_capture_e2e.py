@@ -218,7 +218,7 @@ def test_tool_all_adds_a_clean_timing_pass_and_efficiency(tmp_path: Path, nsys_b
     run = tmp_path / "all"
     proc = run_perfctl(
         "capture", "--tool", "all", "--num-pages", "1", "--max-new-tokens", "3", "--tiles", "1",
-        "--out", str(run), "--nsys", nsys_bin,
+        "--out", str(run), "--nsys", nsys_bin, "--nsys-telemetry",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "then a torch.profiler pass" in proc.stdout
@@ -250,6 +250,12 @@ def test_tool_all_adds_a_clean_timing_pass_and_efficiency(tmp_path: Path, nsys_b
     assert 0 < timing_stats["time_to_first_token"]["mean"] < clean["wall_ns"]
     telemetry = json.loads(analyzed.stdout)["timing"]["telemetry"]
     assert telemetry == {"available": False, "reason": "absent: the workload runs on the CPU"}
+    # --nsys-telemetry: the nsys pass samples too (nothing to sample on a CPU run, and it says so)
+    assert manifest["nsys"]["telemetry"] is True
+    assert json.loads((run / "workload.json").read_text())["telemetry"] == str(run / "telemetry.jsonl")
+    assert json.loads(analyzed.stdout)["nsys_pass"]["telemetry"] == telemetry
+    # every clean page records the host's side: process CPU time, steal (a CPU run has no CUDA probe)
+    assert clean["host_cpu"]["process_cpu_ns"] > 0 and "stage_gpu_ns" not in clean
     # the torch.profiler pass: operators per stage, a Chrome trace
     assert manifest["torch"]["status"] == "ok" and (run / "torch" / "trace.json.gz").is_file()
     operators = json.loads(analyzed.stdout)["operators"]

@@ -102,7 +102,7 @@ def test_model_path_that_does_not_exist(tmp_path: Path) -> None:
         (["--device", "tpu"], "--device"),
         (["--dtype", "int3"], "--dtype"),
         (["--run-id", "../escape"], "run id"),
-        (["--tool", "torch"], "--tool torch alone is not offered"),
+        (["--tool", "torch", "--nsys-telemetry"], "--nsys-telemetry samples NVML during the nsys pass"),
         (["--trace", "cuda,osrt"], "lacks nvtx"),
     ],
 )

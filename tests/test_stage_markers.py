@@ -66,3 +66,38 @@ def test_prepared_inputs_hold_one_placeholder_per_image_token(tiny) -> None:  # 
     pixels = page.inputs["pixel_values"]
     assert tuple(pixels.shape) == (1, 3, 256, 256)
     assert float(pixels.min()) >= -1.0 and float(pixels.max()) <= 1.0
+
+
+def test_a_probe_sees_each_stage_between_synchronized_edges(tiny) -> None:  # type: ignore[no-untyped-def]
+    """The clean pass's probe (CUDA events, peak memory on a GPU) opens right after the wait at a
+    stage's start and closes right before the wait at its end, once per stage instance."""
+    import torch
+
+    log: list[str] = []
+
+    class RecordingProbe:
+        def begin_page(self) -> None:
+            log.append("page")
+
+        def begin(self, stage: str) -> None:
+            log.append(f"begin {stage}")
+
+        def end(self, stage: str) -> None:
+            log.append(f"end {stage}")
+
+    with pytest.raises(ValueError, match="synchronized"):
+        StageMarker(RecordingEmitter(), probe=RecordingProbe())
+    marker = StageMarker(RecordingEmitter(), sync=lambda: log.append("sync"), probe=RecordingProbe())
+    decoder, vision = tiny.stage_modules()
+    marker.attach(tiny.model, decoder, vision)
+    page = tiny.prepare(sorted(SAMPLE_PAGES_DIR.glob("*.png"))[0])
+    with torch.inference_mode():
+        marker.begin_page()
+        tiny.model.generate(**page.inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        marker.end_page()
+    marker.detach()
+    stages = ["vision", "prefill", "decode", "decode"]
+    expected = ["sync", "page"]
+    for stage in stages:
+        expected += ["sync", f"begin {stage}", f"end {stage}", "sync"]
+    assert log == expected

@@ -20,7 +20,7 @@ def _lines(name: str) -> list[dict]:  # type: ignore[type-arg]
 
 def test_pages_get_the_samples_taken_while_they_ran() -> None:
     records, samples = _lines("pages.jsonl"), _lines("telemetry.jsonl")
-    tel = page_telemetry(RUN, records, None)
+    tel = page_telemetry(RUN / "timing" / "telemetry.jsonl", records, None)
     assert tel["available"] and len(tel["pages"]) == 10
     first = records[0]
     inside = [
@@ -40,7 +40,8 @@ def test_pages_get_the_samples_taken_while_they_ran() -> None:
 
 
 def test_absent_telemetry_keeps_the_reason(tmp_path: Path) -> None:
-    assert page_telemetry(tmp_path, _lines("pages.jsonl"), "absent: NVML did not start (x)") == {
+    reason = "absent: NVML did not start (x)"
+    assert page_telemetry(tmp_path / "telemetry.jsonl", _lines("pages.jsonl"), reason) == {
         "available": False,
         "reason": "absent: NVML did not start (x)",
     }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perfctl import __version__
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.operators import join_operators_to_kernels
@@ -23,6 +24,7 @@ from perfctl.capture.run import REPORT_BASE
 from perfctl.errors import BadInput
 from perfctl.nsys_export.events import kernel_mangled_names
 from perfctl.nsys_export.schema import connect_readonly, read_schema
+from perfctl.records import read_page_records
 from perfctl.report.html import render_html
 
 
@@ -63,8 +65,8 @@ def _export(report: Path, nsys_path: str | None) -> Path:
     return sqlite
 
 
-def read_manifest(export: Path) -> dict[str, Any] | None:
-    manifest = export.parent / "manifest.json"
+def read_manifest(manifest: Path) -> dict[str, Any] | None:
+    """A run's manifest.json, or None when there is none (a bare export) or it cannot be read."""
     if not manifest.is_file():
         return None
     try:
@@ -89,30 +91,30 @@ def analyze_path(
     kernels -- unless kernels are not expected: `allow_no_kernels`, or the run's manifest says the
     workload ran on the CPU (then the report holds NVTX wall times only, and says so).
     """
+    if path.is_dir() and (run_manifest := _run_manifest(path)) and run_manifest.get("tool") == "torch":
+        return _analyze_torch_run(path, run_manifest, out_dir)
     export = locate_export(path, nsys_path)
     analysis = analyze_export(export, top_n=top_n)
-    manifest = read_manifest(export)
+    manifest = read_manifest(export.parent / "manifest.json")
     _check_attributable(export, analysis, manifest, allow_no_kernels)
     if manifest is not None:
-        analysis["run"] = {
-            k: manifest.get(k)
-            for k in (
-                "run_id",
-                "status",
-                "reason",
-                "pages_completed",
-                "pages_expected",
-                "model_spec",
-                "workload",
-                "driver",
-            )
-        }
+        analysis["run"] = _run_identity(manifest)
         clean = load_clean_pass(export.parent, manifest)
         if clean is not None:
             analysis["timing"] = {
                 "pass": "clean",
                 "statistics": timing_statistics(clean.records),
-                "telemetry": page_telemetry(export.parent, clean.records, clean.info.get("telemetry")),
+                "telemetry": page_telemetry(
+                    export.parent / "timing" / "telemetry.jsonl", clean.records, clean.info.get("telemetry")
+                ),
+            }
+        if (manifest.get("nsys") or {}).get("telemetry"):
+            analysis["nsys_pass"] = {
+                "telemetry": page_telemetry(
+                    export.parent / "telemetry.jsonl",
+                    read_page_records(export.parent / "pages.jsonl"),
+                    (manifest.get("driver") or {}).get("telemetry"),
+                )
             }
         operators = export.parent / "torch" / "operators.json"
         if (manifest.get("torch") or {}).get("status") == "ok" and operators.is_file():
@@ -134,6 +136,54 @@ def analyze_path(
     write_json_atomic(json_path, analysis)
     _write_text_atomic(html_path, render_html(analysis, manifest))
     return AnalyzeResult(export, analysis, json_path, html_path)
+
+
+RUN_IDENTITY_KEYS = (
+    "run_id",
+    "tool",
+    "status",
+    "reason",
+    "pages_completed",
+    "pages_expected",
+    "model_spec",
+    "workload",
+    "driver",
+)
+
+
+def _run_identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {k: manifest.get(k) for k in RUN_IDENTITY_KEYS}
+
+
+def _run_manifest(run_dir: Path) -> dict[str, Any] | None:
+    return read_manifest(run_dir / "manifest.json")
+
+
+def _analyze_torch_run(run_dir: Path, manifest: dict[str, Any], out_dir: Path | None) -> AnalyzeResult:
+    """A run captured with --tool torch: the operator tables of its torch.profiler pass, alone. There
+    is no nsys export, so nothing is attributed to NVTX ranges and no kernel is joined to nsys."""
+    torch_pass = manifest.get("torch") or {}
+    operators = run_dir / "torch" / "operators.json"
+    if torch_pass.get("status") != "ok" or not operators.is_file():
+        why = torch_pass.get("reason") or manifest.get("reason") or "torch/operators.json is missing"
+        raise BadInput(f"{run_dir}: its torch.profiler pass did not finish: {why}")
+    analysis: dict[str, Any] = {
+        "perfctl_version": __version__,
+        "source": "torch.profiler pass alone (captured with --tool torch): operators per stage, no nsys "
+        "export, so no kernel attribution to NVTX ranges",
+        "run": _run_identity(manifest),
+        "operators": {
+            "source": "torch.profiler pass (torch/operators.json)",
+            "stages": json.loads(operators.read_text()),
+        },
+        "trace": str(run_dir / "torch" / "trace.json.gz"),
+    }
+    target = run_dir if out_dir is None else out_dir
+    target.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = target / "analysis.json", target / "report.html"
+    write_json_atomic(json_path, analysis)
+    _write_text_atomic(html_path, render_html(analysis, manifest))
+    return AnalyzeResult(run_dir / "torch" / "operators.json", analysis, json_path, html_path)
 
 
 def _check_attributable(

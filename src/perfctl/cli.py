@@ -10,7 +10,7 @@ from typing import NoReturn
 import click
 
 from perfctl import __version__
-from perfctl.errors import BadInput, PerfctlError
+from perfctl.errors import PerfctlError
 
 EXIT_CODES = "Exit codes: 0 ok, 1 the capture or analysis failed, 2 bad input (a one-line reason is printed)."
 
@@ -49,7 +49,8 @@ def main() -> None:
     default="nsys",
     show_default=True,
     help="nsys: the Nsight Systems pass. all: nsys, then a clean timing pass with no profiler (the "
-    "stage times MFU uses), then a torch.profiler pass (operators per stage). torch alone: not offered.",
+    "stage times MFU uses), then a torch.profiler pass (operators per stage). torch: the torch.profiler "
+    "pass alone (operators, memory and a Chrome trace; no kernel attribution without nsys).",
 )
 @click.option(
     "--model",
@@ -115,6 +116,11 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 @click.option("--nsys", "nsys_path", default=None, help="nsys executable [default: $NSYS, then PATH].")
 @click.option("--trace", default="cuda,nvtx,osrt", show_default=True, help="nsys --trace value.")
+@click.option(
+    "--nsys-telemetry",
+    is_flag=True,
+    help="Also sample NVML (clocks, power, memory) during the nsys pass, into telemetry.jsonl.",
+)
 def capture(
     tool: str,
     model: str,
@@ -134,6 +140,7 @@ def capture(
     force: bool,
     nsys_path: str | None,
     trace: str,
+    nsys_telemetry: bool,
 ) -> None:
     """Run the NVTX-instrumented driver under nsys into a new run folder (with --tool all, then again
     without a profiler for clean stage times and MFU, and under torch.profiler for operators).
@@ -141,14 +148,12 @@ def capture(
     \b
     Examples:
       perfctl capture --tool nsys
+      perfctl capture --tool torch --num-pages 2
       perfctl capture --model deepseek-ocr2 --device cuda --num-pages 3 --max-new-tokens 64 --tool all
       perfctl capture --model /models/DeepSeek-OCR-2 --pages ./scans --repeats 3 --out profiles/scan-r3
     """
-    from perfctl.capture.run import CaptureOptions, capture_nsys
+    from perfctl.capture.run import CaptureOptions, capture_run
 
-    if tool == "torch":
-        # Announced, not faked: analysis starts from the nsys export, so the torch pass comes with it.
-        _fail(BadInput("--tool torch alone is not offered: use --tool all (nsys, timing and torch.profiler)"))
     opts = CaptureOptions(
         model=model,
         random_weights=random_weights,
@@ -167,13 +172,14 @@ def capture(
         force=force,
         nsys=nsys_path,
         trace=trace,
-        timing_pass=tool == "all",
+        tool=tool,
+        nsys_telemetry=nsys_telemetry,
         argv=["perfctl", *sys.argv[1:]],
     )
     if tool == "all":
         click.echo("passes: nsys, then a clean timing pass, then a torch.profiler pass")
     try:
-        result = capture_nsys(opts)
+        result = capture_run(opts)
     except PerfctlError as exc:
         _fail(exc)
     click.echo(f"run folder: {result.run_dir}")

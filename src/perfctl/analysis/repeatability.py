@@ -20,6 +20,13 @@ from perfctl.records import read_page_records
 from perfctl.stages import DECODE, STAGES
 
 DEFAULT_THRESHOLD = 0.10
+# A stage "follows" the host's CPU speed when its times correlate this well with the speed probe
+# taken before each page, and the probe itself varied by at least HOST_SPEED_SPREAD (max/min):
+# below that, a correlation would be noise explaining noise.
+HOST_SPEED_CORRELATION = 0.6
+HOST_SPEED_SPREAD = 1.15
+# steal above this share of a page's CPU time is worth naming (a quiet VM shows ~0.0-0.1 %)
+STEAL_NOTABLE = 0.02
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom; the normal 1.96 beyond
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
@@ -74,8 +81,59 @@ def spread(values: list[float], labels: list[int]) -> dict[str, Any]:
     }
 
 
+def _speed_around_pages(records: list[dict[str, Any]]) -> np.ndarray | None:
+    """Per page, the slower of the host speed probes taken right before it and right after it (the
+    next page's probe: pages run back to back), or None when the records carry no probe."""
+    probe = [(r.get("host_cpu") or {}).get("speed_probe_ns") for r in records]
+    if not probe or not all(probe):
+        return None
+    before = np.asarray(probe, dtype=np.float64)
+    after = np.append(before[1:], before[-1])
+    slower: np.ndarray = np.maximum(before, after)
+    return slower
+
+
+def _host_hints(
+    values: list[float], labels: list[int], outliers: list[int], records: list[dict[str, Any]]
+) -> tuple[list[str], list[int]]:
+    """What the host side says about a spread -- CPU speed changes (the probes around each page)
+    and hypervisor steal -- and which outlier pages that explains. Nothing for older runs."""
+    hints: list[str] = []
+    explained: list[int] = []
+    speed = _speed_around_pages(records) if len(records) == len(values) else None
+    if speed is not None and len(values) >= 4:
+        median = float(np.median(speed))
+        slow = [label for label, s in zip(labels, speed, strict=True) if s >= HOST_SPEED_SPREAD * median]
+        explained = [label for label in outliers if label in slow]
+        if explained:
+            worst = max(float(speed[labels.index(label)]) for label in explained)
+            hints.append(
+                f"outlier pages {explained} ran while the host CPU was slow: a fixed Python loop took up "
+                f"to {worst / 1e6:.2f} ms around them against {median / 1e6:.2f} ms typically "
+                f"({worst / median:.1f}x); launch-bound work runs at the host's pace (a busy physical "
+                "host or CPU power management), not the GPU's"
+            )
+        elif float(np.std(values)) > 0 and float(speed.std()) > 0:
+            r = float(np.corrcoef(values, speed)[0, 1])
+            ratio = float(speed.max() / speed.min())
+            if r >= HOST_SPEED_CORRELATION and ratio >= HOST_SPEED_SPREAD:
+                hints.append(
+                    f"the host CPU's speed varied: a fixed Python loop took {speed.min() / 1e6:.2f}-"
+                    f"{speed.max() / 1e6:.2f} ms around pages ({ratio:.1f}x) and this stage follows it "
+                    f"(r = {r:.2f}); launch-bound work runs at the host's pace, not the GPU's"
+                )
+    steal = [(r.get("host_cpu") or {}).get("steal_share") or 0.0 for r in records]
+    if steal and max(steal) >= STEAL_NOTABLE:
+        hints.append(f"the hypervisor withheld up to {max(steal):.1%} of the machine's CPU time (steal)")
+    return hints, explained
+
+
 def _verdict(
-    stats: dict[str, Any], values: list[float], labels: list[int], threshold: float
+    stats: dict[str, Any],
+    values: list[float],
+    labels: list[int],
+    threshold: float,
+    records: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     cv = stats.get("cv")
     if cv is None or stats["count"] < 2:
@@ -92,8 +150,11 @@ def _verdict(
                 f"times {'rise' if trend > 0 else 'fall'} steadily over the run (correlation {trend:.2f}): "
                 "clocks, thermal throttling or a growing cache"
             )
-    if stats["outliers"] and not hints:
-        hints.append(f"outlier pages {stats['outliers']}: other processes or clock changes at those moments")
+    host, explained = _host_hints(values, labels, stats["outliers"], records or [])
+    hints.extend(host)
+    others = [label for label in stats["outliers"] if label not in explained]
+    if others and not (labels and others == [labels[0]] and hints):
+        hints.append(f"outlier pages {others}: other processes or clock changes at those moments")
     if not hints:
         hints.append("a broad spread without outliers or trend: check GPU clocks and competing load")
     return {"stable": False, "why": f"CV {cv:.1%} above ±{threshold:.0%}: " + "; ".join(hints)}
@@ -106,15 +167,24 @@ def timing_statistics(records: list[dict[str, Any]], threshold: float = DEFAULT_
     for stage in STAGES:
         values = [float(r["stage_wall_ns"][stage]) for r in records]
         stats = spread(values, labels)
-        stages[stage] = {**stats, "verdict": _verdict(stats, values, labels, threshold)}
+        stages[stage] = {**stats, "verdict": _verdict(stats, values, labels, threshold, records)}
+        if all("stage_gpu_ns" in r for r in records):
+            events = spread([float(r["stage_gpu_ns"].get(stage, 0)) for r in records], labels)
+            stages[stage]["cuda_events"] = {k: events[k] for k in ("mean", "cv", "min", "max")}
     pages = [float(r["wall_ns"]) for r in records]
     page_stats = spread(pages, labels)
     out: dict[str, Any] = {
         "unit": "ns",
         "threshold_cv": threshold,
         "stages": stages,
-        "page": {**page_stats, "verdict": _verdict(page_stats, pages, labels, threshold)},
+        "page": {**page_stats, "verdict": _verdict(page_stats, pages, labels, threshold, records)},
     }
+    host = host_summary(records)
+    if host:
+        out["host"] = host
+    memory = stage_memory(records)
+    if memory:
+        out["memory"] = memory
     ttft = [float(r["first_token_ns"]) for r in records if r.get("first_token_ns") is not None]
     if ttft:
         out["time_to_first_token"] = spread(ttft, labels[: len(ttft)])
@@ -137,4 +207,46 @@ def timing_statistics(records: list[dict[str, Any]], threshold: float = DEFAULT_
             "p99": float(p99),
             "max": float(v.max()),
         }
+    return out
+
+
+def host_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The host's side of the pass: its CPU speed probe (ns) and steal share over pages, and the
+    share of each page's wall time the driver process spent on a CPU."""
+    host = [r.get("host_cpu") or {} for r in records]
+    out: dict[str, Any] = {}
+    probe = [h["speed_probe_ns"] for h in host if h.get("speed_probe_ns")]
+    if probe:
+        s = spread([float(p) for p in probe], list(range(len(probe))))
+        out["speed_probe_ns"] = {k: s[k] for k in ("mean", "cv", "min", "max")}
+    steal = [h["steal_share"] for h in host if h.get("steal_share") is not None]
+    if steal:
+        out["steal_share_max"] = max(steal)
+    busy = [
+        h["process_cpu_ns"] / r["wall_ns"] for h, r in zip(host, records, strict=True) if h and r["wall_ns"]
+    ]
+    if busy:
+        out["process_cpu_share_mean"] = float(np.mean(busy))
+    return out
+
+
+def stage_memory(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per stage, the highest allocated device memory seen inside it over all pages (bytes; the
+    allocator's peak counter, reset as the stage opens) and how far that rose above what was
+    allocated when the page began (weights, caches: the stage's own working memory)."""
+    with_peaks = [r for r in records if r.get("stage_peak_allocated_bytes")]
+    if not with_peaks:
+        return {}
+    out: dict[str, Any] = {"unit": "bytes", "source": "torch.cuda.max_memory_allocated per stage"}
+    for stage in STAGES:
+        peaks = [
+            (r["stage_peak_allocated_bytes"].get(stage), r.get("allocated_at_start_bytes", 0))
+            for r in with_peaks
+        ]
+        peaks = [(p, start) for p, start in peaks if p is not None]
+        if peaks:
+            out[stage] = {
+                "peak_allocated_bytes": max(p for p, _ in peaks),
+                "above_page_start_bytes": max(p - start for p, start in peaks),
+            }
     return out

@@ -1,4 +1,5 @@
-"""GPU telemetry of the clean timing pass, per page: clocks, power, energy, temperature, memory.
+"""GPU telemetry of a pass (the clean timing pass; the nsys pass with --nsys-telemetry), per page:
+clocks, power, energy, temperature, memory.
 
 NVML samples (driver/telemetry.py) carry the same host clock as the page records, so each page gets
 the samples taken while it ran. Energy is mean power x page time. Missing telemetry (CPU run, no
@@ -22,9 +23,9 @@ def _samples(path: Path) -> dict[str, np.ndarray] | None:
     return {key: np.array([r[key] for r in rows], dtype=np.float64) for key in rows[0]}
 
 
-def page_telemetry(run_dir: Path, records: list[dict[str, Any]], reason: str | None) -> dict[str, Any]:
-    """The `timing.telemetry` block of analysis.json."""
-    path = run_dir / "timing" / "telemetry.jsonl"
+def page_telemetry(path: Path, records: list[dict[str, Any]], reason: str | None) -> dict[str, Any]:
+    """The `timing.telemetry` block of analysis.json (and `nsys_pass.telemetry` when the nsys pass
+    was sampled too): `path` is the pass's telemetry.jsonl, `records` its measured pages."""
     samples = _samples(path) if path.is_file() else None
     if samples is None:
         return {"available": False, "reason": reason or "no telemetry samples in this run"}

@@ -52,6 +52,7 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 REPORT_BASE = "run"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TOOLS = ("nsys", "torch", "all")
 
 
 @dataclass
@@ -73,7 +74,10 @@ class CaptureOptions:
     force: bool = False
     nsys: str | None = None
     trace: str = DEFAULT_TRACE
-    timing_pass: bool = False  # after the nsys pass: the clean timing pass, then the torch.profiler pass
+    # nsys: the nsys pass; all: then the clean timing pass and the torch.profiler pass; torch: only
+    # the torch.profiler pass (operators per stage; no export, so no kernel attribution)
+    tool: str = "nsys"
+    nsys_telemetry: bool = False  # NVML sampled during the nsys pass too (telemetry.jsonl)
     argv: list[str] = field(default_factory=list)
 
 
@@ -99,6 +103,10 @@ def validate_numbers(opts: CaptureOptions) -> None:
         raise BadInput(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {opts.device!r}")
     if "nvtx" not in opts.trace.split(","):
         raise BadInput(f"--trace {opts.trace!r} lacks nvtx: perfctl's stages are NVTX ranges")
+    if opts.tool not in TOOLS:
+        raise BadInput(f"--tool must be one of {', '.join(TOOLS)}, got {opts.tool!r}")
+    if opts.nsys_telemetry and opts.tool == "torch":
+        raise BadInput("--nsys-telemetry samples NVML during the nsys pass, which --tool torch does not run")
     if opts.dtype not in DTYPES:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {opts.dtype!r}")
 
@@ -146,9 +154,10 @@ def count_perfctl_ranges(sqlite_path: Path) -> int:
         conn.close()
 
 
-def capture_nsys(opts: CaptureOptions) -> CaptureResult:
+def capture_run(opts: CaptureOptions) -> CaptureResult:
+    """Run the passes `opts.tool` names into a new run folder; the result says how it ended."""
     validate_numbers(opts)
-    nsys = find_nsys(opts.nsys)
+    nsys = find_nsys(opts.nsys) if opts.tool != "torch" else None
     spec = resolve_model(opts.model, opts.random_weights)
     pages = list_pages(opts.pages_dir, opts.num_pages)
     run_dir = claim_run_dir(opts).resolve()
@@ -167,34 +176,48 @@ def capture_nsys(opts: CaptureOptions) -> CaptureResult:
         "driver_info": str(run_dir / "driver-info.json"),
         "log": str(run_dir / "driver.log"),
     }
-    write_json_atomic(run_dir / "workload.json", workload)
-    driver_cmd = [sys.executable, "-m", "perfctl.driver", str(run_dir / "workload.json")]
-    nsys_cmd = nsys.profile_command(run_dir / REPORT_BASE, opts.trace, driver_cmd)
+    sampled = {"telemetry": str(run_dir / "telemetry.jsonl")} if opts.nsys_telemetry else {}
+    nsys_workload = workload | sampled
     manifest: dict[str, Any] = {
         "perfctl_version": __version__,
-        "tool": "nsys",
+        "tool": opts.tool,
         "run_id": run_dir.name,
         "status": "running",
         "started_at": utc_now(),
         "perfctl_command": opts.argv,
-        "nsys": {
-            "path": str(nsys.path),
-            "version": nsys.version,
-            "command": nsys_cmd,
-            "importer_found": importer_present(nsys),
-        },
         "workload": {k: v for k, v in workload.items() if k not in ("records", "driver_info", "log")},
         "model_spec": spec.to_json(),
         "pages": [{"file": p.name, "path": str(p.resolve()), "sha256": file_sha256(p)} for p in pages],
         "host": host_identity(),
         "packages": package_versions(["perfctl", "torch", "transformers", "nvtx", "pandas", "nvidia-ml-py"]),
     }
-    write_json_atomic(run_dir / "manifest.json", manifest)
     expected = len(pages) * opts.repeats
-    result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=expected)
-    for name in ("timing", "torch") if opts.timing_pass else ():
+    if nsys is None:  # --tool torch: the torch.profiler pass alone
+        write_json_atomic(run_dir / "workload.json", workload)
+        write_json_atomic(run_dir / "manifest.json", manifest)
+        result = CaptureResult(run_dir, "ok", None, manifest)
+        later = ["torch"]
+    else:
+        write_json_atomic(run_dir / "workload.json", nsys_workload)
+        driver_cmd = [sys.executable, "-m", "perfctl.driver", str(run_dir / "workload.json")]
+        nsys_cmd = nsys.profile_command(run_dir / REPORT_BASE, opts.trace, driver_cmd)
+        manifest["nsys"] = {
+            "path": str(nsys.path),
+            "version": nsys.version,
+            "command": nsys_cmd,
+            "importer_found": importer_present(nsys),
+            "telemetry": opts.nsys_telemetry,
+        }
+        write_json_atomic(run_dir / "manifest.json", manifest)
+        result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=expected)
+        later = ["timing", "torch"] if opts.tool == "all" else []
+    for name in later:
         if result.status == "ok":
             result = run_driver_pass(run_dir, workload, result.manifest, expected, name)
+    if result.manifest["status"] == "running":  # no nsys pass to conclude it: every pass went well
+        result.manifest["status"] = "ok"
+        write_json_atomic(run_dir / "manifest.json", result.manifest)
+        result = CaptureResult(run_dir, "ok", None, result.manifest)
     return result
 
 

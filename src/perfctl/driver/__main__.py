@@ -22,6 +22,12 @@ from typing import Any
 
 from perfctl.driver.markers import NvtxEmitter, RangeEmitter, StageMarker
 from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
+from perfctl.driver.stage_probes import (
+    CudaStageProbe,
+    host_cpu_delta,
+    host_cpu_sample,
+    host_speed_probe,
+)
 from perfctl.driver.telemetry import TelemetrySampler
 from perfctl.driver.torch_pass import RecordFunctionEmitter, finish_profiler, start_profiler
 from perfctl.records import append_page_record
@@ -149,7 +155,9 @@ def run(workload: dict[str, Any]) -> int:
         emitter = RecordFunctionEmitter(emitter)
     # the clean timing pass waits for the GPU at every stage edge, so its stage clocks are true
     sync = (lambda: _synchronize(device)) if workload.get("sync_stage_edges") else None
-    marker = StageMarker(emitter, sync=sync)
+    # there, CUDA events time each stage on the GPU's clock and the allocator's peak per stage is read
+    probe = CudaStageProbe(device) if sync is not None and device.startswith("cuda") else None
+    marker = StageMarker(emitter, sync=sync, probe=probe)
     sampler = None
     if workload.get("telemetry"):  # the clean timing pass samples NVML; nothing else perturbs it
         if device.startswith("cuda"):
@@ -170,12 +178,25 @@ def run(workload: dict[str, Any]) -> int:
     records = Path(workload["records"])
 
     def run_page(path: Path, page: Any, record: dict[str, Any], warmup: bool) -> None:
+        speed = host_speed_probe() if probe is not None else None  # timing pass only, between pages
+        cpu_before = host_cpu_sample()
         marker.begin_page(ranges=not warmup)
         start = time.perf_counter_ns()
         out = work.model.generate(**page.inputs, **gen_args)
         _synchronize(device)
         times = marker.end_page()
         wall = time.perf_counter_ns() - start
+        record["host_cpu"] = host_cpu_delta(cpu_before, host_cpu_sample())
+        if speed is not None:
+            record["host_cpu"]["speed_probe_ns"] = speed
+        if probe is not None:
+            gpu = probe.collect()
+            record |= {
+                "stage_gpu_ns": gpu.gpu_ns,
+                "decode_step_gpu_ns": gpu.decode_step_gpu_ns,
+                "stage_peak_allocated_bytes": gpu.peak_allocated_bytes,
+                "allocated_at_start_bytes": gpu.allocated_at_start_bytes,
+            }
         record |= {
             "page": path.name,
             "prompt_tokens": page.prompt_tokens,

@@ -66,20 +66,34 @@ class StageTimes:
     started_at: int = 0
 
 
+class StageProbe(Protocol):
+    """Measures each stage between synchronized edges (driver.stage_probes.CudaStageProbe)."""
+
+    def begin_page(self) -> None: ...
+    def begin(self, stage: str) -> None: ...
+    def end(self, stage: str) -> None: ...
+
+
 class StageMarker:
     """`sync`, when given, runs at every stage edge before the clock is read (the clean timing pass
     passes torch.cuda.synchronize, so a stage's host time covers its GPU work); the profiled pass
-    leaves it out so as not to change the timeline it records."""
+    leaves it out so as not to change the timeline it records. `probe` (only with `sync`) is told
+    of every stage edge right after the GPU is idle at its start and right before the wait at its
+    end: CUDA events and peak memory per stage."""
 
     def __init__(
         self,
         emitter: RangeEmitter,
         clock: Callable[[], int] = time.perf_counter_ns,
         sync: Callable[[], None] | None = None,
+        probe: StageProbe | None = None,
     ) -> None:
+        if probe is not None and sync is None:
+            raise ValueError("a stage probe needs synchronized stage edges")
         self._emit = emitter
         self._clock = clock
         self._sync = sync
+        self._probe = probe
         self._open: str | None = None
         self._opened_at = 0
         self.active = False  # off while loading: no stage ranges there
@@ -103,6 +117,8 @@ class StageMarker:
         ranges, so profiled stage figures never include warm-up work."""
         if self._sync is not None:
             self._sync()
+        if self._probe is not None:
+            self._probe.begin_page()
         self.page = StageTimes(started_at=self._clock())
         self.active = True
         self._ranges = ranges
@@ -136,10 +152,14 @@ class StageMarker:
             self._sync()
         if self._ranges:
             self._emit.push(stage, payload)
+        if self._probe is not None:
+            self._probe.begin(stage)
         self._open, self._opened_at = stage, self._clock()
 
     def _close(self) -> None:
         if self._open is not None:
+            if self._probe is not None:
+                self._probe.end(self._open)
             if self._sync is not None:
                 self._sync()
             if self._ranges:

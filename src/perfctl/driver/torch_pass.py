@@ -8,8 +8,9 @@ Writes, into the pass folder:
   trace.json.gz    the Chrome trace (opens in Perfetto / chrome://tracing)
 Operators (and the CUDA runtime calls they make, such as cudaLaunchKernel, whose CPU time is the
 launch overhead) are attributed to the innermost perfctl range above them; GPU kernels count inside
-the device time of the operator that launched them. Nested operators' times are counted once (self
-time) in sums, and shown as totals per top-level operator.
+the device time of the operator that launched them. Sums over a stage add self times, so nested
+operators count once; an operator's total (inclusive) time adds its outermost calls only, so a call
+made inside another call of the same operator is not counted twice.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def _stage_of(event: Any, stages: set[str]) -> str | None:
     return None
 
 
+def _inside_same_operator(event: Any) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name == event.name:
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
 def operator_table(events: Any, stages: list[str], top_n: int) -> dict[str, Any]:
     """Per stage: operators called directly under the stage or under other operators, by self time."""
     wanted = set(stages)
@@ -105,11 +115,10 @@ def operator_table(events: Any, stages: list[str], top_n: int) -> dict[str, Any]
                 "self_device_memory_bytes": 0,
             },
         )
-        top_level = event.cpu_parent is None or event.cpu_parent.name.startswith(RANGE_PREFIX)
         row["calls"] += 1
         row["self_cpu_us"] += float(event.self_cpu_time_total)
         row["self_device_us"] += float(event.self_device_time_total)
-        if top_level:  # totals of nested operators would count their time twice
+        if not _inside_same_operator(event):  # a recursive call's total is inside its caller's already
             row["cpu_total_us"] += float(event.cpu_time_total)
             row["device_total_us"] += float(event.device_time_total)
         row["self_cpu_memory_bytes"] += int(event.self_cpu_memory_usage)
@@ -122,11 +131,16 @@ def operator_table(events: Any, stages: list[str], top_n: int) -> dict[str, Any]
     table: dict[str, Any] = {}
     for stage in [*stages, "other"]:
         mine = [(name, row) for (s, name), row in rows.items() if s == stage]
-        mine.sort(key=lambda item: -(item[1]["self_device_us"] or item[1]["self_cpu_us"]))
+        # by self device time, then self CPU time (all a CPU run has); one unit per key, so a launch
+        # call's CPU microseconds never outrank an operator's GPU microseconds
+        mine.sort(key=lambda item: (-item[1]["self_device_us"], -item[1]["self_cpu_us"]))
         table[stage] = {
             "operators": len(mine),
             "self_cpu_us": sum(r["self_cpu_us"] for _, r in mine),
             "self_device_us": sum(r["self_device_us"] for _, r in mine),
+            # net memory the stage's operators allocated (allocations minus frees, bytes)
+            "self_cpu_memory_bytes": sum(r["self_cpu_memory_bytes"] for _, r in mine),
+            "self_device_memory_bytes": sum(r["self_device_memory_bytes"] for _, r in mine),
             "top": [
                 {
                     "name": name,

@@ -8,6 +8,8 @@ from perfctl.report.formatting import count, ms
 
 
 def render_text(analysis: dict[str, Any]) -> str:
+    if "export" not in analysis:  # a --tool torch run: operators only
+        return render_operators_text(analysis)
     lines = []
     export = analysis["export"]
     gpus = ", ".join(g.get("name", "?") for g in export["gpus"]) or "no GPU in the export"
@@ -24,4 +26,18 @@ def render_text(analysis: dict[str, Any]) -> str:
             f"{s['stage']:<10}{count(s['instances']):>10}{ms(s['wall_ns']):>16}"
             f"{count(s['kernel_count']):>10}{ms(s['kernel_time_ns']):>16}{ms(s['gpu_busy_ns']):>16}"
         )
+    return "\n".join(lines)
+
+
+def render_operators_text(analysis: dict[str, Any]) -> str:
+    """Per stage, the operators' summed self times and the top operator, for a torch-only run."""
+    lines = [analysis.get("source", "torch.profiler pass")]
+    lines.append(f"{'stage':<10}{'operators':>10}{'self CPU':>16}{'self device':>16}  top operator")
+    for stage, table in analysis["operators"]["stages"].items():
+        top = table["top"][0]["name"] if table["top"] else "-"
+        lines.append(
+            f"{stage:<10}{count(table['operators']):>10}{ms(table['self_cpu_us'] * 1000):>16}"
+            f"{ms(table['self_device_us'] * 1000):>16}  {top}"
+        )
+    lines.append(f"Chrome trace (opens in Perfetto): {analysis['trace']}")
     return "\n".join(lines)
