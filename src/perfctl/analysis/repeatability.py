@@ -65,7 +65,12 @@ def spread(values: list[float], labels: list[int]) -> dict[str, Any]:
     half = t * std / math.sqrt(n) if n > 1 else 0.0
     q1, median, q3, p95 = np.percentile(v, [25, 50, 75, 95])
     iqr = q3 - q1
-    outliers = [labels[i] for i in range(n) if v[i] < q1 - 1.5 * iqr or v[i] > q3 + 1.5 * iqr]
+    fenced = (v < q1 - 1.5 * iqr) | (v > q3 + 1.5 * iqr)
+    outliers = [labels[i] for i in range(n) if fenced[i]]
+    # the spread of the rest, shown beside the CV of all pages (which stays the verdict's figure):
+    # how repeatable the stage is when the flagged moments are set aside, never instead of them
+    rest = v[~fenced]
+    cv_rest = float(rest.std(ddof=1) / rest.mean()) if len(rest) > 1 and rest.mean() else None
     return {
         "count": n,
         "mean": mean,
@@ -78,6 +83,7 @@ def spread(values: list[float], labels: list[int]) -> dict[str, Any]:
         "ci95_low": mean - half,
         "ci95_high": mean + half,
         "outliers": outliers,
+        "cv_without_outliers": cv_rest,
     }
 
 
