@@ -260,30 +260,53 @@ def analyze(
 @main.command(epilog=EXIT_CODES)
 @click.argument("model")
 @click.option(
-    "--tiles", type=int, default=0, show_default=True, help="Local 768² tiles besides the global view."
+    "--tiles",
+    type=int,
+    default=None,
+    help="DeepSeek-OCR-2 only: local 768² tiles besides the global view (0-6) [default: 0].",
+)
+@click.option(
+    "--mode",
+    default=None,
+    help="DeepSeek-OCR v1 only: resolution mode tiny, small, base, large, gundam[-N|-WxH], "
+    "gundam-m[-N|-WxH] [default: base].",
 )
 @click.option(
     "--prompt-tokens",
     type=int,
     default=11,
     show_default=True,
-    help="Text tokens of the prompt besides the image tokens.",
+    help="Text tokens of the prompt besides the image tokens (a causal LM: the whole prompt).",
 )
 @click.option("--new-tokens", type=int, default=64, show_default=True, help="Generated tokens.")
 @format_option
 @click.option("--breakdown", is_flag=True, help="Also FLOPs per kind of block (attention, mlp, ...).")
-def flops(model: str, tiles: int, prompt_tokens: int, new_tokens: int, fmt: str, breakdown: bool) -> None:
+def flops(
+    model: str,
+    tiles: int | None,
+    mode: str | None,
+    prompt_tokens: int,
+    new_tokens: int,
+    fmt: str,
+    breakdown: bool,
+) -> None:
     """Analytic FLOPs per stage (vision, prefill, decode) of one page, from the model's config.
 
     \b
-    MODEL: a built-in name (deepseek-ocr2, deepseek-ocr2-tiny), a model folder or a config.json.
+    MODEL: a built-in name (deepseek-ocr2, deepseek-ocr2-tiny, deepseek-ocr), a model folder or a
+    config.json (DeepSeek-OCR-2, DeepSeek-OCR v1, or a llama / mistral / qwen2 / qwen3 / qwen2_moe /
+    qwen3_moe / mixtral / deepseek_v2 / deepseek_v3 causal LM).
     Examples:
       perfctl flops deepseek-ocr2 --tiles 2 --new-tokens 256 --format json
+      perfctl flops deepseek-ocr --mode gundam-6
+      perfctl flops /models/Qwen2.5-7B --prompt-tokens 512 --new-tokens 128
     """
     from perfctl.flops import count_flops
 
     try:
-        report = count_flops(model, tiles=tiles, prompt_tokens=prompt_tokens, new_tokens=new_tokens)
+        report = count_flops(
+            model, tiles=tiles, mode=mode, prompt_tokens=prompt_tokens, new_tokens=new_tokens
+        )
     except PerfctlError as exc:
         _fail(exc)
     data = report.to_json(breakdown=breakdown)
@@ -295,10 +318,12 @@ def flops(model: str, tiles: int, prompt_tokens: int, new_tokens: int, fmt: str,
         f"{data['model']}: {t['image']} image + {t['prompt_total'] - t['image']} text tokens, {t['new']} new"
     )
     for stage in ("vision", "prefill", "decode"):
-        click.echo(f"{stage:<8} {f[stage] / 1e9:>14,.2f} GFLOP")
+        click.echo(f"{stage:<8} {_flop_text(f[stage]):>22}")
     steps = f["decode_per_token"]
     if steps:
-        click.echo(
-            f"decode per token: {steps[0] / 1e9:,.3f} GFLOP (first step) to {steps[-1] / 1e9:,.3f} (last)"
-        )
+        click.echo(f"decode per token: {_flop_text(steps[0])} (first step) to {_flop_text(steps[-1])} (last)")
     click.echo(data["conventions"])
+
+
+def _flop_text(flops: float) -> str:
+    return f"{flops / 1e9:,.2f} GFLOP" if flops >= 1e8 or flops == 0 else f"{flops / 1e6:,.3f} MFLOP"
