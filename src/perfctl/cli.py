@@ -55,7 +55,8 @@ def main() -> None:
     "--model",
     default="deepseek-ocr2-tiny",
     show_default=True,
-    help="Built-in model name (deepseek-ocr2-tiny, deepseek-ocr2) or a local model folder.",
+    help="Built-in model name (deepseek-ocr2-tiny, deepseek-ocr2) or a local model folder "
+    "(DeepSeek-OCR-2, or a causal LM: prompt-only pages).",
 )
 @click.option(
     "--random-weights", is_flag=True, help="Run a model folder's architecture with seeded random weights."
@@ -65,7 +66,7 @@ def main() -> None:
     "pages_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Folder of page images [default: the built-in sample pages].",
+    help="Folder of page images, or of .txt prompts for a causal LM [default: the built-in samples].",
 )
 @click.option(
     "--num-pages", type=int, default=4, show_default=True, help="Use the first N pages of the folder."

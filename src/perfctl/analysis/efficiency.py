@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from perfctl.analysis.repeatability import CleanPass
+from perfctl.capture.manifest import MODEL_CONFIG_FILE
 from perfctl.errors import BadInput
 from perfctl.hardware.calibrate import Calibration
 from perfctl.stages import DECODE, PREFILL, STAGES, VISION
 
 BYTES_PER_VALUE = {"bfloat16": 2, "float16": 2, "float32": 4}
-MODEL_CONFIG_FILE = "model-config.json"  # the model's config.json, copied into the run folder at capture
 
 
 def clean_stage_times(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 A run folder holds:
   workload.json     the exact workload the driver ran (rerun it: python -m perfctl.driver workload.json)
+  model-config.json the model's config.json as run (the FLOP model reads it, not the model folder)
   manifest.json     identity and outcome: commands, versions, host/GPU, pages, times, status
   run.nsys-rep      the Nsight Systems report (opens in the GUI)
   run.sqlite        its SQLite export, which `perfctl analyze` reads
@@ -34,6 +35,7 @@ from typing import Any
 
 from perfctl import __version__
 from perfctl.capture.manifest import (
+    MODEL_CONFIG_FILE,
     file_sha256,
     host_identity,
     package_versions,
@@ -44,7 +46,7 @@ from perfctl.capture.nsys import DEFAULT_TRACE, Nsys, find_nsys, importer_presen
 from perfctl.errors import BadInput, CaptureFailed
 from perfctl.records import read_page_records
 from perfctl.stages import DOMAIN
-from perfctl.workloads.models import resolve_model
+from perfctl.workloads.models import resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
 
 TIMING_DIR = "timing"
@@ -150,8 +152,13 @@ def capture_nsys(opts: CaptureOptions) -> CaptureResult:
     validate_numbers(opts)
     nsys = find_nsys(opts.nsys)
     spec = resolve_model(opts.model, opts.random_weights)
-    pages = list_pages(opts.pages_dir, opts.num_pages)
+    if opts.tiles and not takes_page_images(spec.model_type):
+        raise BadInput(
+            f"--tiles is for DeepSeek-OCR-2 pages; {opts.model} ({spec.model_type}) reads text prompts"
+        )
+    pages = list_pages(opts.pages_dir, opts.num_pages, text=not takes_page_images(spec.model_type))
     run_dir = claim_run_dir(opts).resolve()
+    shutil.copyfile(spec.folder / "config.json", run_dir / MODEL_CONFIG_FILE)
 
     workload = {
         "model": asdict(spec) | {"folder": str(spec.folder)},
@@ -185,6 +192,7 @@ def capture_nsys(opts: CaptureOptions) -> CaptureResult:
         },
         "workload": {k: v for k, v in workload.items() if k not in ("records", "driver_info", "log")},
         "model_spec": spec.to_json(),
+        "model_config": MODEL_CONFIG_FILE,
         "pages": [{"file": p.name, "path": str(p.resolve()), "sha256": file_sha256(p)} for p in pages],
         "host": host_identity(),
         "packages": package_versions(["perfctl", "torch", "transformers", "nvtx", "pandas", "nvidia-ml-py"]),
