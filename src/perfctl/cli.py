@@ -116,6 +116,13 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 @click.option("--nsys", "nsys_path", default=None, help="nsys executable [default: $NSYS, then PATH].")
 @click.option("--trace", default="cuda,nvtx,osrt", show_default=True, help="nsys --trace value.")
+@click.option(
+    "--calibrate",
+    "calibrate_gpu",
+    is_flag=True,
+    help="After the passes, measure the GPU's bf16 matmul rate and bandwidth (perfctl calibrate) into "
+    "the run folder's calibration.json; analyze then shows MFU against it too. Not with --device cpu.",
+)
 def capture(
     tool: str,
     model: str,
@@ -135,6 +142,7 @@ def capture(
     force: bool,
     nsys_path: str | None,
     trace: str,
+    calibrate_gpu: bool,
 ) -> None:
     """Run the NVTX-instrumented driver under nsys into a new run folder (with --tool all, then again
     without a profiler for clean stage times and MFU, and under torch.profiler for operators).
@@ -169,6 +177,7 @@ def capture(
         nsys=nsys_path,
         trace=trace,
         timing_pass=tool == "all",
+        calibrate=calibrate_gpu,
         argv=["perfctl", *sys.argv[1:]],
     )
     if tool == "all":
@@ -219,6 +228,14 @@ def capture(
 @click.option(
     "--peak-bandwidth-gbs", type=float, default=None, help="Peak memory GB/s for MBU instead of the table's."
 )
+@click.option(
+    "--calibration",
+    "calibration_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A `perfctl calibrate` result: MFU/MBU also against the measured matmul rate and bandwidth "
+    "[default: the run folder's calibration.json, if any].",
+)
 def analyze(
     path: Path,
     fmt: str,
@@ -228,6 +245,7 @@ def analyze(
     allow_no_kernels: bool,
     peak_tflops: float | None,
     peak_bandwidth_gbs: float | None,
+    calibration_path: Path | None,
 ) -> None:
     """Analyze an nsys export (.sqlite), report (.nsys-rep) or perfctl run folder.
 
@@ -248,6 +266,7 @@ def analyze(
             allow_no_kernels=allow_no_kernels,
             peak_tflops=peak_tflops,
             peak_bandwidth_gbs=peak_bandwidth_gbs,
+            calibration=calibration_path,
         )
     except PerfctlError as exc:
         _fail(exc)
@@ -256,6 +275,48 @@ def analyze(
     else:
         click.echo(render_text(result.analysis))
     click.echo(f"wrote {result.json_path} and {result.html_path}", err=fmt == "json")
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option("--device", default="cuda", show_default=True, help="The GPU to measure: cuda or cuda:N.")
+@format_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the result (JSON) to this file, for `perfctl analyze --calibration FILE`.",
+)
+def calibrate(device: str, fmt: str, out: Path | None) -> None:
+    """Measure this GPU's achievable dense bf16 matmul rate and device memory bandwidth.
+
+    \b
+    A few large square bf16 GEMMs and a 1 GiB device-to-device copy, warmed up and timed with CUDA
+    events (bytes read + written). Without a CUDA GPU: a one-line reason, exit 2.
+    Examples:
+      perfctl calibrate --device cuda:0 --out h100.json
+      perfctl analyze profiles/<run-id> --calibration h100.json
+    """
+    from perfctl.capture.manifest import write_json_atomic
+    from perfctl.hardware.calibrate import measure
+
+    try:
+        result = measure(device)
+    except PerfctlError as exc:
+        _fail(exc)
+    data = result.to_json()
+    if out is not None:
+        write_json_atomic(out, data)
+    if fmt == "json":
+        click.echo(json.dumps(data))
+    else:
+        sizes = ", ".join(f"n={s['n']}: {s['tflops']:,.1f}" for s in data["matmul"]["sizes"])
+        click.echo(
+            f"{data['gpu_name']} ({data['gpu_sm_count']} SMs, {data['device']}), torch {data['torch']}"
+        )
+        click.echo(f"bf16 matmul: {result.matmul_tflops:,.1f} TFLOP/s best ({sizes})")
+        click.echo(f"device copy: {result.bandwidth_gbs:,.1f} GB/s (bytes read + written)")
+    if out is not None:
+        click.echo(f"wrote {out}", err=fmt == "json")
 
 
 @main.command(epilog=EXIT_CODES)

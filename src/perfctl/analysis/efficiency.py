@@ -202,6 +202,7 @@ def measured_ceiling(calibration: tuple[Calibration, str], info: dict[str, Any])
         "matmul_tflops": found.matmul_tflops,
         "matmul_dtype": data["matmul"].get("dtype"),
         "bandwidth_gbs": found.bandwidth_gbs,
+        "reason": None,
     }
     reason = None
     if not str(info.get("device", "")).startswith("cuda"):

@@ -15,6 +15,7 @@ A run folder holds:
                     driver-info.json, driver.log, and telemetry.jsonl: NVML samples on a GPU);
                     its stage times are the ones MFU divides by
   torch/            with --tool all: the torch.profiler pass (operators.json per stage, trace.json.gz)
+  calibration.json  with --calibrate: the GPU's measured bf16 matmul rate and bandwidth (perfctl calibrate)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from perfctl.capture.manifest import (
 )
 from perfctl.capture.nsys import DEFAULT_TRACE, Nsys, find_nsys, importer_present
 from perfctl.errors import BadInput, CaptureFailed
+from perfctl.hardware.calibrate import CALIBRATION_FILE
 from perfctl.records import read_page_records
 from perfctl.stages import DOMAIN
 from perfctl.workloads.models import resolve_model, takes_page_images
@@ -76,6 +78,7 @@ class CaptureOptions:
     nsys: str | None = None
     trace: str = DEFAULT_TRACE
     timing_pass: bool = False  # after the nsys pass: the clean timing pass, then the torch.profiler pass
+    calibrate: bool = False  # after the passes: perfctl calibrate into the run folder
     argv: list[str] = field(default_factory=list)
 
 
@@ -99,6 +102,8 @@ def validate_numbers(opts: CaptureOptions) -> None:
             raise BadInput(f"{flag} must be between {low} and {high}, got {value}")
     if opts.device not in DEVICES and not re.fullmatch(r"cuda:\d+", opts.device):
         raise BadInput(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {opts.device!r}")
+    if opts.calibrate and opts.device == "cpu":
+        raise BadInput("--calibrate measures the GPU, and --device cpu runs none")
     if "nvtx" not in opts.trace.split(","):
         raise BadInput(f"--trace {opts.trace!r} lacks nvtx: perfctl's stages are NVTX ranges")
     if opts.dtype not in DTYPES:
@@ -203,7 +208,23 @@ def capture_nsys(opts: CaptureOptions) -> CaptureResult:
     for name in ("timing", "torch") if opts.timing_pass else ():
         if result.status == "ok":
             result = run_driver_pass(run_dir, workload, result.manifest, expected, name)
+    if opts.calibrate and result.status == "ok":
+        result = run_calibration(run_dir, result.manifest, result.manifest.get("driver", {}).get("device"))
     return result
+
+
+def run_calibration(run_dir: Path, manifest: dict[str, Any], device: str | None) -> CaptureResult:
+    """`perfctl calibrate` on the GPU the driver used, into the run folder's calibration.json."""
+    out = run_dir / CALIBRATION_FILE
+    cmd = [sys.executable, "-m", "perfctl", "calibrate", "--device", device or "cuda", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    ok = proc.returncode == 0 and out.is_file()
+    reason = None if ok else f"perfctl calibrate exited {proc.returncode}: {_last_text_line(proc.stderr)}"
+    manifest["calibration"] = {"command": cmd, "status": "ok" if ok else "failed", "reason": reason}
+    if not ok:
+        manifest["status"], manifest["reason"] = "failed", reason
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
 
 
 # The passes that run the driver again without nsys, each in its own sub-folder of the run:
@@ -323,7 +344,11 @@ def _run_and_finalize(
 
 def _last_line(path: Path) -> str:
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        return _last_text_line(path.read_text(errors="replace"))
     except OSError:
         return "(no driver.log)"
+
+
+def _last_text_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     return lines[-1][:300] if lines else "(empty)"

@@ -17,6 +17,7 @@ its passes, on the capture's GPU.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,14 +64,14 @@ def _timed_ms(torch: Any, fn: Any, calls: int) -> float:
 
 def measure(device: str = "cuda") -> Calibration:
     """Measure the current GPU. BadInput when torch sees no CUDA GPU (or not the one asked for)."""
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise BadInput(
+            f"perfctl calibrate measures a CUDA GPU; --device must be cuda or cuda:N, not {device!r}"
+        )
     import torch
 
     from perfctl.capture.manifest import utc_now
 
-    if not device.startswith("cuda"):
-        raise BadInput(
-            f"perfctl calibrate measures a CUDA GPU; --device must be cuda or cuda:N, not {device!r}"
-        )
     if not torch.cuda.is_available():
         raise BadInput(f"no CUDA GPU to calibrate: this torch ({torch.__version__}) sees none")
     dev = torch.device(device)
