@@ -22,6 +22,7 @@ from typing import Any
 from perfctl.analysis.repeatability import CleanPass
 from perfctl.capture.manifest import MODEL_CONFIG_FILE
 from perfctl.errors import BadInput
+from perfctl.flops.decoder import DecoderShape
 from perfctl.hardware.calibrate import Calibration
 from perfctl.stages import DECODE, PREFILL, STAGES, VISION
 
@@ -53,11 +54,13 @@ def model_config_source(run_dir: Path | None, manifest: dict[str, Any]) -> tuple
 
 def _page_flops(
     model_ref: str, records: list[dict[str, Any]], info: dict[str, Any], workload: dict[str, Any]
-) -> tuple[dict[str, float], dict[str, Any], Any, list[int]]:
+) -> tuple[dict[str, float], dict[str, Any], DecoderShape, list[int]]:
     """Mean FLOPs per stage over the clean pages, one page's FLOP report (tokens, conventions), the
     decoder's shape, and each page's prompt length (image tokens included)."""
     from perfctl.flops import OCR2, count_flops, read_model_config
 
+    if not model_ref:
+        raise BadInput("the run's manifest names no model")
     config = read_model_config(model_ref)
     image = int(info.get("image_tokens_per_page", 0))
     tiles = int(workload.get("tiles", 0)) if config.family == OCR2 else None
