@@ -6,7 +6,7 @@ import pytest
 
 from perfctl.driver.markers import StageMarker
 from perfctl.resources import SAMPLE_PAGES_DIR
-from perfctl.workloads.deepseek_ocr2 import load_deepseek_ocr2
+from perfctl.workloads.loader import load_workload
 from perfctl.workloads.models import resolve_model
 
 
@@ -23,7 +23,7 @@ class RecordingEmitter:
 
 @pytest.fixture(scope="module")
 def tiny():  # type: ignore[no-untyped-def]
-    return load_deepseek_ocr2(resolve_model("deepseek-ocr2-tiny"), "cpu", "float32", seed=0)
+    return load_workload(resolve_model("deepseek-ocr2-tiny"), "cpu", "float32", seed=0)
 
 
 def test_hooks_mark_vision_prefill_and_each_decode_step(tiny) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from PIL import Image
 from perfctl.driver.nvtx_compat import nvtx_problem
 from perfctl.errors import BadInput
 from perfctl.resources import SAMPLE_PAGES_DIR, builtin_model_dir, builtin_model_names
-from perfctl.workloads.models import resolve_model
+from perfctl.workloads.models import resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
 
 
@@ -68,9 +68,14 @@ def test_resolve_model_folder_rules(tmp_path: Path) -> None:
     folder.mkdir()
     with pytest.raises(BadInput, match=r"no config\.json"):
         resolve_model(str(folder))
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
     with pytest.raises(BadInput, match="not supported yet"):
         resolve_model(str(folder))
+    # a causal LM: by its architectures, or by a decoder family the FLOP model knows
+    for config in ({"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"]}, {"model_type": "llama"}):
+        (folder / "config.json").write_text(json.dumps(config))
+        spec = resolve_model(str(folder), random_weights=True)
+        assert spec.model_type == config["model_type"] and not takes_page_images(spec.model_type)
     (folder / "config.json").write_text((builtin_model_dir("deepseek-ocr2-tiny") / "config.json").read_text())  # type: ignore[operator]
     with pytest.raises(BadInput, match="--random-weights"):
         resolve_model(str(folder))
@@ -121,3 +126,26 @@ def test_local_tiles_follow_the_page_shape() -> None:
     assert _grid(5, 1.0) in {(1, 5), (5, 1)}
     tiles = _tile(Image.new("RGB", (850, 1100), (255, 255, 255)), 4)
     assert len(tiles) == 4 and all(t.size == (768, 768) for t in tiles)
+
+
+def test_deepseek_ocr_v1_is_refused_with_what_it_needs(tmp_path: Path) -> None:
+    """v1's remote code targets transformers 4.46.x; the message names the version found and the
+    remote-code files present or missing (from the config's auto_map)."""
+    from importlib import metadata
+
+    with pytest.raises(BadInput, match=r"transformers 4\.46\.x") as builtin:
+        resolve_model("deepseek-ocr")
+    assert "has no remote code" in str(builtin.value)
+    assert metadata.version("transformers") in str(builtin.value)
+    config = json.loads((builtin_model_dir("deepseek-ocr") / "config.json").read_text())  # type: ignore[operator]
+    config["auto_map"] = {
+        "AutoConfig": "modeling_deepseekocr.DeepseekOCRConfig",
+        "AutoModel": "modeling_deepseekocr.DeepseekOCRForCausalLM",
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BadInput, match=r"lacks modeling_deepseekocr\.py") as folder:
+        resolve_model(str(tmp_path))
+    assert f"perfctl flops {tmp_path} --mode base" in str(folder.value)
+    (tmp_path / "modeling_deepseekocr.py").write_text("# stand-in file: only its presence is checked\n")
+    with pytest.raises(BadInput, match=r"has its remote code \(modeling_deepseekocr\.py\)"):
+        resolve_model(str(tmp_path))

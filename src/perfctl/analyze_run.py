@@ -22,6 +22,7 @@ from perfctl.capture.manifest import write_json_atomic
 from perfctl.capture.nsys import find_nsys
 from perfctl.capture.run import REPORT_BASE
 from perfctl.errors import BadInput
+from perfctl.hardware.calibrate import CALIBRATION_FILE, Calibration, load_calibration
 from perfctl.nsys_export.events import kernel_mangled_names
 from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.records import read_page_records
@@ -84,16 +85,20 @@ def analyze_path(
     allow_no_kernels: bool = False,
     peak_tflops: float | None = None,
     peak_bandwidth_gbs: float | None = None,
+    calibration: Path | None = None,
 ) -> AnalyzeResult:
     """Analyze an export, report or run folder and write analysis.json and report.html.
 
     An export with nothing to attribute is refused (BadInput): no NVTX ranges at all, or no CUDA
     kernels -- unless kernels are not expected: `allow_no_kernels`, or the run's manifest says the
     workload ran on the CPU (then the report holds NVTX wall times only, and says so).
+    `calibration`: a `perfctl calibrate` file for MFU/MBU against measured ceilings (default: the run
+    folder's calibration.json, when capture --calibrate stored one).
     """
     if path.is_dir() and (run_manifest := _run_manifest(path)) and run_manifest.get("tool") == "torch":
         return _analyze_torch_run(path, run_manifest, out_dir)
     export = locate_export(path, nsys_path)
+    measured = _calibration(calibration, export.parent)
     analysis = analyze_export(export, top_n=top_n)
     manifest = read_manifest(export.parent / "manifest.json")
     _check_attributable(export, analysis, manifest, allow_no_kernels)
@@ -127,7 +132,9 @@ def analyze_path(
         pages = max(len(analysis["pages"]), 1)
         under_nsys = {s["stage"]: s["wall_ns"] / pages for s in analysis["stages"]}
         try:
-            analysis["efficiency"] = efficiency(clean, manifest, under_nsys, peak_tflops, peak_bandwidth_gbs)
+            analysis["efficiency"] = efficiency(
+                clean, manifest, under_nsys, peak_tflops, peak_bandwidth_gbs, export.parent, measured
+            )
         except ValueError as exc:  # an override that is not a positive number
             raise BadInput(str(exc)) from None
     target = export.parent if out_dir is None else out_dir
@@ -184,6 +191,13 @@ def _analyze_torch_run(run_dir: Path, manifest: dict[str, Any], out_dir: Path | 
     write_json_atomic(json_path, analysis)
     _write_text_atomic(html_path, render_html(analysis, manifest))
     return AnalyzeResult(run_dir / "torch" / "operators.json", analysis, json_path, html_path)
+
+
+def _calibration(path: Path | None, run_dir: Path) -> tuple[Calibration, str] | None:
+    """The measured ceilings to use and where they came from: the file given, else the run folder's."""
+    if path is None and (run_dir / CALIBRATION_FILE).is_file():
+        path = run_dir / CALIBRATION_FILE
+    return None if path is None else (load_calibration(path), str(path))
 
 
 def _check_attributable(

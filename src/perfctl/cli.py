@@ -56,7 +56,8 @@ def main() -> None:
     "--model",
     default="deepseek-ocr2-tiny",
     show_default=True,
-    help="Built-in model name (deepseek-ocr2-tiny, deepseek-ocr2) or a local model folder.",
+    help="Built-in model name (deepseek-ocr2-tiny, deepseek-ocr2) or a local model folder "
+    "(DeepSeek-OCR-2, or a causal LM: prompt-only pages).",
 )
 @click.option(
     "--random-weights", is_flag=True, help="Run a model folder's architecture with seeded random weights."
@@ -66,7 +67,7 @@ def main() -> None:
     "pages_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Folder of page images [default: the built-in sample pages].",
+    help="Folder of page images, or of .txt prompts for a causal LM [default: the built-in samples].",
 )
 @click.option(
     "--num-pages", type=int, default=4, show_default=True, help="Use the first N pages of the folder."
@@ -121,6 +122,13 @@ def main() -> None:
     is_flag=True,
     help="Also sample NVML (clocks, power, memory) during the nsys pass, into telemetry.jsonl.",
 )
+@click.option(
+    "--calibrate",
+    "calibrate_gpu",
+    is_flag=True,
+    help="After the passes, measure the GPU's bf16 matmul rate and bandwidth (perfctl calibrate) into "
+    "the run folder's calibration.json; analyze then shows MFU against it too. Not with --device cpu.",
+)
 def capture(
     tool: str,
     model: str,
@@ -141,6 +149,7 @@ def capture(
     nsys_path: str | None,
     trace: str,
     nsys_telemetry: bool,
+    calibrate_gpu: bool,
 ) -> None:
     """Run the NVTX-instrumented driver under nsys into a new run folder (with --tool all, then again
     without a profiler for clean stage times and MFU, and under torch.profiler for operators).
@@ -174,6 +183,7 @@ def capture(
         trace=trace,
         tool=tool,
         nsys_telemetry=nsys_telemetry,
+        calibrate=calibrate_gpu,
         argv=["perfctl", *sys.argv[1:]],
     )
     if tool == "all":
@@ -224,6 +234,14 @@ def capture(
 @click.option(
     "--peak-bandwidth-gbs", type=float, default=None, help="Peak memory GB/s for MBU instead of the table's."
 )
+@click.option(
+    "--calibration",
+    "calibration_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A `perfctl calibrate` result: MFU/MBU also against the measured matmul rate and bandwidth "
+    "[default: the run folder's calibration.json, if any].",
+)
 def analyze(
     path: Path,
     fmt: str,
@@ -233,6 +251,7 @@ def analyze(
     allow_no_kernels: bool,
     peak_tflops: float | None,
     peak_bandwidth_gbs: float | None,
+    calibration_path: Path | None,
 ) -> None:
     """Analyze an nsys export (.sqlite), report (.nsys-rep) or perfctl run folder.
 
@@ -253,6 +272,7 @@ def analyze(
             allow_no_kernels=allow_no_kernels,
             peak_tflops=peak_tflops,
             peak_bandwidth_gbs=peak_bandwidth_gbs,
+            calibration=calibration_path,
         )
     except PerfctlError as exc:
         _fail(exc)
@@ -264,32 +284,97 @@ def analyze(
 
 
 @main.command(epilog=EXIT_CODES)
+@click.option("--device", default="cuda", show_default=True, help="The GPU to measure: cuda or cuda:N.")
+@format_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the result (JSON) to this file, for `perfctl analyze --calibration FILE`.",
+)
+def calibrate(device: str, fmt: str, out: Path | None) -> None:
+    """Measure this GPU's achievable dense bf16 matmul rate and device memory bandwidth.
+
+    \b
+    A few large square bf16 GEMMs and a 1 GiB device-to-device copy, warmed up and timed with CUDA
+    events (bytes read + written). Without a CUDA GPU: a one-line reason, exit 2.
+    Examples:
+      perfctl calibrate --device cuda:0 --out h100.json
+      perfctl analyze profiles/<run-id> --calibration h100.json
+    """
+    from perfctl.capture.manifest import write_json_atomic
+    from perfctl.hardware.calibrate import measure
+
+    try:
+        result = measure(device)
+    except PerfctlError as exc:
+        _fail(exc)
+    data = result.to_json()
+    if out is not None:
+        write_json_atomic(out, data)
+    if fmt == "json":
+        click.echo(json.dumps(data))
+    else:
+        sizes = ", ".join(f"n={s['n']}: {s['tflops']:,.1f}" for s in data["matmul"]["sizes"])
+        click.echo(
+            f"{data['gpu_name']} ({data['gpu_sm_count']} SMs, {data['device']}), torch {data['torch']}"
+        )
+        click.echo(f"bf16 matmul: {result.matmul_tflops:,.1f} TFLOP/s best ({sizes})")
+        click.echo(f"device copy: {result.bandwidth_gbs:,.1f} GB/s (bytes read + written)")
+    if out is not None:
+        click.echo(f"wrote {out}", err=fmt == "json")
+
+
+@main.command(epilog=EXIT_CODES)
 @click.argument("model")
 @click.option(
-    "--tiles", type=int, default=0, show_default=True, help="Local 768² tiles besides the global view."
+    "--tiles",
+    type=int,
+    default=None,
+    help="DeepSeek-OCR-2 only: local 768² tiles besides the global view (0-6) [default: 0].",
+)
+@click.option(
+    "--mode",
+    default=None,
+    help="DeepSeek-OCR v1 only: resolution mode tiny, small, base, large, gundam[-N|-WxH], "
+    "gundam-m[-N|-WxH] [default: base].",
 )
 @click.option(
     "--prompt-tokens",
     type=int,
     default=11,
     show_default=True,
-    help="Text tokens of the prompt besides the image tokens.",
+    help="Text tokens of the prompt besides the image tokens (a causal LM: the whole prompt).",
 )
 @click.option("--new-tokens", type=int, default=64, show_default=True, help="Generated tokens.")
 @format_option
 @click.option("--breakdown", is_flag=True, help="Also FLOPs per kind of block (attention, mlp, ...).")
-def flops(model: str, tiles: int, prompt_tokens: int, new_tokens: int, fmt: str, breakdown: bool) -> None:
+def flops(
+    model: str,
+    tiles: int | None,
+    mode: str | None,
+    prompt_tokens: int,
+    new_tokens: int,
+    fmt: str,
+    breakdown: bool,
+) -> None:
     """Analytic FLOPs per stage (vision, prefill, decode) of one page, from the model's config.
 
     \b
-    MODEL: a built-in name (deepseek-ocr2, deepseek-ocr2-tiny), a model folder or a config.json.
+    MODEL: a built-in name (deepseek-ocr2, deepseek-ocr2-tiny, deepseek-ocr), a model folder or a
+    config.json (DeepSeek-OCR-2, DeepSeek-OCR v1, or a llama / mistral / qwen2 / qwen3 / qwen2_moe /
+    qwen3_moe / mixtral / deepseek_v2 / deepseek_v3 causal LM).
     Examples:
       perfctl flops deepseek-ocr2 --tiles 2 --new-tokens 256 --format json
+      perfctl flops deepseek-ocr --mode gundam-6
+      perfctl flops /models/Qwen2.5-7B --prompt-tokens 512 --new-tokens 128
     """
     from perfctl.flops import count_flops
 
     try:
-        report = count_flops(model, tiles=tiles, prompt_tokens=prompt_tokens, new_tokens=new_tokens)
+        report = count_flops(
+            model, tiles=tiles, mode=mode, prompt_tokens=prompt_tokens, new_tokens=new_tokens
+        )
     except PerfctlError as exc:
         _fail(exc)
     data = report.to_json(breakdown=breakdown)
@@ -301,10 +386,12 @@ def flops(model: str, tiles: int, prompt_tokens: int, new_tokens: int, fmt: str,
         f"{data['model']}: {t['image']} image + {t['prompt_total'] - t['image']} text tokens, {t['new']} new"
     )
     for stage in ("vision", "prefill", "decode"):
-        click.echo(f"{stage:<8} {f[stage] / 1e9:>14,.2f} GFLOP")
+        click.echo(f"{stage:<8} {_flop_text(f[stage]):>22}")
     steps = f["decode_per_token"]
     if steps:
-        click.echo(
-            f"decode per token: {steps[0] / 1e9:,.3f} GFLOP (first step) to {steps[-1] / 1e9:,.3f} (last)"
-        )
+        click.echo(f"decode per token: {_flop_text(steps[0])} (first step) to {_flop_text(steps[-1])} (last)")
     click.echo(data["conventions"])
+
+
+def _flop_text(flops: float) -> str:
+    return f"{flops / 1e9:,.2f} GFLOP" if flops >= 1e8 or flops == 0 else f"{flops / 1e6:,.3f} MFLOP"

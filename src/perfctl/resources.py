@@ -13,6 +13,7 @@ _CHECKOUT_ROOT = _PACKAGE_DIR.parent.parent
 
 DEFAULT_MODEL = "deepseek-ocr2-tiny"
 SAMPLE_PAGES_DIR = _PACKAGE_DIR / "workloads" / "sample_pages"
+SAMPLE_PROMPTS_DIR = _PACKAGE_DIR / "workloads" / "sample_prompts"
 
 
 def _bundled_dir(name: str) -> Path:

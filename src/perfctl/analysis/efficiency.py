@@ -3,16 +3,27 @@
 MFU = analytic FLOPs of the stage (perfctl.flops) / (the stage's time in the clean timing pass ×
 the GPU's dense peak for the compute dtype (perfctl.hardware.peaks)). MBU for decode = bytes one
 step must read (active weights + KV cache) / the step's clean time / the GPU's peak memory
-bandwidth. Every input is returned beside the result so the number can be checked by hand; a
-missing input (no timing pass, an unknown GPU, a CPU run) gives null with the reason, never a
-guess. The profiler overhead is the ratio of the stage times under nsys to the clean ones.
+bandwidth. With a calibration (`perfctl calibrate`: the bf16 matmul rate and copy bandwidth measured
+on the GPU), the same ratios against those measured ceilings too. Every input is returned beside the
+result so the number can be checked by hand; a missing input (no timing pass, an unknown GPU, a CPU
+run, a model whose config or FLOP model is not available) gives null or `available: false` with the
+reason, never a guess, and never stops the rest of the analysis. The profiler overhead is the ratio
+of the stage times under nsys to the clean ones.
+
+FLOPs are counted per clean page from its own prompt length (text prompts differ in length), so a
+stage's FLOPs per page are the mean over the clean pages, as its time is.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from perfctl.analysis.repeatability import CleanPass
+from perfctl.capture.manifest import MODEL_CONFIG_FILE
+from perfctl.errors import BadInput
+from perfctl.flops.decoder import DecoderShape
+from perfctl.hardware.calibrate import Calibration
 from perfctl.stages import DECODE, PREFILL, STAGES, VISION
 
 BYTES_PER_VALUE = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -35,16 +46,56 @@ def clean_stage_times(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def model_config_source(run_dir: Path | None, manifest: dict[str, Any]) -> tuple[str, str]:
+    """(what to read the config from, how to say so): the copy in the run folder, else the built-in
+    name or the folder the manifest names (runs made before capture kept a copy)."""
+    if run_dir is not None and (run_dir / MODEL_CONFIG_FILE).is_file():
+        return str(run_dir / MODEL_CONFIG_FILE), f"{MODEL_CONFIG_FILE} in the run folder"
+    model = (manifest.get("workload") or {}).get("model") or {}
+    if model.get("builtin"):
+        return str(model.get("name")), f"built-in config '{model.get('name')}' (no copy in the run folder)"
+    folder = str(model.get("folder", ""))
+    return folder, f"model folder {folder} (no copy in the run folder)"
+
+
+def _page_flops(
+    model_ref: str, records: list[dict[str, Any]], info: dict[str, Any], workload: dict[str, Any]
+) -> tuple[dict[str, float], dict[str, Any], DecoderShape, list[int]]:
+    """Mean FLOPs per stage over the clean pages, one page's FLOP report (tokens, conventions), the
+    decoder's shape, and each page's prompt length (image tokens included)."""
+    from perfctl.flops import OCR2, count_flops, read_model_config
+
+    if not model_ref:
+        raise BadInput("the run's manifest names no model")
+    config = read_model_config(model_ref)
+    image = int(info.get("image_tokens_per_page", 0))
+    tiles = int(workload.get("tiles", 0)) if config.family == OCR2 else None
+    new_tokens = int(workload.get("max_new_tokens", 0))
+    prompts = [int(r.get("prompt_tokens", info.get("prompt_tokens_per_page", 0))) for r in records]
+    reports = {
+        prompt: count_flops(
+            model_ref, tiles=tiles, prompt_tokens=prompt - image, new_tokens=new_tokens, config=config
+        )
+        for prompt in sorted(set(prompts))
+    }
+    per_prompt = {prompt: report.to_json()["flops"] for prompt, report in reports.items()}
+    mean = {s: sum(per_prompt[p][s] for p in prompts) / len(prompts) for s in (VISION, PREFILL, DECODE)}
+    first = reports[prompts[0]]
+    return mean, first.to_json(), first.decoder, prompts
+
+
 def efficiency(
     clean_pass: CleanPass | None,
     manifest: dict[str, Any],
     stages_under_nsys: dict[str, float],
     peak_tflops: float | None = None,
     bandwidth_gbs: float | None = None,
+    run_dir: Path | None = None,
+    calibration: tuple[Calibration, str] | None = None,
 ) -> dict[str, Any]:
-    """The `efficiency` block of analysis.json (see docs/analysis-json.md)."""
-    from perfctl.flops import count_flops, load_config
-    from perfctl.flops.deepseek_ocr2 import decode_step_bytes
+    """The `efficiency` block of analysis.json (see docs/analysis-json.md). `calibration`: a measured
+    ceiling and where it came from (a file name)."""
+    from perfctl.flops.decoder import decode_step_bytes
     from perfctl.hardware.peaks import resolve_bandwidth, resolve_peak
 
     if clean_pass is None:
@@ -52,31 +103,26 @@ def efficiency(
     clean = clean_stage_times(clean_pass.records)
     info = clean_pass.info
     workload = manifest.get("workload") or {}
-    model = workload.get("model") or {}
-    # a built-in model by its name (the folder is where it was installed on the capturing host)
-    model_ref = str(model.get("name") if model.get("builtin") else model.get("folder", ""))
-    new_tokens = int(workload.get("max_new_tokens", 0))
-    prompt_text = int(info.get("prompt_tokens_per_page", 0)) - int(info.get("image_tokens_per_page", 0))
-    flops = count_flops(
-        model_ref, tiles=int(workload.get("tiles", 0)), prompt_tokens=prompt_text, new_tokens=new_tokens
-    ).to_json()
+    model_ref, config_source = model_config_source(run_dir, manifest)
+    try:
+        stage_flops, flops, shape, prompts = _page_flops(model_ref, clean_pass.records, info, workload)
+    except BadInput as exc:
+        return {"available": False, "reason": f"FLOPs unknown: {exc}", "model_config": config_source}
     dtype = str(info.get("dtype", ""))
+    on_gpu = str(info.get("device", "")).startswith("cuda")
     peak = resolve_peak(info.get("gpu_name"), info.get("gpu_sm_count"), dtype, peak_tflops)
     bandwidth = resolve_bandwidth(info.get("gpu_name"), info.get("gpu_sm_count"), bandwidth_gbs)
-    if not str(info.get("device", "")).startswith("cuda"):
+    if not on_gpu:
         peak_value, peak_text = (
             None,
             "unknown: the clean pass ran on the CPU, which has no tensor-core peak here",
         )
     else:
         peak_value, peak_text = peak.value, peak.describe()
+    measured = measured_ceiling(calibration, info) if calibration is not None else None
+    measured_tflops = measured.get("matmul_tflops") if measured else None
 
     stages: dict[str, Any] = {}
-    stage_flops = {
-        VISION: flops["flops"]["vision"],
-        PREFILL: flops["flops"]["prefill"],
-        DECODE: flops["flops"]["decode"],
-    }
     for stage in STAGES:
         seconds = clean["stage_ns"][stage] / 1e9
         achieved = stage_flops[stage] / seconds / 1e12 if seconds > 0 else None
@@ -90,6 +136,10 @@ def efficiency(
             if under and clean["stage_ns"][stage]
             else None,
         }
+        if measured is not None:
+            stages[stage]["mfu_measured"] = (
+                achieved / measured_tflops if achieved and measured_tflops else None
+            )
     page_flops = sum(stage_flops.values())
     page_seconds = clean["page_ns"] / 1e9
     page_achieved = page_flops / page_seconds / 1e12
@@ -111,30 +161,72 @@ def efficiency(
             "clean_pages": clean["pages"],
             "clean_time_source": clean["time_source"],
             "tokens": flops["tokens"],
+            "prompt_tokens_per_page": sorted(set(prompts)),
+            "model_config": config_source,
             "flop_conventions": flops["conventions"],
         },
     }
+    if measured is not None:
+        result["page"]["mfu_measured"] = page_achieved / measured_tflops if measured_tflops else None
+        result["inputs"]["measured"] = measured
     steps = round(clean["decode_steps"])
     bytes_per_value = BYTES_PER_VALUE.get(dtype)
-    if steps and bytes_per_value and bandwidth.value and str(info.get("device", "")).startswith("cuda"):
-        config, _ = load_config(model_ref)
-        prompt = int(flops["tokens"]["prompt_total"])
-        read = [decode_step_bytes(config, prompt + i, bytes_per_value) for i in range(1, steps + 1)]
-        mean_bytes = sum(w + kv for w, kv in read) / steps
+    if steps and bytes_per_value and bandwidth.value and on_gpu:
+        read = [
+            decode_step_bytes(shape, prompt + i, bytes_per_value)
+            for prompt in prompts
+            for i in range(1, steps + 1)
+        ]
+        mean_bytes = sum(w + kv for w, kv in read) / len(read)
         step_seconds = clean["stage_ns"][DECODE] / 1e9 / steps
         result["decode_mbu"] = {
             "bytes_per_step": mean_bytes,
             "weight_bytes_per_step": read[0][0],
-            "kv_bytes_per_step_mean": sum(kv for _, kv in read) / steps,
+            "kv_bytes_per_step_mean": sum(kv for _, kv in read) / len(read),
             "clean_seconds_per_step": step_seconds,
             "achieved_gbs": mean_bytes / step_seconds / 1e9,
             "mbu": mean_bytes / step_seconds / 1e9 / bandwidth.value,
             "peak_bandwidth_gbs": bandwidth.value,
             "peak_source": bandwidth.describe(),
         }
+        if measured is not None:
+            gbs = measured.get("bandwidth_gbs")
+            result["decode_mbu"]["mbu_measured"] = mean_bytes / step_seconds / 1e9 / gbs if gbs else None
     else:
         result["decode_mbu"] = {
             "mbu": None,
             "reason": "needs a GPU clean pass with a known bandwidth and dtype",
         }
     return result
+
+
+def measured_ceiling(calibration: tuple[Calibration, str], info: dict[str, Any]) -> dict[str, Any]:
+    """The measured ceilings to divide by, or nulls with the reason when they do not apply: measured
+    on another GPU model, a run on the CPU, or a compute dtype other than the calibration's bf16."""
+    found, source = calibration
+    data = found.to_json()
+    out: dict[str, Any] = {
+        "source": source,
+        "gpu": data.get("gpu_name"),
+        "measured_at": data.get("measured_at"),
+        "matmul_tflops": found.matmul_tflops,
+        "matmul_dtype": data["matmul"].get("dtype"),
+        "bandwidth_gbs": found.bandwidth_gbs,
+        "reason": None,
+    }
+    reason = None
+    if not str(info.get("device", "")).startswith("cuda"):
+        reason = "the clean pass ran on the CPU"
+    elif (data.get("gpu_name"), data.get("gpu_sm_count")) != (info.get("gpu_name"), info.get("gpu_sm_count")):
+        reason = (
+            f"measured on {data.get('gpu_name')} ({data.get('gpu_sm_count')} SMs), "
+            f"the run used {info.get('gpu_name')} ({info.get('gpu_sm_count')} SMs)"
+        )
+    if reason:
+        return out | {"matmul_tflops": None, "bandwidth_gbs": None, "reason": reason}
+    if str(info.get("dtype")) != data["matmul"].get("dtype"):
+        out |= {
+            "matmul_tflops": None,
+            "reason": f"the matmul rate was measured in bf16, the run computed in {info.get('dtype')}",
+        }
+    return out

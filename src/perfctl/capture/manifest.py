@@ -13,6 +13,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+# The model's config.json as the capture ran it, copied into the run folder: the FLOP model reads it
+# there, so efficiency does not depend on the model folder still existing (or a built-in unchanged).
+MODEL_CONFIG_FILE = "model-config.json"
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")

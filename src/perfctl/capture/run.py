@@ -2,6 +2,7 @@
 
 A run folder holds:
   workload.json     the exact workload the driver ran (rerun it: python -m perfctl.driver workload.json)
+  model-config.json the model's config.json as run (the FLOP model reads it, not the model folder)
   manifest.json     identity and outcome: commands, versions, host/GPU, pages, times, status
   run.nsys-rep      the Nsight Systems report (opens in the GUI)
   run.sqlite        its SQLite export, which `perfctl analyze` reads
@@ -14,6 +15,7 @@ A run folder holds:
                     driver-info.json, driver.log, and telemetry.jsonl: NVML samples on a GPU);
                     its stage times are the ones MFU divides by
   torch/            with --tool all: the torch.profiler pass (operators.json per stage, trace.json.gz)
+  calibration.json  with --calibrate: the GPU's measured bf16 matmul rate and bandwidth (perfctl calibrate)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 from perfctl import __version__
 from perfctl.capture.manifest import (
+    MODEL_CONFIG_FILE,
     file_sha256,
     host_identity,
     package_versions,
@@ -42,9 +45,10 @@ from perfctl.capture.manifest import (
 )
 from perfctl.capture.nsys import DEFAULT_TRACE, Nsys, find_nsys, importer_present
 from perfctl.errors import BadInput, CaptureFailed
+from perfctl.hardware.calibrate import CALIBRATION_FILE
 from perfctl.records import read_page_records
 from perfctl.stages import DOMAIN
-from perfctl.workloads.models import resolve_model
+from perfctl.workloads.models import resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
 
 TIMING_DIR = "timing"
@@ -78,6 +82,7 @@ class CaptureOptions:
     # the torch.profiler pass (operators per stage; no export, so no kernel attribution)
     tool: str = "nsys"
     nsys_telemetry: bool = False  # NVML sampled during the nsys pass too (telemetry.jsonl)
+    calibrate: bool = False  # after the passes: perfctl calibrate into the run folder
     argv: list[str] = field(default_factory=list)
 
 
@@ -101,6 +106,8 @@ def validate_numbers(opts: CaptureOptions) -> None:
             raise BadInput(f"{flag} must be between {low} and {high}, got {value}")
     if opts.device not in DEVICES and not re.fullmatch(r"cuda:\d+", opts.device):
         raise BadInput(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {opts.device!r}")
+    if opts.calibrate and opts.device == "cpu":
+        raise BadInput("--calibrate measures the GPU, and --device cpu runs none")
     if "nvtx" not in opts.trace.split(","):
         raise BadInput(f"--trace {opts.trace!r} lacks nvtx: perfctl's stages are NVTX ranges")
     if opts.tool not in TOOLS:
@@ -159,8 +166,13 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
     validate_numbers(opts)
     nsys = find_nsys(opts.nsys) if opts.tool != "torch" else None
     spec = resolve_model(opts.model, opts.random_weights)
-    pages = list_pages(opts.pages_dir, opts.num_pages)
+    if opts.tiles and not takes_page_images(spec.model_type):
+        raise BadInput(
+            f"--tiles is for DeepSeek-OCR-2 pages; {opts.model} ({spec.model_type}) reads text prompts"
+        )
+    pages = list_pages(opts.pages_dir, opts.num_pages, text=not takes_page_images(spec.model_type))
     run_dir = claim_run_dir(opts).resolve()
+    shutil.copyfile(spec.folder / "config.json", run_dir / MODEL_CONFIG_FILE)
 
     workload = {
         "model": asdict(spec) | {"folder": str(spec.folder)},
@@ -187,6 +199,7 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
         "perfctl_command": opts.argv,
         "workload": {k: v for k, v in workload.items() if k not in ("records", "driver_info", "log")},
         "model_spec": spec.to_json(),
+        "model_config": MODEL_CONFIG_FILE,
         "pages": [{"file": p.name, "path": str(p.resolve()), "sha256": file_sha256(p)} for p in pages],
         "host": host_identity(),
         "packages": package_versions(["perfctl", "torch", "transformers", "nvtx", "pandas", "nvidia-ml-py"]),
@@ -218,7 +231,23 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
         result.manifest["status"] = "ok"
         write_json_atomic(run_dir / "manifest.json", result.manifest)
         result = CaptureResult(run_dir, "ok", None, result.manifest)
+    if opts.calibrate and result.status == "ok":
+        result = run_calibration(run_dir, result.manifest, result.manifest.get("driver", {}).get("device"))
     return result
+
+
+def run_calibration(run_dir: Path, manifest: dict[str, Any], device: str | None) -> CaptureResult:
+    """`perfctl calibrate` on the GPU the driver used, into the run folder's calibration.json."""
+    out = run_dir / CALIBRATION_FILE
+    cmd = [sys.executable, "-m", "perfctl", "calibrate", "--device", device or "cuda", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    ok = proc.returncode == 0 and out.is_file()
+    reason = None if ok else f"perfctl calibrate exited {proc.returncode}: {_last_text_line(proc.stderr)}"
+    manifest["calibration"] = {"command": cmd, "status": "ok" if ok else "failed", "reason": reason}
+    if not ok:
+        manifest["status"], manifest["reason"] = "failed", reason
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
 
 
 # The passes that run the driver again without nsys, each in its own sub-folder of the run:
@@ -338,7 +367,11 @@ def _run_and_finalize(
 
 def _last_line(path: Path) -> str:
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        return _last_text_line(path.read_text(errors="replace"))
     except OSError:
         return "(no driver.log)"
+
+
+def _last_text_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     return lines[-1][:300] if lines else "(empty)"

@@ -32,7 +32,7 @@ from perfctl.driver.telemetry import TelemetrySampler
 from perfctl.driver.torch_pass import RecordFunctionEmitter, finish_profiler, start_profiler
 from perfctl.records import append_page_record
 from perfctl.stages import LOAD, PAGE, STAGES, WARMUP
-from perfctl.workloads.deepseek_ocr2 import load_deepseek_ocr2
+from perfctl.workloads.loader import load_workload
 from perfctl.workloads.models import ModelSpec
 
 EXIT_NVTX_INVISIBLE = 3
@@ -120,9 +120,7 @@ def run(workload: dict[str, Any]) -> int:
     )
     emitter.push(LOAD)
     t0 = time.perf_counter()
-    work = load_deepseek_ocr2(
-        spec, device, dtype, int(workload.get("seed", 0)), int(workload.get("tiles", 0))
-    )
+    work = load_workload(spec, device, dtype, int(workload.get("seed", 0)), int(workload.get("tiles", 0)))
     _synchronize(device)
     emitter.pop()
     load_s = time.perf_counter() - t0

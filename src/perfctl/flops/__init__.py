@@ -1,8 +1,11 @@
 """Analytic FLOPs per inference stage (vision, prefill, decode), from a model's config alone.
 
-`count_flops` resolves a model (a built-in name, a model folder or a config.json), reads its config
-with transformers (no weights, no torch model) and returns `FlopReport`, whose `to_json` is what
-`perfctl flops` prints. Every figure follows `terms.py`'s conventions, which the report states.
+`count_flops` resolves a model (a built-in name, a model folder or a config file), reads its config
+(no weights, no torch model) and returns `FlopReport`, whose `to_json` is what `perfctl flops`
+prints. Three families: DeepSeek-OCR-2 (`deepseek_ocr2`, `--tiles`), DeepSeek-OCR v1 (its remote
+code's `deepseek_vl_v2` config with the SAM + CLIP encoder, `--mode`), and decoder-only causal LMs
+whose decoder `perfctl.flops.decoder` knows (no vision stage). Every figure follows `terms.py`'s
+conventions, which the report states.
 """
 
 from __future__ import annotations
@@ -13,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from perfctl.errors import BadInput
+from perfctl.flops.decoder import BUILDERS, DecoderShape, decoder_shape, decoder_terms
+from perfctl.flops.deepseek_ocr import (
+    DEFAULT_MODE,
+    deepseek_ocr_flops,
+    is_deepseek_ocr_v1,
+    parse_mode,
+)
 from perfctl.flops.deepseek_ocr2 import deepseek_ocr2_flops
 from perfctl.flops.terms import Term, total
 from perfctl.resources import builtin_model_dir, builtin_model_names
@@ -20,12 +30,75 @@ from perfctl.resources import builtin_model_dir, builtin_model_names
 CONVENTIONS = (
     "2 FLOPs per multiply-accumulate; matrix products only (linear layers, convolutions, attention "
     "scores and values, relative-position products), not norms, activations or softmax; attention "
-    "counts the query-key pairs its mask lets through (causal: T(T+1)/2), never a masked full square; "
+    "counts the query-key pairs its mask lets through (causal: T(T+1)/2; sliding window: at most the "
+    "window per query), never a masked full square; "
     "MoE layers count the router, the top-k routed experts and the shared experts of each token; "
     "prefill computes logits for the last position only, each decode step for its one token; "
     "decode step i attends to the prompt and the i tokens before it (KV cache)."
 )
 MAX_TILES = 6
+OCR2, OCR1, CAUSAL_LM = "deepseek-ocr2", "deepseek-ocr", "causal-lm"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model's config as the FLOP model reads it: `config` is a transformers config object
+    (DeepSeek-OCR-2, causal LMs) or the JSON dict itself (DeepSeek-OCR v1, which transformers 5
+    cannot load without its remote code)."""
+
+    path: Path
+    model_type: str
+    family: str
+    config: Any
+
+
+def _config_path(model: str) -> Path:
+    builtin = builtin_model_dir(model)
+    path = builtin if builtin is not None else Path(model)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise BadInput(
+            f"model '{model}' is neither a built-in model ({', '.join(builtin_model_names())}), "
+            "a model folder nor a config file"
+        )
+    return path
+
+
+def read_model_config(model: str) -> ModelConfig:
+    """The config of a built-in name, a model folder or a config file (any name), with its family."""
+    path = _config_path(model)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot read {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path} is not a JSON object")
+    model_type = str(raw.get("model_type", ""))
+    if model_type == "deepseek_ocr2":
+        family = OCR2
+    elif is_deepseek_ocr_v1(raw):
+        return ModelConfig(path, model_type, OCR1, raw)
+    elif model_type in BUILDERS:
+        family = CAUSAL_LM
+    else:
+        raise BadInput(
+            f"FLOP model unknown for model_type {model_type or '?'} in {path} (known: deepseek_ocr2, "
+            f"DeepSeek-OCR v1, and the decoders {', '.join(sorted(BUILDERS))})"
+        )
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise BadInput(f"transformers cannot read {path}: {' '.join(str(exc).split())}") from None
+    return ModelConfig(path, model_type, family, config)
+
+
+def load_config(model: str) -> tuple[Any, str]:
+    """(config, model_type) of a built-in name, a model folder or a config file."""
+    found = read_model_config(model)
+    return found.config, found.model_type
 
 
 @dataclass(frozen=True)
@@ -37,6 +110,7 @@ class FlopReport:
     decode_steps: list[list[Term]]
     tokens: dict[str, int]
     inputs: dict[str, Any]
+    decoder: DecoderShape  # for the bytes a decode step reads (MBU)
 
     def to_json(self, breakdown: bool = False) -> dict[str, Any]:
         per_token = [total(step) for step in self.decode_steps]
@@ -71,46 +145,66 @@ def _by_block(terms: list[Term]) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def load_config(model: str) -> tuple[Any, str]:
-    """The transformers config of a built-in name, a model folder or a config.json file."""
-    builtin = builtin_model_dir(model)
-    path = builtin if builtin is not None else Path(model)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        raise BadInput(
-            f"model '{model}' is neither a built-in model ({', '.join(builtin_model_names())}), "
-            "a model folder nor a config.json"
-        )
-    try:
-        model_type = str(json.loads(path.read_text()).get("model_type", ""))
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"cannot read {path}: {exc}") from None
-    if model_type != "deepseek_ocr2":
-        raise BadInput(
-            f"no FLOP model for model type '{model_type or '?'}' yet (supported: deepseek_ocr2); "
-            "DeepSeek-OCR v1 and generic Hugging Face models are still to come"
-        )
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(path.parent), model_type
-
-
-def count_flops(model: str, tiles: int = 0, prompt_tokens: int = 11, new_tokens: int = 64) -> FlopReport:
-    """FLOPs of one page of `model`: its views (global + `tiles` local tiles), a prompt of image tokens
-    plus `prompt_tokens` text tokens, and `new_tokens` generated tokens."""
-    if not 0 <= tiles <= MAX_TILES:
-        raise BadInput(f"--tiles must be 0 to {MAX_TILES} (local 768² tiles of DeepSeek-OCR-2), not {tiles}")
+def count_flops(
+    model: str,
+    tiles: int | None = None,
+    mode: str | None = None,
+    prompt_tokens: int = 11,
+    new_tokens: int = 64,
+    config: ModelConfig | None = None,
+) -> FlopReport:
+    """FLOPs of one page of `model`: its image (DeepSeek-OCR-2: global view + `tiles` local tiles;
+    DeepSeek-OCR v1: the resolution `mode`; a causal LM has none), a prompt of the image tokens plus
+    `prompt_tokens` text tokens, and `new_tokens` generated tokens. `config`, when given, is used
+    instead of reading `model` again."""
     if prompt_tokens < 0 or new_tokens < 1:
         raise BadInput("--prompt-tokens must be >= 0 and --new-tokens >= 1")
-    config, model_type = load_config(model)
-    page = deepseek_ocr2_flops(config, tiles, prompt_tokens, new_tokens)
+    found = config or read_model_config(model)
+    if tiles is not None and found.family != OCR2:
+        raise BadInput(
+            f"--tiles is for DeepSeek-OCR-2 (deepseek_ocr2) only; {model} is {found.model_type}"
+            + (" (DeepSeek-OCR v1: use --mode)" if found.family == OCR1 else "")
+        )
+    if mode is not None and found.family != OCR1:
+        raise BadInput(f"--mode is for DeepSeek-OCR v1 only; {model} is {found.model_type}")
+    common: dict[str, Any] = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens}
+    if found.family == OCR2:
+        tiles = 0 if tiles is None else tiles
+        if not 0 <= tiles <= MAX_TILES:
+            raise BadInput(
+                f"--tiles must be 0 to {MAX_TILES} (local 768² tiles of DeepSeek-OCR-2), not {tiles}"
+            )
+        page = deepseek_ocr2_flops(found.config, tiles, prompt_tokens, new_tokens)
+        vision, image, inputs = page.vision, page.image_tokens, {"tiles": tiles, **common}
+        prefill, steps, decoder = page.prefill, page.decode_steps, page.decoder
+    elif found.family == OCR1:
+        resolution = parse_mode(mode or DEFAULT_MODE)
+        v1 = deepseek_ocr_flops(found.config, resolution, prompt_tokens, new_tokens)
+        vision, image, prefill, steps, decoder = (
+            v1.vision,
+            v1.image_tokens,
+            v1.prefill,
+            v1.decode_steps,
+            v1.decoder,
+        )
+        inputs = {
+            "mode": resolution.name,
+            "base_size": resolution.base_size,
+            "image_size": resolution.image_size,
+            **common,
+        }
+    else:
+        decoder = decoder_shape(found.config)
+        vision, image, inputs = [], 0, dict(common)
+        prefill = decoder_terms(decoder, prompt_tokens, 0, 1)
+        steps = [decoder_terms(decoder, 1, prompt_tokens + s, 1) for s in range(new_tokens - 1)]
     return FlopReport(
         model=model,
-        model_type=model_type,
-        vision=page.vision,
-        prefill=page.prefill,
-        decode_steps=page.decode_steps,
-        tokens={"image": page.image_tokens, "prompt_total": page.prompt_total, "new": new_tokens},
-        inputs={"tiles": tiles, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens},
+        model_type=found.model_type,
+        vision=vision,
+        prefill=prefill,
+        decode_steps=steps,
+        tokens={"image": image, "prompt_total": image + prompt_tokens, "new": new_tokens},
+        inputs=inputs,
+        decoder=decoder,
     )

@@ -8,10 +8,11 @@ Vision, per view (one global view of the config's image size, plus 0-6 local til
   per layer q/k/v/o projections, gated MLP, attention over the hybrid mask's pairs -- image tokens
   see all image tokens, query i sees the image tokens and queries 0..i: N² + Q·N + Q(Q+1)/2 pairs.
   Projector: a linear layer on the Q query outputs.
-Decoder (DeepSeek MoE), for the prompt (image tokens + text tokens) then one token per decode step:
-  q/k/v/o projections, causal attention over the prompt and the KV cache, dense gated MLP or MoE
-  (router over all experts, top-k routed experts, shared experts), and the LM head on the last
-  position only (`generate` keeps one position of logits in prefill, and every decode step has one).
+Decoder (DeepSeek MoE, `perfctl.flops.decoder`), for the prompt (image tokens + text tokens) then one
+  token per decode step: q/k/v/o projections, causal attention over the prompt and the KV cache, dense
+  gated MLP or MoE (router over all experts, top-k routed experts, shared experts), and the LM head on
+  the last position only (`generate` keeps one position of logits in prefill, and every decode step
+  has one).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from perfctl.flops.terms import Term, attention, causal_pairs, conv2d, linear, total
+from perfctl.flops.decoder import DecoderShape, decoder_shape, decoder_terms
+from perfctl.flops.terms import Term, attention, conv2d, linear, total
 
 TILE_SIDE = 768  # DeepSeek-OCR-2's local tiles (its image processor's crop size)
 
@@ -33,6 +35,7 @@ class DeepseekOcr2Flops:
     image_tokens: int
     prompt_total: int
     new_tokens: int
+    decoder: DecoderShape
 
 
 def _side(value: Any) -> int:
@@ -132,33 +135,6 @@ def vision_terms(config: Any, local_tiles: int) -> list[Term]:
     return terms
 
 
-def decoder_terms(text: Any, new: int, past: int, logits: int) -> list[Term]:
-    """One decoder call on `new` tokens with `past` cached ones, LM head on `logits` positions."""
-    d, heads = int(text.hidden_size), int(text.num_attention_heads)
-    head_dim = int(getattr(text, "head_dim", None) or d // heads)
-    kv = int(text.num_key_value_heads) * head_dim
-    terms = []
-    for layer, kind in enumerate(text.mlp_layer_types):
-        name = f"decoder.layer{layer}"
-        terms += [
-            linear(f"{name}.q", new, d, heads * head_dim),
-            linear(f"{name}.kv", new, d, 2 * kv),
-            attention(f"{name}.attention", causal_pairs(new, past), new, past + new, heads, head_dim),
-            linear(f"{name}.o", new, heads * head_dim, d),
-        ]
-        if kind == "dense":
-            terms.append(linear(f"{name}.mlp", new, d, 3 * int(text.intermediate_size)))
-        else:
-            expert = int(text.moe_intermediate_size)
-            terms += [
-                linear(f"{name}.router", new, d, int(text.n_routed_experts)),
-                linear(f"{name}.routed_experts", new * int(text.num_experts_per_tok), d, 3 * expert),
-                linear(f"{name}.shared_experts", new, d, 3 * expert * int(text.n_shared_experts)),
-            ]
-    terms.append(linear("lm_head", logits, d, int(text.vocab_size)))
-    return terms
-
-
 def deepseek_ocr2_flops(
     config: Any, local_tiles: int, prompt_tokens: int, new_tokens: int
 ) -> DeepseekOcr2Flops:
@@ -166,42 +142,21 @@ def deepseek_ocr2_flops(
     steps (the first new token comes out of prefill)."""
     image = image_tokens(config, local_tiles)
     prompt = image + prompt_tokens
-    steps = [decoder_terms(config.text_config, 1, prompt + step, 1) for step in range(max(new_tokens - 1, 0))]
+    shape = decoder_shape(config.text_config)
+    steps = [decoder_terms(shape, 1, prompt + step, 1) for step in range(max(new_tokens - 1, 0))]
     return DeepseekOcr2Flops(
         vision=vision_terms(config, local_tiles),
-        prefill=decoder_terms(config.text_config, prompt, 0, 1),
+        prefill=decoder_terms(shape, prompt, 0, 1),
         decode_steps=steps,
         image_tokens=image,
         prompt_total=prompt,
         new_tokens=new_tokens,
+        decoder=shape,
     )
-
-
-def decode_step_bytes(config: Any, context: int, bytes_per_value: int) -> tuple[int, int]:
-    """(weight bytes, KV-cache bytes) one decode step must read: every weight the token passes
-    through -- attention projections, the dense MLP or the router, its top-k routed and the shared
-    experts, the LM head -- and the keys and values of `context` cached positions in every layer."""
-    text = config.text_config
-    d, heads = int(text.hidden_size), int(text.num_attention_heads)
-    head_dim = int(getattr(text, "head_dim", None) or d // heads)
-    kv = int(text.num_key_value_heads) * head_dim
-    weights = 0
-    for kind in text.mlp_layer_types:
-        weights += d * heads * head_dim * 2 + d * 2 * kv  # q, o, and k, v
-        if kind == "dense":
-            weights += 3 * d * int(text.intermediate_size)
-        else:
-            expert = 3 * d * int(text.moe_intermediate_size)
-            weights += d * int(text.n_routed_experts)  # router
-            weights += expert * (int(text.num_experts_per_tok) + int(text.n_shared_experts))
-    weights += d * int(text.vocab_size)  # LM head
-    kv_values = 2 * len(text.mlp_layer_types) * kv * context
-    return weights * bytes_per_value, kv_values * bytes_per_value
 
 
 __all__ = [
     "DeepseekOcr2Flops",
-    "decode_step_bytes",
     "deepseek_ocr2_flops",
     "image_tokens",
     "total",

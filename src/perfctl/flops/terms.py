@@ -38,16 +38,27 @@ def conv2d(name: str, out_positions: int, c_in: int, c_out: int, kernel: int) ->
     return Term(name, 2 * out_positions * c_in * c_out * kernel * kernel)
 
 
-def attention(name: str, pairs: int, q_len: int, kv_len: int, heads: int, head_dim: int) -> Term:
-    """Scores (q . k) and weighted values (p . v): 2 + 2 FLOPs per pair, head and head dimension.
+def attention(
+    name: str, pairs: int, q_len: int, kv_len: int, heads: int, head_dim: int, v_head_dim: int | None = None
+) -> Term:
+    """Scores (q . k) and weighted values (p . v): 2 FLOPs per pair, head and query-key dimension plus 2
+    per pair, head and value dimension (the same unless the model says otherwise, as MLA does).
     Grouped-query attention changes the KV bytes, not these FLOPs."""
-    per_pair = 4 * heads * head_dim
+    per_pair = 2 * heads * (head_dim + (head_dim if v_head_dim is None else v_head_dim))
     return Term(name, pairs * per_pair, pairs=pairs, square=q_len * kv_len, pair_flops=per_pair)
 
 
-def causal_pairs(new: int, past: int = 0) -> int:
-    """Query-key pairs when `new` tokens attend causally to `past` cached tokens and to each other."""
-    return new * past + new * (new + 1) // 2
+def causal_pairs(new: int, past: int = 0, window: int | None = None) -> int:
+    """Query-key pairs when `new` tokens attend causally to `past` cached tokens and to each other; with
+    a sliding `window`, the query at position p sees only the keys p - window < j <= p."""
+    if window is None or window <= 0:
+        return new * past + new * (new + 1) // 2
+    # sum over positions p = past .. past+new-1 of min(p + 1, window)
+    first, last = past + 1, past + new  # p + 1 over the new queries
+    below = max(0, min(last, window - 1) - first + 1)  # queries that see all keys before them
+    full = new - below
+    start = first
+    return below * (start + start + below - 1) // 2 + full * window
 
 
 def total(terms: list[Term]) -> int:

@@ -120,23 +120,3 @@ def _normalized(image: Any) -> Any:
     pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
     pixels = pixels.view(side_h, side_w, 3).permute(2, 0, 1).float()
     return (pixels / 255.0 - 0.5) / 0.5
-
-
-def load_deepseek_ocr2(
-    spec: ModelSpec, device: str, dtype_name: str, seed: int, tiles: int = 0
-) -> DeepseekOcr2Workload:
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText
-
-    dtype = getattr(torch, dtype_name)
-    torch.manual_seed(seed)
-    model: Any  # transformers types .to() oddly for auto classes
-    if spec.random_weights:
-        config = AutoConfig.from_pretrained(spec.folder)
-        with torch.device(device):
-            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
-    else:
-        model = AutoModelForImageTextToText.from_pretrained(spec.folder, dtype=dtype)
-        model.to(device)
-    model.eval()
-    return DeepseekOcr2Workload(spec, model, torch.device(device), dtype, tiles)

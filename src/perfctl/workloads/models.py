@@ -3,6 +3,11 @@
 A built-in name (see `perfctl.resources.builtin_model_names`) is an architecture config with no
 weights: it always runs with seeded random weights. A folder must hold a `config.json`; when it also
 holds weights they are loaded, otherwise the user must ask for random weights explicitly.
+
+Two kinds of model run: DeepSeek-OCR-2 (`deepseek_ocr2`) over page images, and causal LMs (a config
+whose `architectures` name a `...ForCausalLM` class, or whose model type perfctl's FLOP model knows)
+over text prompts. DeepSeek-OCR v1 is recognised and refused with what it would need
+(`perfctl.workloads.deepseek_ocr_v1`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,21 @@ from perfctl.errors import BadInput
 from perfctl.resources import builtin_model_dir, builtin_model_names
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
-SUPPORTED_MODEL_TYPES = {"deepseek_ocr2"}
+PAGE_IMAGE_MODEL_TYPES = {"deepseek_ocr2"}
+
+
+def takes_page_images(model_type: str) -> bool:
+    """Whether the model reads page images (else: text prompts)."""
+    return model_type in PAGE_IMAGE_MODEL_TYPES
+
+
+def is_causal_lm(config: dict[str, Any]) -> bool:
+    from perfctl.flops.decoder import BUILDERS
+
+    architectures = config.get("architectures") or []
+    return str(config.get("model_type")) in BUILDERS or any(
+        str(a).endswith("ForCausalLM") for a in architectures
+    )
 
 
 @dataclass(frozen=True)
@@ -68,11 +87,19 @@ def resolve_model(name: str, random_weights: bool = False) -> ModelSpec:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read {config_path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise BadInput(f"{config_path} is not a JSON object")
     model_type = str(config.get("model_type", ""))
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    from perfctl.flops.deepseek_ocr import is_deepseek_ocr_v1
+    from perfctl.workloads.deepseek_ocr_v1 import why_v1_cannot_run
+
+    if is_deepseek_ocr_v1(config):
+        raise BadInput(why_v1_cannot_run(name, folder, config))
+    if not takes_page_images(model_type) and not is_causal_lm(config):
         raise BadInput(
-            f"model type '{model_type or '?'}' in {config_path} is not supported yet "
-            f"(supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})"
+            f"model type '{model_type or '?'}' in {config_path} is not supported yet (supported: "
+            f"{', '.join(sorted(PAGE_IMAGE_MODEL_TYPES))}, and causal LMs: a config whose architectures "
+            "name a ...ForCausalLM class)"
         )
     has_weights = builtin is None and any(any(folder.glob(p)) for p in WEIGHT_PATTERNS)
     if builtin is None and not has_weights and not random_weights:
