@@ -9,10 +9,12 @@ from typing import NoReturn
 
 import click
 
-from perfctl import __version__
+from perfctl import __version__, progress
 from perfctl.errors import BadInput, PerfctlError
 
-EXIT_CODES = "Exit codes: 0 ok, 1 the capture or analysis failed, 2 bad input (a one-line reason is printed)."
+EXIT_CODES = (
+    "Exit codes: 0 ok, 1 a check, capture or analysis failed, 2 bad input (a one-line reason is printed)."
+)
 
 
 format_option = click.option(
@@ -22,6 +24,11 @@ format_option = click.option(
     default="text",
     show_default=True,
     help="What to print: a short table, or the whole result as one JSON object on stdout.",
+)
+quiet_option = click.option(
+    "--quiet",
+    is_flag=True,
+    help="No progress lines on stderr (they are off anyway when stderr is not a terminal).",
 )
 
 
@@ -115,6 +122,7 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 @click.option("--nsys", "nsys_path", default=None, help="nsys executable [default: $NSYS, then PATH].")
 @click.option("--trace", default="cuda,nvtx,osrt", show_default=True, help="nsys --trace value.")
+@quiet_option
 def capture(
     tool: str,
     model: str,
@@ -134,6 +142,7 @@ def capture(
     force: bool,
     nsys_path: str | None,
     trace: str,
+    quiet: bool,
 ) -> None:
     """Run the NVTX-instrumented driver under nsys into a new run folder (with --tool all, then again
     without a profiler for clean stage times and MFU, and under torch.profiler for operators).
@@ -146,6 +155,7 @@ def capture(
     """
     from perfctl.capture.run import CaptureOptions, capture_nsys
 
+    progress.configure(quiet)
     if tool == "torch":
         # Announced, not faked: analysis starts from the nsys export, so the torch pass comes with it.
         _fail(BadInput("--tool torch alone is not offered: use --tool all (nsys, timing and torch.profiler)"))
@@ -176,6 +186,7 @@ def capture(
         result = capture_nsys(opts)
     except PerfctlError as exc:
         _fail(exc)
+    progress.finish()
     click.echo(f"run folder: {result.run_dir}")
     click.echo(f"status: {result.status}" + (f" ({result.reason})" if result.reason else ""))
     if result.status != "ok":
@@ -218,6 +229,7 @@ def capture(
 @click.option(
     "--peak-bandwidth-gbs", type=float, default=None, help="Peak memory GB/s for MBU instead of the table's."
 )
+@quiet_option
 def analyze(
     path: Path,
     fmt: str,
@@ -227,6 +239,7 @@ def analyze(
     allow_no_kernels: bool,
     peak_tflops: float | None,
     peak_bandwidth_gbs: float | None,
+    quiet: bool,
 ) -> None:
     """Analyze an nsys export (.sqlite), report (.nsys-rep) or perfctl run folder.
 
@@ -238,6 +251,7 @@ def analyze(
     from perfctl.analyze_run import analyze_path
     from perfctl.report.text import render_text
 
+    progress.configure(quiet)
     try:
         result = analyze_path(
             path,
@@ -250,6 +264,7 @@ def analyze(
         )
     except PerfctlError as exc:
         _fail(exc)
+    progress.finish()
     if fmt == "json":
         click.echo(json.dumps(result.analysis, default=str))
     else:
@@ -302,3 +317,79 @@ def flops(model: str, tiles: int, prompt_tokens: int, new_tokens: int, fmt: str,
             f"decode per token: {steps[0] / 1e9:,.3f} GFLOP (first step) to {steps[-1] / 1e9:,.3f} (last)"
         )
     click.echo(data["conventions"])
+
+
+# --- doctor and open (kept together at the end of the file) ---
+
+
+@main.command(epilog="Exit codes: 0 no check failed (warnings allowed), 1 a check failed, 2 bad input.")
+@click.option(
+    "--nsys", "nsys_path", default=None, help="nsys executable to check [default: $NSYS, then PATH]."
+)
+@format_option
+@click.option("--skip-capture", is_flag=True, help="Leave out the live self-test capture under nsys.")
+@quiet_option
+def doctor(nsys_path: str | None, fmt: str, skip_capture: bool, quiet: bool) -> None:
+    """Check that this machine can make a trustworthy capture, and say how to fix what is missing.
+
+    \b
+    Checks (each ok, warn, fail or skip, with what was found and the fix):
+      nsys          found, version, its importer (QdstrmImporter), the CUPTI it carries
+      nvtx          the nvtx package's version against this nsys
+      torch, cuda   torch's version and build; a CUDA GPU it can use
+      transformers  its version, and whether it has deepseek_ocr2
+      nvml          nvidia-ml-py and the driver (a warning on a machine without NVIDIA GPU)
+      gpu_peak      each GPU in perfctl's dense-peak table (else MFU is unknown)
+      selftest      a tiny program under nsys profile, its export read back: NVTX ranges
+                    arrive, and on a GPU its kernels too
+    \b
+    Examples:
+      perfctl doctor
+      perfctl doctor --nsys /opt/nsys/bin/nsys --format json
+      perfctl doctor --skip-capture
+    """
+    from perfctl.doctor import exit_code, report_json, run_checks
+
+    progress.configure(quiet)
+    results = run_checks(nsys_path, skip_capture=skip_capture)
+    if fmt == "json":
+        click.echo(json.dumps(report_json(results), default=str))
+    else:
+        for r in results:
+            click.echo(f"{r.status:<5} {r.name:<13} {r.found}")
+            if r.fix and r.status in ("warn", "fail"):
+                click.echo(f"{'':<19}fix: {r.fix}")
+        counts = report_json(results)["counts"]
+        click.echo(", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    sys.exit(exit_code(results))
+
+
+@main.command(
+    name="open", epilog="Exit codes: 0 opened, or the path printed; 2 bad input (no such run or report)."
+)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--nsys", "nsys_path", default=None, help="nsys whose nsys-ui to use [default: $NSYS, PATH].")
+def open_command(run: Path, nsys_path: str | None) -> None:
+    """Open a run's Nsight Systems report (.nsys-rep) in nsys-ui, or print its path.
+
+    \b
+    RUN: a run folder (its run.nsys-rep) or a .nsys-rep file. nsys-ui is looked for on PATH, then
+    beside nsys, and started detached. Without nsys-ui or a display, the path is printed and the
+    reason said. The report's path always goes to stdout.
+
+    \b
+    Examples:
+      perfctl open profiles/20261126-101500-deepseek-ocr2-tiny-1a2b3c
+      perfctl open my-capture.nsys-rep --nsys /opt/nvidia/nsight-systems/2025.3.1/bin/nsys
+    """
+    from perfctl.open_report import open_report
+
+    try:
+        outcome = open_report(run, nsys_path)
+    except PerfctlError as exc:
+        _fail(exc)
+    click.echo(str(outcome.report))
+    if outcome.ui is not None:
+        click.echo(f"opened in {outcome.ui} (pid {outcome.pid})", err=True)
+    else:
+        click.echo(f"{outcome.reason}: open the report above in Nsight Systems yourself", err=True)
