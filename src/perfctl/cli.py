@@ -44,8 +44,10 @@ def main() -> None:
     """Profile LLM / VLM inference under Nsight Systems and analyze where the time goes.
 
     \b
-    perfctl capture --tool nsys            # built-in DeepSeek-OCR-2-architecture model, sample pages
-    perfctl analyze profiles/<run-id>      # -> analysis.json + report.html in the run folder
+    Examples:
+      perfctl doctor                         # can this machine make a capture? each problem with its fix
+      perfctl capture --tool nsys            # built-in DeepSeek-OCR-2-architecture model, sample pages
+      perfctl analyze profiles/<run-id>      # -> analysis.json + report.html in the run folder
     """
 
 
