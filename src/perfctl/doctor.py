@@ -103,7 +103,21 @@ def cupti_missing_for(nsys: Nsys | None, cuda_build: str | None) -> str | None:
 
 
 def _cupti_versions(names: list[str]) -> str:
-    return ", ".join(n.removeprefix("libcupti.so.") for n in names) or "none"
+    """'10.0-10.2, 11.0-11.8, 13' for nsys 2022.4 with CUDA 13's CUPTI linked in (as 13 and 13.0)."""
+    by_major: dict[str, list[str]] = {}
+    for name in names:
+        version = name.removeprefix("libcupti.so.")
+        by_major.setdefault(version.split(".")[0], []).append(version)
+    spans = []
+    for major, versions in sorted(by_major.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1):
+        minors = sorted(
+            (v for v in versions if v != major), key=lambda v: [int(p) for p in re.findall(r"\d+", v)]
+        )
+        if len(minors) <= 1:
+            spans.append(major if not minors or minors[0] == f"{major}.0" else minors[0])
+        else:
+            spans.append(f"{minors[0]}-{minors[-1]}")
+    return ", ".join(spans) or "none"
 
 
 def check_nsys(explicit: str | None = None) -> tuple[CheckResult, Nsys | None]:
