@@ -6,6 +6,7 @@ The capture test runs the real nsys: run this file under `flock /tmp/perfctl-nsy
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -90,3 +91,24 @@ def test_capture_progress_names_every_pass(tmp_path: Path, nsys_bin: str) -> Non
         labels
     )
     assert str(tmp_path / "progress" / "timing" / "driver.log") in labels[2]
+
+
+@pytest.mark.nsys
+@pytest.mark.slow
+def test_capture_quiet(tmp_path: Path, nsys_bin: str) -> None:
+    code, stdout, labels = _run_with_tty_stderr(
+        "capture", "--num-pages", "1", "--max-new-tokens", "2", "--warmup", "0", "--quiet",
+        "--profiles", str(tmp_path), "--run-id", "quiet", "--nsys", nsys_bin,
+    )  # fmt: skip
+    assert code == 0 and "status: ok" in stdout, stdout
+    assert labels == []
+
+
+@pytest.mark.nsys
+def test_doctor_progress_and_quiet(nsys_bin: str) -> None:
+    code, stdout, labels = _run_with_tty_stderr("doctor", "--nsys", nsys_bin, "--format", "json")
+    assert code == 0 and json.loads(stdout)["ok"] is True
+    assert [label.split(":")[0] for label in labels] == ["self-test"], labels
+    code, stdout, labels = _run_with_tty_stderr("doctor", "--nsys", nsys_bin, "--quiet")
+    assert code == 0 and labels == []
+    assert any(line.split()[:2] == ["ok", "selftest"] for line in stdout.splitlines()), stdout
