@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -257,8 +258,14 @@ def check_gpu_peaks(gpus: list[Gpu], dtype: str = "bf16") -> CheckResult:
     for gpu in gpus:
         peak = resolve_peak(gpu.name, gpu.sm_count, dtype)
         bandwidth = resolve_bandwidth(gpu.name, gpu.sm_count)
-        rows.append({**asdict(gpu), "dense_tflops": peak.value, "bandwidth_gbs": bandwidth.value})
-        rows[-1]["source"] = peak.source
+        rows.append(
+            {
+                **asdict(gpu),
+                "dense_tflops": peak.value,
+                "bandwidth_gbs": bandwidth.value,
+                "source": peak.source,
+            }
+        )
         if not peak.known:
             unknown.append(f"{gpu.name}: {peak.reason}")
     details = {"dtype": dtype, "gpus": rows}
@@ -323,7 +330,7 @@ def _selftest_in(nsys: Nsys, folder: Path, timeout_s: float) -> CheckResult:
                 "selftest", "fail", f"the self-test program failed: {why}", _by_hand(nsys), details
             )
         ranges, kernels = read_back(sqlite)
-    except (PerfctlError, OSError, ValueError) as exc:
+    except (PerfctlError, OSError, ValueError, sqlite3.DatabaseError) as exc:
         return CheckResult(
             "selftest", "fail", f"the self-test export cannot be read: {exc}", _by_hand(nsys), details
         )
