@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from conftest import run_perfctl
+from perfctl.capture.manifest import nvml_gpus
 from perfctl.capture.nsys import find_nsys
-from perfctl.doctor import STATUSES, judge_selftest, read_back
+from perfctl.doctor import STATUSES, Gpu, check_gpu_peaks, check_nvml, judge_selftest, read_back
 
 CHECKS = ["nsys", "nvtx", "torch", "cuda", "transformers", "nvml", "gpu_peak", "selftest"]
 
@@ -113,3 +114,23 @@ def test_kernels_missing_on_a_gpu_is_a_failure_with_the_cupti_fix(nsys_bin: str)
     assert invisible.status == "fail" and "0 of 2 NVTX ranges" in invisible.found
     if nsys.version.startswith("2022."):
         assert invisible.fix and "nvtx==0.2.11" in invisible.fix
+
+
+def test_gpu_peak_check_against_the_peak_table() -> None:
+    """Known boards give their dense peak; an unknown one warns with the override as fix; none skips."""
+    known = check_gpu_peaks([Gpu("NVIDIA H100 80GB HBM3", 132)])
+    assert known.status == "ok" and "989.5 TFLOP/s bf16" in known.found
+    unknown = check_gpu_peaks([Gpu("NVIDIA H100 80GB HBM3", 132), Gpu("NVIDIA Imaginary 9000", 7)])
+    assert (
+        unknown.status == "warn" and "Imaginary 9000" in unknown.found and "--peak-tflops" in str(unknown.fix)
+    )
+    assert [g["dense_tflops"] for g in unknown.details["gpus"]] == [989.5, None]
+    assert check_gpu_peaks([]).status == "skip"
+
+
+def test_nvml_missing_fails_only_where_torch_sees_a_gpu() -> None:
+    reason = nvml_gpus()  # this machine's real answer
+    if not isinstance(reason, str):
+        pytest.skip("NVML works here")
+    assert check_nvml(reason, cuda_available=False).status == "warn"
+    assert check_nvml(reason, cuda_available=True).status == "fail"
