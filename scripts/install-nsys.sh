@@ -11,7 +11,8 @@
 #     kernels, so the newest CUPTI found on the host (toolkit or pip wheel) is linked in.
 #
 # Idempotent: a second run changes nothing and says so. A usable nsys already on PATH (or $NSYS) is
-# kept, whatever its version. Exit 0 when a working nsys is available afterwards, 1 otherwise.
+# kept, whatever its version (a kept 2022.4 still gets the host's newer CUPTI linked in).
+# Exit 0 when a working nsys is available afterwards, 1 otherwise.
 #
 # usage: scripts/install-nsys.sh [--check]     (--check: report only, install nothing)
 set -euo pipefail
@@ -19,6 +20,8 @@ set -euo pipefail
 say() { printf 'install-nsys: %s\n' "$*"; }
 check_only=0
 [ "${1:-}" = "--check" ] && check_only=1
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
 
 existing=""
 if [ -n "${NSYS:-}" ] && [ -x "${NSYS}" ]; then existing=$NSYS
@@ -38,8 +41,8 @@ link_cupti() {  # $1: nsys target directory
     v=$(basename "$c" | sed -n 's/^libcupti\.so\.\([0-9][0-9]*\).*/\1/p')
     [ -n "$v" ] && [ "$v" -ge 12 ] || continue
     if [ ! -e "$target/libcupti.so.$v" ]; then
-      ln -sf "$(readlink -f "$c")" "$target/libcupti.so.$v"
-      ln -sf "$(readlink -f "$c")" "$target/libcupti.so.$v.0"
+      $sudo ln -sf "$(readlink -f "$c")" "$target/libcupti.so.$v"
+      $sudo ln -sf "$(readlink -f "$c")" "$target/libcupti.so.$v.0"
       say "linked CUDA $v CUPTI ($c) into $target so kernels of CUDA $v programs are traced"
       linked=1
     fi
@@ -52,6 +55,10 @@ if [ -n "$existing" ]; then
   if [ -x "$imp" ] || "$existing" --version 2>/dev/null | grep -qv '2022\.4'; then
     say "keeping the nsys already installed: $existing ($("$existing" --version 2>&1 | head -n1))"
     [ -x "$imp" ] || say "warning: no importer at $imp; captures may leave only a .qdstrm"
+    # a kept 2022.4 still needs the host's newer CUPTI to trace CUDA 12/13 programs' kernels
+    if [ $check_only = 0 ] && "$existing" --version 2>/dev/null | grep -q '2022\.4'; then
+      link_cupti "$(dirname "$(readlink -f "$existing")")"
+    fi
     exit 0
   fi
   say "found $existing but its importer is missing ($imp): repairing"
@@ -63,9 +70,6 @@ if ! command -v apt-get >/dev/null 2>&1; then
   say "no apt-get here: install Nsight Systems from https://developer.nvidia.com/nsight-systems and put nsys on PATH"
   exit 1
 fi
-sudo=""
-[ "$(id -u)" = 0 ] || sudo="sudo"
-
 if ! apt-cache policy nsight-systems-target 2>/dev/null | grep -q 'Candidate: [0-9]'; then
   . /etc/os-release
   codename=${VERSION_CODENAME:-bookworm}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perfctl import __version__
+from perfctl import __version__, progress
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.operators import join_operators_to_kernels
@@ -62,6 +62,7 @@ def _export(report: Path, nsys_path: str | None) -> Path:
     sqlite = report.with_suffix(".sqlite")
     if sqlite.is_file() and sqlite.stat().st_mtime >= report.stat().st_mtime:
         return sqlite
+    progress.step(f"export: {report.name} to SQLite")
     find_nsys(nsys_path).export_sqlite(report, sqlite)
     return sqlite
 
@@ -99,6 +100,7 @@ def analyze_path(
         return _analyze_torch_run(path, run_manifest, out_dir)
     export = locate_export(path, nsys_path)
     measured = _calibration(calibration, export.parent)
+    progress.step(f"reading {export}")
     analysis = analyze_export(export, top_n=top_n)
     manifest = read_manifest(export.parent / "manifest.json")
     _check_attributable(export, analysis, manifest, allow_no_kernels)
@@ -140,6 +142,7 @@ def analyze_path(
     target = export.parent if out_dir is None else out_dir
     target.mkdir(parents=True, exist_ok=True)
     json_path, html_path = target / "analysis.json", target / "report.html"
+    progress.step(f"writing {json_path} and {html_path.name}")
     write_json_atomic(json_path, analysis)
     _write_text_atomic(html_path, render_html(analysis, manifest))
     return AnalyzeResult(export, analysis, json_path, html_path)

@@ -9,10 +9,12 @@ from typing import NoReturn
 
 import click
 
-from perfctl import __version__
+from perfctl import __version__, progress
 from perfctl.errors import PerfctlError
 
-EXIT_CODES = "Exit codes: 0 ok, 1 the capture or analysis failed, 2 bad input (a one-line reason is printed)."
+EXIT_CODES = (
+    "Exit codes: 0 ok, 1 a check, capture or analysis failed, 2 bad input (a one-line reason is printed)."
+)
 
 
 format_option = click.option(
@@ -22,6 +24,11 @@ format_option = click.option(
     default="text",
     show_default=True,
     help="What to print: a short table, or the whole result as one JSON object on stdout.",
+)
+quiet_option = click.option(
+    "--quiet",
+    is_flag=True,
+    help="No progress lines on stderr (they are off anyway when stderr is not a terminal).",
 )
 
 
@@ -37,8 +44,10 @@ def main() -> None:
     """Profile LLM / VLM inference under Nsight Systems and analyze where the time goes.
 
     \b
-    perfctl capture --tool nsys            # built-in DeepSeek-OCR-2-architecture model, sample pages
-    perfctl analyze profiles/<run-id>      # -> analysis.json + report.html in the run folder
+    Examples:
+      perfctl doctor                         # can this machine make a capture? each problem with its fix
+      perfctl capture --tool nsys            # built-in DeepSeek-OCR-2-architecture model, sample pages
+      perfctl analyze profiles/<run-id>      # -> analysis.json + report.html in the run folder
     """
 
 
@@ -129,6 +138,7 @@ def main() -> None:
     help="After the passes, measure the GPU's bf16 matmul rate and bandwidth (perfctl calibrate) into "
     "the run folder's calibration.json; analyze then shows MFU against it too. Not with --device cpu.",
 )
+@quiet_option
 def capture(
     tool: str,
     model: str,
@@ -150,6 +160,7 @@ def capture(
     trace: str,
     nsys_telemetry: bool,
     calibrate_gpu: bool,
+    quiet: bool,
 ) -> None:
     """Run the NVTX-instrumented driver under nsys into a new run folder (with --tool all, then again
     without a profiler for clean stage times and MFU, and under torch.profiler for operators).
@@ -163,6 +174,7 @@ def capture(
     """
     from perfctl.capture.run import CaptureOptions, capture_run
 
+    progress.configure(quiet)
     opts = CaptureOptions(
         model=model,
         random_weights=random_weights,
@@ -192,6 +204,7 @@ def capture(
         result = capture_run(opts)
     except PerfctlError as exc:
         _fail(exc)
+    progress.finish()
     click.echo(f"run folder: {result.run_dir}")
     click.echo(f"status: {result.status}" + (f" ({result.reason})" if result.reason else ""))
     if result.status != "ok":
@@ -242,6 +255,7 @@ def capture(
     help="A `perfctl calibrate` result: MFU/MBU also against the measured matmul rate and bandwidth "
     "[default: the run folder's calibration.json, if any].",
 )
+@quiet_option
 def analyze(
     path: Path,
     fmt: str,
@@ -252,6 +266,7 @@ def analyze(
     peak_tflops: float | None,
     peak_bandwidth_gbs: float | None,
     calibration_path: Path | None,
+    quiet: bool,
 ) -> None:
     """Analyze an nsys export (.sqlite), report (.nsys-rep) or perfctl run folder.
 
@@ -263,6 +278,7 @@ def analyze(
     from perfctl.analyze_run import analyze_path
     from perfctl.report.text import render_text
 
+    progress.configure(quiet)
     try:
         result = analyze_path(
             path,
@@ -276,6 +292,7 @@ def analyze(
         )
     except PerfctlError as exc:
         _fail(exc)
+    progress.finish()
     if fmt == "json":
         click.echo(json.dumps(result.analysis, default=str))
     else:
@@ -395,3 +412,79 @@ def flops(
 
 def _flop_text(flops: float) -> str:
     return f"{flops / 1e9:,.2f} GFLOP" if flops >= 1e8 or flops == 0 else f"{flops / 1e6:,.3f} MFLOP"
+
+
+# --- doctor and open (kept together at the end of the file) ---
+
+
+@main.command(epilog="Exit codes: 0 no check failed (warnings allowed), 1 a check failed, 2 bad input.")
+@click.option(
+    "--nsys", "nsys_path", default=None, help="nsys executable to check [default: $NSYS, then PATH]."
+)
+@format_option
+@click.option("--skip-capture", is_flag=True, help="Leave out the live self-test capture under nsys.")
+@quiet_option
+def doctor(nsys_path: str | None, fmt: str, skip_capture: bool, quiet: bool) -> None:
+    """Check that this machine can make a trustworthy capture, and say how to fix what is missing.
+
+    \b
+    Checks (each ok, warn, fail or skip, with what was found and the fix):
+      nsys          found, version, its importer (QdstrmImporter), the CUPTI it carries
+      nvtx          the nvtx package's version against this nsys
+      torch, cuda   torch's version and build; a CUDA GPU it can use
+      transformers  its version, and whether it has deepseek_ocr2
+      nvml          nvidia-ml-py and the driver (a warning on a machine without NVIDIA GPU)
+      gpu_peak      each GPU in perfctl's dense-peak table (else MFU is unknown)
+      selftest      a tiny program under nsys profile, its export read back: NVTX ranges
+                    arrive, and on a GPU its kernels too
+    \b
+    Examples:
+      perfctl doctor
+      perfctl doctor --nsys /opt/nsys/bin/nsys --format json
+      perfctl doctor --skip-capture
+    """
+    from perfctl.doctor import exit_code, report_json, run_checks
+
+    progress.configure(quiet)
+    results = run_checks(nsys_path, skip_capture=skip_capture)
+    if fmt == "json":
+        click.echo(json.dumps(report_json(results), default=str))
+    else:
+        for r in results:
+            click.echo(f"{r.status:<5} {r.name:<13} {r.found}")
+            if r.fix and r.status in ("warn", "fail"):
+                click.echo(f"{'':<19}fix: {r.fix}")
+        counts = report_json(results)["counts"]
+        click.echo(", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    sys.exit(exit_code(results))
+
+
+@main.command(
+    name="open", epilog="Exit codes: 0 opened, or the path printed; 2 bad input (no such run or report)."
+)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--nsys", "nsys_path", default=None, help="nsys whose nsys-ui to use [default: $NSYS, PATH].")
+def open_command(run: Path, nsys_path: str | None) -> None:
+    """Open a run's Nsight Systems report (.nsys-rep) in nsys-ui, or print its path.
+
+    \b
+    RUN: a run folder (its run.nsys-rep) or a .nsys-rep file. nsys-ui is looked for on PATH, then
+    beside nsys, and started detached. Without nsys-ui or a display, the path is printed and the
+    reason said. The report's path always goes to stdout.
+
+    \b
+    Examples:
+      perfctl open profiles/20261126-101500-deepseek-ocr2-tiny-1a2b3c
+      perfctl open my-capture.nsys-rep --nsys /opt/nvidia/nsight-systems/2025.3.1/bin/nsys
+    """
+    from perfctl.open_report import open_report
+
+    try:
+        outcome = open_report(run, nsys_path)
+    except PerfctlError as exc:
+        _fail(exc)
+    click.echo(str(outcome.report))
+    if outcome.ui is not None:
+        click.echo(f"opened in {outcome.ui} (pid {outcome.pid})", err=True)
+    else:
+        click.echo(f"{outcome.reason}: open the report above in Nsight Systems yourself", err=True)

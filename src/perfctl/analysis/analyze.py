@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfctl import __version__
+from perfctl import __version__, progress
 from perfctl.analysis.attribution import attribute_activities_to_ranges, attribute_other_threads
 from perfctl.analysis.intervals import union_length
 from perfctl.analysis.kernel_categories import CATEGORIES
@@ -72,7 +72,9 @@ def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
     import adbc_driver_manager
 
     try:
-        return analyze_tables(load_export(path), top_n=top_n)
+        tables = load_export(path)
+        progress.step("attributing GPU work to NVTX ranges")
+        return analyze_tables(tables, top_n=top_n)
     except (sqlite3.DatabaseError, adbc_driver_manager.Error, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"{path} is a damaged or inconsistent nsys export ({reason})") from None

@@ -59,9 +59,14 @@ class Nsys:
             raise CaptureFailed(f"nsys export of {report} failed (exit {proc.returncode}): {tail[0]}")
 
 
+def nsys_candidate(explicit: str | None = None) -> str | None:
+    """Where to look for nsys: --nsys, then $NSYS, then PATH (not checked; None when none is named)."""
+    return explicit or os.environ.get("NSYS") or shutil.which("nsys")
+
+
 def find_nsys(explicit: str | None = None) -> Nsys:
     """The nsys to use: --nsys, then $NSYS, then PATH. Raises BadInput with the install hint."""
-    candidate = explicit or os.environ.get("NSYS") or shutil.which("nsys")
+    candidate = nsys_candidate(explicit)
     if not candidate:
         raise BadInput(f"nsys (Nsight Systems CLI) not found: {INSTALL_HINT}")
     path = Path(candidate)
@@ -79,6 +84,11 @@ def find_nsys(explicit: str | None = None) -> Nsys:
     return Nsys(path=path, version=match.group(1))
 
 
+def importer_path(nsys: Nsys) -> Path:
+    """Where nsys looks for the importer that turns a capture into a report: beside its real path."""
+    return nsys.path.resolve().parent.parent / "host-linux-x64" / "QdstrmImporter"
+
+
 def importer_present(nsys: Nsys) -> bool:
     """Whether this nsys can turn a capture into a report (Debian's layout bug leaves a .qdstrm only)."""
-    return (nsys.path.resolve().parent.parent / "host-linux-x64" / "QdstrmImporter").exists()
+    return importer_path(nsys).exists()

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from perfctl import __version__
+from perfctl import __version__, progress
 from perfctl.capture.manifest import (
     MODEL_CONFIG_FILE,
     file_sha256,
@@ -222,6 +222,7 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
             "telemetry": opts.nsys_telemetry,
         }
         write_json_atomic(run_dir / "manifest.json", manifest)
+        progress.step(f"nsys pass: {expected} pages under nsys profile (log: {run_dir / 'driver.log'})")
         result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=expected)
         later = ["timing", "torch"] if opts.tool == "all" else []
     for name in later:
@@ -266,6 +267,7 @@ def run_driver_pass(
     synchronized at every stage edge, NVML sampled: the stage times MFU divides by; nsys slows
     launch-bound decode markedly) or `torch` (under torch.profiler: operators and a Chrome trace)."""
     label, settings, outputs = DRIVER_PASSES[name]
+    progress.step(f"{label}: {expected_pages} pages (log: {run_dir / name / 'driver.log'})")
     folder = run_dir / name
     folder.mkdir()
     files = {"records": "pages.jsonl", "driver_info": "driver-info.json", "log": "driver.log", **outputs}
@@ -327,6 +329,7 @@ def _run_and_finalize(
     manifest["pages_completed"] = pages_done
     manifest["pages_expected"] = expected_pages
 
+    progress.step("export: the report to SQLite, then its NVTX ranges counted")
     try:
         if report.is_file() and not sqlite.is_file():
             nsys.export_sqlite(report, sqlite)
