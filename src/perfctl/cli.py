@@ -414,6 +414,75 @@ def _flop_text(flops: float) -> str:
     return f"{flops / 1e9:,.2f} GFLOP" if flops >= 1e8 or flops == 0 else f"{flops / 1e6:,.3f} MFLOP"
 
 
+COMPARE_EXIT_CODES = (
+    "Exit codes: 0 compared (and the gate passed), 1 --fail-if-slower: a stage got slower beyond noise "
+    "by more than PCT, 2 bad input (a one-line reason is printed)."
+)
+
+
+@main.command(epilog=COMPARE_EXIT_CODES)
+@click.argument("run_a", type=click.Path(path_type=Path))
+@click.argument("run_b", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "md", "html"]),
+    default="text",
+    show_default=True,
+    help="Tables for the terminal, the whole comparison as JSON, Markdown, or one self-contained HTML page.",
+)
+@click.option(
+    "--fail-if-slower",
+    "fail_if_slower_pct",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="PCT",
+    help="Exit 1 when a stage of B is slower than A's beyond noise and by more than PCT percent.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(0, 100),
+    default=5,
+    show_default=True,
+    help="Kernels shown per stage in the top-kernel changes.",
+)
+def compare(run_a: Path, run_b: Path, fmt: str, fail_if_slower_pct: float | None, top: int) -> None:
+    """Compare run B against run A (the baseline): per-stage time, MFU, kernel count and top-kernel
+    deltas, each with a 95 % confidence interval from the pages of both runs (Welch's t-test), and a
+    verdict per stage: faster, slower or within noise.
+
+    \b
+    RUN_A, RUN_B: run folders or analysis.json files (a run folder without analysis.json is
+    analyzed on the fly; nothing is written into it).
+    Examples:
+      perfctl compare profiles/baseline profiles/candidate
+      perfctl compare base/analysis.json new/analysis.json --fail-if-slower 5 --format md
+    """
+    from perfctl.compare_run import compare_paths
+    from perfctl.report.compare import (
+        gate_line,
+        render_compare_html,
+        render_compare_markdown,
+        render_compare_text,
+    )
+
+    try:
+        result = compare_paths(run_a, run_b, top=top, fail_if_slower_pct=fail_if_slower_pct)
+    except PerfctlError as exc:
+        _fail(exc)
+    if fmt == "json":
+        click.echo(json.dumps(result))
+    elif fmt == "md":
+        click.echo(render_compare_markdown(result), nl=False)
+    elif fmt == "html":
+        click.echo(render_compare_html(result), nl=False)
+    else:
+        click.echo(render_compare_text(result))
+    if result.get("gate", {}).get("failed"):
+        click.echo(f"perfctl: {gate_line(result)}", err=True)
+        sys.exit(1)
+
+
 # --- doctor and open (kept together at the end of the file) ---
 
 
