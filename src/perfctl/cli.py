@@ -292,6 +292,10 @@ def analyze(
         )
     except PerfctlError as exc:
         _fail(exc)
+    if (result.export.parent / "manifest.json").is_file():  # a perfctl run folder: into its registry
+        from perfctl.registry import record_analysis
+
+        record_analysis(result.export.parent, result.analysis, result.json_path)
     progress.finish()
     if fmt == "json":
         click.echo(json.dumps(result.analysis, default=str))
@@ -481,6 +485,59 @@ def compare(run_a: Path, run_b: Path, fmt: str, fail_if_slower_pct: float | None
     if result.get("gate", {}).get("failed"):
         click.echo(f"perfctl: {gate_line(result)}", err=True)
         sys.exit(1)
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option(
+    "--profiles",
+    "profiles_root",
+    type=click.Path(path_type=Path),
+    default=Path("profiles"),
+    show_default=True,
+    help="Folder that holds the run folders and their registry (index.db).",
+)
+@click.option("--model", default=None, help="Only runs of this model (as given to capture).")
+@click.option(
+    "--status", default=None, help="Only runs with this status: running, ok, failed or interrupted."
+)
+@click.option(
+    "--gpu", default=None, help="Only runs on a GPU whose name contains this (any case), e.g. H100."
+)
+@click.option(
+    "--since", default=None, help="Only runs started at or after this date (YYYY-MM-DD[THH:MM], UTC)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="A table, or the runs as one JSON list on stdout.",
+)
+def runs(
+    profiles_root: Path, model: str | None, status: str | None, gpu: str | None, since: str | None, fmt: str
+) -> None:
+    """List the runs recorded in a profiles folder's registry (index.db), newest first: every capture
+    (running, ok, failed or interrupted, with its reason) and the headline metrics of its last analysis.
+
+    \b
+    Examples:
+      perfctl runs
+      perfctl runs --status failed --since 2026-11-01
+      perfctl runs --gpu h100 --model deepseek-ocr2 --format json
+    """
+    from perfctl.registry import list_runs
+    from perfctl.report.runs import render_runs_text
+
+    try:
+        found = list_runs(profiles_root, model=model, status=status, gpu=gpu, since=since)
+    except PerfctlError as exc:
+        _fail(exc)
+    if fmt == "json":
+        click.echo(json.dumps(found))
+    else:
+        filtered = any(x is not None for x in (model, status, gpu, since))
+        click.echo(render_runs_text(found, profiles_root, filtered))
 
 
 # --- doctor and open (kept together at the end of the file) ---
