@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import copy
 import json
-import lzma
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, run_perfctl
+from conftest import FIXTURES, copy_run_fixture, run_perfctl
 from perfctl.analysis.compare import Sample, compare_analyses, difference
 from perfctl.records import read_page_records
 from perfctl.report.compare import render_compare_html, render_compare_markdown, render_compare_text
@@ -27,14 +25,7 @@ FULL_32 = FIXTURES / "h100-full-ocr2-clean10"  # 10 pages x 32 new tokens
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny-model H100 run folder with its export (decompressed), no analysis.json in it."""
-    run = tmp_path_factory.mktemp("runs") / "tiny-h100"
-    shutil.copytree(FIXTURES / "h100-tiny-ocr2-all", run, ignore=shutil.ignore_patterns("*.xz"))
-    with (
-        lzma.open(FIXTURES / "h100-tiny-ocr2-all" / "run.sqlite.xz") as src,
-        (run / "run.sqlite").open("wb") as dst,
-    ):
-        shutil.copyfileobj(src, dst)
-    return run
+    return copy_run_fixture("h100-tiny-ocr2-all", tmp_path_factory.mktemp("runs") / "tiny-h100")
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ analysis of the tiny-model H100 run. Real captures recording themselves: test_co
 from __future__ import annotations
 
 import json
-import lzma
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,18 +12,14 @@ from typing import Any
 
 import pytest
 
-from conftest import FIXTURES, run_perfctl
+from conftest import FIXTURES, copy_run_fixture, run_perfctl
 from perfctl import registry
 
 TINY = FIXTURES / "h100-tiny-ocr2-all"
 
 
 def _copy_run(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.xz"))
-    if (source / "run.sqlite.xz").is_file():
-        with lzma.open(source / "run.sqlite.xz") as src, (target / "run.sqlite").open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return target
+    return copy_run_fixture(source.name, target)
 
 
 def _manifest(run: Path) -> dict[str, Any]:

@@ -4,7 +4,8 @@ A RUN may be:
   - an analysis.json (what `perfctl analyze` wrote), used as it is;
   - a run folder holding an analysis.json, used as it is;
   - a run folder (or export, or .nsys-rep) without one: analyzed now with `perfctl analyze`'s
-    defaults into a temporary folder; nothing is written into the run folder;
+    defaults into a temporary folder; nothing is written into the run folder (except, as analyze
+    does, the SQLite export of a .nsys-rep that has none);
   - a run folder that kept only its small files (manifest.json and the clean pass's timing/, the
     export deleted): its clean-pass statistics and MFU, computed as `perfctl analyze` computes them;
     kernel figures are then unavailable.
@@ -73,7 +74,7 @@ def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
 
 def load_run(path: Path) -> LoadedRun:
     """The analysis behind one RUN argument (see the module docstring)."""
-    from perfctl.analyze_run import analyze_path
+    from perfctl.analyze_run import analyze_path, locate_export
 
     if not path.exists():
         raise BadInput(f"no such file or folder: {path}")
@@ -83,14 +84,16 @@ def load_run(path: Path) -> LoadedRun:
         analysis, origin = _analysis_file(path / ANALYSIS_NAME), str(path / ANALYSIS_NAME)
     else:
         try:
-            with tempfile.TemporaryDirectory(prefix="perfctl-compare-") as tmp:
-                analysis = analyze_path(path, out_dir=Path(tmp)).analysis
-            origin = f"{path}, analyzed now (not written)"
+            locate_export(path)  # a .nsys-rep alone is exported beside it first, as analyze does
         except BadInput:
             partial = clean_pass_only(path) if path.is_dir() else None
             if partial is None:
                 raise
             analysis, origin = partial, f"{path}: clean timing pass only (no nsys export)"
+        else:
+            with tempfile.TemporaryDirectory(prefix="perfctl-compare-") as tmp:
+                analysis = analyze_path(path, out_dir=Path(tmp)).analysis
+            origin = f"{path}, analyzed now (not written)"
     run_id = (analysis.get("run") or {}).get("run_id")
     return LoadedRun(analysis, str(run_id or path), origin)
 
