@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,14 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, copy_run_fixture, run_perfctl
-from perfctl.analysis.compare import Sample, compare_analyses, difference
+from perfctl.analysis.compare import Sample, compare_analyses, difference, headline_times
+from perfctl.analysis.repeatability import timing_statistics
 from perfctl.records import read_page_records
 from perfctl.report.compare import render_compare_html, render_compare_markdown, render_compare_text
 
 FULL_64 = FIXTURES / "h100-full-ocr2-run"  # 3 pages x 64 new tokens
 FULL_32 = FIXTURES / "h100-full-ocr2-clean10"  # 10 pages x 32 new tokens
+H200_TIMING = FIXTURES / "h200-full-ocr2-timing30"  # a clean pass with CUDA-event stage times
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +210,46 @@ def test_bad_inputs(tmp_path: Path, tiny_analysis: Path) -> None:
     _assert_bad_input(run_perfctl("compare", ok, ok, "--format", "pdf"), "--format")
     _assert_bad_input(run_perfctl("compare", ok, ok, "--top", "-1"), "--top")
     assert not any(p.name == "analysis.json" for p in tmp_path.rglob("*"))
+
+
+def _clean_pass_analysis(timing_dir: Path) -> dict[str, Any]:
+    """The `timing` block `perfctl analyze` builds from a clean pass's page records."""
+    return {
+        "timing": {
+            "pass": "clean",
+            "statistics": timing_statistics(read_page_records(timing_dir / "pages.jsonl")),
+        }
+    }
+
+
+def test_cuda_event_stage_times_when_both_runs_have_them() -> None:
+    """The H200 clean pass (30 pages) recorded CUDA-event stage times: compared on those (the times
+    MFU divides by); against the older H100 run, which has host-clock times only, on the host clock."""
+    h200 = _clean_pass_analysis(H200_TIMING)
+    records = read_page_records(H200_TIMING / "pages.jsonl")
+    events = np.array([r["stage_gpu_ns"]["decode"] for r in records], float)
+    itself = compare_analyses(h200, h200)
+    assert itself["clean_clock"] == "cuda_events" and "CUDA-event" in itself["time_source_text"]
+    decode = next(s for s in itself["stages"] if s["stage"] == "decode")["time_ns"]
+    assert decode["a"]["count"] == 30 and decode["a"]["mean"] == pytest.approx(events.mean())
+    assert decode["a"]["std"] == pytest.approx(events.std(ddof=1))
+    assert all(s["verdict"] == "within noise" for s in itself["stages"])
+    source, headline = headline_times(h200)  # what the run registry records
+    assert (
+        source == "clean" and headline is not None and headline["decode"].mean == pytest.approx(events.mean())
+    )
+    h100 = _clean_pass_analysis(FULL_32 / "timing")
+    mixed = compare_analyses(h100, h200)
+    assert mixed["clean_clock"] == "host_clock" and "host-clock" in mixed["time_source_text"]
+    assert "only one run has CUDA-event stage times: host-clock stage times for both" in mixed["warnings"]
+    wall = np.array([r["stage_wall_ns"]["decode"] for r in records], float)
+    assert next(s for s in mixed["stages"] if s["stage"] == "decode")["time_ns"]["b"][
+        "mean"
+    ] == pytest.approx(wall.mean())
+
+
+def test_a_torch_only_run_has_no_stage_times(tmp_path: Path) -> None:
+    run = tmp_path / "torch-only"
+    shutil.copytree(FIXTURES / "h200-full-ocr2-torch-only", run)
+    proc = run_perfctl("compare", str(run), str(FULL_32))
+    _assert_bad_input(proc, "a --tool torch run has operators only")

@@ -292,10 +292,11 @@ def analyze(
         )
     except PerfctlError as exc:
         _fail(exc)
-    if (result.export.parent / "manifest.json").is_file():  # a perfctl run folder: into its registry
+    run_dir = next((d for d in (result.export.parent, path) if (d / "manifest.json").is_file()), None)
+    if run_dir is not None:  # a perfctl run folder: into its registry
         from perfctl.registry import record_analysis
 
-        record_analysis(result.export.parent, result.analysis, result.json_path)
+        record_analysis(run_dir, result.analysis, result.json_path)
     progress.finish()
     if fmt == "json":
         click.echo(json.dumps(result.analysis, default=str))

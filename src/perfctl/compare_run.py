@@ -44,9 +44,11 @@ def _read_json(path: Path) -> Any:
 
 def _analysis_file(path: Path) -> dict[str, Any]:
     data = _read_json(path)
-    if not isinstance(data, dict) or not ({"stages", "timing"} & set(data)):
-        raise BadInput(f"{path} is not a perfctl analysis.json (no 'stages' or 'timing')")
-    return data
+    if isinstance(data, dict) and {"stages", "timing"} & set(data):
+        return data
+    if isinstance(data, dict) and "perfctl_version" in data:
+        raise BadInput(f"{path} holds no stage times to compare (a --tool torch run has operators only)")
+    raise BadInput(f"{path} is not a perfctl analysis.json (no 'stages' or 'timing')")
 
 
 def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
@@ -58,6 +60,8 @@ def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
     manifest = _read_json(manifest_path)
     if not isinstance(manifest, dict):
         raise BadInput(f"{manifest_path} is not a perfctl manifest")
+    if manifest.get("tool") == "torch":
+        raise BadInput(f"{run_dir} holds no stage times to compare (a --tool torch run has operators only)")
     clean = load_clean_pass(run_dir, manifest)
     if clean is None:
         return None

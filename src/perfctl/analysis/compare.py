@@ -29,9 +29,16 @@ from perfctl.analysis.runs import KERNEL_NAMES_KEPT
 from perfctl.stages import STAGES
 
 CLEAN, NSYS = "clean", "nsys"
+CUDA_EVENTS, HOST_CLOCK = "cuda_events", "host_clock"
 SOURCES = {
-    CLEAN: "clean timing pass (timing.statistics: stage times per page, no profiler)",
-    NSYS: "nsys pass (pages[]: NVTX stage times per page, under the profiler)",
+    (
+        CLEAN,
+        CUDA_EVENTS,
+    ): "clean timing pass, CUDA-event stage times (timing.statistics.stages.*.cuda_events: "
+    "the GPU's clock, the times MFU divides by), no profiler",
+    (CLEAN, HOST_CLOCK): "clean timing pass, host-clock stage times between synchronized stage edges "
+    "(timing.statistics), no profiler",
+    (NSYS, None): "nsys pass (pages[]: NVTX stage times per page, under the profiler)",
 }
 KERNEL_SOURCE = "nsys pass (pages[]: each page's kernels per stage)"
 METHOD = (
@@ -84,16 +91,31 @@ def difference(a: Sample, b: Sample, words: tuple[str, str]) -> dict[str, Any]:
     return out | {"ci95_low": low, "ci95_high": high, "df": df, "change": change}
 
 
-def clean_stage_samples(analysis: dict[str, Any]) -> dict[str, Sample] | None:
+def clean_stage_samples(analysis: dict[str, Any], events: bool = False) -> dict[str, Sample] | None:
+    """Per-page stage and page times of the clean pass (`timing.statistics`): with `events`, the
+    stages' CUDA-event times (on a GPU; the times MFU divides by), None when the run has none."""
     stats = (analysis.get("timing") or {}).get("statistics")
     if not stats:
         return None
-    out = {
-        s: Sample(stats["stages"][s]["mean"], stats["stages"][s]["std"], stats["stages"][s]["count"])
-        for s in STAGES
-    }
+    out: dict[str, Sample] = {}
+    for stage in STAGES:
+        item = stats["stages"][stage]
+        if not events:
+            out[stage] = Sample(item["mean"], item["std"], item["count"])
+        elif item.get("cuda_events"):
+            ev = item["cuda_events"]
+            out[stage] = Sample(ev["mean"], (ev.get("cv") or 0.0) * ev["mean"], item["count"])
+        else:
+            return None
     out["page"] = Sample(stats["page"]["mean"], stats["page"]["std"], stats["page"]["count"])
     return out
+
+
+def clean_clock(a: dict[str, Any], *others: dict[str, Any]) -> str:
+    """The clean pass's stage clock every run given has: CUDA events (GPU runs since perfctl records
+    them) or the host clock between synchronized stage edges."""
+    runs = (a, *others)
+    return CUDA_EVENTS if all(clean_stage_samples(r, events=True) for r in runs) else HOST_CLOCK
 
 
 def page_samples(analysis: dict[str, Any], field: str) -> dict[str, Sample] | None:
@@ -111,8 +133,9 @@ def page_samples(analysis: dict[str, Any], field: str) -> dict[str, Sample] | No
 
 
 def headline_times(analysis: dict[str, Any]) -> tuple[str | None, dict[str, Sample] | None]:
-    """One run's stage and page times per page: the clean pass's when it has one, else the nsys pass's."""
-    clean = clean_stage_samples(analysis)
+    """One run's stage and page times per page: the clean pass's when it has one (CUDA-event stage
+    times when it has them), else the nsys pass's."""
+    clean = clean_stage_samples(analysis, events=clean_clock(analysis) == CUDA_EVENTS)
     if clean is not None:
         return CLEAN, clean
     pages = page_samples(analysis, "wall_ns")
@@ -261,8 +284,13 @@ def compare_analyses(
     source, notes = time_source(a, b)
     if source is None:
         raise ValueError(notes[0])
-    pick = clean_stage_samples if source == CLEAN else (lambda x: page_samples(x, "wall_ns"))
-    times_a, times_b = pick(a), pick(b)
+    clock = clean_clock(a, b) if source == CLEAN else None
+    if source == CLEAN:
+        times_a, times_b = (clean_stage_samples(x, events=clock == CUDA_EVENTS) for x in (a, b))
+        if clock == HOST_CLOCK and any(clean_clock(x) == CUDA_EVENTS for x in (a, b)):
+            notes.append("only one run has CUDA-event stage times: host-clock stage times for both")
+    else:
+        times_a, times_b = page_samples(a, "wall_ns"), page_samples(b, "wall_ns")
     assert times_a is not None and times_b is not None
     ia, ib = _identity(a, label_a), _identity(b, label_b)
     warnings = [f"the runs differ: {d}" for d in _differences(ia, ib)] + notes
@@ -303,7 +331,8 @@ def compare_analyses(
         "a": ia,
         "b": ib,
         "time_source": source,
-        "time_source_text": SOURCES[source],
+        "clean_clock": clock,
+        "time_source_text": SOURCES[(source, clock)],
         "kernel_source": KERNEL_SOURCE if has_kernels else None,
         "method": METHOD,
         "warnings": warnings,
