@@ -253,3 +253,15 @@ def test_a_torch_only_run_has_no_stage_times(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "h200-full-ocr2-torch-only", run)
     proc = run_perfctl("compare", str(run), str(FULL_32))
     _assert_bad_input(proc, "a --tool torch run has operators only")
+
+
+def test_progress_while_a_run_is_analyzed_on_the_fly(tiny_run: Path, tiny_analysis: Path) -> None:
+    """On a terminal, the on-the-fly analysis shows its steps on stderr; --quiet silences them."""
+    from test_cli_conventions import _run_with_tty_stderr
+
+    code, stdout, labels = _run_with_tty_stderr("compare", str(tiny_analysis), str(tiny_run))
+    assert code == 0 and "verdict (B against A)" in stdout
+    assert labels[0] == f"{tiny_run} has no analysis.json: analyzing it" and labels[-1] == "done", labels
+    assert any(label.startswith("reading") for label in labels)
+    code, _, labels = _run_with_tty_stderr("compare", str(tiny_analysis), str(tiny_run), "--quiet")
+    assert code == 0 and labels == []

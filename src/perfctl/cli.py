@@ -451,7 +451,10 @@ COMPARE_EXIT_CODES = (
     show_default=True,
     help="Kernels shown per stage in the top-kernel changes.",
 )
-def compare(run_a: Path, run_b: Path, fmt: str, fail_if_slower_pct: float | None, top: int) -> None:
+@quiet_option
+def compare(
+    run_a: Path, run_b: Path, fmt: str, fail_if_slower_pct: float | None, top: int, quiet: bool
+) -> None:
     """Compare run B against run A (the baseline): per-stage time, MFU, kernel count and top-kernel
     deltas, each with a 95 % confidence interval from the pages of both runs (Welch's t-test), and a
     verdict per stage: faster, slower or within noise.
@@ -471,10 +474,12 @@ def compare(run_a: Path, run_b: Path, fmt: str, fail_if_slower_pct: float | None
         render_compare_text,
     )
 
+    progress.configure(quiet)
     try:
         result = compare_paths(run_a, run_b, top=top, fail_if_slower_pct=fail_if_slower_pct)
     except PerfctlError as exc:
         _fail(exc)
+    progress.finish()
     if fmt == "json":
         click.echo(json.dumps(result))
     elif fmt == "md":
@@ -488,7 +493,7 @@ def compare(run_a: Path, run_b: Path, fmt: str, fail_if_slower_pct: float | None
         sys.exit(1)
 
 
-@main.command(epilog=EXIT_CODES)
+@main.command(epilog="Exit codes: 0 listed (none is fine), 2 bad input (a one-line reason is printed).")
 @click.option(
     "--profiles",
     "profiles_root",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perfctl import progress
 from perfctl.analysis.compare import compare_analyses, gate
 from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
@@ -66,7 +67,7 @@ def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
     if clean is None:
         return None
     try:
-        eff = efficiency(clean, manifest, {})
+        eff = efficiency(clean, manifest, {}, run_dir=run_dir)
     except (PerfctlError, ValueError, OSError) as exc:  # e.g. the model folder is not on this host
         eff = {"available": False, "reason": f"MFU not computed: {exc}"}
     return {
@@ -95,6 +96,7 @@ def load_run(path: Path) -> LoadedRun:
                 raise
             analysis, origin = partial, f"{path}: clean timing pass only (no nsys export)"
         else:
+            progress.step(f"{path} has no {ANALYSIS_NAME}: analyzing it")
             with tempfile.TemporaryDirectory(prefix="perfctl-compare-") as tmp:
                 analysis = analyze_path(path, out_dir=Path(tmp)).analysis
             origin = f"{path}, analyzed now (not written)"
