@@ -40,6 +40,15 @@ def decompress_fixture(name: str, target_dir: Path) -> Path:
     return target
 
 
+def copy_run_fixture(name: str, target: Path) -> Path:
+    """A copy of a run-folder fixture (tests/fixtures/<name>/) with its export decompressed."""
+    shutil.copytree(FIXTURES / name, target, ignore=shutil.ignore_patterns("*.xz"))
+    for packed in (FIXTURES / name).glob("*.xz"):
+        with lzma.open(packed) as src, (target / packed.name.removesuffix(".xz")).open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return target
+
+
 @pytest.fixture(scope="session")
 def matmul_export(export_dir: Path) -> Path:
     """H200: perfctl:prefill (10 big matmuls) and perfctl:decode (5 small steps)."""

@@ -292,6 +292,11 @@ def analyze(
         )
     except PerfctlError as exc:
         _fail(exc)
+    run_dir = next((d for d in (result.export.parent, path) if (d / "manifest.json").is_file()), None)
+    if run_dir is not None:  # a perfctl run folder: into its registry
+        from perfctl.registry import record_analysis
+
+        record_analysis(run_dir, result.analysis, result.json_path)
     progress.finish()
     if fmt == "json":
         click.echo(json.dumps(result.analysis, default=str))
@@ -412,6 +417,133 @@ def flops(
 
 def _flop_text(flops: float) -> str:
     return f"{flops / 1e9:,.2f} GFLOP" if flops >= 1e8 or flops == 0 else f"{flops / 1e6:,.3f} MFLOP"
+
+
+COMPARE_EXIT_CODES = (
+    "Exit codes: 0 compared (and the gate passed), 1 --fail-if-slower: a stage got slower beyond noise "
+    "by more than PCT, 2 bad input (a one-line reason is printed)."
+)
+
+
+@main.command(epilog=COMPARE_EXIT_CODES)
+@click.argument("run_a", type=click.Path(path_type=Path))
+@click.argument("run_b", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "md", "html"]),
+    default="text",
+    show_default=True,
+    help="Tables for the terminal, the whole comparison as JSON, Markdown, or one self-contained HTML page.",
+)
+@click.option(
+    "--fail-if-slower",
+    "fail_if_slower_pct",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="PCT",
+    help="Exit 1 when a stage of B is slower than A's beyond noise and by more than PCT percent.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(0, 100),
+    default=5,
+    show_default=True,
+    help="Kernels shown per stage in the top-kernel changes.",
+)
+@quiet_option
+def compare(
+    run_a: Path, run_b: Path, fmt: str, fail_if_slower_pct: float | None, top: int, quiet: bool
+) -> None:
+    """Compare run B against run A (the baseline): per-stage time, MFU, kernel count and top-kernel
+    deltas, each with a 95 % confidence interval from the pages of both runs (Welch's t-test), and a
+    verdict per stage: faster, slower or within noise.
+
+    \b
+    RUN_A, RUN_B: run folders or analysis.json files (a run folder without analysis.json is
+    analyzed on the fly; nothing is written into it).
+    Examples:
+      perfctl compare profiles/baseline profiles/candidate
+      perfctl compare base/analysis.json new/analysis.json --fail-if-slower 5 --format md
+    """
+    from perfctl.compare_run import compare_paths
+    from perfctl.report.compare import (
+        gate_line,
+        render_compare_html,
+        render_compare_markdown,
+        render_compare_text,
+    )
+
+    progress.configure(quiet)
+    try:
+        result = compare_paths(run_a, run_b, top=top, fail_if_slower_pct=fail_if_slower_pct)
+    except PerfctlError as exc:
+        _fail(exc)
+    progress.finish()
+    if fmt == "json":
+        click.echo(json.dumps(result))
+    elif fmt == "md":
+        click.echo(render_compare_markdown(result), nl=False)
+    elif fmt == "html":
+        click.echo(render_compare_html(result), nl=False)
+    else:
+        click.echo(render_compare_text(result))
+    if result.get("gate", {}).get("failed"):
+        click.echo(f"perfctl: {gate_line(result)}", err=True)
+        sys.exit(1)
+
+
+@main.command(epilog="Exit codes: 0 listed (none is fine), 2 bad input (a one-line reason is printed).")
+@click.option(
+    "--profiles",
+    "profiles_root",
+    type=click.Path(path_type=Path),
+    default=Path("profiles"),
+    show_default=True,
+    help="Folder that holds the run folders and their registry (index.db).",
+)
+@click.option("--model", default=None, help="Only runs of this model (as given to capture).")
+@click.option(
+    "--status", default=None, help="Only runs with this status: running, ok, failed or interrupted."
+)
+@click.option(
+    "--gpu", default=None, help="Only runs on a GPU whose name contains this (any case), e.g. H100."
+)
+@click.option(
+    "--since", default=None, help="Only runs started at or after this date (YYYY-MM-DD[THH:MM], UTC)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="A table, or the runs as one JSON list on stdout.",
+)
+def runs(
+    profiles_root: Path, model: str | None, status: str | None, gpu: str | None, since: str | None, fmt: str
+) -> None:
+    """List the runs recorded in a profiles folder's registry (index.db), newest first: every capture
+    (running, ok, failed or interrupted, with its reason) and the headline metrics of its last analysis.
+
+    \b
+    Examples:
+      perfctl runs
+      perfctl runs --status failed --since 2026-11-01
+      perfctl runs --gpu h100 --model deepseek-ocr2 --format json
+    """
+    from perfctl.registry import list_runs
+    from perfctl.report.runs import render_runs_text
+
+    try:
+        found = list_runs(profiles_root, model=model, status=status, gpu=gpu, since=since)
+    except PerfctlError as exc:
+        _fail(exc)
+    if fmt == "json":
+        click.echo(json.dumps(found))
+    else:
+        filtered = any(x is not None for x in (model, status, gpu, since))
+        click.echo(render_runs_text(found, profiles_root, filtered))
 
 
 # --- doctor and open (kept together at the end of the file) ---

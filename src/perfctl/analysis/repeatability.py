@@ -53,6 +53,12 @@ def load_clean_pass(run_dir: Path, manifest: dict[str, Any]) -> CleanPass | None
     return CleanPass(records, info)
 
 
+def t95(degrees_of_freedom: float) -> float:
+    """Two-sided 95 % Student t quantile; a fractional df (Welch) is rounded down, the safe side."""
+    df = max(1, math.floor(degrees_of_freedom))
+    return _T95[df - 1] if df <= len(_T95) else 1.96
+
+
 def spread(values: list[float], labels: list[int]) -> dict[str, Any]:
     """Mean, std, CV, min, median, p95, max, the 95 % confidence interval of the mean, outliers."""
     v = np.asarray(values, dtype=np.float64)
@@ -61,7 +67,7 @@ def spread(values: list[float], labels: list[int]) -> dict[str, Any]:
         return {"count": 0}
     mean = float(v.mean())
     std = float(v.std(ddof=1)) if n > 1 else 0.0
-    t = _T95[n - 2] if 2 <= n <= 31 else 1.96
+    t = t95(n - 1)
     half = t * std / math.sqrt(n) if n > 1 else 0.0
     q1, median, q3, p95 = np.percentile(v, [25, 50, 75, 95])
     iqr = q3 - q1

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from perfctl import __version__, progress
+from perfctl import __version__, progress, registry
 from perfctl.capture.manifest import (
     MODEL_CONFIG_FILE,
     file_sha256,
@@ -205,35 +205,44 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
         "packages": package_versions(["perfctl", "torch", "transformers", "nvtx", "pandas", "nvidia-ml-py"]),
     }
     expected = len(pages) * opts.repeats
-    if nsys is None:  # --tool torch: the torch.profiler pass alone
-        write_json_atomic(run_dir / "workload.json", workload)
-        write_json_atomic(run_dir / "manifest.json", manifest)
-        result = CaptureResult(run_dir, "ok", None, manifest)
-        later = ["torch"]
-    else:
-        write_json_atomic(run_dir / "workload.json", nsys_workload)
-        driver_cmd = [sys.executable, "-m", "perfctl.driver", str(run_dir / "workload.json")]
-        nsys_cmd = nsys.profile_command(run_dir / REPORT_BASE, opts.trace, driver_cmd)
-        manifest["nsys"] = {
-            "path": str(nsys.path),
-            "version": nsys.version,
-            "command": nsys_cmd,
-            "importer_found": importer_present(nsys),
-            "telemetry": opts.nsys_telemetry,
-        }
-        write_json_atomic(run_dir / "manifest.json", manifest)
-        progress.step(f"nsys pass: {expected} pages under nsys profile (log: {run_dir / 'driver.log'})")
-        result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=expected)
-        later = ["timing", "torch"] if opts.tool == "all" else []
-    for name in later:
-        if result.status == "ok":
-            result = run_driver_pass(run_dir, workload, result.manifest, expected, name)
-    if result.manifest["status"] == "running":  # no nsys pass to conclude it: every pass went well
-        result.manifest["status"] = "ok"
-        write_json_atomic(run_dir / "manifest.json", result.manifest)
-        result = CaptureResult(run_dir, "ok", None, result.manifest)
-    if opts.calibrate and result.status == "ok":
-        result = run_calibration(run_dir, result.manifest, result.manifest.get("driver", {}).get("device"))
+    try:
+        if nsys is None:  # --tool torch: the torch.profiler pass alone
+            write_json_atomic(run_dir / "workload.json", workload)
+            write_json_atomic(run_dir / "manifest.json", manifest)
+            registry.record_capture(run_dir, manifest, started=True)
+            result = CaptureResult(run_dir, "ok", None, manifest)
+            later = ["torch"]
+        else:
+            write_json_atomic(run_dir / "workload.json", nsys_workload)
+            driver_cmd = [sys.executable, "-m", "perfctl.driver", str(run_dir / "workload.json")]
+            nsys_cmd = nsys.profile_command(run_dir / REPORT_BASE, opts.trace, driver_cmd)
+            manifest["nsys"] = {
+                "path": str(nsys.path),
+                "version": nsys.version,
+                "command": nsys_cmd,
+                "importer_found": importer_present(nsys),
+                "telemetry": opts.nsys_telemetry,
+            }
+            write_json_atomic(run_dir / "manifest.json", manifest)
+            registry.record_capture(run_dir, manifest, started=True)
+            progress.step(f"nsys pass: {expected} pages under nsys profile (log: {run_dir / 'driver.log'})")
+            result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=expected)
+            later = ["timing", "torch"] if opts.tool == "all" else []
+        for name in later:
+            if result.status == "ok":
+                result = run_driver_pass(run_dir, workload, result.manifest, expected, name)
+        if result.manifest["status"] == "running":  # no nsys pass to conclude it: every pass went well
+            result.manifest["status"] = "ok"
+            write_json_atomic(run_dir / "manifest.json", result.manifest)
+            result = CaptureResult(run_dir, "ok", None, result.manifest)
+        if opts.calibrate and result.status == "ok":
+            result = run_calibration(
+                run_dir, result.manifest, result.manifest.get("driver", {}).get("device")
+            )
+    except BaseException as exc:  # the registry learns how the run ended, whatever ended it
+        registry.record_capture_failure(run_dir, manifest, exc)
+        raise
+    registry.record_capture(run_dir, result.manifest)
     return result
 
 

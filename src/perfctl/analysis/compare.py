@@ -1,0 +1,353 @@
+"""Two analyses side by side: per stage, what changed and whether the change is beyond noise.
+
+Pure functions over analysis dicts (the analysis.json of `perfctl analyze`). Every figure is per page,
+so runs with different page counts compare. The noise comes from the repeats, i.e. the spread over
+pages of each run:
+
+- stage times: the clean timing pass (`timing.statistics`, mean/std/count over the measured pages)
+  when both runs have one; otherwise the nsys pass's per-page stage times (`pages[]`) of both runs.
+  One source for both sides, never one of each: stage times under nsys are 1.6-1.8x the clean ones.
+- MFU and achieved TFLOP/s (`efficiency`): their uncertainty is the clean time's (MFU = FLOPs / time),
+  carried over with the delta method.
+- kernel count and kernel time per page: the nsys pass's `pages[]`.
+- top kernels: analysis.json keeps each kernel's total per stage, not its per-page spread, so their
+  deltas are shown without a noise verdict.
+
+Each difference B - A gets a 95 % confidence interval from Welch's t-test (unequal variances, the
+Welch-Satterthwaite degrees of freedom): beyond noise when the interval excludes zero. With fewer
+than two pages on a side there is no spread to judge, and the verdict says "unknown".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from perfctl.analysis.repeatability import spread, t95
+from perfctl.analysis.runs import KERNEL_NAMES_KEPT
+from perfctl.stages import STAGES
+
+CLEAN, NSYS = "clean", "nsys"
+CUDA_EVENTS, HOST_CLOCK = "cuda_events", "host_clock"
+SOURCES = {
+    (
+        CLEAN,
+        CUDA_EVENTS,
+    ): "clean timing pass, CUDA-event stage times (timing.statistics.stages.*.cuda_events: "
+    "the GPU's clock, the times MFU divides by), no profiler",
+    (CLEAN, HOST_CLOCK): "clean timing pass, host-clock stage times between synchronized stage edges "
+    "(timing.statistics), no profiler",
+    (NSYS, None): "nsys pass (pages[]: NVTX stage times per page, under the profiler)",
+}
+KERNEL_SOURCE = "nsys pass (pages[]: each page's kernels per stage)"
+METHOD = (
+    "difference of per-page means B - A; 95 % confidence interval from Welch's t-test (unequal "
+    "variances, Welch-Satterthwaite degrees of freedom); beyond noise when the interval excludes 0"
+)
+# how a change of each metric reads: (word when B is higher, word when B is lower)
+WORDS = {
+    "time": ("slower", "faster"),
+    "mfu": ("higher", "lower"),
+    "achieved_tflops": ("higher", "lower"),
+    "kernel_count": ("more", "fewer"),
+    "kernel_time": ("more", "less"),
+}
+WITHIN, UNKNOWN = "within noise", "unknown"
+WORKLOAD_KEYS = ("max_new_tokens", "tiles", "repeats", "dtype", "device", "seed")
+WORKLOAD_DEFAULTS = {"tiles": 0}  # runs made before --tiles existed had none: the global view only
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One run's per-page values of a figure, summarized: what Welch's test needs."""
+
+    mean: float
+    std: float
+    count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "count": self.count}
+
+
+def difference(a: Sample, b: Sample, words: tuple[str, str]) -> dict[str, Any]:
+    """B - A with its 95 % confidence interval (Welch) and a change word: up, down, within noise."""
+    delta = b.mean - a.mean
+    out: dict[str, Any] = {
+        "a": a.to_json(),
+        "b": b.to_json(),
+        "delta": delta,
+        "delta_pct": 100 * delta / a.mean if a.mean else None,
+    }
+    if a.count < 2 or b.count < 2:
+        return out | {"ci95_low": None, "ci95_high": None, "df": None, "change": UNKNOWN}
+    va, vb = a.std**2 / a.count, b.std**2 / b.count
+    se = math.sqrt(va + vb)
+    denominator = va**2 / (a.count - 1) + vb**2 / (b.count - 1)
+    df = (va + vb) ** 2 / denominator if denominator > 0 else float(a.count + b.count - 2)
+    half = t95(df) * se
+    low, high = delta - half, delta + half
+    change = words[0] if low > 0 else words[1] if high < 0 else WITHIN
+    return out | {"ci95_low": low, "ci95_high": high, "df": df, "change": change}
+
+
+def clean_stage_samples(analysis: dict[str, Any], events: bool = False) -> dict[str, Sample] | None:
+    """Per-page stage and page times of the clean pass (`timing.statistics`): with `events`, the
+    stages' CUDA-event times (on a GPU; the times MFU divides by), None when the run has none."""
+    stats = (analysis.get("timing") or {}).get("statistics")
+    if not stats:
+        return None
+    out: dict[str, Sample] = {}
+    for stage in STAGES:
+        item = stats["stages"][stage]
+        if not events:
+            out[stage] = Sample(item["mean"], item["std"], item["count"])
+        elif item.get("cuda_events"):
+            ev = item["cuda_events"]
+            out[stage] = Sample(ev["mean"], (ev.get("cv") or 0.0) * ev["mean"], item["count"])
+        else:
+            return None
+    out["page"] = Sample(stats["page"]["mean"], stats["page"]["std"], stats["page"]["count"])
+    return out
+
+
+def clean_clock(a: dict[str, Any], *others: dict[str, Any]) -> str:
+    """The clean pass's stage clock every run given has: CUDA events (GPU runs since perfctl records
+    them) or the host clock between synchronized stage edges."""
+    runs = (a, *others)
+    return CUDA_EVENTS if all(clean_stage_samples(r, events=True) for r in runs) else HOST_CLOCK
+
+
+def page_samples(analysis: dict[str, Any], field: str) -> dict[str, Sample] | None:
+    """Per-page figures of the nsys pass (`pages[]`): stage `field` (wall_ns, kernel_count, ...)."""
+    pages = analysis.get("pages") or []
+    if not pages:
+        return None
+    labels = [int(p["sequence"]) for p in pages]
+    out: dict[str, Sample] = {}
+    for stage in STAGES:
+        out[stage] = _sample([float(p["stages"][stage][field]) for p in pages], labels)
+    if field == "wall_ns":
+        out["page"] = _sample([float(p["wall_ns"]) for p in pages], labels)
+    return out
+
+
+def headline_times(analysis: dict[str, Any]) -> tuple[str | None, dict[str, Sample] | None]:
+    """One run's stage and page times per page: the clean pass's when it has one (CUDA-event stage
+    times when it has them), else the nsys pass's."""
+    clean = clean_stage_samples(analysis, events=clean_clock(analysis) == CUDA_EVENTS)
+    if clean is not None:
+        return CLEAN, clean
+    pages = page_samples(analysis, "wall_ns")
+    return (NSYS, pages) if pages is not None else (None, None)
+
+
+def _sample(values: list[float], labels: list[int]) -> Sample:
+    s = spread(values, labels)
+    return Sample(s["mean"], s["std"], s["count"])
+
+
+def time_source(a: dict[str, Any], b: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """Which stage times both runs can be compared on, and notes about the choice."""
+    clean_a, clean_b = clean_stage_samples(a) is not None, clean_stage_samples(b) is not None
+    if clean_a and clean_b:
+        return CLEAN, []
+    nsys_ok = bool(a.get("pages")) and bool(b.get("pages"))
+    lacking = {(False, True): "run A has no", (True, False): "run B has no"}.get(
+        (clean_a, clean_b), "neither run has a"
+    )
+    if nsys_ok:
+        return NSYS, [
+            f"{lacking} clean timing pass: stage times are the nsys pass's for both runs",
+            "MFU needs the clean pass of both runs: not compared",
+        ]
+    return None, [
+        f"no stage times in common: {lacking} clean timing pass, and not both runs have "
+        "per-page figures from an nsys export"
+    ]
+
+
+def _efficiency_samples(
+    analysis: dict[str, Any], times: dict[str, Sample], key: str
+) -> dict[str, Sample | None]:
+    """MFU or achieved TFLOP/s per stage with the clean time's relative spread (delta method:
+    value = FLOPs / mean time, so its standard error is value × SE(time) / time)."""
+    eff = analysis.get("efficiency") or {}
+    out: dict[str, Sample | None] = {}
+    for stage in STAGES:
+        value = ((eff.get("stages") or {}).get(stage) or {}).get(key) if eff.get("available") else None
+        t = times[stage]
+        if value is None or not t.mean:
+            out[stage] = None
+        else:
+            out[stage] = Sample(float(value), float(value) * t.std / t.mean, t.count)
+    return out
+
+
+def _identity(analysis: dict[str, Any], label: str) -> dict[str, Any]:
+    run = analysis.get("run") or {}
+    driver = run.get("driver") or {}
+    gpus = (analysis.get("export") or {}).get("gpus") or []
+    gpu = driver.get("gpu_name") or (gpus[0].get("name") if gpus else None)
+    workload = run.get("workload") or {}
+    return {
+        "label": label,
+        "run_id": run.get("run_id"),
+        "status": run.get("status"),
+        "reason": run.get("reason"),
+        "model": (run.get("model_spec") or {}).get("name"),
+        "gpu": gpu,
+        "device": driver.get("device") or workload.get("device"),
+        "dtype": driver.get("dtype") or workload.get("dtype"),
+        "workload": {k: workload.get(k, WORKLOAD_DEFAULTS.get(k)) for k in WORKLOAD_KEYS}
+        | {"pages": len(workload.get("pages") or [])},
+        "clean_pages": ((analysis.get("timing") or {}).get("statistics") or {}).get("page", {}).get("count"),
+        "nsys_pages": len(analysis.get("pages") or []) or None,
+    }
+
+
+def _differences(ia: dict[str, Any], ib: dict[str, Any]) -> list[str]:
+    notes = []
+    for key in ("model", "gpu", "device", "dtype"):
+        if ia[key] != ib[key]:
+            notes.append(f"{key}: {ia[key]} vs {ib[key]}")
+    for key in sorted(set(ia["workload"]) | set(ib["workload"])):
+        va, vb = ia["workload"].get(key), ib["workload"].get(key)
+        if va != vb and key not in ("device", "dtype"):
+            notes.append(f"{key}: {va} vs {vb}")
+    return notes
+
+
+def _stage_item(analysis: dict[str, Any], stage: str) -> dict[str, Any]:
+    return next((s for s in analysis.get("stages") or [] if s["stage"] == stage), {})
+
+
+def _kernel_totals(item: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """name -> (calls, time_ns) of a stage's kernels over the whole run, as far as they are named."""
+    out = {name: (float(c), float(ns)) for name, (c, ns) in (item.get("kernel_time_by_name") or {}).items()}
+    out.update({k["name"]: (float(k["count"]), float(k["time_ns"])) for k in item.get("top_kernels") or []})
+    return out
+
+
+def top_kernel_deltas(a: dict[str, Any], b: dict[str, Any], stage: str, top: int) -> list[dict[str, Any]]:
+    """The kernels among either run's top kernels of a stage whose time per page changed most.
+
+    A kernel missing from one run is absent there (0) when that run names all its kernels of the
+    stage; beyond its KERNEL_NAMES_KEPT names it is unknown (null)."""
+    items = _stage_item(a, stage), _stage_item(b, stage)
+    totals = [_kernel_totals(i) for i in items]
+    complete = [len(i.get("kernel_time_by_name") or {}) < KERNEL_NAMES_KEPT for i in items]
+    pages = [len(x.get("pages") or []) or 1 for x in (a, b)]
+    meta = {
+        k["name"]: (k.get("short_name") or k["name"], k.get("category") or "")
+        for i in reversed(items)
+        for k in i.get("top_kernels") or []
+    }
+    rows = []
+    for name, (short_name, category) in meta.items():
+        per_page: list[tuple[float, float] | None] = []
+        for side in (0, 1):
+            found = totals[side].get(name)
+            if found is None:
+                per_page.append((0.0, 0.0) if complete[side] else None)
+            else:
+                per_page.append((found[0] / pages[side], found[1] / pages[side]))
+        ra, rb = per_page
+        ta, tb = (ra[1] if ra else None), (rb[1] if rb else None)
+        delta = tb - ta if ta is not None and tb is not None else None
+        rows.append(
+            {
+                "name": name,
+                "short_name": short_name,
+                "category": category,
+                "in_a": name in totals[0],
+                "in_b": name in totals[1],
+                "a_calls_per_page": ra[0] if ra else None,
+                "b_calls_per_page": rb[0] if rb else None,
+                "a_time_ns_per_page": ta,
+                "b_time_ns_per_page": tb,
+                "delta_ns_per_page": delta,
+                "delta_pct": 100 * delta / ta if delta is not None and ta else None,
+            }
+        )
+    rows.sort(key=lambda r: (-abs(r["delta_ns_per_page"] or 0.0), r["name"]))
+    return rows[:top]
+
+
+def compare_analyses(
+    a: dict[str, Any], b: dict[str, Any], label_a: str = "A", label_b: str = "B", top: int = 5
+) -> dict[str, Any]:
+    """The comparison of run B against run A (baseline); see docs/compare.md for every key.
+
+    Raises ValueError when the two analyses have no stage times in common.
+    """
+    source, notes = time_source(a, b)
+    if source is None:
+        raise ValueError(notes[0])
+    clock = clean_clock(a, b) if source == CLEAN else None
+    if source == CLEAN:
+        times_a, times_b = (clean_stage_samples(x, events=clock == CUDA_EVENTS) for x in (a, b))
+        if clock == HOST_CLOCK and any(clean_clock(x) == CUDA_EVENTS for x in (a, b)):
+            notes.append("only one run has CUDA-event stage times: host-clock stage times for both")
+    else:
+        times_a, times_b = page_samples(a, "wall_ns"), page_samples(b, "wall_ns")
+    assert times_a is not None and times_b is not None
+    ia, ib = _identity(a, label_a), _identity(b, label_b)
+    warnings = [f"the runs differ: {d}" for d in _differences(ia, ib)] + notes
+    kernels_a, kernels_b = page_samples(a, "kernel_count"), page_samples(b, "kernel_count")
+    has_kernels = bool(kernels_a and kernels_b) and any(
+        ((x.get("totals") or {}).get("kernels") or 0) > 0 for x in (a, b)
+    )
+    ktime_a, ktime_b = page_samples(a, "kernel_time_ns"), page_samples(b, "kernel_time_ns")
+    eff = {
+        key: (_efficiency_samples(a, times_a, key), _efficiency_samples(b, times_b, key))
+        for key in ("mfu", "achieved_tflops")
+    }
+    stages = []
+    for stage in STAGES:
+        time = difference(times_a[stage], times_b[stage], WORDS["time"])
+        row: dict[str, Any] = {"stage": stage, "verdict": time["change"], "time_ns": time}
+        for key, (ea, eb) in eff.items():
+            sa, sb = ea[stage], eb[stage]
+            row[key] = difference(sa, sb, WORDS[key]) if source == CLEAN and sa and sb else None
+        if has_kernels and kernels_a and kernels_b and ktime_a and ktime_b:
+            row["kernel_count"] = difference(kernels_a[stage], kernels_b[stage], WORDS["kernel_count"])
+            row["kernel_time_ns"] = difference(ktime_a[stage], ktime_b[stage], WORDS["kernel_time"])
+            row["top_kernels"] = top_kernel_deltas(a, b, stage, top)
+        else:
+            row["kernel_count"] = row["kernel_time_ns"] = None
+            row["top_kernels"] = []
+        stages.append(row)
+    if not (kernels_a and kernels_b):
+        warnings.append("kernel figures need the nsys export of both runs: not compared")
+    elif not has_kernels:
+        warnings.append("neither run's nsys pass has CUDA kernels (CPU runs): kernel figures not compared")
+    for ident in (ia, ib):
+        if ident["status"] not in ("ok", None):
+            why = f": {ident['reason']}" if ident["reason"] else ""
+            warnings.append(f"run {ident['label']}'s capture ended {ident['status']}{why}")
+    page = difference(times_a["page"], times_b["page"], WORDS["time"])
+    return {
+        "a": ia,
+        "b": ib,
+        "time_source": source,
+        "clean_clock": clock,
+        "time_source_text": SOURCES[(source, clock)],
+        "kernel_source": KERNEL_SOURCE if has_kernels else None,
+        "method": METHOD,
+        "warnings": warnings,
+        "stages": stages,
+        "page": {"verdict": page["change"], "time_ns": page},
+    }
+
+
+def gate(comparison: dict[str, Any], fail_if_slower_pct: float) -> dict[str, Any]:
+    """The regression gate: failed when a stage is slower beyond noise by more than the threshold."""
+    failing = [
+        {"stage": s["stage"], "delta_pct": s["time_ns"]["delta_pct"]}
+        for s in comparison["stages"]
+        if s["verdict"] == WORDS["time"][0]
+        and s["time_ns"]["delta_pct"] is not None
+        and s["time_ns"]["delta_pct"] > fail_if_slower_pct
+    ]
+    return {"fail_if_slower_pct": fail_if_slower_pct, "failed": bool(failing), "failing_stages": failing}

@@ -1,0 +1,119 @@
+"""`perfctl compare RUN_A RUN_B`: find each run's analysis, compare them, gate on slower stages.
+
+A RUN may be:
+  - an analysis.json (what `perfctl analyze` wrote), used as it is;
+  - a run folder holding an analysis.json, used as it is;
+  - a run folder (or export, or .nsys-rep) without one: analyzed now with `perfctl analyze`'s
+    defaults into a temporary folder; nothing is written into the run folder (except, as analyze
+    does, the SQLite export of a .nsys-rep that has none);
+  - a run folder that kept only its small files (manifest.json and the clean pass's timing/, the
+    export deleted): its clean-pass statistics and MFU, computed as `perfctl analyze` computes them;
+    kernel figures are then unavailable.
+Inputs are only read, never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perfctl import progress
+from perfctl.analysis.compare import compare_analyses, gate
+from perfctl.analysis.efficiency import efficiency
+from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
+from perfctl.errors import BadInput, PerfctlError
+
+ANALYSIS_NAME = "analysis.json"
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    analysis: dict[str, Any]
+    label: str  # how the run is named in the output: its run id, else the path given
+    origin: str  # where the analysis came from, in words
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(f"cannot read {path} as JSON: {exc}") from None
+
+
+def _analysis_file(path: Path) -> dict[str, Any]:
+    data = _read_json(path)
+    if isinstance(data, dict) and {"stages", "timing"} & set(data):
+        return data
+    if isinstance(data, dict) and "perfctl_version" in data:
+        raise BadInput(f"{path} holds no stage times to compare (a --tool torch run has operators only)")
+    raise BadInput(f"{path} is not a perfctl analysis.json (no 'stages' or 'timing')")
+
+
+def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder without its export: the parts of an analysis its clean timing pass gives (run
+    identity, `timing`, `efficiency`), or None when it has no manifest or no clean pass."""
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        return None
+    manifest = _read_json(manifest_path)
+    if not isinstance(manifest, dict):
+        raise BadInput(f"{manifest_path} is not a perfctl manifest")
+    if manifest.get("tool") == "torch":
+        raise BadInput(f"{run_dir} holds no stage times to compare (a --tool torch run has operators only)")
+    clean = load_clean_pass(run_dir, manifest)
+    if clean is None:
+        return None
+    try:
+        eff = efficiency(clean, manifest, {}, run_dir=run_dir)
+    except (PerfctlError, ValueError, OSError) as exc:  # e.g. the model folder is not on this host
+        eff = {"available": False, "reason": f"MFU not computed: {exc}"}
+    return {
+        "run": manifest,
+        "timing": {"pass": "clean", "statistics": timing_statistics(clean.records)},
+        "efficiency": eff,
+    }
+
+
+def load_run(path: Path) -> LoadedRun:
+    """The analysis behind one RUN argument (see the module docstring)."""
+    from perfctl.analyze_run import analyze_path, locate_export
+
+    if not path.exists():
+        raise BadInput(f"no such file or folder: {path}")
+    if path.is_file() and path.suffix == ".json":
+        analysis, origin = _analysis_file(path), str(path)
+    elif path.is_dir() and (path / ANALYSIS_NAME).is_file():
+        analysis, origin = _analysis_file(path / ANALYSIS_NAME), str(path / ANALYSIS_NAME)
+    else:
+        try:
+            locate_export(path)  # a .nsys-rep alone is exported beside it first, as analyze does
+        except BadInput:
+            partial = clean_pass_only(path) if path.is_dir() else None
+            if partial is None:
+                raise
+            analysis, origin = partial, f"{path}: clean timing pass only (no nsys export)"
+        else:
+            progress.step(f"{path} has no {ANALYSIS_NAME}: analyzing it")
+            with tempfile.TemporaryDirectory(prefix="perfctl-compare-") as tmp:
+                analysis = analyze_path(path, out_dir=Path(tmp)).analysis
+            origin = f"{path}, analyzed now (not written)"
+    run_id = (analysis.get("run") or {}).get("run_id")
+    return LoadedRun(analysis, str(run_id or path), origin)
+
+
+def compare_paths(
+    run_a: Path, run_b: Path, top: int = 5, fail_if_slower_pct: float | None = None
+) -> dict[str, Any]:
+    """Load both runs, compare B against A and, with a threshold, add the gate's verdict."""
+    a, b = load_run(run_a), load_run(run_b)
+    try:
+        result = compare_analyses(a.analysis, b.analysis, a.label, b.label, top=top)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    result["a"]["origin"], result["b"]["origin"] = a.origin, b.origin
+    if fail_if_slower_pct is not None:
+        result["gate"] = gate(result, fail_if_slower_pct)
+    return result

@@ -1,0 +1,247 @@
+"""Renderers of a comparison (perfctl.analysis.compare): terminal text, Markdown and HTML.
+
+All three draw the same tables, built once here (`comparison_tables`): strings with their units, so
+the formats cannot disagree. Names come from the runs (kernel names, run ids, paths) and are escaped
+for Markdown and HTML; the HTML page is self-contained (inline CSS, no scripts, no network).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+
+from perfctl.report import formatting
+from perfctl.resources import templates_dir
+
+TEXT_NAME_HEAD, TEXT_NAME_TAIL = 56, 34  # kernel names are cut in the middle, in the terminal only
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+    wide_column: int | None = None  # index of a column of long names (kernels)
+
+
+def _ms(ns: float | None) -> str:
+    return formatting.ms(ns)
+
+
+def _signed_ms(ns: float | None) -> str:
+    return "–" if ns is None else f"{ns / 1e6:+,.3f} ms"
+
+
+def _signed_pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.1f} %"
+
+
+def _ci(diff: dict[str, Any], show: Any) -> str:
+    if diff["ci95_low"] is None:
+        return "– (fewer than 2 pages)"
+    return f"[{show(diff['ci95_low'])}, {show(diff['ci95_high'])}]"
+
+
+def _tflops(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.4g} TFLOP/s"
+
+
+def _signed_tflops(value: float | None) -> str:
+    return "–" if value is None else f"{value:+,.3g} TFLOP/s"
+
+
+def _points(fraction: float | None) -> str:
+    """A difference of two fractions in percentage points, small ones with three digits."""
+    return "–" if fraction is None else f"{100 * fraction:+.3g} pp"
+
+
+def _kernels(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f}"
+
+
+def _signed_kernels(value: float | None) -> str:
+    return "–" if value is None else f"{value:+,.1f}"
+
+
+def _metric_table(
+    comparison: dict[str, Any], key: str, title: str, show: Any, signed: Any, note: str
+) -> Table:
+    table = Table(title, ["stage", "A", "B", "B − A", "change %", "95 % CI of B − A", "verdict"], note=note)
+    rows = [(s["stage"], s[key]) for s in comparison["stages"]]
+    if key == "time_ns":
+        rows.append(("page", comparison["page"]["time_ns"]))
+    for stage, diff in rows:
+        if diff is None:
+            continue
+        table.rows.append(
+            [
+                stage,
+                show(diff["a"]["mean"]),
+                show(diff["b"]["mean"]),
+                signed(diff["delta"]),
+                _signed_pct(diff["delta_pct"]),
+                _ci(diff, signed),
+                diff["change"],
+            ]
+        )
+    return table
+
+
+def comparison_tables(comparison: dict[str, Any]) -> list[Table]:
+    """The tables every format shows, in order; a table with nothing to compare keeps its note."""
+    a, b = comparison["a"], comparison["b"]
+    samples = f"A: {a['clean_pages'] if comparison['time_source'] == 'clean' else a['nsys_pages']} pages, "
+    samples += f"B: {b['clean_pages'] if comparison['time_source'] == 'clean' else b['nsys_pages']} pages"
+    tables = [
+        _metric_table(
+            comparison,
+            "time_ns",
+            "Stage time per page",
+            _ms,
+            _signed_ms,
+            f"{comparison['time_source_text']}; {samples}",
+        ),
+        _metric_table(
+            comparison,
+            "mfu",
+            "MFU per stage",
+            formatting.pct,
+            _points,
+            "analytic FLOPs / clean time / dense peak; uncertainty carried over from the clean time",
+        ),
+        _metric_table(
+            comparison,
+            "achieved_tflops",
+            "Achieved TFLOP/s per stage",
+            _tflops,
+            _signed_tflops,
+            "analytic FLOPs / clean time",
+        ),
+    ]
+    kernel_note = comparison["kernel_source"] or ""
+    tables.append(
+        _metric_table(comparison, "kernel_count", "Kernels per page", _kernels, _signed_kernels, kernel_note)
+    )
+    tables.append(
+        _metric_table(comparison, "kernel_time_ns", "Kernel time per page", _ms, _signed_ms, kernel_note)
+    )
+    top = Table(
+        "Top kernel changes per page",
+        ["stage", "kernel", "category", "A time", "B time", "B − A", "change %", "A calls", "B calls"],
+        note="either run's top kernels of the stage, by the size of the change; analysis.json keeps no "
+        "per-page spread per kernel, so these have no noise verdict",
+        wide_column=1,
+    )
+    for s in comparison["stages"]:
+        for k in s["top_kernels"]:
+            top.rows.append(
+                [
+                    s["stage"],
+                    k["name"],
+                    k["category"] or "–",
+                    _ms(k["a_time_ns_per_page"]),
+                    _ms(k["b_time_ns_per_page"]),
+                    _signed_ms(k["delta_ns_per_page"]),
+                    _signed_pct(k["delta_pct"]),
+                    _kernels(k["a_calls_per_page"]),
+                    _kernels(k["b_calls_per_page"]),
+                ]
+            )
+    tables.append(top)
+    return tables
+
+
+def _run_line(side: str, run: dict[str, Any]) -> str:
+    where = run.get("gpu") or run.get("device") or "device unknown"
+    origin = f" from {run['origin']}" if run.get("origin") else ""
+    return f"{side}: {run['label']} ({run.get('model') or 'model unknown'}, {where}){origin}"
+
+
+def gate_line(comparison: dict[str, Any]) -> str | None:
+    """One sentence on the gate, or None when no threshold was given."""
+    g = comparison.get("gate")
+    if g is None:
+        return None
+    threshold = f"{g['fail_if_slower_pct']:g} %"
+    if not g["failed"]:
+        return f"gate passed: no stage slower beyond noise by more than {threshold}"
+    stages = ", ".join(f"{f['stage']} {f['delta_pct']:+.1f} %" for f in g["failing_stages"])
+    return f"gate FAILED: slower beyond noise by more than {threshold}: {stages}"
+
+
+def header_lines(comparison: dict[str, Any]) -> list[str]:
+    lines = [_run_line("A", comparison["a"]), _run_line("B", comparison["b"])]
+    verdicts = ", ".join(f"{s['stage']} {s['verdict']}" for s in comparison["stages"])
+    lines.append(f"verdict (B against A): {verdicts}")
+    gate = gate_line(comparison)
+    if gate:
+        lines.append(gate)
+    lines += [f"warning: {w}" for w in comparison["warnings"]]
+    lines.append(f"method: {comparison['method']}")
+    return lines
+
+
+def _cut(name: str) -> str:
+    """A long kernel name with its middle left out: templates differ in the middle and at the end."""
+    if len(name) <= TEXT_NAME_HEAD + TEXT_NAME_TAIL + 1:
+        return name
+    return name[:TEXT_NAME_HEAD] + "…" + name[-TEXT_NAME_TAIL:]
+
+
+def render_compare_text(comparison: dict[str, Any]) -> str:
+    out = header_lines(comparison)
+    for table in comparison_tables(comparison):
+        out += ["", f"{table.title}" + (f" ({table.note})" if table.note else "")]
+        if not table.rows:
+            out.append("  not compared")
+            continue
+        rows = [[_cut(c) if i == table.wide_column else c for i, c in enumerate(r)] for r in table.rows]
+        widths = [max(len(x) for x in col) for col in zip(table.columns, *rows, strict=True)]
+        for r in [table.columns, *rows]:
+            out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(out)
+
+
+def markdown_cell(text: str) -> str:
+    """Text that stays inside one Markdown table cell and renders literally: HTML, pipes, markup
+    characters and line breaks escaped."""
+    text = " ".join(text.split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for char in "\\`*_[]|#":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def render_compare_markdown(comparison: dict[str, Any]) -> str:
+    out = ["# perfctl compare", ""]
+    out += [f"- {markdown_cell(line)}" for line in header_lines(comparison)]
+    for table in comparison_tables(comparison):
+        out += ["", f"## {markdown_cell(table.title)}", ""]
+        if table.note:
+            out += [markdown_cell(table.note), ""]
+        if not table.rows:
+            out.append("not compared")
+            continue
+        out.append("| " + " | ".join(markdown_cell(c) for c in table.columns) + " |")
+        out.append("|" + "|".join("---" for _ in table.columns) + "|")
+        out += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in table.rows]
+    return "\n".join(out) + "\n"
+
+
+def render_compare_html(comparison: dict[str, Any]) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        autoescape=True,  # kernel names, run ids and paths come from the runs: always escaped
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("compare.html.j2").render(
+        c=comparison,
+        header=header_lines(comparison),
+        gate=gate_line(comparison),
+        tables=comparison_tables(comparison),
+    )

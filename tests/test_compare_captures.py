@@ -1,0 +1,165 @@
+"""Real captures (CPU, under nsys) for compare and the registry: the built-in tiny model with 2 and
+with 12 new tokens per page (decode 1 vs 11 steps: a real slower run), a capture whose model cannot
+load (a real failure), and a capture beside a registry that cannot be written."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import FIXTURES, copy_run_fixture, run_perfctl
+from perfctl import registry
+from perfctl.resources import builtin_model_dir
+
+pytestmark = [pytest.mark.nsys, pytest.mark.slow]
+
+PAGES = 3
+
+
+def _capture(nsys: str, tokens: int, *where: str) -> subprocess.CompletedProcess[str]:
+    args = ("--tool", "nsys", "--num-pages", str(PAGES), "--max-new-tokens", str(tokens), "--nsys", nsys)
+    return run_perfctl("capture", *args, *where)
+
+
+def _row(profiles: Path, run_id: str) -> dict[str, Any] | None:
+    try:
+        with sqlite3.connect(profiles / "index.db", timeout=30) as conn:
+            conn.row_factory = sqlite3.Row
+            found = conn.execute("select * from runs where run_id = ?", [run_id]).fetchone()
+    except sqlite3.OperationalError:  # not created yet
+        return None
+    return dict(found) if found else None
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("profiles")
+    out: dict[str, Any] = {"root": root}
+
+    # a model folder whose weights file is damaged: the driver fails loading it, under nsys
+    broken = tmp_path_factory.mktemp("broken-model")
+    model_dir = builtin_model_dir("deepseek-ocr2-tiny")
+    assert model_dir is not None
+    (broken / "config.json").write_text((model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"\xff" * 4096)
+    cmd = [sys.executable, "-m", "perfctl", "capture", "--model", str(broken), "--num-pages", "1"]
+    cmd += ["--profiles", str(root), "--run-id", "broken", "--nsys", nsys_bin]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []  # the registry while the capture runs
+    while proc.poll() is None:
+        row = _row(root, "broken")
+        if row and (not seen or row["status"] != seen[-1]["status"]):
+            seen.append(row)
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate()
+    out["broken"] = (proc.returncode, stdout, stderr, seen)
+
+    # the same workload with 2 and with 12 new tokens; the first beside a damaged registry
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    out["garbage"] = b"SQLite format 3\x00 but not really " * 50
+    (elsewhere / "index.db").write_bytes(out["garbage"])
+    out["short"], out["short_proc"] = (
+        elsewhere / "short",
+        _capture(nsys_bin, 2, "--out", str(elsewhere / "short")),
+    )
+    out["long"], out["long_proc"] = (
+        root / "long",
+        _capture(nsys_bin, 12, "--profiles", str(root), "--run-id", "long"),
+    )
+    return out
+
+
+def test_failed_capture_is_recorded_running_then_failed_with_its_reason(runs: dict[str, Any]) -> None:
+    code, stdout, _, seen = runs["broken"]
+    assert code == 1 and "status: failed" in stdout
+    assert seen[0]["status"] == "running" and seen[0]["finished_at"] is None and seen[0]["reason"] is None
+    row = _row(runs["root"], "broken")
+    assert row is not None and row["status"] == "failed" and row["finished_at"] > row["started_at"]
+    assert "0 of 1 pages" in row["reason"] and "SafetensorError" in row["reason"]
+    assert (row["pages_completed"], row["pages_expected"]) == (0, 1)
+    manifest = json.loads((runs["root"] / "broken" / "manifest.json").read_text())
+    assert row["reason"] == manifest["reason"]
+    listed = run_perfctl("runs", "--profiles", str(runs["root"]), "--status", "failed")
+    assert listed.returncode == 0 and "broken" in listed.stdout and "long" not in listed.stdout
+    assert f"reason: {manifest['reason']}" in listed.stdout
+
+
+def test_ok_capture_then_its_analysis_are_recorded(runs: dict[str, Any]) -> None:
+    assert runs["long_proc"].returncode == 0, runs["long_proc"].stderr
+    assert "warning" not in runs["long_proc"].stderr
+    row = _row(runs["root"], "long")
+    assert row is not None and row["status"] == "ok" and row["reason"] is None
+    assert row["device"] == "cpu" and row["gpu"] is None and row["model"] == "deepseek-ocr2-tiny"
+    assert (row["pages_completed"], row["max_new_tokens"]) == (PAGES, 12) and row["analyzed_at"] is None
+    proc = run_perfctl("analyze", str(runs["long"]))
+    assert proc.returncode == 0 and "warning" not in proc.stderr
+    row = _row(runs["root"], "long")
+    analysis = json.loads((runs["long"] / "analysis.json").read_text())
+    decode = [p["stages"]["decode"]["wall_ns"] for p in analysis["pages"]]
+    assert (
+        row is not None
+        and row["time_source"] == "nsys"
+        and row["decode_mean_ns"] == pytest.approx(sum(decode) / PAGES)
+    )
+    assert row["kernel_count"] == 0 and row["decode_mfu"] is None  # a CPU run: no kernels, no peak
+    listed = json.loads(run_perfctl("runs", "--profiles", str(runs["root"]), "--format", "json").stdout)
+    assert {r["run_id"] for r in listed} == {"long", "broken"}
+
+
+def test_a_registry_error_does_not_fail_the_capture(runs: dict[str, Any]) -> None:
+    proc = runs["short_proc"]
+    assert proc.returncode == 0 and "status: ok" in proc.stdout, proc.stderr
+    assert "perfctl: warning: run registry" in proc.stderr and "not updated" in proc.stderr
+    assert (runs["short"].parent / "index.db").read_bytes() == runs["garbage"]
+    assert json.loads((runs["short"] / "manifest.json").read_text())["status"] == "ok"
+
+
+def test_more_tokens_per_page_is_slower_and_fails_the_gate(runs: dict[str, Any]) -> None:
+    proc = run_perfctl(
+        "compare", str(runs["short"]), str(runs["long"]), "--fail-if-slower", "50", "--format", "json"
+    )
+    assert proc.returncode == 1, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["time_source"] == "nsys"
+    decode = next(s for s in result["stages"] if s["stage"] == "decode")
+    assert decode["verdict"] == "slower" and decode["time_ns"]["delta_pct"] > 100  # 11 decode steps vs 1
+    assert "decode" in [f["stage"] for f in result["gate"]["failing_stages"]]
+    assert decode["mfu"] is None and decode["kernel_count"] is None
+    for needle in (
+        "neither run has a clean timing pass",
+        "the runs differ: max_new_tokens: 2 vs 12",
+        "neither run's nsys pass has CUDA kernels",
+    ):
+        assert any(needle in w for w in result["warnings"]), (needle, result["warnings"])
+    assert "gate FAILED" in proc.stderr and "decode" in proc.stderr
+    back = run_perfctl("compare", str(runs["long"]), str(runs["short"]), "--format", "json")
+    assert back.returncode == 0
+    assert next(s for s in json.loads(back.stdout)["stages"] if s["stage"] == "decode")["verdict"] == "faster"
+
+
+def test_sources_in_common(runs: dict[str, Any], tmp_path: Path) -> None:
+    """A GPU run with a clean pass against a CPU run without: the nsys pass's times for both; a run
+    with a clean pass only (no export) against one with an nsys pass only: nothing in common."""
+    tiny = copy_run_fixture("h100-tiny-ocr2-all", tmp_path / "tiny")
+    proc = run_perfctl("compare", str(tiny), str(runs["long"]), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["time_source"] == "nsys"
+    assert any("run B has no clean timing pass" in w for w in result["warnings"])
+    assert any("device: cuda vs cpu" in w for w in result["warnings"])
+    none = run_perfctl("compare", str(FIXTURES / "h100-full-ocr2-run"), str(runs["long"]))
+    assert (
+        none.returncode == 2 and "no stage times in common" in none.stderr and "Traceback" not in none.stderr
+    )
+
+
+def test_registry_module_reads_what_the_cli_wrote(runs: dict[str, Any]) -> None:
+    rows = {r["run_id"]: r for r in registry.list_runs(runs["root"], model="deepseek-ocr2-tiny")}
+    assert set(rows) == {"long"} and rows["long"]["path"] == str(runs["long"].resolve())
