@@ -18,13 +18,21 @@ from nsys_reference import nsys_version
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parent.parent
 
-# Where scripts/install-nsys-reference.sh puts nsys 2023.4 unless told otherwise.
-NSYS_2023_DEFAULT = Path(
-    "/opt/nsight-systems-2023.4/usr/lib/x86_64-linux-gnu/nsight-systems/target-linux-x64/nsys"
-)
 # The nsys generations `nsys stats` parity is checked against: the primary nsys (scripts/install-nsys.sh,
-# 2022.4 in CI: export schema 3.0, report nvtxkernsum) and 2023.4 (schema 3.7, report nvtx_kern_sum).
-REFERENCE_NSYS = ("primary", "2023.4")
+# 2022.4 in CI: export schema 3.0, report nvtxkernsum), 2023.4 (schema 3.7, report nvtx_kern_sum) and
+# 2024.2 (schema 3.11).
+REFERENCE_NSYS = ("primary", "2023.4", "2024.2")
+# Each reference generation: the environment variable scripts/test.sh hands its nsys in, and where
+# `scripts/install-nsys-reference.sh GENERATION` puts it unless told otherwise.
+REFERENCE_INSTALLS = {
+    generation: (
+        env,
+        Path(
+            f"/opt/nsight-systems-{generation}/usr/lib/x86_64-linux-gnu/nsight-systems/target-linux-x64/nsys"
+        ),
+    )
+    for generation, env in (("2023.4", "PERFCTL_NSYS_2023"), ("2024.2", "PERFCTL_NSYS_2024"))
+}
 
 
 @pytest.fixture(scope="session")
@@ -69,18 +77,23 @@ def _missing(what: str, how: str) -> NoReturn:
 
 
 def find_nsys(which: str) -> str | None:
-    """The installed nsys of one of REFERENCE_NSYS, or None. primary: $NSYS or nsys on PATH; 2023.4:
-    $PERFCTL_NSYS_2023 (scripts/test.sh sets it) or the installer's default place."""
+    """The installed nsys of one of REFERENCE_NSYS, or None. primary: $NSYS or nsys on PATH; 2023.4 and
+    2024.2: $PERFCTL_NSYS_2023 / $PERFCTL_NSYS_2024 (scripts/test.sh sets them) or the installer's
+    default place."""
     if which == "primary":
         path = os.environ.get("NSYS") or shutil.which("nsys")
     else:
-        path = os.environ.get("PERFCTL_NSYS_2023") or str(NSYS_2023_DEFAULT)
+        env, default = REFERENCE_INSTALLS[which]
+        path = os.environ.get(env) or str(default)
     return path if path and os.access(path, os.X_OK) else None
 
 
 _HOW = {
     "primary": "run scripts/install-nsys.sh",
-    "2023.4": "run scripts/install-nsys-reference.sh, or set PERFCTL_NSYS_2023 to its nsys",
+    **{
+        generation: f"run scripts/install-nsys-reference.sh {generation}, or set {env} to its nsys"
+        for generation, (env, _) in REFERENCE_INSTALLS.items()
+    },
 }
 
 

@@ -1,7 +1,8 @@
 """perfctl's kernel attribution against NVIDIA's own NVTX kernel summary, run live on the same real GPU
-exports with every installed reference nsys: 2022.4 (`nsys stats -r nvtxkernsum`) and 2023.4
-(`nsys stats -r nvtx_kern_sum`). The exports come from both generations too: export schema 3.0.0
-(nsys 2022.4) and 3.7.2 (nsys 2023.4), so each nsys also reads the other generation's export."""
+exports with every installed reference nsys: 2022.4 (`nsys stats -r nvtxkernsum`), 2023.4 and 2024.2
+(`nsys stats -r nvtx_kern_sum`). The exports come from several generations too: export schema 3.0.0
+(nsys 2022.4) and 3.7.2 (nsys 2023.4), so each nsys also reads another generation's export. nsys
+2024.2 reads both as they are (it neither refuses nor re-exports them; its CSV equals 2023.4's)."""
 
 from __future__ import annotations
 

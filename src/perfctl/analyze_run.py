@@ -210,7 +210,7 @@ def _check_attributable(
     if totals["nvtx_ranges"] == 0:
         raise BadInput(
             f"{export} holds no NVTX push/pop or start/end ranges, so there is nothing to attribute GPU "
-            "work to (capture with --trace including nvtx; nsys 2022.4 sees only nvtx < 0.2.12)"
+            "work to (capture with --trace including nvtx; nsys 2022.4-2024.2 see only nvtx < 0.2.12)"
         )
     # the device the driver really used (`--device auto` resolves there), else the one asked for
     m = manifest or {}
