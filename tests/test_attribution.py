@@ -233,22 +233,28 @@ def test_other_thread_launches_are_found_apart_from_the_projection() -> None:
     assert _as_pairs(attribute_other_threads(ranges, acts), acts) == {(0, 1)}
 
 
-NSYS2023 = "h200-nsys2023-threads-graphs"
+# scripts/fixture_programs/threads_and_graphs.py captured on an H200 by two nsys generations, with the
+# export schema each writes
+THREADS_AND_GRAPHS = {
+    "h200-nsys2023-threads-graphs": "3.7.2",
+    "h200-nsys2024-threads-graphs": "3.11.1",
+}
 
 
-def _nsys2023_csv_rows() -> list[dict[str, str]]:
-    return list(csv.DictReader((FIXTURES / f"{NSYS2023}.nvtx_kern_sum.csv").read_text().splitlines()))
+def _csv_rows(fixture: str) -> list[dict[str, str]]:
+    return list(csv.DictReader((FIXTURES / f"{fixture}.nvtx_kern_sum.csv").read_text().splitlines()))
 
 
-def test_worker_thread_launches_in_a_real_export(export_dir: Path) -> None:
-    """nsys 2023.4 records a worker thread's launches (2022.4 aborts its trace there). nsys's projection
-    gives them to the worker's own range only; perfctl reports them for the main thread's waiting range
-    apart, as other_threads, and keeps the nsys-compatible figures equal to nsys's."""
-    export = decompress_fixture(f"{NSYS2023}.sqlite.xz", export_dir)
-    rows = _nsys2023_csv_rows()
-    expected = nvtxkernsum_totals((FIXTURES / f"{NSYS2023}.nvtx_kern_sum.csv").read_text())
+@pytest.mark.parametrize("fixture", THREADS_AND_GRAPHS)
+def test_worker_thread_launches_in_a_real_export(fixture: str, export_dir: Path) -> None:
+    """nsys 2023.4 and 2024.2 record a worker thread's launches (2022.4 aborts its trace there). nsys's
+    projection gives them to the worker's own range only; perfctl reports them for the main thread's
+    waiting range apart, as other_threads, and keeps the nsys-compatible figures equal to nsys's."""
+    export = decompress_fixture(f"{fixture}.sqlite.xz", export_dir)
+    rows = _csv_rows(fixture)
+    expected = nvtxkernsum_totals((FIXTURES / f"{fixture}.nvtx_kern_sum.csv").read_text())
     analysis = analyze_export(export)
-    assert analysis["export"]["schema_version"] == "3.7.2"
+    assert analysis["export"]["schema_version"] == THREADS_AND_GRAPHS[fixture]
     assert perfctl_totals(analysis) == expected
 
     # in nsys's own answer, worker_body's kernels were launched by a thread other than main_thread's
@@ -269,10 +275,11 @@ def test_worker_thread_launches_in_a_real_export(export_dir: Path) -> None:
     assert any("other threads" in w for w in analysis["warnings"])
 
 
-def test_graph_replays_in_node_mode_in_a_real_nsys_2023_export(export_dir: Path) -> None:
+@pytest.mark.parametrize("fixture", THREADS_AND_GRAPHS)
+def test_graph_replays_in_node_mode_in_a_real_export(fixture: str, export_dir: Path) -> None:
     """The same capture replays a 12-kernel CUDA graph twice under --cuda-graph-trace=node."""
-    export = decompress_fixture(f"{NSYS2023}.sqlite.xz", export_dir)
-    expected = nvtxkernsum_totals((FIXTURES / f"{NSYS2023}.nvtx_kern_sum.csv").read_text())
+    export = decompress_fixture(f"{fixture}.sqlite.xz", export_dir)
+    expected = nvtxkernsum_totals((FIXTURES / f"{fixture}.nvtx_kern_sum.csv").read_text())
     analysis = analyze_export(export)
     replay = _by_name(analysis, "perfctl", "graph_replay")
     assert (replay["kernel_count"], replay["kernel_time_ns"]) == expected["perfctl:graph_replay"]
@@ -281,8 +288,8 @@ def test_graph_replays_in_node_mode_in_a_real_nsys_2023_export(export_dir: Path)
     assert analysis["totals"]["graph_launches_without_activity"] == 0
     assert not any("CUDA graph" in w for w in analysis["warnings"])
     # no range here nests another, so nsys lists every kernel in exactly one row (unattributed ones
-    # under an empty range name): perfctl read the whole kernel table of the 3.7.2 export
-    rows = _nsys2023_csv_rows()
+    # under an empty range name): perfctl read the whole kernel table of the export
+    rows = _csv_rows(fixture)
     assert analysis["totals"]["kernels"] == sum(int(r["Kern Inst"]) for r in rows)
     assert analysis["totals"]["kernel_time_ns"] == sum(int(r["Total Time (ns)"]) for r in rows)
 

@@ -20,13 +20,14 @@ import pytest
 from conftest import FIXTURES, run_perfctl
 from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.repeatability import load_clean_pass
-from perfctl.hardware.calibrate import FORMAT, Calibration
+from perfctl.hardware.calibrate import FORMAT, Calibration, load_calibration
 from perfctl.hardware.peaks import resolve_peak
 
 torch = pytest.importorskip("torch")
 
 FULL_RUN = FIXTURES / "h100-full-ocr2-run"
 TINY_RUN = FIXTURES / "h100-tiny-ocr2-all"
+H200_CALIBRATION = FIXTURES / "h200-calibration.json"
 H100_MATMUL_TFLOPS, H100_COPY_GBS = 769.0, 3000.0
 
 
@@ -100,7 +101,9 @@ def test_mfu_and_mbu_against_the_measured_ceiling() -> None:
 def test_a_calibration_of_another_gpu_or_dtype_is_not_applied() -> None:
     manifest = _manifest(FULL_RUN)
     clean = load_clean_pass(FULL_RUN, manifest)
-    other = (Calibration(_h100_calibration("NVIDIA H200", 132)), "h200.json")
+    # a real `perfctl calibrate` of an H200 (789.8 TFLOP/s bf16, 4,203 GB/s): never applied to an H100 run
+    other = (load_calibration(H200_CALIBRATION), str(H200_CALIBRATION))
+    assert other[0].data["gpu_name"] == "NVIDIA H200" and other[0].matmul_tflops > 700
     result = efficiency(clean, manifest, {}, calibration=other)
     assert result["inputs"]["measured"]["matmul_tflops"] is None
     assert "NVIDIA H200" in result["inputs"]["measured"]["reason"]

@@ -1,7 +1,8 @@
 """perfctl's kernel attribution against NVIDIA's own NVTX kernel summary, run live on the same real GPU
 exports with every installed reference nsys: 2022.4 (`nsys stats -r nvtxkernsum`), 2023.4 and 2024.2
 (`nsys stats -r nvtx_kern_sum`). The exports come from several generations too: export schema 3.0.0
-(nsys 2022.4) and 3.7.2 (nsys 2023.4), so each nsys also reads another generation's export. nsys
+(nsys 2022.4), 3.7.2 (nsys 2023.4) and 3.11.1 (nsys 2024.2), so each nsys also reads another
+generation's export. nsys
 2024.2 reads both as they are (it neither refuses nor re-exports them; its CSV equals 2023.4's)."""
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import decompress_fixture
-from nsys_reference import perfctl_totals, run_kern_sum
+from conftest import FIXTURES, decompress_fixture
+from nsys_reference import nvtxkernsum_totals, perfctl_totals, run_kern_sum
 from perfctl.analysis.analyze import analyze_export
 
 pytestmark = pytest.mark.nsys
@@ -25,7 +26,19 @@ GPU_FIXTURES = {
     "h200-graphs-graph": ("3.0.0", "2022.4.2.1"),
     "h200-two-streams": ("3.0.0", "2022.4.2.1"),
     "h200-nsys2023-threads-graphs": ("3.7.2", "2023.4.4.54"),
+    # nsys 2024.2 with the host's CUDA 13 CUPTI linked in (scripts/gpu-host-nsys.sh), on an H200
+    "h200-nsys2024-tiny-ocr2": ("3.11.1", "2024.2.3.38"),
+    "h200-nsys2024-threads-graphs": ("3.11.1", "2024.2.3.38"),
 }
+
+
+@pytest.mark.parametrize("fixture", GPU_FIXTURES)
+def test_kernel_count_and_time_equal_the_recorded_answer(fixture: str, export_dir: Path) -> None:
+    """The answer of the nsys that made the export, recorded beside it when it was captured."""
+    recorded = sorted(FIXTURES.glob(f"{fixture}.*.csv"))
+    assert len(recorded) == 1, recorded
+    export = decompress_fixture(f"{fixture}.sqlite.xz", export_dir)
+    assert perfctl_totals(_analysis(export)) == nvtxkernsum_totals(recorded[0].read_text())
 
 
 @cache
