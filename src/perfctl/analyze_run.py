@@ -14,6 +14,7 @@ from typing import Any
 
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.efficiency import efficiency
+from perfctl.analysis.findings import cost_centres, findings
 from perfctl.analysis.operators import join_operators_to_kernels
 from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
@@ -128,6 +129,8 @@ def analyze_path(
             analysis["efficiency"] = efficiency(clean, manifest, under_nsys, peak_tflops, peak_bandwidth_gbs)
         except ValueError as exc:  # an override that is not a positive number
             raise BadInput(str(exc)) from None
+    analysis["cost_centres"] = cost_centres(analysis)
+    analysis["findings"] = findings(analysis)
     target = export.parent if out_dir is None else out_dir
     target.mkdir(parents=True, exist_ok=True)
     json_path, html_path = target / "analysis.json", target / "report.html"

@@ -27,6 +27,8 @@ def page_telemetry(run_dir: Path, records: list[dict[str, Any]], reason: str | N
     path = run_dir / "timing" / "telemetry.jsonl"
     samples = _samples(path) if path.is_file() else None
     if samples is None:
+        if reason and not reason.startswith("absent"):  # the driver sampled ("NVML, every 50 ms"): file lost
+            reason = f"no samples in timing/telemetry.jsonl, though the driver recorded {reason}"
         return {"available": False, "reason": reason or "no telemetry samples in this run"}
     pages = []
     for r in records:
