@@ -1,4 +1,5 @@
-"""`perfctl analyze PATH`: find the export behind PATH, analyze it, write analysis.json and report.html.
+"""`perfctl analyze PATH`: find the export behind PATH, analyze it, write analysis.json, report.html and
+summary.md.
 
 PATH may be a `.sqlite` export, a `.nsys-rep` (exported to SQLite beside it first, which needs nsys),
 or a run folder made by `perfctl capture` (its run.sqlite, or its run.nsys-rep). Outputs go beside
@@ -25,6 +26,7 @@ from perfctl.errors import BadInput
 from perfctl.nsys_export.events import kernel_mangled_names
 from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.report.html import render_html
+from perfctl.report.markdown import render_markdown
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class AnalyzeResult:
     analysis: dict[str, Any]
     json_path: Path
     html_path: Path
+    summary_path: Path
 
 
 def locate_export(path: Path, nsys_path: str | None = None) -> Path:
@@ -84,7 +87,7 @@ def analyze_path(
     peak_tflops: float | None = None,
     peak_bandwidth_gbs: float | None = None,
 ) -> AnalyzeResult:
-    """Analyze an export, report or run folder and write analysis.json and report.html.
+    """Analyze an export, report or run folder and write analysis.json, report.html and summary.md.
 
     An export with nothing to attribute is refused (BadInput): no NVTX ranges at all, or no CUDA
     kernels -- unless kernels are not expected: `allow_no_kernels`, or the run's manifest says the
@@ -133,10 +136,11 @@ def analyze_path(
     analysis["findings"] = findings(analysis)
     target = export.parent if out_dir is None else out_dir
     target.mkdir(parents=True, exist_ok=True)
-    json_path, html_path = target / "analysis.json", target / "report.html"
+    json_path, html_path, summary_path = (target / n for n in ("analysis.json", "report.html", "summary.md"))
     write_json_atomic(json_path, analysis)
     _write_text_atomic(html_path, render_html(analysis, manifest))
-    return AnalyzeResult(export, analysis, json_path, html_path)
+    _write_text_atomic(summary_path, render_markdown(analysis))
+    return AnalyzeResult(export, analysis, json_path, html_path, summary_path)
 
 
 def _check_attributable(
