@@ -72,10 +72,7 @@ def _cost_centres(analysis: dict[str, Any]) -> list[str]:
     centres = analysis.get("cost_centres")
     out = ["## Where the time goes", ""]
     if not centres:
-        return [
-            *out,
-            "No stage time in this analysis (no perfctl stage ranges, or cost centres not computed).",
-        ]
+        return out + _clean_stage_times(analysis)
     total = sum(s["wall_ns"] for s in analysis.get("stages") or [])
     out.append(
         f"The {COST_CENTRES} largest cost centres of the stages' wall time under nsys ({ms(total)} in all; "
@@ -103,6 +100,21 @@ def _cost_centres(analysis: dict[str, Any]) -> list[str]:
                 f"{ms(gpu['time_ns'])} ({pct(gpu['share_of_stage_wall'])} of its stage).",
             ]
     return out
+
+
+def _clean_stage_times(analysis: dict[str, Any]) -> list[str]:
+    """Without nsys stage figures: the stages' mean clean-pass times, the next best answer."""
+    why = "No nsys stage figures in this analysis" if analysis.get("export") else "No nsys export analyzed"
+    stats = ((analysis.get("timing") or {}).get("statistics")) or {}
+    if not stats.get("stages") or not stats["page"].get("mean"):
+        return [f"{why}, and no clean timing pass: where the time goes is unknown."]
+    page = stats["page"]["mean"]
+    rows = [
+        [md_text(stage), ms(st["mean"]), pct(st["mean"] / page)]
+        for stage, st in sorted(stats["stages"].items(), key=lambda kv: -kv[1]["mean"])
+    ]
+    text = f"{why} (no kernel split); the clean pass's mean stage times of a {ms(page)} page:"
+    return [text, "", *_table(["stage", "mean per page", "share of the page"], rows)]
 
 
 def _mfu(analysis: dict[str, Any]) -> list[str]:
