@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then run every check CI runs: lint, format, types, and the test suite (which runs the real
-# nsys: PERFCTL_REQUIRE_NSYS=1 turns a missing nsys into a failure instead of a skip).
+# nsys and a headless chromium: PERFCTL_REQUIRE_NSYS=1 and PERFCTL_REQUIRE_BROWSER=1 turn a missing one
+# into a failure instead of a skip).
 #
 # The parity tests run `nsys stats` of three nsys generations on the same exports: the primary nsys
 # (scripts/install-nsys.sh, 2022.4: export schema 3.0, report `nvtxkernsum`) and the references 2023.4
@@ -13,6 +14,14 @@ bash scripts/setup.sh
 if [ -z "${PERFCTL_NSYS_2023:-}" ]; then PERFCTL_NSYS_2023=$(bash scripts/install-nsys-reference.sh 2023.4); fi
 if [ -z "${PERFCTL_NSYS_2024:-}" ]; then PERFCTL_NSYS_2024=$(bash scripts/install-nsys-reference.sh 2024.2); fi
 export PERFCTL_NSYS_2023 PERFCTL_NSYS_2024
+# Headless chromium for the report's browser test (tests/test_report_browser.py); required here, so a
+# missing one fails instead of skipping. Only the tests need it: setup.sh (and the demo) do not.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium
+fi
+export PERFCTL_REQUIRE_BROWSER=1
 .venv/bin/ruff check src tests scripts
 .venv/bin/ruff format --check src tests scripts
 .venv/bin/mypy

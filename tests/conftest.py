@@ -69,6 +69,15 @@ def tiny_gpu_export(export_dir: Path) -> Path:
     return decompress_fixture("h200-tiny-ocr2.sqlite.xz", export_dir)
 
 
+@pytest.fixture(scope="session")
+def hostile_capture(export_dir: Path, nsys_bin: str) -> Path:
+    """A real nsys capture (CPU, NVTX only) of scripts/fixture_programs/hostile_names.py: range and
+    domain names full of markup, Markdown syntax, newlines and a very long C++ template."""
+    from report_inputs import capture_hostile_names
+
+    return capture_hostile_names(nsys_bin, export_dir / "hostile-names")
+
+
 def _missing(what: str, how: str) -> NoReturn:
     """A missing nsys skips the test, unless PERFCTL_REQUIRE_NSYS=1 (CI) fails it."""
     if os.environ.get("PERFCTL_REQUIRE_NSYS") == "1":

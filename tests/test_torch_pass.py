@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from conftest import FIXTURES, run_perfctl
 from perfctl.driver.torch_pass import RANGE_PREFIX, operator_table
 
 
@@ -49,3 +53,23 @@ def test_operator_table_from_a_real_profile() -> None:
         "self_device_memory_bytes": 0,
         "top": [],
     }
+
+
+def test_a_torch_only_run_is_analyzed_into_operator_tables(tmp_path: Path) -> None:
+    """A real `--tool torch` run of the full-size DeepSeek-OCR-2 on an H200: analyze gives its operator
+    tables per stage (no export, so no NVTX attribution and no kernel joined to nsys), a report and a
+    summary, and the text output names the top operator of each stage."""
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "h200-full-ocr2-torch-only", run)
+    proc = run_perfctl("analyze", str(run), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    analysis = json.loads(proc.stdout)
+    assert "export" not in analysis and "no nsys export" in analysis["source"]
+    assert analysis["run"]["tool"] == "torch" and analysis["run"]["pages_completed"] == 2
+    decode = analysis["operators"]["stages"]["decode"]
+    assert decode["operators"] > 0 and decode["self_device_us"] > 0
+    html = (run / "report.html").read_text()
+    assert "no nsys pass" in html and "aten::" in html
+    assert (run / "summary.md").is_file()
+    text = run_perfctl("analyze", str(run)).stdout
+    assert "Chrome trace" in text and "decode" in text

@@ -1,4 +1,5 @@
-"""`perfctl analyze PATH`: find the export behind PATH, analyze it, write analysis.json and report.html.
+"""`perfctl analyze PATH`: find the export behind PATH, analyze it, write analysis.json, report.html and
+summary.md.
 
 PATH may be a `.sqlite` export, a `.nsys-rep` (exported to SQLite beside it first, which needs nsys),
 or a run folder made by `perfctl capture` (its run.sqlite, or its run.nsys-rep). Outputs go beside
@@ -15,6 +16,7 @@ from typing import Any
 from perfctl import __version__, progress
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.efficiency import efficiency
+from perfctl.analysis.findings import cost_centres, findings
 from perfctl.analysis.operators import join_operators_to_kernels
 from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
@@ -27,6 +29,7 @@ from perfctl.nsys_export.events import kernel_mangled_names
 from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.records import read_page_records
 from perfctl.report.html import render_html
+from perfctl.report.markdown import render_markdown
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class AnalyzeResult:
     analysis: dict[str, Any]
     json_path: Path
     html_path: Path
+    summary_path: Path
 
 
 def locate_export(path: Path, nsys_path: str | None = None) -> Path:
@@ -88,7 +92,7 @@ def analyze_path(
     peak_bandwidth_gbs: float | None = None,
     calibration: Path | None = None,
 ) -> AnalyzeResult:
-    """Analyze an export, report or run folder and write analysis.json and report.html.
+    """Analyze an export, report or run folder and write analysis.json, report.html and summary.md.
 
     An export with nothing to attribute is refused (BadInput): no NVTX ranges at all, or no CUDA
     kernels -- unless kernels are not expected: `allow_no_kernels`, or the run's manifest says the
@@ -139,13 +143,16 @@ def analyze_path(
             )
         except ValueError as exc:  # an override that is not a positive number
             raise BadInput(str(exc)) from None
+    analysis["cost_centres"] = cost_centres(analysis)
+    analysis["findings"] = findings(analysis)
     target = export.parent if out_dir is None else out_dir
     target.mkdir(parents=True, exist_ok=True)
-    json_path, html_path = target / "analysis.json", target / "report.html"
-    progress.step(f"writing {json_path} and {html_path.name}")
+    json_path, html_path, summary_path = (target / n for n in ("analysis.json", "report.html", "summary.md"))
+    progress.step(f"writing {json_path}, {html_path.name} and {summary_path.name}")
     write_json_atomic(json_path, analysis)
     _write_text_atomic(html_path, render_html(analysis, manifest))
-    return AnalyzeResult(export, analysis, json_path, html_path)
+    _write_text_atomic(summary_path, render_markdown(analysis))
+    return AnalyzeResult(export, analysis, json_path, html_path, summary_path)
 
 
 RUN_IDENTITY_KEYS = (
@@ -177,6 +184,11 @@ def _analyze_torch_run(run_dir: Path, manifest: dict[str, Any], out_dir: Path | 
     if torch_pass.get("status") != "ok" or not operators.is_file():
         why = torch_pass.get("reason") or manifest.get("reason") or "torch/operators.json is missing"
         raise BadInput(f"{run_dir}: its torch.profiler pass did not finish: {why}")
+    info = run_dir / "torch" / "driver-info.json"
+    if "driver" not in manifest and info.is_file():  # captured before capture recorded these
+        manifest = manifest | {"driver": json.loads(info.read_text())}
+    done = {k: torch_pass.get(k) for k in ("pages_completed", "pages_expected", "reason")}
+    manifest = done | manifest
     analysis: dict[str, Any] = {
         "perfctl_version": __version__,
         "source": "torch.profiler pass alone (captured with --tool torch): operators per stage, no nsys "
@@ -187,13 +199,16 @@ def _analyze_torch_run(run_dir: Path, manifest: dict[str, Any], out_dir: Path | 
             "stages": json.loads(operators.read_text()),
         },
         "trace": str(run_dir / "torch" / "trace.json.gz"),
+        "warnings": [],
     }
+    analysis["findings"] = findings(analysis)
     target = run_dir if out_dir is None else out_dir
     target.mkdir(parents=True, exist_ok=True)
-    json_path, html_path = target / "analysis.json", target / "report.html"
+    json_path, html_path, summary_path = (target / n for n in ("analysis.json", "report.html", "summary.md"))
     write_json_atomic(json_path, analysis)
     _write_text_atomic(html_path, render_html(analysis, manifest))
-    return AnalyzeResult(run_dir / "torch" / "operators.json", analysis, json_path, html_path)
+    _write_text_atomic(summary_path, render_markdown(analysis))
+    return AnalyzeResult(run_dir / "torch" / "operators.json", analysis, json_path, html_path, summary_path)
 
 
 def _calibration(path: Path | None, run_dir: Path) -> tuple[Calibration, str] | None:

@@ -302,7 +302,7 @@ def analyze(
         click.echo(json.dumps(result.analysis, default=str))
     else:
         click.echo(render_text(result.analysis))
-    click.echo(f"wrote {result.json_path} and {result.html_path}", err=fmt == "json")
+    click.echo(f"wrote {result.json_path}, {result.html_path} and {result.summary_path}", err=fmt == "json")
 
 
 @main.command(epilog=EXIT_CODES)

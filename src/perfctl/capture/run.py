@@ -232,7 +232,7 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
             if result.status == "ok":
                 result = run_driver_pass(run_dir, workload, result.manifest, expected, name)
         if result.manifest["status"] == "running":  # no nsys pass to conclude it: every pass went well
-            result.manifest["status"] = "ok"
+            result.manifest["status"], result.manifest["reason"] = "ok", None
             write_json_atomic(run_dir / "manifest.json", result.manifest)
             result = CaptureResult(run_dir, "ok", None, result.manifest)
         if opts.calibrate and result.status == "ok":
@@ -294,6 +294,11 @@ def run_driver_pass(
             f"{label} finished {done} of {expected_pages} pages (driver exit {exit_code}); "
             f"{name}/driver.log ends: {_last_line(folder / 'driver.log')}"
         )
+    info = folder / "driver-info.json"
+    if "driver" not in manifest and info.is_file():  # --tool torch: no nsys pass said what the driver saw
+        manifest["driver"] = json.loads(info.read_text())
+    manifest.setdefault("pages_completed", done)  # the nsys pass's own count, when there is one
+    manifest.setdefault("pages_expected", expected_pages)
     manifest[name] = {
         "command": cmd,
         "exit_code": exit_code,

@@ -1,59 +1,118 @@
-"""The HTML report: one self-contained, autoescaped file rendered from templates/report.html.j2."""
+"""The HTML report: one self-contained, autoescaped file rendered from templates/report.html.j2.
+
+Self-contained: styles inline, charts inline SVG (perfctl.report.charts), no scripts, fonts or other
+files, so it opens offline. Every section is always there; one whose data is absent says why.
+"""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
-from perfctl.report import formatting
+from perfctl.report import charts, formatting
 from perfctl.resources import templates_dir
+from perfctl.stages import STAGES
+
+# (id, heading) of every section, in page order; tests check that a browser shows each heading.
+SECTIONS = (
+    ("findings", "Findings"),
+    ("run", "Run identity"),
+    ("stages", "Stage breakdown per page"),
+    ("efficiency", "MFU and MBU per stage"),
+    ("repeatability", "Spread across repeats"),
+    ("kernels", "Top kernels per stage"),
+    ("operators", "Top operators"),
+    ("memory", "Memory"),
+    ("telemetry", "GPU telemetry"),
+    ("overhead", "Profiler overhead"),
+    ("ranges", "All NVTX ranges"),
+)
 
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
-        autoescape=True,  # NVTX texts and kernel names are untrusted: always escaped
+        autoescape=True,  # NVTX texts, kernel, model and file names are untrusted: always escaped
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ms=formatting.ms, pct=formatting.pct, count=formatting.count, nbytes=formatting.nbytes)
+    env.filters.update(
+        ms=formatting.ms,
+        pct=formatting.pct,
+        count=formatting.count,
+        nbytes=formatting.nbytes,
+        number=formatting.number,
+        shell=lambda argv: shlex.join(str(a) for a in argv),
+    )
     return env
 
 
-STAGE_COLORS = {"vision": "#1f77b4", "prefill": "#ff7f0e", "decode": "#2ca02c"}
-BAR_WIDTH = 820  # SVG user units for the longest page
-
-
-def page_bars(pages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Geometry of the per-page stage bars: each stage's wall time, to one scale for all pages."""
-    longest = max((p["wall_ns"] for p in pages), default=0)
-    if longest <= 0:
-        return []
-    bars = []
-    for page in pages:
-        x, segments = 0.0, []
-        for stage in STAGE_COLORS:
-            width = BAR_WIDTH * page["stages"][stage]["wall_ns"] / longest
-            segments.append(
-                {
-                    "stage": stage,
-                    "x": round(x, 2),
-                    "width": round(width, 2),
-                    "wall_ns": page["stages"][stage]["wall_ns"],
-                }
-            )
-            x += width
-        bars.append(
-            {
-                "sequence": page["sequence"],
-                "wall_ns": page["wall_ns"],
-                "segments": segments,
-                "total_width": round(BAR_WIDTH * page["wall_ns"] / longest, 2),
-            }
+def _charts(analysis: dict[str, Any]) -> dict[str, Markup | None]:
+    out: dict[str, Markup | None] = {"timeline": charts.page_timeline(analysis.get("pages") or [])}
+    stages = analysis.get("stages") or []
+    out["categories"] = charts.category_bars(stages)
+    for s in stages:
+        out[f"top_{s['stage']}"] = charts.hbars(
+            [
+                (k["short_name"], k["time_ns"] / 1e6, f"{k['time_ns'] / 1e6:,.3f} ms")
+                for k in s["top_kernels"]
+            ],
+            "ms",
+            f"top kernels of {s['stage']} by time",
+            colors=[charts.CATEGORY_COLORS.get(k["category"], "#7f7f7f") for k in s["top_kernels"]],
         )
-    return bars
+    eff = analysis.get("efficiency") or {}
+    if eff.get("available"):
+        rows = [
+            (stage, None if st["mfu"] is None else 100 * st["mfu"], formatting.pct(st["mfu"]) + " of peak")
+            for stage, st in eff["stages"].items()
+        ]
+        out["mfu"] = charts.hbars(
+            rows, "%", "MFU per stage", colors=[charts.STAGE_COLORS.get(s, "#999") for s, _, _ in rows]
+        )
+        ratios = [
+            (stage, st["nsys_over_clean"], f"{st['nsys_over_clean']:.2f}× the clean time")
+            if st["nsys_over_clean"]
+            else (stage, None, "no stage time under nsys")
+            for stage, st in eff["stages"].items()
+        ]
+        out["overhead"] = charts.hbars(
+            ratios, "×", "stage time under nsys / clean time", reference=(1.0, "1× = no overhead")
+        )
+    timing = analysis.get("timing") or {}
+    if timing:
+        out["spread"] = charts.spread_chart(timing["statistics"]["stages"])
+        tel = timing.get("telemetry") or {}
+        if tel.get("available"):
+            out["energy"] = charts.hbars(
+                [
+                    (
+                        f"page {p['sequence']}",
+                        p["energy_j"],
+                        f"{p['energy_j']:,.1f} J · {p['power_w_mean']:,.0f} W",
+                    )
+                    for p in tel["pages"]
+                ],
+                "J",
+                "energy per page",
+            )
+    return out
+
+
+def top_memory_operators(analysis: dict[str, Any], n: int = 10) -> list[dict[str, Any]]:
+    """The torch pass's operators that allocated the most device memory (self), across stages."""
+    stages = (analysis.get("operators") or {}).get("stages") or {}
+    rows = [
+        {"stage": stage, **op}
+        for stage, table in stages.items()
+        for op in table.get("top", [])
+        if op.get("self_device_memory_bytes")
+    ]
+    return sorted(rows, key=lambda op: -abs(op["self_device_memory_bytes"]))[:n]
 
 
 def render_html(analysis: dict[str, Any], manifest: dict[str, Any] | None) -> str:
@@ -63,8 +122,10 @@ def render_html(analysis: dict[str, Any], manifest: dict[str, Any] | None) -> st
         .render(
             a=analysis,
             run=manifest or {},
-            colors=STAGE_COLORS,
-            stage_names=list(STAGE_COLORS),
-            page_bars=page_bars(analysis["pages"]),
+            colors=charts.STAGE_COLORS,
+            stage_names=list(STAGES),
+            sections=SECTIONS,
+            charts=_charts(analysis),
+            memory_operators=top_memory_operators(analysis),
         )
     )

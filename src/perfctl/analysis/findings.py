@@ -1,0 +1,460 @@
+"""Findings and cost centres: what an analysis says, each with the numbers behind it.
+
+`findings(analysis)` and `cost_centres(analysis)` are pure functions of the analysis dict (the content
+of analysis.json, see docs/analysis-json.md); `perfctl analyze` stores their results under the keys
+`findings` and `cost_centres`, and the HTML report and summary.md show them. A finding is a dict:
+
+  id        what kind of finding (launch_bound, low_mfu, low_mbu, largest_category, dominant_kernel,
+            unstable, profiler_overhead, no_kernels, no_clean_pass, peak_unknown)
+  severity  "high" (most of a stage's time is lost), "medium" (the numbers cannot be trusted as they
+            are), "info" (where the time goes, what is missing)
+  stage     the stage it is about, or null
+  title     one line
+  text      the evidence as a sentence, every number with its unit
+  evidence  the raw numbers (ns, fractions, counts) the text was made from
+  next      what to do about it, or null
+
+Every threshold is a named constant below, with the reason for its value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from perfctl.report.formatting import ms, number, pct
+from perfctl.stages import DECODE, STAGES
+
+# The GPU is busy less than half of a stage's time: it waits on the host (Python, kernel launches,
+# synchronization) more than it computes, so faster kernels cannot shorten the stage; fewer launches can.
+LAUNCH_BOUND_BUSY_SHARE = 0.5
+# Vision and prefill are large matrix products: tuned transformer prefill reaches 30-60 % of the dense
+# peak. Below 10 % most of the GPU's arithmetic goes unused. Decode is judged by MBU instead: at batch 1
+# it reads every active weight for one token, so its MFU is tiny by construction.
+LOW_MFU = 0.10
+# A tuned batch-1 decode loop reads weights and KV cache at 60-80 % of the peak memory bandwidth; below
+# 30 % the step time goes elsewhere (launches, small kernels, synchronization).
+LOW_MBU = 0.30
+# nsys stretches stage times; beyond 25 % the nsys pass's wall times misstate the real ones.
+HIGH_PROFILER_OVERHEAD = 1.25
+# One kernel taking more than a quarter of a stage's kernel time is the first one to tune.
+DOMINANT_KERNEL_SHARE = 0.25
+# The telemetry module's own bounds for a clock change between pages and a mostly idle GPU.
+CLOCK_SPREAD = 0.05
+MOSTLY_IDLE_UTIL_PERCENT = 50
+
+SEVERITY_ORDER = ("high", "medium", "info")
+COMPUTE_STAGES = tuple(s for s in STAGES if s != DECODE)
+
+_CATEGORY_ADVICE = {
+    "elementwise": "fuse chains of elementwise kernels (torch.compile) so each tensor is read once",
+    "copy": "look for layout changes and dtype casts that copy tensors (.contiguous(), .to(), cat)",
+    "gemm": "check the GEMM shapes and tiles in Nsight Compute; batching pages raises their efficiency",
+    "attention": "make sure a fused flash-attention kernel runs (SDPA backend) and not the math path",
+    "reduction": "fuse norms and softmax into their neighbours (fused RMSNorm / LayerNorm kernels)",
+    "communication": "overlap collectives with compute, or shard less",
+}
+
+
+def _finding(
+    kind: str,
+    severity: str,
+    stage: str | None,
+    title: str,
+    text: str,
+    evidence: dict[str, Any],
+    next_step: str | None,
+) -> dict[str, Any]:
+    return {
+        "id": kind,
+        "severity": severity,
+        "stage": stage,
+        "title": title,
+        "text": text,
+        "evidence": evidence,
+        "next": next_step,
+    }
+
+
+def _stages(analysis: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["stage"]: s for s in analysis.get("stages") or []}
+
+
+def _clean_stage(analysis: dict[str, Any], stage: str) -> dict[str, Any] | None:
+    eff = analysis.get("efficiency") or {}
+    if not eff.get("available"):
+        return None
+    result: dict[str, Any] | None = (eff.get("stages") or {}).get(stage)
+    return result
+
+
+def _us(ns: float) -> str:
+    return f"{ns / 1e3:,.1f} µs"
+
+
+def _launch_api(analysis: dict[str, Any], stage: str) -> dict[str, float] | None:
+    """The torch pass's CUDA launch calls in a stage: how many and their CPU time, or None."""
+    table = ((analysis.get("operators") or {}).get("stages") or {}).get(stage) or {}
+    rows = [op for op in table.get("top", []) if op["name"].startswith(("cudaLaunch", "cuLaunch"))]
+    if not rows:
+        return None
+    return {"calls": sum(op["calls"] for op in rows), "self_cpu_us": sum(op["self_cpu_us"] for op in rows)}
+
+
+def _launch_bound(analysis: dict[str, Any], s: dict[str, Any]) -> dict[str, Any] | None:
+    stage, wall, busy, kernels = s["stage"], s["wall_ns"], s["gpu_busy_ns"], s["kernel_count"]
+    if kernels == 0 or wall <= 0 or not s["instances"]:
+        return None
+    pages = len(analysis.get("pages") or [])
+    clean = _clean_stage(analysis, stage)
+    share_nsys = busy / wall
+    share_clean = None
+    if clean and pages and clean["clean_seconds_per_page"]:
+        share_clean = min(busy / pages / (clean["clean_seconds_per_page"] * 1e9), 1.0)
+    share = share_clean if share_clean is not None else share_nsys
+    if share >= LAUNCH_BOUND_BUSY_SHARE:
+        return None
+    unit = "decode step" if stage == DECODE else "page"
+    per_instance = kernels / s["instances"]
+    host_per_kernel = (wall - busy) / kernels
+    start_delay = (s.get("launch_to_start_ns") or {}).get("median")
+    evidence: dict[str, Any] = {
+        "gpu_busy_ns": busy,
+        "wall_ns": wall,
+        "busy_share_under_nsys": share_nsys,
+        "busy_share_of_clean_time": share_clean,
+        "judged_on": "clean" if share_clean is not None else "nsys",
+        "threshold": LAUNCH_BOUND_BUSY_SHARE,
+        "kernels": kernels,
+        "kernels_per_instance": per_instance,
+        "host_ns_per_kernel": host_per_kernel,
+        "launch_to_start_median_ns": start_delay,
+    }
+    text = f"GPU busy {ms(busy)} of {ms(wall)} {stage} wall time under nsys ({pct(share_nsys)})"
+    if share_clean is not None:
+        text += f", {pct(share_clean)} of its clean-pass time"
+    text += f"; {per_instance:,.0f} kernels per {unit}, about {_us(host_per_kernel)} of host time per kernel"
+    if start_delay:
+        text += f"; a kernel starts a median {_us(start_delay)} after its launch call (no queue of work)"
+    api = _launch_api(analysis, stage)
+    if api:
+        evidence["launch_api_calls"], evidence["launch_api_self_cpu_us"] = api["calls"], api["self_cpu_us"]
+        text += f"; torch pass: {api['calls']:,} launch calls, {api['self_cpu_us'] / 1e3:,.1f} ms of CPU"
+    return _finding(
+        "launch_bound",
+        "high",
+        stage,
+        f"{stage} is launch-bound: the GPU is idle {pct(1 - share)} of the time",
+        text + ".",
+        evidence,
+        (
+            "cut kernel launches: run decode as a CUDA graph (torch.compile mode='reduce-overhead' with a "
+            "static KV cache) and fuse small kernels; faster kernels cannot shorten this stage"
+            if stage == DECODE
+            else f"cut kernel launches in {stage}: torch.compile it (fewer, fused kernels) or capture it "
+            "as a CUDA graph; faster kernels cannot shorten this stage"
+        ),
+    )
+
+
+def _low_mfu(analysis: dict[str, Any], stage: str, launch_bound: bool) -> dict[str, Any] | None:
+    clean = _clean_stage(analysis, stage)
+    if clean is None or clean.get("mfu") is None or clean["mfu"] >= LOW_MFU:
+        return None
+    inputs = analysis["efficiency"]["inputs"]
+    evidence = {
+        "mfu": clean["mfu"],
+        "threshold": LOW_MFU,
+        "achieved_tflops": clean["achieved_tflops"],
+        "peak_tflops": inputs["peak_tflops"],
+        "flops_per_page": clean["flops_per_page"],
+        "clean_seconds_per_page": clean["clean_seconds_per_page"],
+    }
+    seconds = clean["clean_seconds_per_page"]
+    text = (
+        f"{number(clean['flops_per_page'] / 1e9)} GFLOP per page in {ms(seconds * 1e9)} (clean pass)"
+        f" = {number(clean['achieved_tflops'])} TFLOP/s of the {number(inputs['peak_tflops'])} "
+        f"TFLOP/s dense {inputs['dtype']} peak."
+    )
+    advice = (
+        "remove the launch-bound first (its finding); then look at its top kernels in Nsight Compute"
+        if launch_bound
+        else "look at its top kernels in Nsight Compute (tensor-core use, occupancy); batch pages"
+    )
+    return _finding(
+        "low_mfu", "high", stage, f"{stage} reaches {pct(clean['mfu'])} MFU", text, evidence, advice
+    )
+
+
+def _low_mbu(analysis: dict[str, Any]) -> dict[str, Any] | None:
+    eff = analysis.get("efficiency") or {}
+    mbu = (eff.get("decode_mbu") or {}) if eff.get("available") else {}
+    if mbu.get("mbu") is None or mbu["mbu"] >= LOW_MBU:
+        return None
+    evidence = {
+        key: mbu[key]
+        for key in ("mbu", "bytes_per_step", "clean_seconds_per_step", "achieved_gbs", "peak_bandwidth_gbs")
+    }
+    evidence["threshold"] = LOW_MBU
+    text = (
+        f"each decode step reads {number(mbu['bytes_per_step'] / 1e6)} MB (weights + KV cache) in "
+        f"{ms(mbu['clean_seconds_per_step'] * 1e9)} = {number(mbu['achieved_gbs'])} GB/s of "
+        f"{number(mbu['peak_bandwidth_gbs'])} GB/s peak."
+    )
+    return _finding(
+        "low_mbu",
+        "high",
+        DECODE,
+        f"decode reaches {pct(mbu['mbu'])} MBU",
+        text,
+        evidence,
+        "decode several pages together (one weight read serves several tokens) and cut launches per step",
+    )
+
+
+def _largest_category(s: dict[str, Any]) -> dict[str, Any] | None:
+    by_category = s.get("kernel_time_by_category") or {}
+    if not s["kernel_time_ns"] or not by_category:
+        return None
+    category, time_ns = max(by_category.items(), key=lambda item: item[1])
+    share = time_ns / s["kernel_time_ns"]
+    largest = next((k for k in s.get("top_kernels", []) if k.get("category") == category), None)
+    evidence: dict[str, Any] = {
+        "category": category,
+        "time_ns": time_ns,
+        "share_of_stage_kernel_time": share,
+        "largest_kernel": largest and {k: largest[k] for k in ("short_name", "name", "count", "time_ns")},
+    }
+    text = f"{category} kernels take {ms(time_ns)}, {pct(share)} of {s['stage']}'s kernel time"
+    if largest:
+        text += f"; the largest of them: {largest['short_name']} ({largest['count']:,} calls, "
+        text += f"{ms(largest['time_ns'])})"
+    return _finding(
+        "largest_category",
+        "info",
+        s["stage"],
+        f"{s['stage']}: {category} is the largest kernel category ({pct(share)})",
+        text + ".",
+        evidence,
+        _CATEGORY_ADVICE.get(category),
+    )
+
+
+def _dominant_kernel(s: dict[str, Any]) -> dict[str, Any] | None:
+    top = (s.get("top_kernels") or [None])[0]
+    if not top or top["share_of_range_kernel_time"] <= DOMINANT_KERNEL_SHARE:
+        return None
+    evidence = {k: top[k] for k in ("name", "short_name", "category", "count", "time_ns")}
+    evidence |= {
+        "share_of_stage_kernel_time": top["share_of_range_kernel_time"],
+        "threshold": DOMINANT_KERNEL_SHARE,
+    }
+    return _finding(
+        "dominant_kernel",
+        "info",
+        s["stage"],
+        f"{s['stage']}: one kernel takes {pct(top['share_of_range_kernel_time'])} of the kernel time",
+        f"{top['short_name']} ({top['category']}): {top['count']:,} calls, {ms(top['time_ns'])}.",
+        evidence,
+        "tune this kernel first (Nsight Compute: ncu --kernel-name with its name)",
+    )
+
+
+def _unstable(analysis: dict[str, Any]) -> list[dict[str, Any]]:
+    timing = analysis.get("timing") or {}
+    stats = timing.get("statistics") or {}
+    telemetry = timing.get("telemetry") or {}
+    out = []
+    for stage, st in (stats.get("stages") or {}).items():
+        verdict = st.get("verdict") or {}
+        if verdict.get("stable") is not False:
+            continue
+        evidence: dict[str, Any] = {
+            "cv": st["cv"],
+            "threshold": stats["threshold_cv"],
+            "pages": st["count"],
+            "mean_ns": st["mean"],
+            "ci95_low_ns": st["ci95_low"],
+            "ci95_high_ns": st["ci95_high"],
+            "outliers": st["outliers"],
+        }
+        text = (
+            f"{st['count']} clean pages: mean {ms(st['mean'])}, 95 % CI {ms(st['ci95_low'])} – "
+            f"{ms(st['ci95_high'])}; {verdict['why']}"
+        )
+        advice = (
+            "use more pages or --repeats (the CI narrows with their square root) and compare runs only "
+            "beyond it"
+        )
+        if telemetry.get("available"):
+            evidence["sm_clock_spread"] = telemetry["sm_clock_spread"]
+            evidence["gpu_util_mean_percent"] = telemetry["gpu_util_mean"]
+            text += f"; NVML: {telemetry['note']}"
+            if telemetry["sm_clock_spread"] > CLOCK_SPREAD:
+                advice = "lock the GPU clocks (nvidia-smi --lock-gpu-clocks) and rerun; " + advice
+            elif telemetry["gpu_util_mean"] < MOSTLY_IDLE_UTIL_PERCENT:
+                advice = "rerun on a quiet host with the process pinned to free cores (taskset); " + advice
+        out.append(
+            _finding(
+                "unstable",
+                "medium",
+                stage,
+                f"{stage} is not stable: CV {pct(st['cv'])} (threshold {pct(stats['threshold_cv'])})",
+                text + ".",
+                evidence,
+                advice,
+            )
+        )
+    return out
+
+
+def _profiler_overhead(analysis: dict[str, Any]) -> dict[str, Any] | None:
+    ratios = {}
+    for stage in STAGES:
+        clean = _clean_stage(analysis, stage)
+        if clean and clean.get("nsys_over_clean"):
+            ratios[stage] = clean["nsys_over_clean"]
+    high = {s: r for s, r in ratios.items() if r > HIGH_PROFILER_OVERHEAD}
+    if not high:
+        return None
+    listed = ", ".join(f"{s} {r:.2f}×" for s, r in ratios.items())
+    return _finding(
+        "profiler_overhead",
+        "info",
+        None,
+        f"nsys stretches stage times up to {max(high.values()):.2f}×",
+        f"stage wall time under nsys / clean pass: {listed}. Times under nsys overstate the real ones; "
+        "MFU, MBU and the stability figures use the clean pass.",
+        {"nsys_over_clean": ratios, "threshold": HIGH_PROFILER_OVERHEAD},
+        None,
+    )
+
+
+def _missing(analysis: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    totals = analysis.get("totals")
+    if totals is not None and totals["kernels"] == 0:
+        device = ((analysis.get("run") or {}).get("driver") or {}).get("device")
+        out.append(
+            _finding(
+                "no_kernels",
+                "info",
+                None,
+                "no CUDA kernels in the export",
+                (f"the workload ran on {device}; " if device else "")
+                + "kernel, GPU busy and category figures are zero, stage times are NVTX wall times only.",
+                {"kernels": 0, "device": device},
+                "capture on a GPU (--device cuda) for kernel figures" if device == "cpu" else None,
+            )
+        )
+    eff = analysis.get("efficiency")
+    if analysis.get("timing") is None and (eff is None or not eff.get("available")):
+        out.append(
+            _finding(
+                "no_clean_pass",
+                "info",
+                None,
+                "no clean timing pass",
+                "MFU, MBU, the stability verdicts, telemetry and the profiler overhead are not measured.",
+                {"reason": (eff or {}).get("reason", "not a perfctl run folder")},
+                "capture with --tool all",
+            )
+        )
+    elif eff and eff.get("available") and eff["inputs"].get("peak_tflops") is None:
+        out.append(
+            _finding(
+                "peak_unknown",
+                "info",
+                None,
+                "MFU unknown: no dense peak for this device",
+                f"{eff['inputs']['peak_source']}.",
+                {"gpu": eff["inputs"].get("gpu")},
+                "pass --peak-tflops and --peak-bandwidth-gbs to perfctl analyze",
+            )
+        )
+    return out
+
+
+def _impact(finding: dict[str, Any]) -> float:
+    ev = finding["evidence"]
+    return float(ev.get("wall_ns") or ev.get("time_ns") or ev.get("mean_ns") or 0)
+
+
+def findings(analysis: dict[str, Any]) -> list[dict[str, Any]]:
+    """Findings of an analysis, most severe first; within a severity, largest time first."""
+    out: list[dict[str, Any]] = []
+    stages = _stages(analysis)
+    bound = set()
+    for stage in STAGES:
+        s = stages.get(stage)
+        if s is None:
+            continue
+        found = _launch_bound(analysis, s)
+        if found:
+            bound.add(stage)
+            out.append(found)
+    for stage in COMPUTE_STAGES:
+        found = _low_mfu(analysis, stage, stage in bound)
+        if found:
+            out.append(found)
+    out.extend(x for x in [_low_mbu(analysis)] if x)
+    out.extend(_unstable(analysis))
+    for stage in STAGES:
+        s = stages.get(stage)
+        if s is not None:
+            out.extend(x for x in (_largest_category(s), _dominant_kernel(s)) if x)
+    out.extend(x for x in [_profiler_overhead(analysis)] if x)
+    out.extend(_missing(analysis))
+    out.sort(key=lambda f: (SEVERITY_ORDER.index(f["severity"]), -_impact(f)))
+    return out
+
+
+def cost_centres(analysis: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pieces of the stages' wall time (nsys pass), largest first: per stage, the time the GPU was
+    idle (host side: Python, launches, synchronization) and the kernel time of each kernel category,
+    with the largest kernel of that category. Without kernels, the stages' wall times themselves."""
+    stages = [s for s in analysis.get("stages") or [] if s["wall_ns"] > 0]
+    total = sum(s["wall_ns"] for s in stages)
+    pieces: list[dict[str, Any]] = []
+    for s in stages:
+        if not s["kernel_count"]:
+            pieces.append(_piece(s, "stage_wall", None, s["wall_ns"], total, None))
+            continue
+        pieces.append(_piece(s, "gpu_idle", None, max(s["wall_ns"] - s["gpu_busy_ns"], 0), total, None))
+        for category, time_ns in (s.get("kernel_time_by_category") or {}).items():
+            if time_ns > 0:
+                largest = next((k for k in s.get("top_kernels", []) if k.get("category") == category), None)
+                pieces.append(_piece(s, "kernel_category", category, time_ns, total, largest))
+    pieces.sort(key=lambda p: -p["time_ns"])
+    return pieces
+
+
+def _piece(
+    s: dict[str, Any],
+    kind: str,
+    category: str | None,
+    time_ns: int,
+    total: int,
+    largest: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "stage": s["stage"],
+        "kind": kind,
+        "category": category,
+        "time_ns": time_ns,
+        "share_of_stage_wall": time_ns / s["wall_ns"],
+        "share_of_all_stages": time_ns / total,
+        "largest_kernel": largest and {k: largest[k] for k in ("short_name", "name", "count", "time_ns")},
+    }
+
+
+def describe_cost_centre(piece: dict[str, Any]) -> str:
+    """A cost centre in words (renderers escape it)."""
+    if piece["kind"] == "gpu_idle":
+        return "GPU idle between kernels (host side: Python, kernel launches, synchronization)"
+    if piece["kind"] == "stage_wall":
+        return "stage wall time (no kernel data)"
+    text = f"{piece['category']} kernels"
+    if piece["largest_kernel"]:
+        k = piece["largest_kernel"]
+        text += f" (largest: {k['short_name']}, {k['count']:,} calls, {ms(k['time_ns'])})"
+    return text

@@ -1,0 +1,302 @@
+"""Inline SVG charts for the HTML report, drawn in Python (no JavaScript, no external files).
+
+Every chart returns `markupsafe.Markup`, so Jinja's autoescape leaves it alone; that makes this module
+responsible for its own escaping: every piece of text that goes into an SVG (labels, tooltips, kernel
+names) passes through `_esc`, and attribute values are numbers or constants. Every axis and value
+label carries its unit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from markupsafe import Markup, escape
+
+from perfctl.analysis.kernel_categories import CATEGORIES
+from perfctl.stages import STAGES
+
+STAGE_COLORS = {"vision": "#1f77b4", "prefill": "#ff7f0e", "decode": "#2ca02c"}
+CATEGORY_COLORS = {
+    "communication": "#8c564b",
+    "attention": "#d62728",
+    "gemm": "#1f77b4",
+    "copy": "#ff7f0e",
+    "reduction": "#9467bd",
+    "elementwise": "#2ca02c",
+    "other": "#7f7f7f",
+}
+WIDTH = 1000  # SVG user units; the charts scale to the page width
+LABEL_W = 230  # left column for row labels
+VALUE_W = 170  # right column for value labels
+BAR_W = WIDTH - LABEL_W - VALUE_W
+ROW_H = 24
+FONT = 'font-family="system-ui, sans-serif" font-size="12"'
+MAX_LABEL_CHARS = 32
+OUTSIDE_COLOR = "#d9d9d9"  # page time outside every stage (image preprocessing, generate's own work)
+
+
+def _esc(text: object) -> str:
+    return str(escape(str(text)))
+
+
+def _num(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _svg(height: float, label: str, body: list[str]) -> Markup:
+    return Markup(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {WIDTH} {_num(height)}" '
+        f'role="img" aria-label="{_esc(label)}" {FONT}>' + "".join(body) + "</svg>"
+    )
+
+
+def _text(x: float, y: float, content: str, anchor: str = "start", fill: str = "#333") -> str:
+    return f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}" fill="{fill}">{_esc(content)}</text>'
+
+
+def _rect(x: float, y: float, w: float, h: float, fill: str, tip: str, opacity: float = 1.0) -> str:
+    op = "" if opacity == 1.0 else f' fill-opacity="{_num(opacity)}"'
+    return (
+        f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(max(w, 0.0))}" height="{_num(h)}" fill="{fill}"{op}>'
+        f"<title>{_esc(tip)}</title></rect>"
+    )
+
+
+def _line(x1: float, y1: float, x2: float, y2: float, stroke: str, extra: str = "", tip: str = "") -> str:
+    title = f"<title>{_esc(tip)}</title>" if tip else ""
+    return (
+        f'<line x1="{_num(x1)}" y1="{_num(y1)}" x2="{_num(x2)}" y2="{_num(y2)}" stroke="{stroke}"{extra}>'
+        f"{title}</line>"
+    )
+
+
+def _short(label: str, limit: int = MAX_LABEL_CHARS) -> str:
+    flat = " ".join(label.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def nice_step(span: float, ticks: int = 5) -> float:
+    """A round tick step (1, 2 or 5 times a power of ten) giving about `ticks` intervals over span."""
+    if span <= 0:
+        return 1.0
+    raw = span / ticks
+    power = 10.0 ** math.floor(math.log10(raw))
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
+
+
+def _axis(y: float, top: float, scale_max: float, unit: str, fmt: str = "{:,.4g}") -> list[str]:
+    """Ticks and vertical grid lines under a bar area whose full width is scale_max."""
+    step = nice_step(scale_max)
+    out = [_line(LABEL_W, y, LABEL_W + BAR_W, y, "#999")]
+    value = 0.0
+    while value <= scale_max * 1.0001:
+        x = LABEL_W + BAR_W * value / scale_max
+        out.append(_line(x, top, x, y, "#e4e4e4"))
+        out.append(_text(x, y + 14, fmt.format(value) + f" {unit}", "middle", "#666"))
+        value += step
+    return out
+
+
+@dataclass(frozen=True)
+class Segment:
+    stage: str
+    x: float
+    width: float
+    busy_width: float
+    wall_ns: int
+    busy_ns: int
+
+
+def page_bars(pages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Geometry of the per-page stage bars, one scale for all pages (the longest page fills BAR_W):
+    each stage's wall time as a segment, its GPU busy time as the solid part at the segment's start."""
+    longest = max((p["wall_ns"] for p in pages), default=0)
+    if longest <= 0:
+        return []
+    bars = []
+    for page in pages:
+        x, segments = 0.0, []
+        for stage in STAGES:
+            cell = page["stages"][stage]
+            width = BAR_W * cell["wall_ns"] / longest
+            busy = BAR_W * min(cell["gpu_busy_ns"], cell["wall_ns"]) / longest
+            segments.append(
+                Segment(
+                    stage, round(x, 2), round(width, 2), round(busy, 2), cell["wall_ns"], cell["gpu_busy_ns"]
+                )
+            )
+            x += width
+        bars.append(
+            {
+                "sequence": page["sequence"],
+                "wall_ns": page["wall_ns"],
+                "segments": segments,
+                "total_width": round(BAR_W * page["wall_ns"] / longest, 2),
+            }
+        )
+    return bars
+
+
+def page_timeline(pages: list[dict[str, Any]]) -> Markup | None:
+    """One bar per page: vision / prefill / decode wall time side by side, each split into GPU busy
+    (solid) and GPU idle (pale), over a grey bar of the whole page (the rest is time outside the
+    stages). None without pages."""
+    bars = page_bars(pages)
+    if not bars:
+        return None
+    longest = max(p["wall_ns"] for p in pages) / 1e6
+    body = []
+    top = 28
+    x = LABEL_W
+    for stage in STAGES:  # legend
+        body.append(_rect(x, 4, 12, 12, STAGE_COLORS[stage], f"{stage}: GPU busy"))
+        body.append(_rect(x + 14, 4, 12, 12, STAGE_COLORS[stage], f"{stage}: GPU idle", 0.3))
+        body.append(_text(x + 32, 15, stage))
+        x += 100
+    body.append(_rect(x, 4, 12, 12, OUTSIDE_COLOR, "page time outside the stages"))
+    body.append(_text(x + 16, 15, "outside the stages · solid: GPU busy · pale: GPU idle", fill="#666"))
+    for row, bar in enumerate(bars):
+        y = top + row * ROW_H
+        body.append(_text(LABEL_W - 8, y + 15, f"page {bar['sequence']}", "end"))
+        outside = bar["wall_ns"] - sum(seg.wall_ns for seg in bar["segments"])
+        tip = f"page {bar['sequence']}: {bar['wall_ns'] / 1e6:,.3f} ms"
+        tip += f", {outside / 1e6:,.3f} ms outside the stages"
+        body.append(_rect(LABEL_W, y + 7, bar["total_width"], 10, OUTSIDE_COLOR, tip))
+        for seg in bar["segments"]:
+            share = seg.busy_ns / seg.wall_ns if seg.wall_ns else 0.0
+            tip = (
+                f"page {bar['sequence']} {seg.stage}: wall {seg.wall_ns / 1e6:,.3f} ms, GPU busy "
+                f"{seg.busy_ns / 1e6:,.3f} ms ({share:.1%})"
+            )
+            body.append(_rect(LABEL_W + seg.x, y + 3, seg.width, 18, STAGE_COLORS[seg.stage], tip, 0.3))
+            body.append(_rect(LABEL_W + seg.x, y + 3, seg.busy_width, 18, STAGE_COLORS[seg.stage], tip))
+        body.append(
+            _text(LABEL_W + bar["total_width"] + 6, y + 16, f"{bar['wall_ns'] / 1e6:,.1f} ms", fill="#555")
+        )
+    axis_y = top + len(bars) * ROW_H + 4
+    body = _axis(axis_y, top, longest, "ms") + body
+    return _svg(axis_y + 22, "stage wall time and GPU busy time per page", body)
+
+
+def hbars(
+    rows: Sequence[tuple[str, float | None, str]],
+    unit: str,
+    label: str,
+    scale_max: float | None = None,
+    reference: tuple[float, str] | None = None,
+    colors: Sequence[str] | None = None,
+) -> Markup | None:
+    """A horizontal bar per row (label, value, value text). Rows without a value get no bar but keep
+    their text. `reference`: a vertical line (value, its label), e.g. 1.0x for overhead."""
+    values = [v for _, v, _ in rows if v is not None]
+    if not values:
+        return None
+    top_value = max([*values, reference[0] if reference else 0.0])
+    scale = scale_max or (top_value * 1.1 if top_value > 0 else 1.0)
+    step = nice_step(scale)
+    scale = math.ceil(scale / step) * step
+    body = []
+    top = 6
+    for row, (name, value, text) in enumerate(rows):
+        y = top + row * ROW_H
+        body.append(f"<g><title>{_esc(name)}</title>{_text(LABEL_W - 8, y + 15, _short(name), 'end')}</g>")
+        if value is not None:
+            width = BAR_W * value / scale
+            color = colors[row] if colors else "#4c78a8"
+            body.append(_rect(LABEL_W, y + 3, width, 18, color, f"{name}: {text}"))
+            body.append(_text(LABEL_W + width + 6, y + 16, text, fill="#555"))
+        else:
+            body.append(_text(LABEL_W + 6, y + 16, text, fill="#999"))
+    axis_y = top + len(rows) * ROW_H + 4
+    body = _axis(axis_y, top, scale, unit) + body
+    if reference:
+        x = LABEL_W + BAR_W * reference[0] / scale
+        body.append(_line(x, top, x, axis_y, "#c00", ' stroke-dasharray="4 3"'))
+        body.append(_text(x + 4, top + 10, reference[1], fill="#c00"))
+    return _svg(axis_y + 22, label, body)
+
+
+def category_bars(stages: list[dict[str, Any]]) -> Markup | None:
+    """Per stage, its kernel time split by kernel category, as shares of 100 %."""
+    rows = [s for s in stages if s["kernel_time_ns"] > 0]
+    if not rows:
+        return None
+    body = []
+    x = float(LABEL_W)
+    for category in CATEGORIES:  # legend
+        body.append(_rect(x, 4, 12, 12, CATEGORY_COLORS[category], category))
+        body.append(_text(x + 16, 15, category))
+        x += 16 + 8 * len(category) + 18
+    top = 26
+    for row, s in enumerate(rows):
+        y = top + row * ROW_H
+        body.append(_text(LABEL_W - 8, y + 15, s["stage"], "end"))
+        x = float(LABEL_W)
+        for category in CATEGORIES:
+            time_ns = s["kernel_time_by_category"].get(category, 0)
+            if not time_ns:
+                continue
+            share = time_ns / s["kernel_time_ns"]
+            tip = f"{s['stage']} {category}: {time_ns / 1e6:,.3f} ms ({share:.1%} of kernel time)"
+            body.append(_rect(x, y + 3, BAR_W * share, 18, CATEGORY_COLORS[category], tip))
+            if BAR_W * share > 36:
+                body.append(_text(x + BAR_W * share / 2, y + 16, f"{share:.0%}", "middle", "#fff"))
+            x += BAR_W * share
+        body.append(
+            _text(LABEL_W + BAR_W + 6, y + 16, f"{s['kernel_time_ns'] / 1e6:,.3f} ms kernels", fill="#555")
+        )
+    axis_y = top + len(rows) * ROW_H + 4
+    body = _axis(axis_y, top, 100.0, "%") + body
+    return _svg(axis_y + 22, "kernel time per stage by kernel category", body)
+
+
+def spread_chart(stages: dict[str, dict[str, Any]]) -> Markup | None:
+    """Per stage, the clean pass's page times relative to their mean: min-max whisker, 95 % CI of the
+    mean as a box, median as a tick; one symmetric axis in % from the mean."""
+    rows = [(name, st) for name, st in stages.items() if st.get("count", 0) >= 2 and st.get("mean")]
+    if not rows:
+        return None
+
+    def rel(st: dict[str, Any], key: str) -> float:
+        return 100.0 * (float(st[key]) - float(st["mean"])) / float(st["mean"])
+
+    keys = ("min", "max", "ci95_low", "ci95_high")
+    bound = max(abs(rel(st, key)) for _, st in rows for key in keys) or 1.0
+    step = nice_step(2 * bound)
+    bound = math.ceil(bound / step) * step
+
+    def xpos(percent: float) -> float:
+        return LABEL_W + BAR_W * (percent + bound) / (2 * bound)
+
+    body = []
+    top = 6
+    for row, (name, st) in enumerate(rows):
+        y = top + row * ROW_H + 12
+        tip = (
+            f"{name}: mean {st['mean'] / 1e6:,.3f} ms, min {st['min'] / 1e6:,.3f} ms, max "
+            f"{st['max'] / 1e6:,.3f} ms, 95 % CI {st['ci95_low'] / 1e6:,.3f}–{st['ci95_high'] / 1e6:,.3f} ms"
+        )
+        body.append(_text(LABEL_W - 8, y + 4, name, "end"))
+        x0, x1 = xpos(rel(st, "min")), xpos(rel(st, "max"))
+        body.append(_line(x0, y, x1, y, "#555", tip=tip))
+        lo, hi = xpos(rel(st, "ci95_low")), xpos(rel(st, "ci95_high"))
+        stable = (st.get("verdict") or {}).get("stable")
+        color = "#2ca02c" if stable else "#d62728" if stable is False else "#999"
+        body.append(_rect(lo, y - 6, hi - lo, 12, color, tip, 0.45))
+        med = xpos(rel(st, "median"))
+        body.append(_line(med, y - 7, med, y + 7, "#000", ' stroke-width="2"'))
+        cv = st.get("cv")
+        body.append(
+            _text(LABEL_W + BAR_W + 6, y + 4, f"CV {cv:.1%}" if cv is not None else "CV –", fill="#555")
+        )
+    axis_y = top + len(rows) * ROW_H + 4
+    body.append(_line(xpos(0), top, xpos(0), axis_y, "#999"))
+    value = -bound
+    body.append(_line(LABEL_W, axis_y, LABEL_W + BAR_W, axis_y, "#999"))
+    while value <= bound * 1.0001:
+        body.append(_text(xpos(value), axis_y + 14, f"{value:+.4g} %", "middle", "#666"))
+        value += step
+    return _svg(axis_y + 22, "spread of clean-pass stage times relative to their mean", body)

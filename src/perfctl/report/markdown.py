@@ -1,0 +1,210 @@
+"""summary.md: the one-page stakeholder summary of an analysis (written beside analysis.json).
+
+The three largest cost centres with their stage, MFU per stage, the stability verdict and what to do
+next, all taken from the analysis (its `cost_centres` and `findings`; see perfctl.analysis.findings).
+Names in it (kernels, ranges, models, files) are untrusted: `md_text` makes each one plain text that
+cannot break a table row, start a code span or emphasis, or carry HTML.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from perfctl.analysis.findings import describe_cost_centre
+from perfctl.report.formatting import ms, number, pct
+
+NAME_LIMIT = 80  # characters of a name kept in a table cell; C++ template names run to thousands
+MAX_ACTIONS = 5
+COST_CENTRES = (
+    3  # the largest cost centres shown  # findings with a next step listed; the report holds all of them
+)
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# CommonMark lets any ASCII punctuation be escaped with a backslash; these are the ones that start
+# markup inline (code, emphasis, links, images, tables, strikethrough, headings at a cell's start).
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|~#!])")
+
+
+def md_text(text: object, limit: int | None = NAME_LIMIT) -> str:
+    """`text` as inert Markdown: one line, at most `limit` characters (… when cut), HTML special
+    characters as entities, Markdown punctuation backslash-escaped."""
+    flat = " ".join(str(text).split())
+    if limit is not None and len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    flat = "".join(_HTML.get(c, c) for c in flat)
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", flat)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _identity(analysis: dict[str, Any]) -> list[str]:
+    run = analysis.get("run") or {}
+    driver = run.get("driver") or {}
+    workload = run.get("workload") or {}
+    model = (run.get("model_spec") or {}).get("name")
+    gpus = [g.get("name") for g in (analysis.get("export") or {}).get("gpus") or []]
+    device = driver.get("gpu_name") or (gpus[0] if gpus else None) or driver.get("device")
+    parts = []
+    if model:
+        params = f", {number(driver['parameters'] / 1e6)} M parameters" if driver.get("parameters") else ""
+        parts.append(
+            f"Model {md_text(model)}{params}"
+            + (f", {md_text(driver['dtype'])}" if driver.get("dtype") else "")
+        )
+    if device:
+        parts.append(f"on {md_text(device)}")
+    pages = len(analysis.get("pages") or [])
+    if pages:
+        tokens = f" × {workload['max_new_tokens']} new tokens" if workload.get("max_new_tokens") else ""
+        parts.append(f"{pages} pages{tokens} in the nsys pass")
+    export = analysis.get("export")
+    if export:
+        parts.append(f"nsys {md_text(export['nsys_version'])}")
+    line = "; ".join(parts) or "No run identity (no manifest.json beside the export)"
+    return [line + ". Details: `report.html`; every figure: `analysis.json`."]
+
+
+def _cost_centres(analysis: dict[str, Any]) -> list[str]:
+    centres = analysis.get("cost_centres")
+    out = ["## Where the time goes", ""]
+    if not centres:
+        return out + _clean_stage_times(analysis)
+    total = sum(s["wall_ns"] for s in analysis.get("stages") or [])
+    out.append(
+        f"The {COST_CENTRES} largest cost centres of the stages' wall time under nsys ({ms(total)} in all; "
+        "nsys stretches it, see the report's Profiler overhead):"
+    )
+    out.append("")
+    rows = [
+        [
+            str(i),
+            md_text(c["stage"]),
+            md_text(describe_cost_centre(c), limit=160),
+            ms(c["time_ns"]),
+            pct(c["share_of_stage_wall"]),
+            pct(c["share_of_all_stages"]),
+        ]
+        for i, c in enumerate(centres[:COST_CENTRES], 1)
+    ]
+    out += _table(["#", "stage", "cost centre", "time", "share of its stage", "share of all stages"], rows)
+    if not any(c["kind"] == "kernel_category" for c in centres[:COST_CENTRES]):
+        gpu = next((c for c in centres if c["kind"] == "kernel_category"), None)
+        if gpu:  # the top ones are idle time: still say which GPU work costs most
+            out += [
+                "",
+                f"Largest GPU work: {md_text(gpu['stage'])} {md_text(describe_cost_centre(gpu), limit=160)}, "
+                f"{ms(gpu['time_ns'])} ({pct(gpu['share_of_stage_wall'])} of its stage).",
+            ]
+    return out
+
+
+def _clean_stage_times(analysis: dict[str, Any]) -> list[str]:
+    """Without nsys stage figures: the stages' mean clean-pass times, the next best answer."""
+    why = "No nsys stage figures in this analysis" if analysis.get("export") else "No nsys export analyzed"
+    stats = ((analysis.get("timing") or {}).get("statistics")) or {}
+    if not stats.get("stages") or not stats["page"].get("mean"):
+        return [f"{why}, and no clean timing pass: where the time goes is unknown."]
+    page = stats["page"]["mean"]
+    rows = [
+        [md_text(stage), ms(st["mean"]), pct(st["mean"] / page)]
+        for stage, st in sorted(stats["stages"].items(), key=lambda kv: -kv[1]["mean"])
+    ]
+    text = f"{why} (no kernel split); the clean pass's mean stage times of a {ms(page)} page:"
+    return [text, "", *_table(["stage", "mean per page", "share of the page"], rows)]
+
+
+def _mfu(analysis: dict[str, Any]) -> list[str]:
+    out = ["## MFU per stage", ""]
+    eff = analysis.get("efficiency")
+    if not eff:
+        return [*out, "Not measured: MFU needs a perfctl run folder with a clean timing pass (`--tool all`)."]
+    if not eff.get("available"):
+        return [*out, f"Not measured: {md_text(eff.get('reason'), limit=None)}."]
+    inputs = eff["inputs"]
+    peak = f"{number(inputs['peak_tflops'])} TFLOP/s" if inputs.get("peak_tflops") else "unknown"
+    out.append(
+        f"Against the dense {md_text(inputs['dtype'])} peak of {md_text(inputs['gpu'] or 'no GPU')}: {peak}; "
+        f"stage times from the clean timing pass, mean of {inputs['clean_pages']} pages."
+    )
+    out.append("")
+    rows = [
+        [
+            md_text(stage),
+            f"{number(st['flops_per_page'] / 1e9)} GFLOP",
+            ms(st["clean_seconds_per_page"] * 1e9),
+            f"{number(st['achieved_tflops'])} TFLOP/s",
+            pct(st["mfu"]) if st["mfu"] is not None else "unknown",
+        ]
+        for stage, st in eff["stages"].items()
+    ]
+    out += _table(["stage", "work per page", "clean time per page", "achieved", "MFU"], rows)
+    mbu = eff.get("decode_mbu") or {}
+    if mbu.get("mbu") is not None:
+        out += [
+            "",
+            f"Decode MBU {pct(mbu['mbu'])}: {number(mbu['achieved_gbs'])} GB/s of "
+            f"{number(mbu['peak_bandwidth_gbs'])} GB/s peak memory bandwidth.",
+        ]
+    return out
+
+
+def _stability(analysis: dict[str, Any]) -> list[str]:
+    out = ["## Stability", ""]
+    timing = analysis.get("timing")
+    if not timing:
+        return [*out, "Not measured: no clean timing pass in this run (`--tool all`)."]
+    stats = timing["statistics"]
+    rows = []
+    for stage, st in [*stats["stages"].items(), ("whole page", stats["page"])]:
+        verdict = st.get("verdict") or {}
+        word = {True: "stable", False: "**not stable**", None: "no verdict"}[verdict.get("stable")]
+        rows.append(
+            [
+                md_text(stage),
+                ms(st.get("mean")),
+                pct(st.get("cv")),
+                word,
+                md_text(verdict.get("why"), limit=None),
+            ]
+        )
+    out.append(
+        f"Clean pass, {stats['page']['count']} pages; stable = CV within {pct(stats['threshold_cv'])}."
+    )
+    out.append("")
+    return out + _table(["stage", "mean", "CV", "verdict", "why"], rows)
+
+
+def _next_steps(analysis: dict[str, Any]) -> list[str]:
+    found = analysis.get("findings")
+    out = ["## What to do next", ""]
+    if found is None:
+        return [*out, "Findings were not computed for this analysis."]
+    actions: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for f in found:
+        if f["next"] and f["next"] not in seen and len(actions) < MAX_ACTIONS:
+            seen.add(f["next"])
+            actions.append(f)
+    if not actions:
+        out.append("Nothing to act on: no finding calls for a change.")
+    for i, f in enumerate(actions, 1):
+        out.append(
+            f"{i}. **{md_text(f['title'], limit=None)}**: {md_text(f['next'], limit=None)}. "
+            f"Evidence: {md_text(f['text'], limit=600)}"
+        )
+    rest = [f for f in found if f not in actions]
+    if rest:
+        out += ["", "Also found: " + "; ".join(md_text(f["title"], limit=160) for f in rest) + "."]
+    return out
+
+
+def render_markdown(analysis: dict[str, Any]) -> str:
+    run_id = (analysis.get("run") or {}).get("run_id")
+    title = f"# perfctl summary: {md_text(run_id)}" if run_id else "# perfctl summary"
+    sections = [[title, "", *_identity(analysis)], _cost_centres(analysis), _mfu(analysis)]
+    sections += [_stability(analysis), _next_steps(analysis)]
+    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
