@@ -100,7 +100,9 @@ def clean_pass_only(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         "timing": {
             "pass": "clean",
             "statistics": timing_statistics(clean.records),
-            "telemetry": page_telemetry(run_dir, clean.records, clean.info.get("telemetry")),
+            "telemetry": page_telemetry(
+                run_dir / "timing" / "telemetry.jsonl", clean.records, clean.info.get("telemetry")
+            ),
         },
         "efficiency": efficiency(clean, manifest, {}),
     }

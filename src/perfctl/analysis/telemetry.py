@@ -29,7 +29,7 @@ def page_telemetry(path: Path, records: list[dict[str, Any]], reason: str | None
     samples = _samples(path) if path.is_file() else None
     if samples is None:
         if reason and not reason.startswith("absent"):  # the driver sampled ("NVML, every 50 ms"): file lost
-            reason = f"no samples in timing/telemetry.jsonl, though the driver recorded {reason}"
+            reason = f"no samples in {path.parent.name}/{path.name}, though the driver recorded {reason}"
         return {"available": False, "reason": reason or "no telemetry samples in this run"}
     pages = []
     for r in records:
