@@ -8,19 +8,21 @@ the export unless another folder is given; the export itself is opened read-only
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perfctl.analysis.analyze import analyze_export
+from perfctl.analysis.completion import with_expected_pages
 from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.operators import join_operators_to_kernels
 from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
-from perfctl.capture.manifest import write_json_atomic
+from perfctl.capture.manifest import write_json_atomic, write_text_atomic
 from perfctl.capture.nsys import find_nsys
 from perfctl.capture.run import REPORT_BASE
-from perfctl.errors import BadInput
+from perfctl.errors import BadInput, OutputFailed
 from perfctl.nsys_export.events import kernel_mangled_names
 from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.report.html import render_html
@@ -35,24 +37,51 @@ class AnalyzeResult:
 
 
 def locate_export(path: Path, nsys_path: str | None = None) -> Path:
-    """The SQLite export to read for PATH, exporting a .nsys-rep first when that is all there is."""
+    """The SQLite export to read for PATH, exporting a .nsys-rep first when that is all there is (and
+    importing nsys's raw stream, .qdstrm, first when nsys could not: its importer was missing)."""
     if not path.exists():
         raise BadInput(f"no such file or folder: {path}")
     if path.is_dir():
         sqlite, report = path / f"{REPORT_BASE}.sqlite", path / f"{REPORT_BASE}.nsys-rep"
+        qdstrm = path / f"{REPORT_BASE}.qdstrm"
         if sqlite.is_file():
             return sqlite
         if report.is_file():
             return _export(report, nsys_path)
+        stream = _stream_left_elsewhere(path)
+        if qdstrm.is_file() or stream is not None:
+            find_nsys(nsys_path).import_qdstrm(qdstrm if qdstrm.is_file() else stream or qdstrm, report)
+            return _export(report, nsys_path)
         found = sorted(path.glob("*.sqlite")) or sorted(path.glob("*.nsys-rep"))
         if len(found) == 1:
             return found[0] if found[0].suffix == ".sqlite" else _export(found[0], nsys_path)
+        failed = _failed_capture(path)
+        if failed:
+            raise BadInput(f"{path} holds no nsys report to analyze: its capture {failed}")
         raise BadInput(
             f"{path} holds no {REPORT_BASE}.sqlite / {REPORT_BASE}.nsys-rep (is it a perfctl run folder?)"
         )
     if path.suffix == ".nsys-rep":
         return _export(path, nsys_path)
+    if path.suffix == ".qdstrm":
+        report = path.with_suffix(".nsys-rep")
+        find_nsys(nsys_path).import_qdstrm(path, report)
+        return _export(report, nsys_path)
     return path
+
+
+def _stream_left_elsewhere(run_dir: Path) -> Path | None:
+    """The raw stream nsys could not move into the run folder, where the capture found it (manifest)."""
+    left = ((read_manifest(run_dir / "manifest.json") or {}).get("nsys") or {}).get("stream_left_at")
+    return Path(left) if left and Path(left).is_file() else None
+
+
+def _failed_capture(run_dir: Path) -> str | None:
+    """'failed: <reason>' from a run folder's manifest when its capture did not end well, else None."""
+    manifest = read_manifest(run_dir / "manifest.json")
+    if manifest is None or manifest.get("status") in (None, "ok"):
+        return None
+    return f"{manifest['status']}: {manifest.get('reason') or 'no reason recorded'}"
 
 
 def _export(report: Path, nsys_path: str | None) -> Path:
@@ -64,14 +93,15 @@ def _export(report: Path, nsys_path: str | None) -> Path:
 
 
 def read_manifest(export: Path) -> dict[str, Any] | None:
-    manifest = export.parent / "manifest.json"
+    """The manifest.json beside an export (or `export` itself when it is one); None when absent."""
+    manifest = export if export.name == "manifest.json" else export.parent / "manifest.json"
     if not manifest.is_file():
         return None
     try:
-        data: dict[str, Any] = json.loads(manifest.read_text())
-        return data
+        data = json.loads(manifest.read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def analyze_path(
@@ -89,6 +119,7 @@ def analyze_path(
     kernels -- unless kernels are not expected: `allow_no_kernels`, or the run's manifest says the
     workload ran on the CPU (then the report holds NVTX wall times only, and says so).
     """
+    check_peaks(peak_tflops, peak_bandwidth_gbs)
     export = locate_export(path, nsys_path)
     analysis = analyze_export(export, top_n=top_n)
     manifest = read_manifest(export)
@@ -107,6 +138,7 @@ def analyze_path(
                 "driver",
             )
         }
+        analysis["warnings"] += with_expected_pages(analysis["completion"], manifest.get("pages_expected"))
         clean = load_clean_pass(export.parent, manifest)
         if clean is not None:
             analysis["timing"] = {
@@ -129,11 +161,28 @@ def analyze_path(
         except ValueError as exc:  # an override that is not a positive number
             raise BadInput(str(exc)) from None
     target = export.parent if out_dir is None else out_dir
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFailed(f"cannot create {target}: {exc.strerror or exc}") from None
     json_path, html_path = target / "analysis.json", target / "report.html"
     write_json_atomic(json_path, analysis)
-    _write_text_atomic(html_path, render_html(analysis, manifest))
+    write_text_atomic(html_path, render_html(analysis, manifest))
     return AnalyzeResult(export, analysis, json_path, html_path)
+
+
+# What an override may be: above any GPU's dense peak by far is a typo, not a GPU (B200: ~2,250 dense
+# bf16 TFLOP/s, 8 TB/s).
+PEAK_LIMITS = {"--peak-tflops": 100_000.0, "--peak-bandwidth-gbs": 1_000_000.0}
+
+
+def check_peaks(peak_tflops: float | None, peak_bandwidth_gbs: float | None) -> None:
+    """Refuse a peak override that is not a positive, finite, believable number, before any work."""
+    for flag, value in (("--peak-tflops", peak_tflops), ("--peak-bandwidth-gbs", peak_bandwidth_gbs)):
+        if value is not None and not (math.isfinite(value) and 0 < value <= PEAK_LIMITS[flag]):
+            raise BadInput(
+                f"{flag} must be a number above 0 and at most {PEAK_LIMITS[flag]:,.0f}, got {value}"
+            )
 
 
 def _check_attributable(
@@ -161,9 +210,3 @@ def _mangled_names(export: Path) -> dict[str, str]:
         return kernel_mangled_names(conn, read_schema(conn, export))
     finally:
         conn.close()
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
