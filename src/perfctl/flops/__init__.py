@@ -71,6 +71,9 @@ def _by_block(terms: list[Term]) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+MAX_TOKENS = 100_000
+
+
 def load_config(model: str) -> tuple[Any, str]:
     """The transformers config of a built-in name, a model folder or a config.json file."""
     builtin = builtin_model_dir(model)
@@ -83,9 +86,12 @@ def load_config(model: str) -> tuple[Any, str]:
             "a model folder nor a config.json"
         )
     try:
-        model_type = str(json.loads(path.read_text()).get("model_type", ""))
+        config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise BadInput(f"{path} is not a model config (a JSON object), it holds a {type(config).__name__}")
+    model_type = str(config.get("model_type", ""))
     if model_type != "deepseek_ocr2":
         raise BadInput(
             f"no FLOP model for model type '{model_type or '?'}' yet (supported: deepseek_ocr2); "
@@ -101,8 +107,13 @@ def count_flops(model: str, tiles: int = 0, prompt_tokens: int = 11, new_tokens:
     plus `prompt_tokens` text tokens, and `new_tokens` generated tokens."""
     if not 0 <= tiles <= MAX_TILES:
         raise BadInput(f"--tiles must be 0 to {MAX_TILES} (local 768² tiles of DeepSeek-OCR-2), not {tiles}")
-    if prompt_tokens < 0 or new_tokens < 1:
-        raise BadInput("--prompt-tokens must be >= 0 and --new-tokens >= 1")
+    # the same bound as capture's --max-new-tokens: past it a count is a typo, and counting step by step
+    # would run for minutes
+    if not 0 <= prompt_tokens <= MAX_TOKENS or not 1 <= new_tokens <= MAX_TOKENS:
+        raise BadInput(
+            f"--prompt-tokens must be 0 to {MAX_TOKENS:,} and --new-tokens 1 to {MAX_TOKENS:,}, "
+            f"got {prompt_tokens} and {new_tokens}"
+        )
     config, model_type = load_config(model)
     page = deepseek_ocr2_flops(config, tiles, prompt_tokens, new_tokens)
     return FlopReport(
