@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,42 @@ def test_sigterm_stops_the_timing_pass_and_marks_the_run(
     analysis = json.loads(analyzed.stdout)
     assert analysis["completion"]["complete"] == list(range(EXPECTED))
     assert "timing" not in analysis  # an interrupted clean pass is not used for statistics
+
+
+@pytest.fixture(scope="module")
+def perfctl_killed(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> tuple[Path, Capture]:
+    """perfctl itself killed with SIGKILL (no handler runs): its children got a parent-death SIGINT."""
+    run = tmp_path_factory.mktemp("perfctlkill") / "run"
+    with nsys_lock():
+        capture = _capture(run, nsys_bin)
+        capture.wait_for_records(run / "pages.jsonl", 1)
+        os.kill(capture.proc.pid, signal.SIGKILL)
+        capture.finish()
+        deadline = time.monotonic() + 120  # nsys finalizes on its own, after perfctl is gone
+        while capture.processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return run, capture
+
+
+def test_killed_perfctl_still_leaves_a_report_and_no_process(
+    perfctl_killed: tuple[Path, Capture], tmp_path: Path
+) -> None:
+    run, capture = perfctl_killed
+    assert capture.proc.returncode == -signal.SIGKILL
+    assert capture.processes() == {}, "processes of the run outlived perfctl"
+    assert (run / "run.nsys-rep").is_file() and (run / "run.sqlite").is_file()
+    # nothing could record how the run ended: the manifest still says running, and analyze says why
+    assert json.loads((run / "manifest.json").read_text())["status"] == "running"
+    analyzed = run_perfctl("analyze", str(run), "--format", "json", "--out-dir", str(tmp_path))
+    assert analyzed.returncode == 0, analyzed.stderr
+    analysis = json.loads(analyzed.stdout)
+    assert "the capture ended without recording how (perfctl itself was killed)" in " ".join(
+        analysis["warnings"]
+    )
+    completion = analysis["completion"]
+    assert completion["expected"] == EXPECTED and completion["complete"] == list(
+        range(len(completion["complete"]))
+    )
+    assert analysis["run"]["pages_completed"] == len(
+        [line for line in (run / "pages.jsonl").read_text().splitlines() if line]
+    )

@@ -21,10 +21,11 @@ from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
 from perfctl.capture.manifest import write_json_atomic, write_text_atomic
 from perfctl.capture.nsys import find_nsys
-from perfctl.capture.run import REPORT_BASE
+from perfctl.capture.run import REPORT_BASE, capture_running_in
 from perfctl.errors import BadInput, OutputFailed
 from perfctl.nsys_export.events import kernel_mangled_names
 from perfctl.nsys_export.schema import connect_readonly, read_schema
+from perfctl.records import read_page_records
 from perfctl.report.html import render_html
 
 
@@ -94,11 +95,22 @@ def _export(report: Path, nsys_path: str | None) -> Path:
 
 def read_manifest(export: Path) -> dict[str, Any] | None:
     """The manifest.json beside an export (or `export` itself when it is one); None when absent."""
-    manifest = export if export.name == "manifest.json" else export.parent / "manifest.json"
-    if not manifest.is_file():
-        return None
+    return _json_object(export if export.name == "manifest.json" else export.parent / "manifest.json")
+
+
+def _fill_unfinished(manifest: dict[str, Any], run_dir: Path) -> None:
+    """A capture that never recorded its outcome (perfctl itself killed, or still running) left a
+    manifest without it: take what the run folder shows instead (in memory; the file is not changed)."""
+    workload = manifest.get("workload") or {}
+    manifest.setdefault("reason", None)
+    manifest.setdefault("driver", _json_object(run_dir / "driver-info.json"))
+    manifest.setdefault("pages_completed", len(read_page_records(run_dir / "pages.jsonl")))
+    manifest.setdefault("pages_expected", len(manifest.get("pages") or []) * int(workload.get("repeats", 1)))
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(manifest.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -123,6 +135,8 @@ def analyze_path(
     export = locate_export(path, nsys_path)
     analysis = analyze_export(export, top_n=top_n)
     manifest = read_manifest(export)
+    if manifest is not None and manifest.get("status") == "running":
+        _fill_unfinished(manifest, export.parent)
     _check_attributable(export, analysis, manifest, allow_no_kernels)
     if manifest is not None:
         analysis["run"] = {
@@ -139,6 +153,13 @@ def analyze_path(
             )
         }
         analysis["warnings"] += with_expected_pages(analysis["completion"], manifest.get("pages_expected"))
+        if manifest.get("status") == "running":
+            analysis["warnings"].append(
+                "a capture is still writing this run: what is analyzed is what it has written so far"
+                if capture_running_in(export.parent)
+                else "the capture ended without recording how (perfctl itself was killed): the manifest "
+                "still says running"
+            )
         clean = load_clean_pass(export.parent, manifest)
         if clean is not None:
             analysis["timing"] = {
