@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -144,21 +146,31 @@ def test_killed_nsys_process_the_agent_finishes_the_report(
     assert json.loads(analyzed.stdout)["completion"]["complete"] == list(range(PAGES))
 
 
+STREAMS = Path(os.environ.get("TMPDIR", "/tmp"))  # where nsys keeps its stream until it is imported
+
+
 @pytest.fixture(scope="module")
-def nsys_and_agent_killed(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> tuple[Path, Capture]:
-    """`nsys profile` and its agent killed mid-run: nothing is left to write the report."""
+def nsys_and_agent_killed(
+    tmp_path_factory: pytest.TempPathFactory, nsys_bin: str
+) -> Iterator[tuple[Path, Capture, list[Path]]]:
+    """`nsys profile` and its agent killed mid-run: nothing is left to write the report. The agent's
+    unfinished stream stays in nsys's temporary folder (removed here once the test has looked at it)."""
     run = tmp_path_factory.mktemp("nsysagentkill") / "run"
-    with nsys_lock():
+    with nsys_lock():  # no other nsys runs meanwhile: a new stream there is this capture's
+        before = set(STREAMS.glob("nsys-report-*.qdstrm"))
         capture = _capture(run, nsys_bin)
         _kill(capture, run, (" profile --trace=", "--start-agent"))
         capture.finish()
-    return run, capture
+        left = sorted(set(STREAMS.glob("nsys-report-*.qdstrm")) - before)
+    yield run, capture, left
+    for stream in left:
+        stream.unlink(missing_ok=True)
 
 
 def test_killed_nsys_and_agent_lose_the_profile_and_say_so(
-    nsys_and_agent_killed: tuple[Path, Capture], tmp_path: Path
+    nsys_and_agent_killed: tuple[Path, Capture, list[Path]], tmp_path: Path, nsys_bin: str
 ) -> None:
-    run, capture = nsys_and_agent_killed
+    run, capture, left = nsys_and_agent_killed
     assert capture.proc.returncode == 1, capture.stdout + capture.stderr
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "failed"
@@ -172,3 +184,9 @@ def test_killed_nsys_and_agent_lose_the_profile_and_say_so(
     refused = run_perfctl("analyze", str(run), "--out-dir", str(tmp_path))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "holds no nsys report to analyze: its capture failed: nsys was killed by SIGKILL" in refused.stderr
+    # what the agent had streamed is cut off: nsys's own importer refuses it
+    assert len(left) == 1
+    importer = Path(nsys_bin).resolve().parent.parent / "host-linux-x64" / "QdstrmImporter"
+    out = tmp_path / "cut.nsys-rep"
+    proc = subprocess.run([str(importer), "-i", str(left[0]), "-o", str(out)], capture_output=True, text=True)
+    assert "Qdstrm file is incomplete or invalid" in proc.stdout + proc.stderr and not out.exists()
