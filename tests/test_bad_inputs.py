@@ -12,6 +12,7 @@ import json
 import shutil
 import sqlite3
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -251,8 +252,6 @@ def test_read_only_export_on_a_read_only_filesystem(tmp_path: Path, matmul_expor
         export = fs / "run.sqlite"
         shutil.copy(matmul_export, export)
         export.chmod(0o444)
-        import subprocess
-
         subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
         proc = run_perfctl("analyze", str(export), "--format", "json", "--out-dir", str(tmp_path / "out"))
         assert proc.returncode == 0, proc.stderr
