@@ -81,6 +81,12 @@ def test_resolve_model_folder_rules(tmp_path: Path) -> None:
         resolve_model(str(folder))
     assert resolve_model(str(folder), random_weights=True).random_weights
     (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(BadInput, match="is empty"):  # weights that cannot load are refused up front
+        resolve_model(str(folder))
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
     spec = resolve_model(str(folder))
     assert spec.has_weights and not spec.random_weights and not spec.builtin
 

@@ -9,21 +9,23 @@ the export unless another folder is given; the export itself is opened read-only
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perfctl import __version__, progress
 from perfctl.analysis.analyze import analyze_export
+from perfctl.analysis.completion import with_expected_pages
 from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.findings import cost_centres, findings
 from perfctl.analysis.operators import join_operators_to_kernels
 from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
-from perfctl.capture.manifest import write_json_atomic
+from perfctl.capture.manifest import write_json_atomic, write_text_atomic
 from perfctl.capture.nsys import find_nsys
-from perfctl.capture.run import REPORT_BASE
-from perfctl.errors import BadInput
+from perfctl.capture.run import REPORT_BASE, capture_running_in
+from perfctl.errors import BadInput, OutputFailed
 from perfctl.hardware.calibrate import CALIBRATION_FILE, Calibration, load_calibration
 from perfctl.nsys_export.events import kernel_mangled_names
 from perfctl.nsys_export.schema import connect_readonly, read_schema
@@ -42,24 +44,51 @@ class AnalyzeResult:
 
 
 def locate_export(path: Path, nsys_path: str | None = None) -> Path:
-    """The SQLite export to read for PATH, exporting a .nsys-rep first when that is all there is."""
+    """The SQLite export to read for PATH, exporting a .nsys-rep first when that is all there is (and
+    importing nsys's raw stream, .qdstrm, first when nsys could not: its importer was missing)."""
     if not path.exists():
         raise BadInput(f"no such file or folder: {path}")
     if path.is_dir():
         sqlite, report = path / f"{REPORT_BASE}.sqlite", path / f"{REPORT_BASE}.nsys-rep"
+        qdstrm = path / f"{REPORT_BASE}.qdstrm"
         if sqlite.is_file():
             return sqlite
         if report.is_file():
             return _export(report, nsys_path)
+        stream = _stream_left_elsewhere(path)
+        if qdstrm.is_file() or stream is not None:
+            find_nsys(nsys_path).import_qdstrm(qdstrm if qdstrm.is_file() else stream or qdstrm, report)
+            return _export(report, nsys_path)
         found = sorted(path.glob("*.sqlite")) or sorted(path.glob("*.nsys-rep"))
         if len(found) == 1:
             return found[0] if found[0].suffix == ".sqlite" else _export(found[0], nsys_path)
+        failed = _failed_capture(path)
+        if failed:
+            raise BadInput(f"{path} holds no nsys report to analyze: its capture {failed}")
         raise BadInput(
             f"{path} holds no {REPORT_BASE}.sqlite / {REPORT_BASE}.nsys-rep (is it a perfctl run folder?)"
         )
     if path.suffix == ".nsys-rep":
         return _export(path, nsys_path)
+    if path.suffix == ".qdstrm":
+        report = path.with_suffix(".nsys-rep")
+        find_nsys(nsys_path).import_qdstrm(path, report)
+        return _export(report, nsys_path)
     return path
+
+
+def _stream_left_elsewhere(run_dir: Path) -> Path | None:
+    """The raw stream nsys could not move into the run folder, where the capture found it (manifest)."""
+    left = ((read_manifest(run_dir / "manifest.json") or {}).get("nsys") or {}).get("stream_left_at")
+    return Path(left) if left and Path(left).is_file() else None
+
+
+def _failed_capture(run_dir: Path) -> str | None:
+    """'failed: <reason>' from a run folder's manifest when its capture did not end well, else None."""
+    manifest = read_manifest(run_dir / "manifest.json")
+    if manifest is None or manifest.get("status") in (None, "ok"):
+        return None
+    return f"{manifest['status']}: {manifest.get('reason') or 'no reason recorded'}"
 
 
 def _export(report: Path, nsys_path: str | None) -> Path:
@@ -71,15 +100,27 @@ def _export(report: Path, nsys_path: str | None) -> Path:
     return sqlite
 
 
-def read_manifest(manifest: Path) -> dict[str, Any] | None:
-    """A run's manifest.json, or None when there is none (a bare export) or it cannot be read."""
-    if not manifest.is_file():
-        return None
+def read_manifest(export: Path) -> dict[str, Any] | None:
+    """The manifest.json beside an export (or `export` itself when it is one); None when absent."""
+    return _json_object(export if export.name == "manifest.json" else export.parent / "manifest.json")
+
+
+def _fill_unfinished(manifest: dict[str, Any], run_dir: Path) -> None:
+    """A capture that never recorded its outcome (perfctl itself killed, or still running) left a
+    manifest without it: take what the run folder shows instead (in memory; the file is not changed)."""
+    workload = manifest.get("workload") or {}
+    manifest.setdefault("reason", None)
+    manifest.setdefault("driver", _json_object(run_dir / "driver-info.json"))
+    manifest.setdefault("pages_completed", len(read_page_records(run_dir / "pages.jsonl")))
+    manifest.setdefault("pages_expected", len(manifest.get("pages") or []) * int(workload.get("repeats", 1)))
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
     try:
-        data: dict[str, Any] = json.loads(manifest.read_text())
-        return data
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def analyze_path(
@@ -100,16 +141,31 @@ def analyze_path(
     `calibration`: a `perfctl calibrate` file for MFU/MBU against measured ceilings (default: the run
     folder's calibration.json, when capture --calibrate stored one).
     """
-    if path.is_dir() and (run_manifest := _run_manifest(path)) and run_manifest.get("tool") == "torch":
+    check_peaks(peak_tflops, peak_bandwidth_gbs)
+    if (
+        path.is_dir()
+        and (run_manifest := read_manifest(path / "manifest.json"))
+        and run_manifest.get("tool") == "torch"
+    ):
         return _analyze_torch_run(path, run_manifest, out_dir)
     export = locate_export(path, nsys_path)
     measured = _calibration(calibration, export.parent)
     progress.step(f"reading {export}")
     analysis = analyze_export(export, top_n=top_n)
-    manifest = read_manifest(export.parent / "manifest.json")
+    manifest = read_manifest(export)
+    if manifest is not None and manifest.get("status") == "running":
+        _fill_unfinished(manifest, export.parent)
     _check_attributable(export, analysis, manifest, allow_no_kernels)
     if manifest is not None:
         analysis["run"] = _run_identity(manifest)
+        analysis["warnings"] += with_expected_pages(analysis["completion"], manifest.get("pages_expected"))
+        if manifest.get("status") == "running":
+            analysis["warnings"].append(
+                "a capture is still writing this run: what is analyzed is what it has written so far"
+                if capture_running_in(export.parent)
+                else "the capture ended without recording how (perfctl itself was killed): the manifest "
+                "still says running"
+            )
         clean = load_clean_pass(export.parent, manifest)
         if clean is not None:
             analysis["timing"] = {
@@ -146,13 +202,8 @@ def analyze_path(
     analysis["cost_centres"] = cost_centres(analysis)
     analysis["findings"] = findings(analysis)
     target = export.parent if out_dir is None else out_dir
-    target.mkdir(parents=True, exist_ok=True)
-    json_path, html_path, summary_path = (target / n for n in ("analysis.json", "report.html", "summary.md"))
-    progress.step(f"writing {json_path}, {html_path.name} and {summary_path.name}")
-    write_json_atomic(json_path, analysis)
-    _write_text_atomic(html_path, render_html(analysis, manifest))
-    _write_text_atomic(summary_path, render_markdown(analysis))
-    return AnalyzeResult(export, analysis, json_path, html_path, summary_path)
+    progress.step(f"writing {target / 'analysis.json'}, report.html and summary.md")
+    return _write_outputs(export, analysis, manifest, target)
 
 
 RUN_IDENTITY_KEYS = (
@@ -170,10 +221,6 @@ RUN_IDENTITY_KEYS = (
 
 def _run_identity(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: manifest.get(k) for k in RUN_IDENTITY_KEYS}
-
-
-def _run_manifest(run_dir: Path) -> dict[str, Any] | None:
-    return read_manifest(run_dir / "manifest.json")
 
 
 def _analyze_torch_run(run_dir: Path, manifest: dict[str, Any], out_dir: Path | None) -> AnalyzeResult:
@@ -202,13 +249,22 @@ def _analyze_torch_run(run_dir: Path, manifest: dict[str, Any], out_dir: Path | 
         "warnings": [],
     }
     analysis["findings"] = findings(analysis)
-    target = run_dir if out_dir is None else out_dir
-    target.mkdir(parents=True, exist_ok=True)
+    return _write_outputs(operators, analysis, manifest, run_dir if out_dir is None else out_dir)
+
+
+def _write_outputs(
+    source: Path, analysis: dict[str, Any], manifest: dict[str, Any] | None, target: Path
+) -> AnalyzeResult:
+    """analysis.json, report.html and summary.md into `target`, each complete or not at all."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFailed(f"cannot create {target}: {exc.strerror or exc}") from None
     json_path, html_path, summary_path = (target / n for n in ("analysis.json", "report.html", "summary.md"))
     write_json_atomic(json_path, analysis)
-    _write_text_atomic(html_path, render_html(analysis, manifest))
-    _write_text_atomic(summary_path, render_markdown(analysis))
-    return AnalyzeResult(run_dir / "torch" / "operators.json", analysis, json_path, html_path, summary_path)
+    write_text_atomic(html_path, render_html(analysis, manifest))
+    write_text_atomic(summary_path, render_markdown(analysis))
+    return AnalyzeResult(source, analysis, json_path, html_path, summary_path)
 
 
 def _calibration(path: Path | None, run_dir: Path) -> tuple[Calibration, str] | None:
@@ -216,6 +272,20 @@ def _calibration(path: Path | None, run_dir: Path) -> tuple[Calibration, str] | 
     if path is None and (run_dir / CALIBRATION_FILE).is_file():
         path = run_dir / CALIBRATION_FILE
     return None if path is None else (load_calibration(path), str(path))
+
+
+# What an override may be: above any GPU's dense peak by far is a typo, not a GPU (B200: ~2,250 dense
+# bf16 TFLOP/s, 8 TB/s).
+PEAK_LIMITS = {"--peak-tflops": 100_000.0, "--peak-bandwidth-gbs": 1_000_000.0}
+
+
+def check_peaks(peak_tflops: float | None, peak_bandwidth_gbs: float | None) -> None:
+    """Refuse a peak override that is not a positive, finite, believable number, before any work."""
+    for flag, value in (("--peak-tflops", peak_tflops), ("--peak-bandwidth-gbs", peak_bandwidth_gbs)):
+        if value is not None and not (math.isfinite(value) and 0 < value <= PEAK_LIMITS[flag]):
+            raise BadInput(
+                f"{flag} must be a number above 0 and at most {PEAK_LIMITS[flag]:,.0f}, got {value}"
+            )
 
 
 def _check_attributable(
@@ -243,9 +313,3 @@ def _mangled_names(export: Path) -> dict[str, str]:
         return kernel_mangled_names(conn, read_schema(conn, export))
     finally:
         conn.close()
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from perfctl import __version__, progress
+from perfctl.capture.processes import Interrupted
 from perfctl.errors import PerfctlError
 
 EXIT_CODES = (
@@ -34,11 +36,45 @@ quiet_option = click.option(
 
 def _fail(exc: PerfctlError) -> NoReturn:
     # one line, whatever the reason quotes (a damaged file's error may carry its bytes)
-    click.echo(f"perfctl: error: {' '.join(str(exc).split())}", err=True)
-    sys.exit(exc.exit_code)
+    _say(str(exc), exc.exit_code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
+class OneLineErrors(click.Group):
+    """The `perfctl` group, with Click's own errors (a bad option value, a missing argument), a stop
+    signal and a file the system refused in perfctl's form: one line on stderr, no traceback."""
+
+    def main(  # type: ignore[override]  # one signature for Click's two overloads
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `perfctl` alone: the help, as Click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            _say(f"{exc.format_message()}{hint}", exc.exit_code)
+        except (click.Abort, Interrupted) as exc:  # Ctrl-C or SIGTERM outside a capture's handling
+            _say(f"stopped by {exc}" if isinstance(exc, Interrupted) else "interrupted (Ctrl-C)", 1)
+        except OSError as exc:  # the system refused a file: which one, and why
+            _say(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _say(message: str, exit_code: int) -> NoReturn:
+    click.echo(f"perfctl: error: {' '.join(message.split())}", err=True)
+    sys.exit(exit_code)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="perfctl")
 def main() -> None:
     """Profile LLM / VLM inference under Nsight Systems and analyze where the time goes.

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from perfctl import __version__, progress
 from perfctl.capture.manifest import nvml_gpus
-from perfctl.capture.nsys import DEFAULT_TRACE, INSTALL_HINT, Nsys, find_nsys, importer_path
+from perfctl.capture.nsys import DEFAULT_TRACE, INSTALL_HINT, Nsys, find_nsys
 from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
 from perfctl.errors import PerfctlError
 from perfctl.stages import DOMAIN
@@ -128,7 +128,7 @@ def check_nsys(explicit: str | None = None) -> tuple[CheckResult, Nsys | None]:
     except PerfctlError as exc:
         found = str(exc).replace(f": {INSTALL_HINT}", "")
         return CheckResult("nsys", "fail", found, INSTALL_HINT), None
-    importer = importer_path(nsys)
+    importer = nsys.importer()
     cupti = cupti_libraries(nsys)
     details = {
         "path": str(nsys.path),

@@ -7,18 +7,34 @@ capture (how many pages finished) and by the analysis (the clean timing pass).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 
 def append_page_record(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as out:
-        out.write(json.dumps(record) + "\n")
+    """Append one record as one line, whole or not at all: one write() of the complete line, and a
+    write that fails part-way (a full disk) is cut back off before the error is raised."""
+    line = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        written = 0
+        try:
+            while written < len(line):
+                written += os.write(fd, line[written:])
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_page_records(path: Path) -> list[dict[str, Any]]:
-    """The measured pages' records, warm-up pages left out; [] when there is no file."""
+    """The measured pages' records, warm-up pages left out; [] when there is no file. A last line
+    without its newline is a record whose writer died mid-write: it is not a finished page."""
     if not path.is_file():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().split("\n")[:-1]  # the part after the last newline is never whole
+    records = [json.loads(line) for line in lines if line.strip()]
     return [r for r in records if not r.get("warmup")]

@@ -16,6 +16,7 @@ import pandas as pd
 
 from perfctl import __version__, progress
 from perfctl.analysis.attribution import attribute_activities_to_ranges, attribute_other_threads
+from perfctl.analysis.completion import set_aside_unfinished
 from perfctl.analysis.intervals import union_length
 from perfctl.analysis.kernel_categories import CATEGORIES
 from perfctl.analysis.ranges import instance_table, summarize_names
@@ -26,6 +27,7 @@ from perfctl.nsys_export.events import (
     load_gpu_activities,
     load_nvtx_ranges,
     string_values,
+    unended_range_ids,
 )
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly, read_schema
 from perfctl.stages import DOMAIN, PAGE, STAGES
@@ -49,6 +51,7 @@ class ExportTables:
     ranges: pd.DataFrame
     activities: Activities
     gpus: list[dict[str, Any]]
+    unended: frozenset[int] = frozenset()  # range_ids of ranges that never ended (a run cut short)
 
 
 def load_export(path: Path) -> ExportTables:
@@ -61,9 +64,10 @@ def load_export(path: Path) -> ExportTables:
             cur = conn.execute(f"SELECT {', '.join(cols)} FROM TARGET_INFO_GPU")
             gpus = [dict(zip(cols, row, strict=True)) for row in cur]
         ranges = load_nvtx_ranges(conn, schema)
+        unended = unended_range_ids(conn, schema)
     finally:
         conn.close()
-    return ExportTables(schema, ranges, load_gpu_activities(schema), gpus)
+    return ExportTables(schema, ranges, load_gpu_activities(schema), gpus, unended)
 
 
 def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
@@ -92,7 +96,9 @@ def _name_lookup(path: Path) -> Any:
 
 
 def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
-    ranges, acts = tables.ranges, tables.activities
+    # pages the program never finished are set apart: every figure is over complete pages
+    ranges, completion, unfinished = set_aside_unfinished(tables.ranges, tables.unended)
+    acts = tables.activities
     runs = attribute_activities_to_ranges(ranges, acts)
     other = attribute_other_threads(ranges, acts)
     index = RunIndex(acts)
@@ -101,8 +107,8 @@ def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
 
     totals = kernel_totals(acts, index)
     unlaunched = totals["unattributed_kernels"]
-    warnings = list(tables.schema.warnings)
-    if ranges.empty:
+    warnings = [*tables.schema.warnings, *unfinished]
+    if tables.ranges.empty:
         warnings.append(
             "the export holds no NVTX ranges (was --trace nvtx on, and is the nvtx package "
             "version visible to this nsys?)"
@@ -138,7 +144,7 @@ def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
         },
         "warnings": warnings,
         "totals": {
-            "nvtx_ranges": len(ranges),
+            "nvtx_ranges": len(tables.ranges),
             **totals,
             "graph_launches": acts.graph_launches,
             "graph_launches_without_activity": acts.graph_launches_without_activity,
@@ -146,6 +152,7 @@ def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
         "ranges": names,
         "stages": stage_summaries(names),
         "pages": summarize_pages(ranges, instances),
+        "completion": completion,
     }
 
 

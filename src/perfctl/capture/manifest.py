@@ -6,12 +6,15 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import socket
 import tempfile
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from perfctl.errors import OutputFailed
 
 # The model's config.json as the capture ran it, copied into the run folder: the FLOP model reads it
 # there, so efficiency does not depend on the model folder still existing (or a built-in unchanged).
@@ -23,17 +26,39 @@ def utc_now() -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write JSON to a temporary file in the same folder, then rename: a reader never sees half a file."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary name beside `path`, flush it to disk, then rename it over `path`.
+
+    A reader (or a crash, or a full disk) never leaves half a file under `path`: it holds the old
+    content or the new one. A write that fails raises OutputFailed and leaves no temporary behind."""
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; run folders are shared read-only artefacts
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as exc:
+        raise OutputFailed(f"cannot write {path}: {exc.strerror or exc}{disk_note(path.parent)}") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def disk_note(folder: Path) -> str:
+    """'; the disk is full (12 KiB free in /x)' when the folder's filesystem has (almost) no room left."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f"; the disk is full ({free // 1024} KiB free in {folder})" if free < 16 << 20 else ""
 
 
 def file_sha256(path: Path) -> str:

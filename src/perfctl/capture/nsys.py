@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from perfctl.capture.manifest import disk_note
 from perfctl.errors import BadInput, CaptureFailed
+from perfctl.nsys_export.schema import readonly_uri
 
 INSTALL_HINT = (
     "install it with scripts/install-nsys.sh (Debian/Ubuntu), or from "
@@ -43,20 +46,92 @@ class Nsys:
         ]
 
     def export_sqlite(self, report: Path, sqlite: Path, timeout_s: float = 3600) -> None:
-        """`nsys export` a .nsys-rep to SQLite (for captures that did not export, or a user's report)."""
-        cmd = [
-            str(self.path),
-            "export",
-            "--type=sqlite",
-            "--force-overwrite=true",
-            "-o",
-            str(sqlite),
-            str(report),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
-        if proc.returncode != 0 or not sqlite.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise CaptureFailed(f"nsys export of {report} failed (exit {proc.returncode}): {tail[0]}")
+        """`nsys export` a .nsys-rep to SQLite (for captures that did not export, or a user's report).
+
+        The export goes to a temporary name and is renamed only once it reads as an SQLite database:
+        nsys exits 0 even when the disk fills up, leaving an empty file behind."""
+        partial = sqlite.with_name(f".{sqlite.name}.partial")
+        cmd = [str(self.path), "export", "--type=sqlite", "--force-overwrite=true", "-o", str(partial)]
+        cmd.append(str(report))
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+            problem = sqlite_problem(partial)
+            if proc.returncode != 0 or problem:
+                said = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip() and "%" not in ln]
+                detail = said[-1].strip() if said else problem or "no output"
+                raise CaptureFailed(
+                    f"nsys could not export {report} to SQLite: {detail} (nsys exit {proc.returncode})"
+                    f"{disk_note(sqlite.parent)}"
+                )
+            partial.replace(sqlite)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def importer(self) -> Path:
+        """Where this nsys keeps QdstrmImporter, which turns its raw stream (.qdstrm) into a report."""
+        return self.path.resolve().parent.parent / "host-linux-x64" / "QdstrmImporter"
+
+    def import_qdstrm(self, qdstrm: Path, report: Path, timeout_s: float = 3600) -> None:
+        """Turn a .qdstrm that nsys left behind (its importer was missing) into a .nsys-rep."""
+        importer = self.importer()
+        if not importer.exists():
+            raise BadInput(
+                f"{qdstrm} needs nsys's importer, which is missing: {importer} does not exist "
+                f"(the Debian package's layout bug); {INSTALL_HINT}, or pass --nsys with a complete one"
+            )
+        partial = report.with_name(f".{report.stem}.partial.nsys-rep")
+        cmd = [str(importer), "--input-file", str(qdstrm), "--output-file", str(partial), "--force-overwrite"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+            if proc.returncode != 0 or not partial.is_file() or partial.stat().st_size == 0:
+                said = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip() and "%" not in ln]
+                raise CaptureFailed(
+                    f"importing {qdstrm} failed (exit {proc.returncode}): "
+                    f"{said[-1].strip() if said else 'no output'}{disk_note(report.parent)}"
+                )
+            partial.replace(report)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """Why `path` is not a complete SQLite database (missing, empty, unreadable), or None."""
+    if not path.is_file():
+        return "no file written"
+    if path.stat().st_size == 0:
+        return "it wrote an empty file"
+    try:
+        conn = sqlite3.connect(readonly_uri(path), uri=True)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return f"it wrote a damaged file ({exc})"
+    return None
+
+
+def nsys_log_error(log: Path) -> str | None:
+    """nsys's last line that says something went wrong, if any (its progress bars left out)."""
+    try:
+        lines = log.read_text(errors="replace").replace("\r", "\n").splitlines()
+    except OSError:
+        return None
+    errors = [ln.strip() for ln in lines if re.search(r"(?i)\b(error|failed|no space|cannot)\b", ln)]
+    return errors[-1][:300] if errors else None
+
+
+def stream_left_elsewhere(log: Path, run_dir: Path) -> Path | None:
+    """The .qdstrm nsys names as 'Generated' outside the run folder (it could not move it there)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in reversed(text.replace("\r", "\n").splitlines()):
+        path = Path(line.strip())
+        if path.suffix == ".qdstrm" and path.is_absolute() and path.parent != run_dir and path.is_file():
+            return path
+    return None
 
 
 def nsys_candidate(explicit: str | None = None) -> str | None:
@@ -84,11 +159,6 @@ def find_nsys(explicit: str | None = None) -> Nsys:
     return Nsys(path=path, version=match.group(1))
 
 
-def importer_path(nsys: Nsys) -> Path:
-    """Where nsys looks for the importer that turns a capture into a report: beside its real path."""
-    return nsys.path.resolve().parent.parent / "host-linux-x64" / "QdstrmImporter"
-
-
 def importer_present(nsys: Nsys) -> bool:
     """Whether this nsys can turn a capture into a report (Debian's layout bug leaves a .qdstrm only)."""
-    return importer_path(nsys).exists()
+    return nsys.importer().exists()

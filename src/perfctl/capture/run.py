@@ -20,6 +20,7 @@ A run folder holds:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -37,18 +38,40 @@ from typing import Any
 from perfctl import __version__, progress, registry
 from perfctl.capture.manifest import (
     MODEL_CONFIG_FILE,
+    disk_note,
     file_sha256,
     host_identity,
     package_versions,
     utc_now,
     write_json_atomic,
+    write_text_atomic,
 )
-from perfctl.capture.nsys import DEFAULT_TRACE, Nsys, find_nsys, importer_present
+from perfctl.capture.nsys import (
+    DEFAULT_TRACE,
+    Nsys,
+    find_nsys,
+    importer_present,
+    nsys_log_error,
+    sqlite_problem,
+    stream_left_elsewhere,
+)
+from perfctl.capture.processes import (
+    Interrupted,
+    deferred_interrupts,
+    describe_signal,
+    exit_description,
+    interrupts_raise,
+    new_token,
+    stop_child,
+    stop_processes,
+    wait_until_gone,
+)
+from perfctl.capture.processes import start as start_child
 from perfctl.errors import BadInput, CaptureFailed
 from perfctl.hardware.calibrate import CALIBRATION_FILE
 from perfctl.records import read_page_records
 from perfctl.stages import DOMAIN
-from perfctl.workloads.models import resolve_model, takes_page_images
+from perfctl.workloads.models import ModelSpec, resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
 
 TIMING_DIR = "timing"
@@ -57,6 +80,10 @@ REPORT_BASE = "run"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TOOLS = ("nsys", "torch", "all")
+PACKAGES = ["perfctl", "torch", "transformers", "nvtx", "pandas", "nvidia-ml-py"]
+LOCK_FILE = ".capture.lock"  # held (flock) while a capture writes into its run folder
+NSYS_FINALIZE_S = 600  # how long nsys may take to write its report after a stop signal
+DRIVER_STOP_S = 30  # how long a pass's driver may take to exit after a stop signal
 
 
 @dataclass
@@ -100,6 +127,7 @@ def validate_numbers(opts: CaptureOptions) -> None:
         ("--max-new-tokens", opts.max_new_tokens, 1, 100_000),
         ("--warmup", opts.warmup, 0, 1_000),
         ("--tiles", opts.tiles, 0, 6),
+        ("--seed", opts.seed, 0, 2**32 - 1),
     ]
     for flag, value, low, high in checks:
         if not low <= value <= high:
@@ -116,6 +144,14 @@ def validate_numbers(opts: CaptureOptions) -> None:
         raise BadInput("--nsys-telemetry samples NVML during the nsys pass, which --tool torch does not run")
     if opts.dtype not in DTYPES:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {opts.dtype!r}")
+    if opts.out is None and opts.run_id is not None:
+        check_run_id(opts.run_id)
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id names a folder directly inside profiles/: no path, no hidden or parent folder."""
+    if not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
+        raise BadInput(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' (no paths)")
 
 
 def new_run_id(model: str) -> str:
@@ -124,26 +160,58 @@ def new_run_id(model: str) -> str:
 
 
 def claim_run_dir(opts: CaptureOptions) -> Path:
-    """Create the run folder; refuse an existing one unless --force (then it is replaced)."""
+    """Create the run folder; refuse an existing one unless --force (then it is replaced, unless a
+    capture is still writing into it). A generated run id that someone took meanwhile is drawn again."""
     if opts.out is not None:
         run_dir = opts.out
     else:
-        run_id = opts.run_id or new_run_id(opts.model)
-        if not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
-            raise BadInput(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' (no paths)")
+        run_id = new_run_id(opts.model) if opts.run_id is None else opts.run_id
+        check_run_id(run_id)
         run_dir = opts.profiles_root / run_id
     if run_dir.exists():
         if not opts.force:
             raise BadInput(f"run folder {run_dir} already exists; pass --force to replace it")
         if not run_dir.is_dir():
             raise BadInput(f"{run_dir} exists and is not a folder")
+        if capture_running_in(run_dir):
+            raise BadInput(f"a capture is still writing into {run_dir}; --force does not replace it")
         shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        try:
+            run_dir.mkdir()  # exclusive: of two captures racing for one folder, one gets FileExistsError
+            return run_dir
+        except FileExistsError:
+            if opts.out is not None or opts.run_id is not None:
+                raise BadInput(f"run folder {run_dir} was created by someone else just now") from None
+            run_dir = opts.profiles_root / new_run_id(opts.model)
+    raise BadInput(f"no free run id in {opts.profiles_root} after 100 tries")
+
+
+def lock_run_dir(run_dir: Path) -> int:
+    """Mark the run folder as being written for as long as the returned descriptor stays open."""
+    fd = os.open(run_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def unlock_run_dir(run_dir: Path, fd: int) -> None:
+    (run_dir / LOCK_FILE).unlink(missing_ok=True)
+    os.close(fd)
+
+
+def capture_running_in(run_dir: Path) -> bool:
     try:
-        run_dir.mkdir()  # exclusive: of two captures racing for one folder, one gets FileExistsError
-    except FileExistsError:
-        raise BadInput(f"run folder {run_dir} was created by someone else just now") from None
-    return run_dir
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def count_perfctl_ranges(sqlite_path: Path) -> int:
@@ -151,29 +219,55 @@ def count_perfctl_ranges(sqlite_path: Path) -> int:
     from perfctl.nsys_export.events import load_nvtx_ranges
     from perfctl.nsys_export.schema import connect_readonly, read_schema
 
-    conn = connect_readonly(sqlite_path)
+    try:
+        conn = connect_readonly(sqlite_path)
+    except BadInput as exc:  # perfctl's own export: unreadable means the capture failed
+        raise CaptureFailed(str(exc)) from None
     try:
         ranges = load_nvtx_ranges(conn, read_schema(conn, sqlite_path))
         return int((ranges["domain"] == DOMAIN).sum())
     except sqlite3.DatabaseError as exc:
         raise CaptureFailed(f"the export {sqlite_path} cannot be read: {exc}") from None
+    except BadInput as exc:  # perfctl's own export: unreadable means the capture failed
+        raise CaptureFailed(str(exc)) from None
     finally:
         conn.close()
 
 
 def capture_run(opts: CaptureOptions) -> CaptureResult:
     """Run the passes `opts.tool` names into a new run folder; the result says how it ended."""
+    # the user's inputs first, then the tools: a bad page is named even where nsys is missing
     validate_numbers(opts)
-    nsys = find_nsys(opts.nsys) if opts.tool != "torch" else None
     spec = resolve_model(opts.model, opts.random_weights)
     if opts.tiles and not takes_page_images(spec.model_type):
         raise BadInput(
             f"--tiles is for DeepSeek-OCR-2 pages; {opts.model} ({spec.model_type}) reads text prompts"
         )
     pages = list_pages(opts.pages_dir, opts.num_pages, text=not takes_page_images(spec.model_type))
-    run_dir = claim_run_dir(opts).resolve()
-    shutil.copyfile(spec.folder / "config.json", run_dir / MODEL_CONFIG_FILE)
+    nsys = find_nsys(opts.nsys) if opts.tool != "torch" else None
+    with interrupts_raise():
+        run_dir = claim_run_dir(opts).resolve()
+        lock = lock_run_dir(run_dir)
+        manifest: dict[str, Any] = {"run_id": run_dir.name, "status": "running", "started_at": utc_now()}
+        try:
+            return _capture(opts, nsys, spec, pages, run_dir, manifest)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            with deferred_interrupts():
+                result = _record_interrupted(run_dir, manifest, _signal_of(exc))
+                registry.record_capture(run_dir, result.manifest)
+                return result
+        finally:
+            unlock_run_dir(run_dir, lock)
 
+
+def _capture(
+    opts: CaptureOptions,
+    nsys: Nsys | None,
+    spec: ModelSpec,
+    pages: list[Path],
+    run_dir: Path,
+    manifest: dict[str, Any],
+) -> CaptureResult:
     workload = {
         "model": asdict(spec) | {"folder": str(spec.folder)},
         "pages": [str(p.resolve()) for p in pages],
@@ -190,20 +284,20 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
     }
     sampled = {"telemetry": str(run_dir / "telemetry.jsonl")} if opts.nsys_telemetry else {}
     nsys_workload = workload | sampled
-    manifest: dict[str, Any] = {
-        "perfctl_version": __version__,
-        "tool": opts.tool,
-        "run_id": run_dir.name,
-        "status": "running",
-        "started_at": utc_now(),
-        "perfctl_command": opts.argv,
-        "workload": {k: v for k, v in workload.items() if k not in ("records", "driver_info", "log")},
-        "model_spec": spec.to_json(),
-        "model_config": MODEL_CONFIG_FILE,
-        "pages": [{"file": p.name, "path": str(p.resolve()), "sha256": file_sha256(p)} for p in pages],
-        "host": host_identity(),
-        "packages": package_versions(["perfctl", "torch", "transformers", "nvtx", "pandas", "nvidia-ml-py"]),
-    }
+    write_text_atomic(run_dir / MODEL_CONFIG_FILE, (spec.folder / "config.json").read_text())
+    manifest.update(
+        {
+            "perfctl_version": __version__,
+            "tool": opts.tool,
+            "perfctl_command": opts.argv,
+            "workload": {k: v for k, v in workload.items() if k not in ("records", "driver_info", "log")},
+            "model_spec": spec.to_json(),
+            "model_config": MODEL_CONFIG_FILE,
+            "pages": [{"file": p.name, "path": str(p.resolve()), "sha256": file_sha256(p)} for p in pages],
+            "host": host_identity(),
+            "packages": package_versions(PACKAGES),
+        }
+    )
     expected = len(pages) * opts.repeats
     try:
         if nsys is None:  # --tool torch: the torch.profiler pass alone
@@ -260,6 +354,21 @@ def run_calibration(run_dir: Path, manifest: dict[str, Any], device: str | None)
     return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
 
 
+def _signal_of(exc: BaseException) -> int:
+    return exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+
+
+def _record_interrupted(run_dir: Path, manifest: dict[str, Any], signum: int) -> CaptureResult:
+    """A stop signal outside the passes' own handling (between them, or while one's outcome was being
+    recorded): the run is kept, marked interrupted unless it had failed already."""
+    if manifest.get("status") in ("running", "ok"):
+        manifest["status"] = "interrupted"
+        manifest["reason"] = f"stopped by {describe_signal(signum)} while the capture ran"
+    manifest["finished_at"] = utc_now()
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
+
+
 # The passes that run the driver again without nsys, each in its own sub-folder of the run:
 # folder -> (what to say in errors, workload settings, extra outputs: workload key -> file in the
 # folder, "" for the folder itself).
@@ -283,85 +392,136 @@ def run_driver_pass(
     where = {key: str(folder / file) for key, file in files.items()}
     write_json_atomic(folder / "workload.json", workload | settings | where)
     cmd = [sys.executable, "-m", "perfctl.driver", str(folder / "workload.json")]
-    env = {k: v for k, v in os.environ.items() if k != "PERFCTL_NSYS_VERSION"}
-    exit_code = subprocess.run(cmd, cwd=folder, env=env, check=False).returncode
-    records = folder / "pages.jsonl"
-    done = len(read_page_records(records))
-    status, reason = "ok", None
-    if exit_code != 0 or done < expected_pages:
-        status = "failed"
-        reason = (
-            f"{label} finished {done} of {expected_pages} pages (driver exit {exit_code}); "
-            f"{name}/driver.log ends: {_last_line(folder / 'driver.log')}"
-        )
-    info = folder / "driver-info.json"
-    if "driver" not in manifest and info.is_file():  # --tool torch: no nsys pass said what the driver saw
-        manifest["driver"] = json.loads(info.read_text())
-    manifest.setdefault("pages_completed", done)  # the nsys pass's own count, when there is one
-    manifest.setdefault("pages_expected", expected_pages)
-    manifest[name] = {
-        "command": cmd,
-        "exit_code": exit_code,
-        **settings,
-        "pages_completed": done,
-        "pages_expected": expected_pages,
-        "status": status,
-        "reason": reason,
-    }
-    if status != "ok":
-        manifest["status"], manifest["reason"] = status, reason
-    manifest["finished_at"] = utc_now()
-    write_json_atomic(run_dir / "manifest.json", manifest)
-    return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
+    token = new_token()
+    interrupted_by = None
+    proc = start_child(cmd, token, signal.SIGTERM, folder, drop_env=("PERFCTL_NSYS_VERSION",))
+    try:
+        exit_code = proc.wait()
+    except (KeyboardInterrupt, Interrupted) as exc:
+        interrupted_by = _signal_of(exc)
+        exit_code = stop_child(proc, signal.SIGINT, DRIVER_STOP_S)
+    with deferred_interrupts():  # the outcome is recorded whole; a signal meanwhile counts after
+        stop_processes(token)
+        done = len(read_page_records(folder / "pages.jsonl"))
+        status, reason = "ok", None
+        if interrupted_by is not None:
+            status = "interrupted"
+            stopper = describe_signal(interrupted_by)
+            reason = f"stopped by {stopper} during {label}, after {done} of {expected_pages} pages"
+        elif exit_code != 0 or done < expected_pages:
+            status = "failed"
+            reason = (
+                f"{label} finished {done} of {expected_pages} pages (driver {exit_description(exit_code)}); "
+                f"{name}/driver.log ends: {_last_line(folder / 'driver.log')}"
+            )
+        info = folder / "driver-info.json"
+        if "driver" not in manifest and info.is_file():  # --tool torch: no nsys pass said what it saw
+            manifest["driver"] = json.loads(info.read_text())
+        manifest.setdefault("pages_completed", done)  # the nsys pass's own count, when there is one
+        manifest.setdefault("pages_expected", expected_pages)
+        manifest[name] = {
+            "command": cmd,
+            "exit_code": exit_code,
+            **settings,
+            "pages_completed": done,
+            "pages_expected": expected_pages,
+            "status": status,
+            "reason": reason,
+        }
+        if status != "ok":
+            manifest["status"], manifest["reason"] = status, reason
+        manifest["finished_at"] = utc_now()
+        write_json_atomic(run_dir / "manifest.json", manifest)
+        return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
 
 
 def _run_and_finalize(
     nsys: Nsys, cmd: list[str], run_dir: Path, manifest: dict[str, Any], expected_pages: int
 ) -> CaptureResult:
-    status, reason = "ok", None
+    token = new_token()
+    interrupted_by = None
     with (run_dir / "nsys.log").open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir)
+        proc = start_child(cmd, token, signal.SIGINT, run_dir, stdout=log)
         try:
             exit_code = proc.wait()
-        except KeyboardInterrupt:
-            # nsys finalizes the report on SIGINT; give it time, then stop it for good.
-            proc.send_signal(signal.SIGINT)
-            try:
-                exit_code = proc.wait(timeout=300)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                exit_code = proc.wait()
-            status, reason = "interrupted", "interrupted by the user (Ctrl-C)"
-    manifest["nsys"]["exit_code"] = exit_code
+            if exit_code < 0:
+                # nsys's own process was killed; its agent carries on, and writes the report once
+                # the driver has finished: wait for the rest of the run to end by itself
+                wait_until_gone(token)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            # one SIGINT: nsys stops the driver and writes the report of what ran (a second one, or
+            # the user's second Ctrl-C, makes it quit at once without a report)
+            interrupted_by = _signal_of(exc)
+            exit_code = stop_child(proc, signal.SIGINT, NSYS_FINALIZE_S)
+    with deferred_interrupts():  # the outcome is recorded whole; a signal meanwhile counts after
+        # whatever of the run is still there (a driver nsys left behind, its agent) is stopped
+        manifest["nsys"]["exit_code"] = exit_code
+        manifest["nsys"]["leftover_processes_stopped"] = len(stop_processes(token))
+        return _finalize(nsys, run_dir, manifest, expected_pages, exit_code, interrupted_by)
 
+
+def _finalize(
+    nsys: Nsys,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    expected_pages: int,
+    exit_code: int,
+    interrupted_by: int | None,
+) -> CaptureResult:
     report, sqlite = run_dir / f"{REPORT_BASE}.nsys-rep", run_dir / f"{REPORT_BASE}.sqlite"
     driver_info = run_dir / "driver-info.json"
     if driver_info.is_file():
         manifest["driver"] = json.loads(driver_info.read_text())
-    records = run_dir / "pages.jsonl"
-    pages_done = len(read_page_records(records))
+    pages_done = len(read_page_records(run_dir / "pages.jsonl"))
     manifest["pages_completed"] = pages_done
     manifest["pages_expected"] = expected_pages
 
     progress.step("export: the report to SQLite, then its NVTX ranges counted")
+    status, reason = "ok", None
+    if interrupted_by is not None:
+        status = "interrupted"
+        reason = (
+            f"stopped by {describe_signal(interrupted_by)} during the nsys pass, after {pages_done} of "
+            f"{expected_pages} pages; "
+            + ("nsys wrote the report of what ran" if report.is_file() else "nsys wrote no report")
+        )
     try:
-        if report.is_file() and not sqlite.is_file():
+        if report.is_file() and sqlite_problem(sqlite):
+            # nsys exits 0 after an export that failed (a full disk leaves an empty run.sqlite):
+            # that file is not kept as the run's export; exporting again says what went wrong
+            sqlite.unlink(missing_ok=True)
             nsys.export_sqlite(report, sqlite)
-        if not report.is_file():
-            leftovers = sorted(p.name for p in run_dir.glob("*.qdstrm"))
+        if not report.is_file() and exit_code < 0:  # nsys died by a signal, and its agent wrote nothing
             raise CaptureFailed(
-                "nsys wrote no .nsys-rep"
-                + (
-                    f" (only {', '.join(leftovers)}: its importer is missing; run scripts/install-nsys.sh)"
-                    if leftovers
-                    else f"; see {run_dir / 'nsys.log'}"
+                f"nsys was {exit_description(exit_code)} and wrote no report: the profile is lost; "
+                f"pages.jsonl keeps the host-side clocks of the {pages_done} of {expected_pages} pages "
+                "that finished"
+            )
+        if not report.is_file():
+            qdstrm = run_dir / f"{REPORT_BASE}.qdstrm"
+            if qdstrm.is_file():
+                raise CaptureFailed(
+                    f"nsys wrote {qdstrm.name} but no report: its importer {nsys.importer()} is missing "
+                    f"(run scripts/install-nsys.sh); `perfctl analyze {run_dir}` imports it once it is there"
                 )
+            said = (
+                nsys_log_error(run_dir / "nsys.log") or f"nsys.log ends: {_last_line(run_dir / 'nsys.log')}"
+            )
+            stream = stream_left_elsewhere(run_dir / "nsys.log", run_dir)
+            if stream is not None:  # it could not move its stream into the run folder (a full disk)
+                manifest["nsys"]["stream_left_at"] = str(stream)
+                raise CaptureFailed(
+                    f"nsys wrote no report into the run folder ({said}){disk_note(run_dir)}; its raw stream "
+                    f"is kept at {stream}: once there is room, `perfctl analyze {run_dir}` imports it"
+                )
+            raise CaptureFailed(
+                f"nsys wrote no .nsys-rep (nsys {exit_description(exit_code)}; {said}){disk_note(run_dir)}"
             )
         if status == "ok" and pages_done < expected_pages:
             tail = _last_line(run_dir / "driver.log")
             raise CaptureFailed(
                 f"the driver finished {pages_done} of {expected_pages} pages "
-                f"(nsys exit {exit_code}); driver.log ends: {tail}"
+                f"({_driver_end(exit_code)}); driver.log ends: {tail}"
             )
         ranges = count_perfctl_ranges(sqlite)
         manifest["perfctl_nvtx_ranges"] = ranges
@@ -374,12 +534,29 @@ def _run_and_finalize(
     except CaptureFailed as exc:
         if status == "ok":
             status, reason = "failed", str(exc)
+    if exit_code < 0 and report.is_file():
+        manifest["nsys"]["note"] = (
+            f"nsys's command-line process was {exit_description(exit_code)}; its agent wrote the report "
+            "once the driver had ended"
+        )
 
     manifest["status"], manifest["reason"] = status, reason
     manifest["finished_at"] = utc_now()
-    manifest["files"] = {p.name: p.stat().st_size for p in sorted(run_dir.iterdir()) if p.is_file()}
+    manifest["files"] = {
+        p.name: p.stat().st_size
+        for p in sorted(run_dir.iterdir())
+        if p.is_file() and not p.name.startswith(".")
+    }
     write_json_atomic(run_dir / "manifest.json", manifest)
     return CaptureResult(run_dir, status, reason, manifest)
+
+
+def _driver_end(nsys_exit: int) -> str:
+    """How the driver ended, from nsys's exit status (nsys passes on its program's status)."""
+    killed = exit_description(nsys_exit)
+    if killed.startswith("killed"):
+        return f"the driver was {killed}, nsys exit {nsys_exit}"
+    return f"nsys exit {nsys_exit}"
 
 
 def _last_line(path: Path) -> str:

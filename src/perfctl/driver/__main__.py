@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from perfctl.capture.manifest import write_json_atomic
 from perfctl.driver.markers import NvtxEmitter, RangeEmitter, StageMarker
 from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
 from perfctl.driver.stage_probes import (
@@ -143,7 +144,7 @@ def run(workload: dict[str, Any]) -> int:
         "load_seconds": round(load_s, 3),
         "decode_ranges_per_page": workload["max_new_tokens"] - 1,
     }
-    Path(workload["driver_info"]).write_text(json.dumps(info, indent=2))
+    write_json_atomic(Path(workload["driver_info"]), info)
     _log(
         f"model: {info['parameters'] / 1e6:.1f} M parameters, {prepared[0].prompt_tokens} prompt tokens/page"
     )
@@ -165,7 +166,7 @@ def run(workload: dict[str, Any]) -> int:
             sampler = None if why_not else sampler
         else:
             info["telemetry"] = "absent: the workload runs on the CPU"
-        Path(workload["driver_info"]).write_text(json.dumps(info, indent=2))
+        write_json_atomic(Path(workload["driver_info"]), info)
     decoder, vision = work.stage_modules()
     marker.attach(work.model, decoder, vision)
     n_new = int(workload["max_new_tokens"])

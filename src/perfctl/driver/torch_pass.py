@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from perfctl.capture.manifest import write_text_atomic
 from perfctl.driver.markers import RangeEmitter
 
 RANGE_PREFIX = "perfctl:"
@@ -64,10 +65,13 @@ def finish_profiler(prof: Any, folder: Path, stages: list[str], top_n: int = 30)
     folder.mkdir(parents=True, exist_ok=True)
     trace = folder / "trace.json"
     prof.export_chrome_trace(str(trace))
-    with trace.open("rb") as src, gzip.open(folder / "trace.json.gz", "wb") as dst:
+    partial = folder / ".trace.json.gz.partial"  # renamed once whole: a full disk leaves no half file
+    with trace.open("rb") as src, gzip.open(partial, "wb") as dst:
         shutil.copyfileobj(src, dst)
+    partial.replace(folder / "trace.json.gz")
     trace.unlink()
-    (folder / "operators.json").write_text(json.dumps(operator_table(prof.events(), stages, top_n), indent=1))
+    table = operator_table(prof.events(), stages, top_n)
+    write_text_atomic(folder / "operators.json", json.dumps(table, indent=1))
 
 
 def _stage_of(event: Any, stages: set[str]) -> str | None:

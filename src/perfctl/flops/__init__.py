@@ -145,6 +145,9 @@ def _by_block(terms: list[Term]) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+MAX_TOKENS = 100_000
+
+
 def count_flops(
     model: str,
     tiles: int | None = None,
@@ -157,8 +160,13 @@ def count_flops(
     DeepSeek-OCR v1: the resolution `mode`; a causal LM has none), a prompt of the image tokens plus
     `prompt_tokens` text tokens, and `new_tokens` generated tokens. `config`, when given, is used
     instead of reading `model` again."""
-    if prompt_tokens < 0 or new_tokens < 1:
-        raise BadInput("--prompt-tokens must be >= 0 and --new-tokens >= 1")
+    # the same bound as capture's --max-new-tokens: past it a count is a typo, and counting step by step
+    # would run for minutes
+    if not 0 <= prompt_tokens <= MAX_TOKENS or not 1 <= new_tokens <= MAX_TOKENS:
+        raise BadInput(
+            f"--prompt-tokens must be 0 to {MAX_TOKENS:,} and --new-tokens 1 to {MAX_TOKENS:,}, "
+            f"got {prompt_tokens} and {new_tokens}"
+        )
     found = config or read_model_config(model)
     if tiles is not None and found.family != OCR2:
         raise BadInput(

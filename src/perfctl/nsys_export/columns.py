@@ -22,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from perfctl.nsys_export.schema import readonly_uri
+
 Columns = dict[str, npt.NDArray[np.int64]]
 T = TypeVar("T")
 THREADS = 2
@@ -40,10 +42,6 @@ def return_free_memory_to_os() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
-def _uri(path: Path) -> str:
-    return f"file:{path.resolve().as_posix()}?mode=ro"
-
-
 def _fetch_arrow(path: Path, sql: str, batch_rows: int | None = None) -> Any:
     """A query's whole result as one Arrow table, through ADBC's SQLite driver.
 
@@ -55,7 +53,7 @@ def _fetch_arrow(path: Path, sql: str, batch_rows: int | None = None) -> Any:
     import adbc_driver_sqlite
     import pyarrow as pa
 
-    database = adbc_driver_sqlite.connect(_uri(path))
+    database = adbc_driver_sqlite.connect(readonly_uri(path))
     try:
         connection = manager.AdbcConnection(database)
         try:
@@ -88,7 +86,7 @@ def query_columns(path: Path, sql: str) -> Columns:
 
 def rowid_slices(path: Path, table: str, rows: int = SLICE_ROWS) -> list[tuple[int, int]]:
     """[lo, hi) rowid ranges of at most `rows` rowids covering `table`."""
-    conn = sqlite3.connect(_uri(path), uri=True)
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
     try:
         # two queries: SQLite answers a lone min() or max() of rowid from the b-tree's edge, but
         # scans the whole table for both in one SELECT

@@ -168,6 +168,26 @@ def load_nvtx_ranges(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataF
     return frame[RANGE_COLUMNS].sort_values(["thread", "start"], kind="stable").reset_index(drop=True)
 
 
+def unended_range_ids(conn: sqlite3.Connection, schema: ExportSchema) -> frozenset[int]:
+    """The `range_id`s of ranges that were never ended: the program stopped inside them (a crash, a
+    kill, Ctrl-C). Some nsys versions leave their end NULL; nsys 2022.4 and 2023.4 end them at the
+    end of the session (`ANALYSIS_DETAILS.duration`, on the ranges' own clock), where no real end can be.
+    """
+    if not schema.has("NVTX_EVENTS"):
+        return frozenset()
+    names = ("NvtxPushPopRange", "NvtxtPushPopRange", "NvtxStartEndRange", "NvtxtStartEndRange")
+    kinds = [schema.event_type(n) for n in names]
+    marks = ",".join("?" * len(kinds))
+    session_end = None
+    if schema.has_column("ANALYSIS_DETAILS", "duration"):
+        session_end = conn.execute("SELECT max(duration) FROM ANALYSIS_DETAILS").fetchone()[0]
+    rows = conn.execute(
+        f'SELECT rowid FROM NVTX_EVENTS WHERE eventType IN ({marks}) AND ("end" IS NULL OR "end" >= ?)',
+        (*kinds, session_end if session_end is not None else 2**63 - 1),
+    )
+    return frozenset(int(r[0]) for r in rows)
+
+
 def _resolve_domains(conn: sqlite3.Connection, schema: ExportSchema, ranges: pd.DataFrame) -> pd.Series:
     text_expr, join = _nvtx_text(schema)
     rows = conn.execute(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from perfctl.errors import BadInput
 
@@ -55,6 +56,17 @@ class ExportSchema:
         return self.event_types.get(name, _DEFAULT_EVENT_TYPES[name])
 
 
+def readonly_uri(path: Path) -> str:
+    """The SQLite URI that opens `path` read-only. The path is percent-encoded: in a bare URI a '#' or
+    '?' in a file name would end the path early, drop `mode=ro`, and open (or create) another file."""
+    return f"file:{quote(path.resolve().as_posix())}?mode=ro"
+
+
+def quote_identifier(name: str) -> str:
+    """A table or column name read from a user's file, as an SQL identifier (never as SQL text)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def connect_readonly(path: Path) -> sqlite3.Connection:
     """Open `path` read-only (never modify a user's export), with a clean error for non-databases."""
     if not path.exists():
@@ -63,9 +75,8 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
         raise BadInput(f"not a file: {path}")
     if path.stat().st_size == 0:
         raise BadInput(f"{path} is empty (0 bytes), not an nsys SQLite export")
-    uri = f"file:{path.resolve().as_posix()}?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True)
+        conn = sqlite3.connect(readonly_uri(path), uri=True)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path} is not an SQLite database ({exc})") from None
@@ -76,7 +87,8 @@ def read_schema(conn: sqlite3.Connection, path: Path) -> ExportSchema:
     try:
         names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         tables = {
-            name: frozenset(r[1] for r in conn.execute(f'PRAGMA table_info("{name}")')) for name in names
+            name: frozenset(r[0] for r in conn.execute("SELECT name FROM pragma_table_info(?)", (name,)))
+            for name in names
         }
     except sqlite3.DatabaseError as exc:
         raise BadInput(f"{path} is a damaged SQLite file ({exc})") from None
@@ -119,5 +131,6 @@ def _read_meta(conn: sqlite3.Connection, tables: dict[str, frozenset[str]]) -> d
         val_col = "value" if "value" in cols else None
         if val_col is None:
             continue
-        return {str(k): str(v) for k, v in conn.execute(f'SELECT "{key_col}", "{val_col}" FROM {table}')}
+        key, value = quote_identifier(key_col), quote_identifier(val_col)
+        return {str(k): str(v) for k, v in conn.execute(f"SELECT {key}, {value} FROM {table}")}
     return {}

@@ -88,7 +88,9 @@ def resolve_model(name: str, random_weights: bool = False) -> ModelSpec:
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read {config_path}: {exc}") from None
     if not isinstance(config, dict):
-        raise BadInput(f"{config_path} is not a JSON object")
+        raise BadInput(
+            f"{config_path} is not a model config (a JSON object), it holds a {type(config).__name__}"
+        )
     model_type = str(config.get("model_type", ""))
     from perfctl.flops.deepseek_ocr import is_deepseek_ocr_v1
     from perfctl.workloads.deepseek_ocr_v1 import why_v1_cannot_run
@@ -107,6 +109,8 @@ def resolve_model(name: str, random_weights: bool = False) -> ModelSpec:
             f"model folder {folder} has no weights; pass --random-weights to run its "
             f"architecture with seeded random weights"
         )
+    if has_weights and not random_weights:
+        check_weight_files(folder)
     return ModelSpec(
         name=name,
         folder=folder.resolve(),
@@ -115,3 +119,27 @@ def resolve_model(name: str, random_weights: bool = False) -> ModelSpec:
         has_weights=has_weights,
         random_weights=random_weights or not has_weights,
     )
+
+
+def check_weight_files(folder: Path) -> None:
+    """Refuse weight files that cannot load (empty, or a safetensors file whose header is not a whole
+    JSON object) before a run starts, instead of the driver failing under nsys."""
+    for pattern in WEIGHT_PATTERNS:
+        for path in sorted(folder.glob(pattern)):
+            size = path.stat().st_size
+            if size == 0:
+                raise BadInput(f"weight file {path} is empty")
+            if path.suffix != ".safetensors":
+                continue
+            with path.open("rb") as fh:
+                head = fh.read(8)
+                length = int.from_bytes(head, "little") if len(head) == 8 else -1
+                header = fh.read(length) if 0 < length <= size - 8 else b""
+            try:
+                ok = isinstance(json.loads(header), dict)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise BadInput(
+                    f"weight file {path} is not a readable safetensors file (damaged or truncated)"
+                )
