@@ -125,7 +125,7 @@ def _safetensors(header: bytes, declared: int | None = None) -> bytes:
         ({}, [], ["has no config.json"]),
         ({"config.json": b"{not json"}, [], ["cannot read", "config.json"]),
         ({"config.json": b"[1, 2, 3]"}, [], ["is not a model config (a JSON object), it holds a list"]),
-        ({"config.json": b'{"model_type": "llama"}'}, [], ["model type 'llama'", "not supported yet"]),
+        ({"config.json": b'{"model_type": "bert"}'}, [], ["model type 'bert'", "not supported yet"]),
         ({"config.json": TINY.read_bytes()}, [], ["has no weights", "--random-weights"]),
         ({"config.json": TINY.read_bytes(), "model.safetensors": b""}, [], ["model.safetensors is empty"]),
         (
@@ -244,7 +244,12 @@ def test_analyze_never_changes_the_export(tmp_path: Path, matmul_export: Path) -
     before, mtime = _sha256(export), export.stat().st_mtime_ns
     assert run_perfctl("analyze", str(export), "--format", "json").returncode == 0
     assert _sha256(export) == before and export.stat().st_mtime_ns == mtime
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["analysis.json", "report.html", "run.sqlite"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "analysis.json",
+        "report.html",
+        "run.sqlite",
+        "summary.md",
+    ]
 
 
 def test_read_only_export_on_a_read_only_filesystem(tmp_path: Path, matmul_export: Path) -> None:
@@ -272,7 +277,9 @@ def test_file_names_that_are_uri_syntax(tmp_path: Path, matmul_export: Path) -> 
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["export"]["path"] == str(export)
     assert _sha256(export) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["analysis.json", "report.html", export.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["analysis.json", "report.html", "summary.md", export.name]
+    )
 
 
 def test_table_names_in_the_export_are_never_sql(tmp_path: Path, matmul_export: Path) -> None:

@@ -73,7 +73,7 @@ def read_model_config(model: str) -> ModelConfig:
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read {path}: {exc}") from None
     if not isinstance(raw, dict):
-        raise BadInput(f"{path} is not a JSON object")
+        raise BadInput(f"{path} is not a model config (a JSON object), it holds a {type(raw).__name__}")
     model_type = str(raw.get("model_type", ""))
     if model_type == "deepseek_ocr2":
         family = OCR2
