@@ -43,12 +43,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> dict[str, A
     root = tmp_path_factory.mktemp("profiles")
     out: dict[str, Any] = {"root": root}
 
-    # a model folder whose weights file is damaged: the driver fails loading it, under nsys
+    # a model folder whose weights do not fit its config (a well-formed safetensors file, so it passes
+    # the checks before the run, with one tensor of the wrong shape): the driver fails loading it,
+    # under nsys
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
     broken = tmp_path_factory.mktemp("broken-model")
     model_dir = builtin_model_dir("deepseek-ocr2-tiny")
     assert model_dir is not None
     (broken / "config.json").write_text((model_dir / "config.json").read_text())
-    (broken / "model.safetensors").write_bytes(b"\xff" * 4096)
+    model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(model_dir))
+    name, tensor = next(iter(model.state_dict().items()))
+    save_file({name: torch.zeros(tensor.shape[0] + 1, *tensor.shape[1:])}, broken / "model.safetensors")
     cmd = [sys.executable, "-m", "perfctl", "capture", "--model", str(broken), "--num-pages", "1"]
     cmd += ["--profiles", str(root), "--run-id", "broken", "--nsys", nsys_bin]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -82,7 +90,7 @@ def test_failed_capture_is_recorded_running_then_failed_with_its_reason(runs: di
     assert seen[0]["status"] == "running" and seen[0]["finished_at"] is None and seen[0]["reason"] is None
     row = _row(runs["root"], "broken")
     assert row is not None and row["status"] == "failed" and row["finished_at"] > row["started_at"]
-    assert "0 of 1 pages" in row["reason"] and "SafetensorError" in row["reason"]
+    assert "0 of 1 pages" in row["reason"] and "ignore_mismatched_sizes" in row["reason"]
     assert (row["pages_completed"], row["pages_expected"]) == (0, 1)
     manifest = json.loads((runs["root"] / "broken" / "manifest.json").read_text())
     assert row["reason"] == manifest["reason"]

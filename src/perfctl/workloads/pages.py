@@ -38,8 +38,21 @@ def list_pages(folder: Path | None, count: int | None = None, text: bool = False
             raise BadInput(f"--num-pages {count} asks for more pages than {folder} holds ({len(pages)})")
         pages = pages[:count]
     for page in pages:
-        check_page_image(page)
+        if text:
+            check_page_text(page)
+        else:
+            check_page_image(page)
     return pages
+
+
+def check_page_text(path: Path) -> None:
+    """A text prompt must be UTF-8 text with something in it (the driver tokenizes it)."""
+    try:
+        prompt = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"prompt {path} is not readable UTF-8 text ({exc})") from None
+    if not prompt.strip():
+        raise BadInput(f"prompt {path} is empty")
 
 
 def check_page_image(path: Path) -> None:
