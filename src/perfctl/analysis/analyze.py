@@ -21,6 +21,7 @@ from perfctl.analysis.kernel_categories import CATEGORIES
 from perfctl.analysis.ranges import instance_table, summarize_names
 from perfctl.analysis.runs import STAT_KEYS, RunIndex
 from perfctl.errors import BadInput
+from perfctl.nsys_export import pages
 from perfctl.nsys_export.events import (
     Activities,
     load_gpu_activities,
@@ -67,13 +68,11 @@ def load_export(path: Path) -> ExportTables:
 
 
 def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
-    """The analysis of one export. A file SQLite or the ADBC driver find damaged mid-read (a corrupt
-    page, a mangled schema, text that is not UTF-8) is bad input: BadInput with the driver's reason."""
-    import adbc_driver_manager
-
+    """The analysis of one export. A file that SQLite or the page reader find damaged mid-read (a corrupt
+    page, a mangled schema, text that is not UTF-8) is bad input: BadInput with the reader's reason."""
     try:
         return analyze_tables(load_export(path), top_n=top_n)
-    except (sqlite3.DatabaseError, adbc_driver_manager.Error, UnicodeDecodeError) as exc:
+    except (sqlite3.DatabaseError, pages.Damaged, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"{path} is a damaged or inconsistent nsys export ({reason})") from None
 

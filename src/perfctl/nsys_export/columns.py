@@ -1,32 +1,36 @@
-"""Read SQL query results as numpy columns at the speed of SQLite's own scan.
+"""Read an export's big integer tables as numpy columns, chunk by chunk, at file-reading speed.
 
-Python's sqlite3 module builds one Python object per value: about 6 s for the 4.9 M launch rows of a
-2 M-kernel export, several times longer than SQLite takes to scan them. ADBC's SQLite driver fills
-Arrow buffers in C instead, without the GIL, so a large table is read as rowid slices (bounded
-memory), two at a time in threads, each on a read-only connection of its own. NULLs in integer
-columns read as -1 (cheaper than coalescing them in SQL, row by row).
+Python's sqlite3 module builds one Python object per value (about 6 s for the 4.9 M launch rows of a
+2 M-kernel export), and even SQLite's own scan decodes one value at a time. The kernel, API and
+memory tables of an nsys export hold only integers, so `perfctl.nsys_export.pages` decodes them
+straight from the file's pages, vectorized, in THREADS threads ahead of the consumer, and yields
+them in rowid order in chunks: memory is bounded by a few chunks, not by the table. A table that
+reader leaves to SQLite (see `pages.Unreadable`) is read through SQLite from the first row not yet
+yielded, with the same result. NULL integers read as -1.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import itertools
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
+
+from perfctl.nsys_export import pages
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Columns = dict[str, npt.NDArray[np.int64]]
-T = TypeVar("T")
 THREADS = 2
-BATCH_ROWS = 1 << 16
-SLICE_ROWS = 250_000  # rows per query: what a large table costs in memory beyond its columns
+SQLITE_ROWS = 1 << 16  # rows per fetch when SQLite reads a table
 
 
 def return_free_memory_to_os() -> None:
@@ -44,50 +48,8 @@ def _uri(path: Path) -> str:
     return f"file:{path.resolve().as_posix()}?mode=ro"
 
 
-def _fetch_arrow(path: Path, sql: str, batch_rows: int | None = None) -> Any:
-    """A query's whole result as one Arrow table, through ADBC's SQLite driver.
-
-    The driver manager's low-level API, not its DB-API layer: with the DB-API cursor two reader
-    threads ran one after the other (measured: 2 threads 1.98 s, 1 thread 1.94 s on 2 M kernel rows),
-    with this one they overlap (1.47 s).
-    """
-    import adbc_driver_manager as manager
-    import adbc_driver_sqlite
-    import pyarrow as pa
-
-    database = adbc_driver_sqlite.connect(_uri(path))
-    try:
-        connection = manager.AdbcConnection(database)
-        try:
-            statement = manager.AdbcStatement(connection)
-            try:
-                if batch_rows:
-                    statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
-                statement.set_sql_query(sql)
-                stream, _ = statement.execute_query()
-                return pa.RecordBatchReader._import_from_c(stream.address).read_all()
-            finally:
-                statement.close()
-        finally:
-            connection.close()
-    finally:
-        database.close()
-
-
-def query_columns(path: Path, sql: str) -> Columns:
-    """All rows of an all-integer query as int64 numpy columns; NULL reads as -1."""
-    table = _fetch_arrow(path, sql, BATCH_ROWS)
-    out: Columns = {}
-    for name in table.column_names:
-        column = table.column(name)
-        if column.null_count:  # (a column of NULLs only has Arrow type null: cast it first)
-            column = column.cast("int64").fill_null(-1)
-        out[name] = column.to_numpy().astype(np.int64, copy=False) if len(column) else np.empty(0, np.int64)
-    return out
-
-
-def rowid_slices(path: Path, table: str, rows: int = SLICE_ROWS) -> list[tuple[int, int]]:
-    """[lo, hi) rowid ranges of at most `rows` rowids covering `table`."""
+def rowid_capacity(path: Path, table: str) -> int:
+    """An upper bound on the rows of `table` (its rowid span), without counting them."""
     conn = sqlite3.connect(_uri(path), uri=True)
     try:
         # two queries: SQLite answers a lone min() or max() of rowid from the b-tree's edge, but
@@ -96,60 +58,88 @@ def rowid_slices(path: Path, table: str, rows: int = SLICE_ROWS) -> list[tuple[i
         hi = conn.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0]
     finally:
         conn.close()
-    if lo is None:
-        return []
-    return [(a, min(a + rows, hi + 1)) for a in range(lo, hi + 1, rows)]
+    return 0 if lo is None else int(hi) - int(lo) + 1
 
 
-def parallel_map(func: Callable[[tuple[int, int]], T], slices: list[tuple[int, int]]) -> list[T]:
+def table_chunks(
+    path: Path, table: str, columns: dict[str, str], where: pages.RowFilter | None = None
+) -> Iterator[Columns]:
+    """Every row of `table` (that `where` keeps), in rowid order, as chunks {name: int64 column} for
+    `columns` (name -> column of the table; `where` names a table column). Chunks are decoded ahead
+    in threads while the caller works on earlier ones."""
+    conn = sqlite3.connect(_uri(path), uri=True)
+    try:
+        wanted = [*columns.values(), *([where.column] if where else [])]
+        layout = pages.table_layout(conn, table, list(dict.fromkeys(wanted)))
+    except pages.Unreadable:
+        layout = None
+    finally:
+        conn.close()
+    last_rowid: int | None = None
+    if layout is not None:
+        try:
+            for chunk, rowid in _decoded(path, layout, where):
+                last_rowid = rowid if rowid is not None else last_rowid
+                yield {name: chunk[column] for name, column in columns.items()}
+            return
+        except pages.Unreadable:
+            pass  # SQLite reads the rest
+    for chunk in _sqlite_chunks(
+        path, table, {**columns, "(where)": where.column} if where else columns, last_rowid
+    ):
+        if where is not None:
+            keep = where.keep(chunk.pop("(where)"))
+            chunk = {name: column[keep] for name, column in chunk.items()}
+        yield chunk
+
+
+def _decoded(
+    path: Path, layout: pages.TableLayout, where: pages.RowFilter | None
+) -> Iterator[tuple[Columns, int | None]]:
+    file = pages.open_file(path)
+    groups = pages.leaf_groups(file, layout)
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        return list(pool.map(func, slices))
+        ahead: deque[Future[tuple[Columns, int | None]]] = deque()
+        try:
+            for group in groups:
+                ahead.append(pool.submit(pages.decode_leaves, file, group, layout, where))
+                if len(ahead) > 2 * THREADS:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:
+            for future in ahead:
+                future.cancel()
 
 
-def rowid_capacity(path: Path, table: str) -> int:
-    """An upper bound on the rows of `table` (its rowid span), without counting them."""
-    slices = rowid_slices(path, table)
-    return slices[-1][1] - slices[0][0] if slices else 0
+def _sqlite_chunks(path: Path, table: str, columns: dict[str, str], after: int | None) -> Iterator[Columns]:
+    names = list(columns)
+    select = ", ".join(f'"{columns[n]}"' for n in names)
+    where = "" if after is None else f" WHERE rowid > {int(after)}"
+    conn = sqlite3.connect(_uri(path), uri=True)
+    try:
+        cursor = conn.execute(f'SELECT {select} FROM "{table}"{where} ORDER BY rowid')
+        while rows := cursor.fetchmany(SQLITE_ROWS):
+            yield {n: _integer_column([r[i] for r in rows]) for i, n in enumerate(names)}
+    finally:
+        conn.close()
 
 
-def read_table_into(
-    path: Path, table: str, select: str, out: dict[str, npt.NDArray[np.signedinteger[Any]]], offset: int
-) -> int:
-    """`SELECT {select} FROM {table}` (all-integer columns named like `out`'s keys), read as rowid
-    slices in parallel straight into `out` from row `offset`; returns the number of rows written.
-
-    A slice of rowids [lo, hi) holds at most hi - lo rows, so each slice has its own region of the
-    output and the table is held once, plus one slice per thread while it is read.
-    """
-    slices = rowid_slices(path, table)
-    if not slices:
-        return 0
-    base = slices[0][0]
-
-    def read_slice(bounds: tuple[int, int]) -> tuple[int, int]:
-        first = offset + bounds[0] - base
-        got = query_columns(
-            path, f"SELECT {select} FROM {table} WHERE rowid >= {bounds[0]} AND rowid < {bounds[1]}"
-        )
-        rows = len(next(iter(got.values())))
-        for name, column in got.items():
-            out[name][first : first + rows] = column
-        return first, first + rows
-
-    filled = parallel_map(read_slice, slices)
-    end = filled[-1][1]
-    holes = [(b_end, a_next) for (_, b_end), (a_next, _) in itertools.pairwise(filled) if b_end != a_next]
-    if holes:  # rowid gaps left holes: move every slice down to close them
-        at = filled[0][1]
-        for first, last in filled[1:]:
-            for column in out.values():
-                column[at : at + last - first] = column[first:last]
-            at += last - first
-        end = at
-    return end - offset
+def _integer_column(values: list[Any]) -> npt.NDArray[np.int64]:
+    try:
+        return np.array([-1 if v is None else int(v) for v in values], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise pages.Damaged("a text or blob value in an integer column") from None
 
 
 def read_frame(path: Path, sql: str) -> pd.DataFrame:
-    """A query with mixed column types (NVTX texts, say) as a DataFrame, read through Arrow."""
-    frame: pd.DataFrame = _fetch_arrow(path, sql).to_pandas()
-    return frame
+    """A small query with mixed column types (NVTX texts, say) as a DataFrame."""
+    import pandas as pd
+
+    conn = sqlite3.connect(_uri(path), uri=True)
+    try:
+        cursor = conn.execute(sql)
+        rows = cursor.fetchall()
+        return pd.DataFrame(rows, columns=[d[0] for d in cursor.description])
+    finally:
+        conn.close()

@@ -8,7 +8,6 @@ summary needs the few it shows.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,12 @@ import pandas as pd
 
 from perfctl.nsys_export.columns import (
     Columns,
-    parallel_map,
-    query_columns,
     read_frame,
-    read_table_into,
     return_free_memory_to_os,
     rowid_capacity,
-    rowid_slices,
+    table_chunks,
 )
+from perfctl.nsys_export.pages import RowFilter
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly
 
 Int64s = npt.NDArray[np.int64]
@@ -212,15 +209,22 @@ def load_gpu_activities(schema: ExportSchema) -> Activities:
     kind = np.empty(capacity, dtype=np.int8)
     filled = 0
     for table, k in tables:
+        select = {"start": "start", "end": "end", "corr": "correlationId", "process": "globalPid"}
         if k == KERNEL:  # kernels move no bytes: their column stays zero
-            names = "shortName AS short_id, demangledName AS name_id"
+            select |= {"short_id": "shortName", "name_id": "demangledName"}
         else:
-            names = f"{PSEUDO_NAME[k]} AS short_id, {PSEUDO_NAME[k]} AS name_id, coalesce(bytes, 0) AS bytes"
-        select = f'start, "end", correlationId AS corr, globalPid AS process, {names}'  # NULL reads -1
-        wanted = {n: c for n, c in cols.items() if n != "bytes" or k != KERNEL}
-        rows = read_table_into(schema.path, table, select, wanted, filled)
-        kind[filled : filled + rows] = k
-        filled += rows
+            select["bytes"] = "bytes"
+        for chunk in table_chunks(schema.path, table, select):  # NULL reads -1
+            rows = len(chunk["start"])
+            if filled + rows > capacity:
+                raise ValueError(f"{table} holds more rows than its rowid span")
+            for name, column in chunk.items():
+                cols[name][filled : filled + rows] = np.maximum(column, 0) if name == "bytes" else column
+            if k != KERNEL:
+                cols["short_id"][filled : filled + rows] = PSEUDO_NAME[k]
+                cols["name_id"][filled : filled + rows] = PSEUDO_NAME[k]
+            kind[filled : filled + rows] = k
+            filled += rows
     cols = {n: c[:filled] for n, c in cols.items()}
     n = filled
     graphs = GraphLaunches()
@@ -305,15 +309,14 @@ def probe_launches(
     """Join activities to their launching API rows: (activity rows, launch columns), row-aligned.
 
     Each activity gets one output row per matching API row (normally exactly one), or one row with
-    launch columns -1 when nothing matches. Output rows are ordered by activity. Slices of the
-    runtime table are read in parallel; their matches go straight into the output arrays (under a
-    lock, so that a second match of one activity is seen as such and kept as an extra row).
+    launch columns -1 when nothing matches. Output rows are ordered by activity. The runtime table is
+    read in chunks (decoded ahead in threads); their matches go straight into the output arrays, and
+    a second match of one activity is kept as an extra row.
     """
     n = len(corr)
     graphs = graphs if graphs is not None else GraphLaunches()
     graph_ids = np.array(_name_ids(path, GRAPH_LAUNCH_GLOBS), dtype=np.int64)
-    name_column = ", nameId AS name" if len(graph_ids) else ""
-    launch_names = ",".join(str(i) for i in _name_ids(path, LAUNCH_API_GLOBS))
+    launch_ids = np.array(_name_ids(path, LAUNCH_API_GLOBS), dtype=np.int64)
     if corr.max(initial=0) >= _CORR_LIMIT - 1:
         raise ValueError("correlation ids beyond 32 bits: not an export of CUPTI data perfctl knows")
     procs = np.sort(pd.unique(np.append(process, -1)))  # -1: never a process, keeps procs non-empty
@@ -323,15 +326,8 @@ def probe_launches(
     del act_key
     launch = {c: np.full(n, -1, np.int64) for c in _LAUNCH_COLUMNS}
     extra: list[Columns] = []
-    lock = threading.Lock()
 
-    def probe(bounds: tuple[int, int], names: str) -> None:
-        batch = query_columns(
-            path,
-            f'SELECT globalTid AS thread, start, "end", correlationId AS corr{name_column} '
-            "FROM CUPTI_ACTIVITY_KIND_RUNTIME "
-            f"WHERE rowid >= {bounds[0]} AND rowid < {bounds[1]} AND {names}",
-        )
+    def probe(batch: Columns) -> None:
         if (batch["corr"] < 0).any() or (batch["thread"] < 0).any():  # NULLs (read as -1) launch nothing
             known = (batch["corr"] >= 0) & (batch["thread"] >= 0)
             batch = {c: v[known] for c, v in batch.items()}
@@ -342,9 +338,8 @@ def probe_launches(
         hits = (np.searchsorted(sorted_key, key, side="right") - lo) * (procs[at] == owner)
         if len(graph_ids):
             is_graph = np.isin(batch["name"], graph_ids)
-            with lock:
-                graphs.total += int(is_graph.sum())
-                graphs.unmatched += int((is_graph & (hits == 0)).sum())
+            graphs.total += int(is_graph.sum())
+            graphs.unmatched += int((is_graph & (hits == 0)).sum())
         sel = np.flatnonzero(hits)
         if len(sel) == 0:
             return
@@ -352,27 +347,38 @@ def probe_launches(
         offsets = np.arange(int(reps.sum()), dtype=np.int64) - np.repeat(np.cumsum(reps) - reps, reps)
         act = order[np.repeat(lo[sel], reps) + offsets]
         rt = np.repeat(sel, reps)
-        with lock:
-            fresh = launch["thread"][act] < 0
-            if not pd.Index(act).is_unique:
-                fresh &= ~pd.Index(act).duplicated()
-            for c in _LAUNCH_COLUMNS:
-                launch[c][act[fresh]] = batch[c][rt[fresh]]
-            if not fresh.all():
-                extra.append({"act": act[~fresh], **{c: batch[c][rt[~fresh]] for c in _LAUNCH_COLUMNS}})
+        fresh = launch["thread"][act] < 0
+        if not pd.Index(act).is_unique:
+            fresh &= ~pd.Index(act).duplicated()
+        for c in _LAUNCH_COLUMNS:
+            launch[c][act[fresh]] = batch[c][rt[fresh]]
+        if not fresh.all():
+            extra.append({"act": act[~fresh], **{c: batch[c][rt[~fresh]] for c in _LAUNCH_COLUMNS}})
+
+    def scan(is_launch: bool | None) -> None:
+        """Probe the runtime rows of launch APIs (True), of the other APIs (False), or all (None)."""
+        select = {
+            "thread": "globalTid",
+            "start": "start",
+            "end": "end",
+            "corr": "correlationId",
+            "name": "nameId",
+        }
+        where = None if is_launch is None else RowFilter("nameId", launch_ids, inside=is_launch)
+        for batch in table_chunks(path, "CUPTI_ACTIVITY_KIND_RUNTIME", select, where):
+            probe(batch)
 
     # The join runs in two passes over disjoint rows, together exactly the whole table: launch APIs
     # first (about half of a real export's API rows, and all the launches in practice), then the other
     # API rows, read only when some activity is still without a launch.
-    slices = rowid_slices(path, "CUPTI_ACTIVITY_KIND_RUNTIME")
     # (CUPTI gives every API call its own correlation id, so the second pass can add no second
     # launch to an activity the first pass matched.)
-    if launch_names:
-        parallel_map(lambda b: probe(b, f"nameId IN ({launch_names})"), slices)
+    if len(launch_ids):
+        scan(True)
         if (launch["thread"] < 0).any():
-            parallel_map(lambda b: probe(b, f"nameId NOT IN ({launch_names})"), slices)
+            scan(False)
     else:
-        parallel_map(lambda b: probe(b, "1"), slices)
+        scan(None)
     if not extra:
         return np.arange(n, dtype=np.int64), launch
     acts = np.concatenate([np.arange(n, dtype=np.int64), *(e["act"] for e in extra)])
