@@ -115,7 +115,7 @@ def _varint_length(buf: Bytes, pos: Int64s) -> Int64s:
     return length
 
 
-def _read_pages(f: _File, numbers: list[int]) -> Bytes:
+def read_pages(f: _File, numbers: list[int]) -> Bytes:
     """The given pages, concatenated, plus zero padding (varints and values are read a few bytes past
     a position before it is checked); consecutive page numbers are read with one system call."""
     ps = f.page_size
@@ -147,12 +147,12 @@ def leaf_pages(f: _File, root: int) -> list[int]:
     while True:
         # every leaf sits at the same depth: the first page of a level tells a leaf level (checked
         # page by page when the leaves are decoded)
-        first = _read_pages(f, level[:1])[_header_offset(level[0])]
+        first = read_pages(f, level[:1])[_header_offset(level[0])]
         if first == _TABLE_LEAF:
             return level
         if first in (2, 10):
             raise Unreadable("a table without rowid")
-        buf = _read_pages(f, level)
+        buf = read_pages(f, level)
         bases, hdr = _headers(level, f.page_size)
         if not bool(np.all(buf[hdr] == _TABLE_INTERIOR)):
             raise Damaged("a table b-tree level mixes page kinds")
@@ -248,7 +248,7 @@ def decode_leaves(
 def _decode(
     f: _File, numbers: list[int], layout: TableLayout, where: RowFilter | None
 ) -> tuple[dict[str, Int64s], int | None]:
-    buf = _read_pages(f, numbers)
+    buf = read_pages(f, numbers)
     usable = f.usable
     bases, hdr = _headers(numbers, f.page_size)
     if not bool(np.all(buf[hdr] == _TABLE_LEAF)):
