@@ -7,6 +7,7 @@ that `load_export` reads.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,21 @@ from perfctl import __version__
 from perfctl.analysis.attribution import attribute_activities_to_ranges, attribute_other_threads
 from perfctl.analysis.intervals import union_length
 from perfctl.analysis.kernel_categories import CATEGORIES
-from perfctl.analysis.ranges import instance_table, summarize_names
+from perfctl.analysis.ranges import (
+    InstanceFigures,
+    NameFigures,
+    instance_figures,
+    instance_table,
+    name_codes,
+    name_figures,
+    summarize_names,
+)
 from perfctl.analysis.runs import STAT_KEYS, RunIndex
 from perfctl.errors import BadInput
 from perfctl.nsys_export import pages
-from perfctl.nsys_export.events import (
-    Activities,
-    load_gpu_activities,
-    load_nvtx_ranges,
-    string_values,
-)
+from perfctl.nsys_export.events import Activities, load_nvtx_ranges, string_values
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly, read_schema
+from perfctl.nsys_export.windows import NotWindowable, activity_windows, load_gpu_activities
 from perfctl.stages import DOMAIN, PAGE, STAGES
 
 GPU_COLUMNS = (
@@ -46,9 +51,10 @@ GPU_COLUMNS = (
 
 @dataclass(frozen=True)
 class ExportTables:
+    """What an export holds besides its GPU activities (read window by window: nsys_export.windows)."""
+
     schema: ExportSchema
     ranges: pd.DataFrame
-    activities: Activities
     gpus: list[dict[str, Any]]
 
 
@@ -64,14 +70,18 @@ def load_export(path: Path) -> ExportTables:
         ranges = load_nvtx_ranges(conn, schema)
     finally:
         conn.close()
-    return ExportTables(schema, ranges, load_gpu_activities(schema), gpus)
+    return ExportTables(schema, ranges, gpus)
 
 
 def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
     """The analysis of one export. A file that SQLite or the page reader find damaged mid-read (a corrupt
     page, a mangled schema, text that is not UTF-8) is bad input: BadInput with the reader's reason."""
     try:
-        return analyze_tables(load_export(path), top_n=top_n)
+        tables = load_export(path)
+        try:
+            return analyze_tables(tables, activity_windows(tables.schema), top_n=top_n)
+        except NotWindowable:  # (rare) the whole export at once
+            return analyze_tables(tables, iter([load_gpu_activities(tables.schema)]), top_n=top_n)
     except (sqlite3.DatabaseError, pages.Damaged, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"{path} is a damaged or inconsistent nsys export ({reason})") from None
@@ -88,15 +98,32 @@ def _name_lookup(path: Path) -> Any:
     return lookup
 
 
-def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
-    ranges, acts = tables.ranges, tables.activities
-    runs = attribute_activities_to_ranges(ranges, acts)
-    other = attribute_other_threads(ranges, acts)
-    index = RunIndex(acts)
-    instances = instance_table(ranges, runs, index)
-    names = summarize_names(ranges, instances, runs, other, index, _name_lookup(tables.schema.path), top_n)
-
-    totals = kernel_totals(acts, index)
+def analyze_tables(tables: ExportTables, windows: Iterator[Activities], top_n: int = 10) -> dict[str, Any]:
+    """The analysis of the export's tables and its GPU activities, window by window: each window's
+    figures are added to the others' (windows are cut where the GPU is idle, so busy times add up)."""
+    ranges = tables.ranges
+    codes, uniques = name_codes(ranges)
+    per_instance = InstanceFigures.empty(len(ranges))
+    per_name = NameFigures.empty(len(uniques))
+    totals: dict[str, int] = {}
+    graph_launches = graph_launches_without_activity = 0
+    for acts in windows:
+        runs = attribute_activities_to_ranges(ranges, acts)
+        other = attribute_other_threads(ranges, acts)
+        index = RunIndex(acts)
+        instances_here = instance_figures(ranges, runs, index)
+        names_here = name_figures(ranges, codes, len(uniques), runs, other, index)
+        for key, value in kernel_totals(acts, index).items():
+            totals[key] = totals.get(key, 0) + value
+        graph_launches += acts.graph_launches
+        graph_launches_without_activity += acts.graph_launches_without_activity
+        per_instance.add(instances_here)
+        per_name.add(names_here)
+        del acts, runs, other, index, instances_here, names_here
+    instances = instance_table(ranges, per_instance)
+    names = summarize_names(
+        ranges, instances, codes, uniques, per_name, _name_lookup(tables.schema.path), top_n
+    )
     unlaunched = totals["unattributed_kernels"]
     warnings = list(tables.schema.warnings)
     if ranges.empty:
@@ -111,9 +138,9 @@ def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
         )
     if unlaunched:
         warnings.append(f"{unlaunched} kernels have no matching CUDA API launch and cannot be attributed")
-    if acts.graph_launches_without_activity:
+    if graph_launches_without_activity:
         warnings.append(
-            f"{acts.graph_launches_without_activity} of {acts.graph_launches} CUDA graph launches have no "
+            f"{graph_launches_without_activity} of {graph_launches} CUDA graph launches have no "
             "recorded GPU activity: nsys traced graphs as a whole (--cuda-graph-trace=graph) and this export "
             "keeps no record of their execution, so graph work is missing from every figure; capture with "
             "--cuda-graph-trace=node"
@@ -137,8 +164,8 @@ def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
         "totals": {
             "nvtx_ranges": len(ranges),
             **totals,
-            "graph_launches": acts.graph_launches,
-            "graph_launches_without_activity": acts.graph_launches_without_activity,
+            "graph_launches": graph_launches,
+            "graph_launches_without_activity": graph_launches_without_activity,
         },
         "ranges": names,
         "stages": stage_summaries(names),

@@ -1,0 +1,274 @@
+"""The export's GPU activities, joined to their launches, in windows of time: analysis with bounded
+memory.
+
+An export holds millions of kernels, and every figure perfctl reports is a sum over them, or a GPU
+busy time (a union of kernel intervals), which adds up over stretches of time the GPU was idle
+between. So the activities (kernels, memcpys, memsets: each table is in start order in an nsys
+export) are read merged in start order, and the stream is cut into windows of at least TARGET_ROWS
+activities at times when the GPU is idle: every activity starting before the cut has ended by it.
+
+Each window's activities are joined to the launch-API rows that started before its cut and were
+not used up by an earlier window (a launch starts before its activity; the API table is in start
+order too); API rows that launched nothing in their window get one more window, for activities
+still queued at a cut. Each window is handed over as one `Activities`, attributed against every
+NVTX range, and its figures added to the others'. Memory then grows with a window, not with the
+export.
+
+Exactness does not rest on those orders. A table out of start order raises `NotWindowable`; and
+activities that found no launch in their window are looked up once more at the end in the whole
+API table: if a launch is there after all, that is `NotWindowable` too. The caller then analyzes
+the export as one window (`load_gpu_activities`), which is also what an export whose GPU is never
+idle gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from perfctl.nsys_export.columns import Columns, return_free_memory_to_os, table_chunks
+from perfctl.nsys_export.events import (
+    ACTIVITY_TABLES,
+    API_COLUMNS,
+    KERNEL,
+    PSEUDO_NAME,
+    Activities,
+    GraphLaunches,
+    LaunchJoin,
+    api_name_ids,
+    build_activities,
+    probe_launches,
+)
+from perfctl.nsys_export.pages import RowFilter
+from perfctl.nsys_export.schema import ExportSchema
+
+Int64s = npt.NDArray[np.int64]
+TARGET_ROWS = 1 << 19  # activities per window at least (the last may hold fewer)
+RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
+_NEVER = 1 << 62
+_ID_BITS = 40  # an activity's id: its table's kind above its row in the table
+
+
+class NotWindowable(Exception):
+    """The export breaks an order windows rely on; analyze it as one window."""
+
+
+def load_gpu_activities(schema: ExportSchema) -> Activities:
+    """Every activity of the export as one window."""
+    return next(activity_windows(schema, None))
+
+
+def activity_windows(schema: ExportSchema, target: int | None = TARGET_ROWS) -> Iterator[Activities]:
+    """The activities in windows (see the module's doc); with `target` None, in one window."""
+    path = schema.path
+    launch_ids, graph_ids = api_name_ids(path)
+    runtime = None
+    if schema.has(RUNTIME):
+        where = RowFilter("nameId", launch_ids) if len(launch_ids) else None
+        runtime = _Cursor(table_chunks(path, RUNTIME, API_COLUMNS, where), graph_ids)
+    buffer: list[Columns] = []
+    rows, reach, last_start, cuts = 0, -_NEVER, -_NEVER, 0
+    misses: list[Columns] = []
+    for batch in _merged(schema, check_order=target is not None):
+        while True:  # cut the batch as often as windows fill up
+            n = len(batch["start"])
+            start = batch["start"]
+            ends = np.maximum.accumulate(np.maximum(np.maximum(batch["end"], start), reach))
+            cut = None
+            if target is not None and rows + n >= target:
+                cut = _first_cut(start, ends, reach, last_start, max(target - rows, 0 if rows else 1))
+            if cut is None:
+                buffer.append(batch)
+                rows += n
+                reach, last_start = int(ends[-1]), int(start[-1])
+                break
+            at, when = cut
+            buffer.append({c: v[:at] for c, v in batch.items()})
+            yield _window(buffer, runtime, when, misses)
+            cuts += 1
+            reach, last_start = int(ends[at - 1]), int(start[at - 1])
+            batch, rows = {c: v[at:] for c, v in batch.items()}, 0
+    if cuts == 0:  # one window: joined to the whole API table, launch APIs first (probe_launches)
+        yield _single_window(schema, buffer, graph_ids)
+        return
+    yield _window(buffer, runtime, None, misses)
+    if misses and runtime is not None and _found_elsewhere(schema, misses):
+        raise NotWindowable("an activity's launch lies outside its window")
+
+
+def _first_cut(
+    start: Int64s, ends: Int64s, reach: int, last_start: int, first: int
+) -> tuple[int, int] | None:
+    """(row, time) of the first cut before a row at or after `first`: a time after the previous row's
+    start and every earlier activity's end, and at or before the row's start. `ends` is the running
+    maximum of ends; `reach` and `last_start` describe the rows before the batch."""
+    if first >= len(start):
+        return None
+    before_reach = np.concatenate([[reach], ends[:-1]])[first:]
+    before_start = np.concatenate([[last_start], start[:-1]])[first:]
+    when = np.maximum(before_reach, before_start + 1)
+    ok = np.flatnonzero(when <= start[first:])
+    if len(ok) == 0:
+        return None
+    return first + int(ok[0]), int(start[first + int(ok[0])])  # as late as allowed: the row's start
+
+
+class _Cursor:
+    """The launch-API rows, in table order, handed out window by window: those starting before the
+    cut, and those of the window before that launched nothing there (a second and last chance).
+    Graph launches are counted once a row is done with."""
+
+    def __init__(self, chunks: Iterator[Columns], graph_ids: Int64s) -> None:
+        self.chunks, self.graph_ids = chunks, graph_ids
+        self.left: Columns | None = None
+        self.carried: Columns | None = None
+
+    def _until(self, when: int | None) -> Iterator[Columns]:
+        while True:
+            if self.left is None:
+                self.left = next(self.chunks, None)
+                if self.left is None:
+                    return
+            before = self.left["start"] < when if when is not None else np.ones(len(self.left["start"]), bool)
+            if bool(before.all()):
+                chunk, self.left = self.left, None
+                yield chunk
+                continue
+            yield {c: v[before] for c, v in self.left.items()}
+            self.left = {c: v[~before] for c, v in self.left.items()}
+            return
+
+    def join(self, join: LaunchJoin, when: int | None, graphs: GraphLaunches) -> None:
+        """Probe the rows for a window cut at `when` (None: the last window)."""
+        if self.carried is not None:
+            probed, hits = join.probe(self.carried)
+            graphs.count(probed["name"], hits, self.graph_ids)
+            self.carried = None
+        carry: list[Columns] = []
+        for batch in self._until(when):
+            probed, hits = join.probe(batch)
+            done = (hits > 0) | (when is None)
+            graphs.count(probed["name"][done], hits[done], self.graph_ids)
+            if not done.all():
+                carry.append({c: v[~done] for c, v in probed.items()})
+        if carry:
+            self.carried = {c: np.concatenate([k[c] for k in carry]) for c in carry[0]}
+
+
+def _concat(buffer: list[Columns]) -> Columns:
+    cols = {c: np.concatenate([b[c] for b in buffer]) for c in buffer[0]} if buffer else _empty()
+    order = np.argsort(cols["id"], kind="stable")  # export order: kernels, memcpys, memsets, by row
+    return {c: v[order] for c, v in cols.items()}
+
+
+def _window(
+    buffer: list[Columns], runtime: _Cursor | None, until: int | None, misses: list[Columns]
+) -> Activities:
+    cols = _concat(buffer)
+    buffer.clear()
+    graphs = GraphLaunches()
+    join = LaunchJoin(cols.pop("process"), cols.pop("corr"))
+    if runtime is not None:
+        runtime.join(join, until, graphs)
+    missed = join.unmatched()
+    if missed.any():
+        misses.append({"process": join.process[missed], "corr": join.corr[missed]})
+    act_rows, launch = join.result()
+    ids, kind = cols.pop("id"), cols.pop("kind").astype(np.int8)
+    activities = build_activities(cols, kind, ids, act_rows, launch, graphs)
+    return_free_memory_to_os()
+    return activities
+
+
+def _single_window(schema: ExportSchema, buffer: list[Columns], graph_ids: Int64s) -> Activities:
+    cols = _concat(buffer)
+    buffer.clear()
+    graphs = GraphLaunches()
+    process, corr = cols.pop("process"), cols.pop("corr")
+    n = len(corr)
+    if schema.has(RUNTIME):
+        act_rows, launch = probe_launches(schema.path, process, corr, graphs)
+    else:
+        act_rows = np.arange(n, dtype=np.int64)
+        launch = {c: np.full(n, -1, np.int64) for c in ("thread", "start", "end")}
+    del process, corr
+    ids, kind = cols.pop("id"), cols.pop("kind").astype(np.int8)
+    activities = build_activities(cols, kind, ids, act_rows, launch, graphs)
+    return_free_memory_to_os()
+    return activities
+
+
+def _found_elsewhere(schema: ExportSchema, misses: list[Columns]) -> bool:
+    """Whether any API row of the whole table launched one of the activities no window matched."""
+    process = np.concatenate([m["process"] for m in misses])
+    corr = np.concatenate([m["corr"] for m in misses])
+    join = LaunchJoin(process, corr)
+    for batch in table_chunks(schema.path, RUNTIME, API_COLUMNS):
+        join.probe(batch)
+    return not bool(join.unmatched().all())
+
+
+_COLUMNS = ("start", "end", "corr", "process", "short_id", "name_id", "bytes", "kind", "id")
+
+
+def _empty() -> Columns:
+    return {c: np.empty(0, np.int64) for c in _COLUMNS}
+
+
+def _table(schema: ExportSchema, table: str, kind: int, check_order: bool) -> Iterator[Columns]:
+    """One activity table's rows, chunk by chunk, as the columns of `_COLUMNS`."""
+    select = {"start": "start", "end": "end", "corr": "correlationId", "process": "globalPid"}
+    if kind == KERNEL:
+        select |= {"short_id": "shortName", "name_id": "demangledName"}
+    else:
+        select["bytes"] = "bytes"
+    row, last = 0, -_NEVER
+    for chunk in table_chunks(schema.path, table, select):  # NULL reads -1
+        n = len(chunk["start"])
+        if n == 0:
+            continue
+        start = chunk["start"]
+        if check_order and (int(start[0]) < last or bool(np.any(start[1:] < start[:-1]))):
+            raise NotWindowable(f"{table} is not in start order")
+        last = int(start[-1])
+        if kind == KERNEL:  # kernels move no bytes
+            chunk["bytes"] = np.zeros(n, np.int64)
+        else:
+            chunk["bytes"] = np.maximum(chunk["bytes"], 0)  # NULL: none
+            chunk["short_id"] = chunk["name_id"] = np.full(n, PSEUDO_NAME[kind], np.int64)
+        chunk["kind"] = np.full(n, kind, np.int64)
+        chunk["id"] = (np.int64(kind) << _ID_BITS) + np.arange(row, row + n, dtype=np.int64)
+        row += n
+        yield chunk
+
+
+def _merged(schema: ExportSchema, check_order: bool) -> Iterator[Columns]:
+    """The rows of every activity table merged in start order, batch by batch: each batch takes,
+    from every table, the rows up to the earliest last start among the tables' current chunks."""
+    streams = [_table(schema, t, k, check_order) for t, k in ACTIVITY_TABLES if schema.has(t)]
+    heads = [next(s, None) for s in streams]
+    while True:
+        live = [i for i, h in enumerate(heads) if h is not None]
+        if not live:
+            return
+        horizon = min(int(h["start"][-1]) for h in heads if h is not None)
+        parts = []
+        for i in live:
+            head = heads[i]
+            assert head is not None
+            k = (
+                int(np.searchsorted(head["start"], horizon, side="right"))
+                if check_order
+                else len(head["start"])
+            )
+            parts.append({c: v[:k] for c, v in head.items()})
+            heads[i] = (
+                {c: v[k:] for c, v in head.items()} if k < len(head["start"]) else next(streams[i], None)
+            )
+        batch = {c: np.concatenate([p[c] for p in parts]) for c in _COLUMNS}
+        if len(parts) > 1:
+            order = np.argsort(batch["start"], kind="stable")
+            batch = {c: v[order] for c, v in batch.items()}
+        yield batch
