@@ -3,20 +3,27 @@
 Python's sqlite3 module builds one Python object per value (about 6 s for the 4.9 M launch rows of a
 2 M-kernel export), and even SQLite's own scan decodes one value at a time. The kernel, API and
 memory tables of an nsys export hold only integers, so `perfctl.nsys_export.pages` decodes them
-straight from the file's pages, vectorized, in THREADS threads ahead of the consumer, and yields
-them in rowid order in chunks: memory is bounded by a few chunks, not by the table. A table that
-reader leaves to SQLite (see `pages.Unreadable`) is read through SQLite from the first row not yet
-yielded, with the same result. NULL integers read as -1.
+straight from the file's pages, vectorized, and yields them in rowid order in chunks: memory is
+bounded by a chunk, not by the table. A table that reader leaves to SQLite (see `pages.Unreadable`)
+is read through SQLite from the first row not yet yielded, with the same result. NULL integers read
+as -1.
+
+`BackgroundChunks` reads a table in a forked process that runs ahead of the caller, on the other core.
+(Threads would not do: numpy holds the GIL through the many small gathers a chunk takes, and two
+decoding threads ran no faster than one.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
+import pickle
+import signal
 import sqlite3
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +36,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Columns = dict[str, npt.NDArray[np.int64]]
-THREADS = 2
 SQLITE_ROWS = 1 << 16  # rows per fetch when SQLite reads a table
 
 
@@ -65,8 +71,7 @@ def table_chunks(
     path: Path, table: str, columns: dict[str, str], where: pages.RowFilter | None = None
 ) -> Iterator[Columns]:
     """Every row of `table` (that `where` keeps), in rowid order, as chunks {name: int64 column} for
-    `columns` (name -> column of the table; `where` names a table column). Chunks are decoded ahead
-    in threads while the caller works on earlier ones."""
+    `columns` (name -> column of the table; `where` names a table column)."""
     conn = sqlite3.connect(_uri(path), uri=True)
     try:
         wanted = [*columns.values(), *([where.column] if where else [])]
@@ -97,19 +102,107 @@ def _decoded(
     path: Path, layout: pages.TableLayout, where: pages.RowFilter | None
 ) -> Iterator[tuple[Columns, int | None]]:
     file = pages.open_file(path)
-    groups = pages.leaf_groups(file, layout)
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        ahead: deque[Future[tuple[Columns, int | None]]] = deque()
+    for group in pages.leaf_groups(file, layout):
+        yield pages.decode_leaves(file, group, layout, where)
+
+
+_END, _ERROR = -1, -2
+
+
+class BackgroundChunks:
+    """The chunks of `chunks()` (int64 columns `names`), produced by a process forked at once, which
+    runs ahead of the caller: it appends each chunk's columns to an unlinked temporary file (the page
+    cache holds them, not either process's memory) and tells the caller through a pipe. An exception
+    in the process is raised here. Without fork, the chunks are read here, when asked for."""
+
+    def __init__(self, chunks: Callable[[], Iterator[Columns]], names: list[str]) -> None:
+        self.names = names
+        self.local: Iterator[Columns] | None = None
+        self.pid = 0
+        if not hasattr(os, "fork"):
+            self.local = chunks()
+            return
+        self.spool = tempfile.TemporaryFile(prefix="perfctl-chunks-")  # noqa: SIM115 - closed by close()
+        read_end, write_end = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the child; its coverage is its output
+            os.close(read_end)
+            _produce(chunks, names, self.spool.fileno(), write_end)
+        os.close(write_end)
+        self.messages = os.fdopen(read_end, "rb")
+        self.offset = 0
+
+    def __iter__(self) -> Iterator[Columns]:
+        return self
+
+    def __next__(self) -> Columns:
+        if self.local is not None:
+            return next(self.local)
+        if self.pid == 0:
+            raise StopIteration
         try:
-            for group in groups:
-                ahead.append(pool.submit(pages.decode_leaves, file, group, layout, where))
-                if len(ahead) > 2 * THREADS:
-                    yield ahead.popleft().result()
-            while ahead:
-                yield ahead.popleft().result()
-        finally:
-            for future in ahead:
-                future.cancel()
+            (rows,) = struct.unpack("<q", _exactly(self.messages, 8))
+            if rows == _ERROR:
+                (size,) = struct.unpack("<q", _exactly(self.messages, 8))
+                error = pickle.loads(_exactly(self.messages, size))
+        except BaseException:
+            self.close()
+            raise
+        if rows == _END:
+            self.close()
+            raise StopIteration
+        if rows == _ERROR:
+            self.close()
+            raise error
+        data = np.empty((len(self.names), rows), dtype=np.int64)
+        if os.preadv(self.spool.fileno(), [data], self.offset) != data.nbytes:  # type: ignore[list-item]
+            self.close()
+            raise OSError("short read of a chunk from the background reader")
+        self.offset += data.nbytes
+        return dict(zip(self.names, data, strict=True))
+
+    def close(self) -> None:
+        """Stop the process if it still runs, and let go of the pipe and the file."""
+        if self.pid == 0:
+            return
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(self.pid, signal.SIGKILL)  # (a no-op once it has exited; not yet reaped)
+            os.waitpid(self.pid, 0)
+        self.pid = 0
+        self.messages.close()
+        self.spool.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _produce(chunks: Callable[[], Iterator[Columns]], names: list[str], spool: int, pipe: int) -> None:
+    """The background process: write every chunk, then the end (or the exception), and exit."""
+    code = 0
+    try:
+        with os.fdopen(pipe, "wb", buffering=0) as messages:
+            offset = 0
+            try:
+                for chunk in chunks():
+                    data = np.stack([np.asarray(chunk[n], dtype=np.int64) for n in names])
+                    os.pwrite(spool, data.tobytes(), offset)
+                    offset += data.nbytes
+                    messages.write(struct.pack("<q", data.shape[1]))
+                messages.write(struct.pack("<q", _END))
+            except Exception as exc:  # handed to the caller, who raises it
+                text = pickle.dumps(exc)
+                messages.write(struct.pack("<qq", _ERROR, len(text)) + text)
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)  # no interpreter teardown, no atexit handlers of the parent's
+
+
+def _exactly(stream: Any, size: int) -> bytes:
+    data: bytes = stream.read(size)
+    if len(data) != size:
+        raise OSError("the background reader ended early")
+    return data
 
 
 def _sqlite_chunks(path: Path, table: str, columns: dict[str, str], after: int | None) -> Iterator[Columns]:

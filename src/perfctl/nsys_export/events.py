@@ -8,6 +8,7 @@ summary needs the few it shows.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -408,10 +409,14 @@ class LaunchJoin:
 
 
 def probe_launches(
-    path: Path, process: Int64s, corr: Int64s, graphs: GraphLaunches | None = None
+    path: Path,
+    process: Int64s,
+    corr: Int64s,
+    graphs: GraphLaunches | None = None,
+    launch_rows: Iterator[Columns] | None = None,
 ) -> tuple[Int64s, Columns]:
     """Join activities to their launching API rows over the whole runtime table (`LaunchJoin`): the
-    table is read in chunks, decoded ahead in threads."""
+    table is read in chunks (its launch-API rows from `launch_rows` if given: read elsewhere)."""
     launch_ids, graph_ids = api_name_ids(path)
     join = LaunchJoin(process, corr)
     graphs = graphs if graphs is not None else GraphLaunches()
@@ -428,10 +433,15 @@ def probe_launches(
     # API rows, read only when some activity is still without a launch.
     # (CUPTI gives every API call its own correlation id, so the second pass can add no second
     # launch to an activity the first pass matched.)
+    if launch_rows is not None:
+        for batch in launch_rows:
+            probed, hits = join.probe(batch)
+            graphs.count(probed["name"], hits, graph_ids)
     if len(launch_ids):
-        scan(True)
+        if launch_rows is None:
+            scan(True)
         if join.unmatched().any():
             scan(False)
-    else:
+    elif launch_rows is None:
         scan(None)
     return join.result()

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 import numpy.typing as npt
 
-from perfctl.nsys_export.columns import Columns, return_free_memory_to_os, table_chunks
+from perfctl.nsys_export.columns import BackgroundChunks, Columns, return_free_memory_to_os, table_chunks
 from perfctl.nsys_export.events import (
     ACTIVITY_TABLES,
     API_COLUMNS,
@@ -64,10 +64,23 @@ def activity_windows(schema: ExportSchema, target: int | None = TARGET_ROWS) -> 
     """The activities in windows (see the module's doc); with `target` None, in one window."""
     path = schema.path
     launch_ids, graph_ids = api_name_ids(path)
-    runtime = None
-    if schema.has(RUNTIME):
+    runtime, launches = None, None
+    if schema.has(RUNTIME) and target is not None:  # read on the other core, ahead of the windows
         where = RowFilter("nameId", launch_ids) if len(launch_ids) else None
-        runtime = _Cursor(table_chunks(path, RUNTIME, API_COLUMNS, where), graph_ids)
+        launches = BackgroundChunks(
+            lambda: table_chunks(path, RUNTIME, API_COLUMNS, where), list(API_COLUMNS)
+        )
+        runtime = _Cursor(launches, graph_ids)
+    try:
+        yield from _windows(schema, target, runtime, graph_ids)
+    finally:
+        if launches is not None:
+            launches.close()
+
+
+def _windows(
+    schema: ExportSchema, target: int | None, runtime: _Cursor | None, graph_ids: Int64s
+) -> Iterator[Activities]:
     buffer: list[Columns] = []
     rows, reach, last_start, cuts = 0, -_NEVER, -_NEVER, 0
     misses: list[Columns] = []
@@ -91,7 +104,7 @@ def activity_windows(schema: ExportSchema, target: int | None = TARGET_ROWS) -> 
             reach, last_start = int(ends[at - 1]), int(start[at - 1])
             batch, rows = {c: v[at:] for c, v in batch.items()}, 0
     if cuts == 0:  # one window: joined to the whole API table, launch APIs first (probe_launches)
-        yield _single_window(schema, buffer, graph_ids)
+        yield _single_window(schema, buffer, runtime.chunks if runtime is not None else None)
         return
     yield _window(buffer, runtime, None, misses)
     if misses and runtime is not None and _found_elsewhere(schema, misses):
@@ -182,14 +195,16 @@ def _window(
     return activities
 
 
-def _single_window(schema: ExportSchema, buffer: list[Columns], graph_ids: Int64s) -> Activities:
+def _single_window(
+    schema: ExportSchema, buffer: list[Columns], launch_rows: Iterator[Columns] | None
+) -> Activities:
     cols = _concat(buffer)
     buffer.clear()
     graphs = GraphLaunches()
     process, corr = cols.pop("process"), cols.pop("corr")
     n = len(corr)
     if schema.has(RUNTIME):
-        act_rows, launch = probe_launches(schema.path, process, corr, graphs)
+        act_rows, launch = probe_launches(schema.path, process, corr, graphs, launch_rows)
     else:
         act_rows = np.arange(n, dtype=np.int64)
         launch = {c: np.full(n, -1, np.int64) for c in ("thread", "start", "end")}
@@ -225,23 +240,28 @@ def _table(schema: ExportSchema, table: str, kind: int, check_order: bool) -> It
     else:
         select["bytes"] = "bytes"
     row, last = 0, -_NEVER
-    for chunk in table_chunks(schema.path, table, select):  # NULL reads -1
-        n = len(chunk["start"])
-        if n == 0:
-            continue
-        start = chunk["start"]
-        if check_order and (int(start[0]) < last or bool(np.any(start[1:] < start[:-1]))):
-            raise NotWindowable(f"{table} is not in start order")
-        last = int(start[-1])
-        if kind == KERNEL:  # kernels move no bytes
-            chunk["bytes"] = np.zeros(n, np.int64)
-        else:
-            chunk["bytes"] = np.maximum(chunk["bytes"], 0)  # NULL: none
-            chunk["short_id"] = chunk["name_id"] = np.full(n, PSEUDO_NAME[kind], np.int64)
-        chunk["kind"] = np.full(n, kind, np.int64)
-        chunk["id"] = (np.int64(kind) << _ID_BITS) + np.arange(row, row + n, dtype=np.int64)
-        row += n
-        yield chunk
+    # decoded on the other core (NULL reads -1)
+    chunks = BackgroundChunks(lambda: table_chunks(schema.path, table, select), list(select))
+    try:
+        for chunk in chunks:
+            n = len(chunk["start"])
+            if n == 0:
+                continue
+            start = chunk["start"]
+            if check_order and (int(start[0]) < last or bool(np.any(start[1:] < start[:-1]))):
+                raise NotWindowable(f"{table} is not in start order")
+            last = int(start[-1])
+            if kind == KERNEL:  # kernels move no bytes
+                chunk["bytes"] = np.zeros(n, np.int64)
+            else:
+                chunk["bytes"] = np.maximum(chunk["bytes"], 0)  # NULL: none
+                chunk["short_id"] = chunk["name_id"] = np.full(n, PSEUDO_NAME[kind], np.int64)
+            chunk["kind"] = np.full(n, kind, np.int64)
+            chunk["id"] = (np.int64(kind) << _ID_BITS) + np.arange(row, row + n, dtype=np.int64)
+            row += n
+            yield chunk
+    finally:
+        chunks.close()
 
 
 def _merged(schema: ExportSchema, check_order: bool) -> Iterator[Columns]:
