@@ -376,7 +376,14 @@ class LaunchJoin:
         at = np.minimum(np.searchsorted(procs, owner), len(procs) - 1)
         key = at.astype(np.int64) * _CORR_LIMIT + (batch["corr"] + 1)
         lo = np.searchsorted(sorted_key, key, side="left")
-        hits = (np.searchsorted(sorted_key, key, side="right") - lo) * (procs[at] == owner)
+        found = sorted_key[np.minimum(lo, len(sorted_key) - 1)] == key if len(sorted_key) else lo < 0
+        found &= procs[at] == owner
+        hits = found.astype(np.int64)
+        # most keys match one activity; those whose next key is equal too match more
+        more = np.flatnonzero(found & (np.minimum(lo + 1, len(sorted_key) - 1) > lo))
+        more = more[sorted_key[lo[more] + 1] == key[more]]
+        if len(more):
+            hits[more] = np.searchsorted(sorted_key, key[more], side="right") - lo[more]
         sel = np.flatnonzero(hits)
         if len(sel) == 0:
             return batch, hits

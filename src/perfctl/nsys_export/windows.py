@@ -171,9 +171,14 @@ class _Cursor:
 
 
 def _concat(buffer: list[Columns]) -> Columns:
+    """A window's rows in export order (kernels, then memcpys, then memsets, each by row): the rows
+    of each table already are in order, so a stable sort by table is enough."""
     cols = {c: np.concatenate([b[c] for b in buffer]) for c in buffer[0]} if buffer else _empty()
-    order = np.argsort(cols["id"], kind="stable")  # export order: kernels, memcpys, memsets, by row
-    return {c: v[order] for c, v in cols.items()}
+    kind = cols["kind"]
+    if len(kind) and bool(np.any(kind[1:] < kind[:-1])):
+        order = np.argsort(kind.astype(np.int8), kind="stable")
+        cols = {c: v[order] for c, v in cols.items()}
+    return cols
 
 
 def _window(
