@@ -10,10 +10,9 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from perfctl import __version__
 from perfctl.analysis.attribution import attribute_activities_to_ranges, attribute_other_threads
@@ -35,6 +34,11 @@ from perfctl.nsys_export.events import Activities, load_nvtx_ranges, string_valu
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly, read_schema
 from perfctl.nsys_export.windows import NotWindowable, activity_windows, load_gpu_activities
 from perfctl.stages import DOMAIN, PAGE, STAGES
+
+# pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
+# spends while the export's readers already decode (nsys_export.windows)
+if TYPE_CHECKING:
+    import pandas as pd
 
 GPU_COLUMNS = (
     "id",
@@ -58,10 +62,10 @@ class ExportTables:
     gpus: list[dict[str, Any]]
 
 
-def load_export(path: Path) -> ExportTables:
+def load_export(path: Path, schema: ExportSchema | None = None) -> ExportTables:
     conn = connect_readonly(path)
     try:
-        schema = read_schema(conn, path)
+        schema = schema or read_schema(conn, path)
         gpus: list[dict[str, Any]] = []
         if schema.has("TARGET_INFO_GPU"):
             cols = [c for c in GPU_COLUMNS if schema.has_column("TARGET_INFO_GPU", c)]
@@ -77,11 +81,20 @@ def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
     """The analysis of one export. A file that SQLite or the page reader find damaged mid-read (a corrupt
     page, a mangled schema, text that is not UTF-8) is bad input: BadInput with the reader's reason."""
     try:
-        tables = load_export(path)
+        conn = connect_readonly(path)
         try:
-            return analyze_tables(tables, activity_windows(tables.schema), top_n=top_n)
-        except NotWindowable:  # (rare) the whole export at once
-            return analyze_tables(tables, iter([load_gpu_activities(tables.schema)]), top_n=top_n)
+            schema = read_schema(conn, path)
+        finally:
+            conn.close()
+        windows = activity_windows(schema)  # the readers start now, beside what follows
+        try:
+            tables = load_export(path, schema)
+            try:
+                return analyze_tables(tables, windows, top_n=top_n)
+            except NotWindowable:  # (rare) the whole export at once
+                return analyze_tables(tables, iter([load_gpu_activities(schema)]), top_n=top_n)
+        finally:
+            windows.close()
     except (sqlite3.DatabaseError, pages.Damaged, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"{path} is a damaged or inconsistent nsys export ({reason})") from None
@@ -242,6 +255,8 @@ def _empty_summary(name: str) -> dict[str, Any]:
 
 def summarize_pages(ranges: pd.DataFrame, instances: pd.DataFrame) -> list[dict[str, Any]]:
     """Per page instance: its wall time and, per stage inside it, wall and attributed kernel time."""
+    import pandas as pd
+
     ours = (ranges["domain"] == DOMAIN).to_numpy()
     page_rows = np.flatnonzero(ours & (ranges["name"] == PAGE).to_numpy())
     if len(page_rows) == 0:

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from perfctl.analysis.attribution import Slices
 from perfctl.analysis.grouping import merge_runs
 from perfctl.analysis.kernel_categories import CATEGORIES
 from perfctl.analysis.runs import DistinctFigures, RunIndex, describe, reduce_runs, sum_by, top_kernels
+
+# pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
+# spends while the export's readers already decode (nsys_export.windows)
+if TYPE_CHECKING:
+    import pandas as pd
 
 Int64s = npt.NDArray[np.int64]
 INSTANCE_STATS = ("wall_ns", "kernel_count", "kernel_time_ns", "gpu_busy_ns")
@@ -60,6 +64,8 @@ def instance_figures(ranges: pd.DataFrame, runs: Slices, index: RunIndex) -> Ins
 
 def instance_table(ranges: pd.DataFrame, figures: InstanceFigures) -> pd.DataFrame:
     """One row per range instance: wall, kernels, kernel time, GPU busy/span, launches, memory ops."""
+    import pandas as pd
+
     distinct = figures.distinct
     table = pd.DataFrame(
         {
@@ -80,6 +86,8 @@ def instance_table(ranges: pd.DataFrame, figures: InstanceFigures) -> pd.DataFra
 
 def name_codes(ranges: pd.DataFrame) -> tuple[Int64s, list[tuple[str, str]]]:
     """A dense code per range for its (domain, name), codes in sorted (domain, name) order."""
+    import pandas as pd
+
     codes, uniques = pd.MultiIndex.from_frame(ranges[["domain", "name"]]).factorize(sort=True)
     return codes.astype(np.int64), [(str(d), str(nm)) for d, nm in uniques]
 
@@ -180,6 +188,8 @@ def _nsys_kernel_count(
 ) -> Int64s:
     """nsys counts a kernel once per (range name, thread, style). Threads hold disjoint rows, so
     the per-name distinct count is nsys's unless one name has both push/pop and start/end ranges."""
+    import pandas as pd
+
     style = (ranges["style"].to_numpy() == "PushPop").astype(np.int64)
     if len(pd.unique(codes * 2 + style)) == n:
         return per_name.copy()

@@ -13,16 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
+from perfctl.analysis import spill
 from perfctl.analysis.grouping import chunked_runs, group_union, prefix_sums, segments
 from perfctl.analysis.kernel_categories import CATEGORIES, categorize
 from perfctl.analysis.spill import GroupValues
 from perfctl.nsys_export.events import KERNEL, MEMCPY, MEMSET, Activities
+
+# pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
+# spends while the export's readers already decode (nsys_export.windows)
+if TYPE_CHECKING:
+    import pandas as pd
 
 Int64s = npt.NDArray[np.int64]
 STAT_KEYS = ("count", "mean", "std", "min", "median", "p95", "max")
@@ -50,6 +55,8 @@ def describe(values: npt.ArrayLike) -> dict[str, float]:
 
 def distinct_first(keys: list[Int64s]) -> npt.NDArray[np.bool_]:
     """Mask keeping the first row of every distinct combination of the key columns."""
+    import pandas as pd
+
     if len(keys[0]) == 0:
         return np.zeros(0, dtype=bool)
     duplicated: npt.NDArray[np.bool_] = (
@@ -157,7 +164,11 @@ class DistinctFigures:
         """Launch-to-start statistics per group (reading back what was spilled, one group at a time)."""
         stats = {c: describe(np.concatenate(parts)) for c, parts in self.delays.items()}
         if self.spilled is not None:
-            stats |= {c: describe(self.spilled.values(c)) for c in self.spilled.groups()}
+            for c in self.spilled.groups():
+                large = self.spilled.count(c) > spill.SEGMENT  # read back in segments
+                stats[c] = (
+                    spill.streamed_stats(self.spilled, c) if large else describe(self.spilled.values(c))
+                )
             self.spilled.close()
         return stats
 
@@ -288,6 +299,8 @@ def _count_rows(
 
 def _tally(groups: Int64s, rows: Int64s, duration: Int64s, acts: Activities) -> pd.DataFrame:
     """Calls and time per (group, kernel name) in one batch."""
+    import pandas as pd
+
     name = acts.name_id[rows].astype(np.int64)
     width = int(name.max()) + 4  # the stand-in ids of memcpy/memset are negative
     combo, uniques = pd.factorize(groups * width + (name + 3))
@@ -306,6 +319,8 @@ def _tally(groups: Int64s, rows: Int64s, duration: Int64s, acts: Activities) -> 
 
 def _sum_tallies(tallies: list[pd.DataFrame]) -> pd.DataFrame:
     """Tallies added up per (group, kernel name), in order of first appearance."""
+    import pandas as pd
+
     table = pd.concat(tallies, ignore_index=True)
     return (
         table.groupby(["g", "name"], sort=False)

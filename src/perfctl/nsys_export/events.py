@@ -11,11 +11,10 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from perfctl.nsys_export.columns import (
     Columns,
@@ -26,6 +25,11 @@ from perfctl.nsys_export.columns import (
 )
 from perfctl.nsys_export.pages import RowFilter
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly
+
+# pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
+# spends while the export's readers already decode (nsys_export.windows)
+if TYPE_CHECKING:
+    import pandas as pd
 
 Int64s = npt.NDArray[np.int64]
 Int32s = npt.NDArray[np.int32]
@@ -135,6 +139,8 @@ def load_nvtx_ranges(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataF
     the export; the domain of a range is the domain-create event with the same domain id in the same
     process; registered strings (`textId`) take precedence over inline `text`.
     """
+    import pandas as pd
+
     if not schema.has("NVTX_EVENTS"):
         return pd.DataFrame(columns=RANGE_COLUMNS)
     pushpop = {schema.event_type("NvtxPushPopRange"), schema.event_type("NvtxtPushPopRange")}
@@ -167,6 +173,8 @@ def load_nvtx_ranges(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataF
 
 
 def _resolve_domains(conn: sqlite3.Connection, schema: ExportSchema, ranges: pd.DataFrame) -> pd.Series:
+    import pandas as pd
+
     text_expr, join = _nvtx_text(schema)
     rows = conn.execute(
         f"""SELECT e.domainId, e.globalTid, {text_expr}, min(e.start)
@@ -280,6 +288,8 @@ def build_activities(
 
 def launch_order(thread: Int64s, start: Int64s) -> Int64s:
     """The stable order by (launching thread, launch start), rows without a launch (thread -1) last."""
+    import pandas as pd
+
     if len(thread) == 0:
         return np.empty(0, dtype=np.int64)
     threads = np.sort(pd.unique(thread[thread >= 0]))
@@ -354,6 +364,8 @@ class LaunchJoin:
     """
 
     def __init__(self, process: Int64s, corr: Int64s) -> None:
+        import pandas as pd
+
         if corr.max(initial=0) >= _CORR_LIMIT - 1:
             raise ValueError("correlation ids beyond 32 bits: not an export of CUPTI data perfctl knows")
         self.n = len(corr)
@@ -368,6 +380,8 @@ class LaunchJoin:
     def probe(self, batch: Columns) -> tuple[Columns, Int64s]:
         """Match the API rows of `batch` (API_COLUMNS) to the activities: (the rows that can launch
         something, i.e. without NULL ids, and how many activities each matched)."""
+        import pandas as pd
+
         if (batch["corr"] < 0).any() or (batch["thread"] < 0).any():  # NULLs (read as -1) launch nothing
             known = (batch["corr"] >= 0) & (batch["thread"] >= 0)
             batch = {c: v[known] for c, v in batch.items()}

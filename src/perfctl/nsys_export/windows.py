@@ -23,7 +23,7 @@ idle gets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -60,31 +60,52 @@ def load_gpu_activities(schema: ExportSchema) -> Activities:
     return next(activity_windows(schema, None))
 
 
-def activity_windows(schema: ExportSchema, target: int | None = TARGET_ROWS) -> Iterator[Activities]:
-    """The activities in windows (see the module's doc); with `target` None, in one window."""
+def activity_windows(
+    schema: ExportSchema, target: int | None = TARGET_ROWS
+) -> Generator[Activities, None, None]:
+    """The activities in windows (see the module's doc); with `target` None, in one window. The
+    tables' readers start at once, in background processes, before the first window is asked for."""
     path = schema.path
     launch_ids, graph_ids = api_name_ids(path)
-    runtime, launches = None, None
-    if schema.has(RUNTIME) and target is not None:  # read on the other core, ahead of the windows
+    readers = [
+        (table, kind, _reader(schema, table, kind)) for table, kind in ACTIVITY_TABLES if schema.has(table)
+    ]
+    runtime = None
+    if schema.has(RUNTIME):
         where = RowFilter("nameId", launch_ids) if len(launch_ids) else None
         launches = BackgroundChunks(
             lambda: table_chunks(path, RUNTIME, API_COLUMNS, where), list(API_COLUMNS)
         )
         runtime = _Cursor(launches, graph_ids)
-    try:
-        yield from _windows(schema, target, runtime, graph_ids)
-    finally:
-        if launches is not None:
-            launches.close()
+    return _windows(schema, target, readers, runtime)
 
 
 def _windows(
-    schema: ExportSchema, target: int | None, runtime: _Cursor | None, graph_ids: Int64s
+    schema: ExportSchema,
+    target: int | None,
+    readers: list[tuple[str, int, BackgroundChunks]],
+    runtime: _Cursor | None,
+) -> Generator[Activities, None, None]:
+    try:
+        yield from _cut(schema, target, readers, runtime)
+    finally:
+        for _, _, reader in readers:
+            reader.close()
+        if runtime is not None:
+            runtime.chunks.close()
+
+
+def _cut(
+    schema: ExportSchema,
+    target: int | None,
+    readers: list[tuple[str, int, BackgroundChunks]],
+    runtime: _Cursor | None,
 ) -> Iterator[Activities]:
     buffer: list[Columns] = []
     rows, reach, last_start, cuts = 0, -_NEVER, -_NEVER, 0
     misses: list[Columns] = []
-    for batch in _merged(schema, check_order=target is not None):
+    tables = [_table(reader, table, kind, target is not None) for table, kind, reader in readers]
+    for batch in _merged(tables, check_order=target is not None):
         while True:  # cut the batch as often as windows fill up
             n = len(batch["start"])
             start = batch["start"]
@@ -133,7 +154,7 @@ class _Cursor:
     cut, and those of the window before that launched nothing there (a second and last chance).
     Graph launches are counted once a row is done with."""
 
-    def __init__(self, chunks: Iterator[Columns], graph_ids: Int64s) -> None:
+    def __init__(self, chunks: BackgroundChunks, graph_ids: Int64s) -> None:
         self.chunks, self.graph_ids = chunks, graph_ids
         self.left: Columns | None = None
         self.carried: Columns | None = None
@@ -237,42 +258,41 @@ def _empty() -> Columns:
     return {c: np.empty(0, np.int64) for c in _COLUMNS}
 
 
-def _table(schema: ExportSchema, table: str, kind: int, check_order: bool) -> Iterator[Columns]:
-    """One activity table's rows, chunk by chunk, as the columns of `_COLUMNS`."""
+def _reader(schema: ExportSchema, table: str, kind: int) -> BackgroundChunks:
+    """One activity table read in a background process (NULL reads -1)."""
     select = {"start": "start", "end": "end", "corr": "correlationId", "process": "globalPid"}
     if kind == KERNEL:
         select |= {"short_id": "shortName", "name_id": "demangledName"}
     else:
         select["bytes"] = "bytes"
+    return BackgroundChunks(lambda: table_chunks(schema.path, table, select), list(select))
+
+
+def _table(chunks: BackgroundChunks, table: str, kind: int, check_order: bool) -> Iterator[Columns]:
+    """One activity table's rows, chunk by chunk, as the columns of `_COLUMNS`."""
     row, last = 0, -_NEVER
-    # decoded on the other core (NULL reads -1)
-    chunks = BackgroundChunks(lambda: table_chunks(schema.path, table, select), list(select))
-    try:
-        for chunk in chunks:
-            n = len(chunk["start"])
-            if n == 0:
-                continue
-            start = chunk["start"]
-            if check_order and (int(start[0]) < last or bool(np.any(start[1:] < start[:-1]))):
-                raise NotWindowable(f"{table} is not in start order")
-            last = int(start[-1])
-            if kind == KERNEL:  # kernels move no bytes
-                chunk["bytes"] = np.zeros(n, np.int64)
-            else:
-                chunk["bytes"] = np.maximum(chunk["bytes"], 0)  # NULL: none
-                chunk["short_id"] = chunk["name_id"] = np.full(n, PSEUDO_NAME[kind], np.int64)
-            chunk["kind"] = np.full(n, kind, np.int64)
-            chunk["id"] = (np.int64(kind) << _ID_BITS) + np.arange(row, row + n, dtype=np.int64)
-            row += n
-            yield chunk
-    finally:
-        chunks.close()
+    for chunk in chunks:
+        n = len(chunk["start"])
+        if n == 0:
+            continue
+        start = chunk["start"]
+        if check_order and (int(start[0]) < last or bool(np.any(start[1:] < start[:-1]))):
+            raise NotWindowable(f"{table} is not in start order")
+        last = int(start[-1])
+        if kind == KERNEL:  # kernels move no bytes
+            chunk["bytes"] = np.zeros(n, np.int64)
+        else:
+            chunk["bytes"] = np.maximum(chunk["bytes"], 0)  # NULL: none
+            chunk["short_id"] = chunk["name_id"] = np.full(n, PSEUDO_NAME[kind], np.int64)
+        chunk["kind"] = np.full(n, kind, np.int64)
+        chunk["id"] = (np.int64(kind) << _ID_BITS) + np.arange(row, row + n, dtype=np.int64)
+        row += n
+        yield chunk
 
 
-def _merged(schema: ExportSchema, check_order: bool) -> Iterator[Columns]:
+def _merged(streams: list[Iterator[Columns]], check_order: bool) -> Iterator[Columns]:
     """The rows of every activity table merged in start order, batch by batch: each batch takes,
     from every table, the rows up to the earliest last start among the tables' current chunks."""
-    streams = [_table(schema, t, k, check_order) for t, k in ACTIVITY_TABLES if schema.has(t)]
     heads = [next(s, None) for s in streams]
     while True:
         live = [i for i, h in enumerate(heads) if h is not None]
