@@ -406,7 +406,10 @@ class LaunchJoin:
         act = self.order[np.repeat(lo[sel], reps) + offsets]
         rt = np.repeat(sel, reps)
         fresh = launch["thread"][act] < 0
-        if not pd.Index(act).is_unique:
+        # an activity twice in this batch (two API rows with its key) keeps the first as its launch;
+        # API rows come in time order, so their keys rarely fail to rise
+        rising = len(act) == len(sel) and bool(np.all(key[sel][1:] > key[sel][:-1]))
+        if not rising and not pd.Index(act).is_unique:
             fresh &= ~pd.Index(act).duplicated()
         for c in LAUNCH_COLUMNS:
             launch[c][act[fresh]] = batch[c][rt[fresh]]
