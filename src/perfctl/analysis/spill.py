@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 Int64s = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
-SEGMENT = 1 << 22  # values read back at once (32 MiB)
+SEGMENT = 1 << 20  # values read back at once (8 MiB)
 _BLOCK = 128  # numpy's pairwise summation: blocks of up to 128 values summed with 8 accumulators
 
 

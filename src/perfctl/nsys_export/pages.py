@@ -87,6 +87,8 @@ def _varint(buf: Bytes, pos: Int64s) -> tuple[Int64s, Int64s]:
     """(value, length in bytes) of the SQLite varint at each position. `buf` must extend 9 bytes past
     every position (callers pad it)."""
     byte = buf[pos]
+    if len(byte) == 0 or int(byte.max()) < 0x80:  # one byte each: the common case
+        return byte.astype(np.int64), np.ones(len(pos), dtype=np.int64)
     value = (byte & 0x7F).astype(np.int64)
     length = np.ones(len(pos), dtype=np.int64)
     going = np.flatnonzero(byte >= 0x80)

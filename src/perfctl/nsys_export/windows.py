@@ -92,7 +92,7 @@ def _windows(
         for _, _, reader in readers:
             reader.close()
         if runtime is not None:
-            runtime.chunks.close()
+            runtime.reader.close()
 
 
 def _cut(
@@ -101,11 +101,21 @@ def _cut(
     readers: list[tuple[str, int, BackgroundChunks]],
     runtime: _Cursor | None,
 ) -> Iterator[Activities]:
+    """Cut where the GPU idles between kernels (memory operations add no busy time: whatever they
+    overlap, their figures are sums); a window takes the memory operations starting before its cut."""
+    windowed = target is not None
+    kernels: Iterator[Columns] = iter(())
+    memory: list[_Until] = []
+    for table, kind, reader in readers:
+        rows_of = _table(reader, table, kind, windowed)
+        if kind == KERNEL:
+            kernels = rows_of
+        else:
+            memory.append(_Until(rows_of))
     buffer: list[Columns] = []
     rows, reach, last_start, cuts = 0, -_NEVER, -_NEVER, 0
     misses: list[Columns] = []
-    tables = [_table(reader, table, kind, target is not None) for table, kind, reader in readers]
-    for batch in _merged(tables, check_order=target is not None):
+    for batch in kernels:
         while True:  # cut the batch as often as windows fill up
             n = len(batch["start"])
             start = batch["start"]
@@ -120,12 +130,16 @@ def _cut(
                 break
             at, when = cut
             buffer.append({c: v[:at] for c, v in batch.items()})
+            for operations in memory:
+                buffer.extend(operations.take(when))
             yield _window(buffer, runtime, when, misses)
             cuts += 1
             reach, last_start = int(ends[at - 1]), int(start[at - 1])
             batch, rows = {c: v[at:] for c, v in batch.items()}, 0
+    for operations in memory:
+        buffer.extend(operations.take(None))
     if cuts == 0:  # one window: joined to the whole API table, launch APIs first (probe_launches)
-        yield _single_window(schema, buffer, runtime.chunks if runtime is not None else None)
+        yield _single_window(schema, buffer, runtime.reader if runtime is not None else None)
         return
     yield _window(buffer, runtime, None, misses)
     if misses and runtime is not None and _found_elsewhere(schema, misses):
@@ -149,23 +163,22 @@ def _first_cut(
     return first + int(ok[0]), int(start[first + int(ok[0])])  # as late as allowed: the row's start
 
 
-class _Cursor:
-    """The launch-API rows, in table order, handed out window by window: those starting before the
-    cut, and those of the window before that launched nothing there (a second and last chance).
-    Graph launches are counted once a row is done with."""
+class _Until:
+    """Rows of a table in start order, handed out window by window: those starting before a time."""
 
-    def __init__(self, chunks: BackgroundChunks, graph_ids: Int64s) -> None:
-        self.chunks, self.graph_ids = chunks, graph_ids
+    def __init__(self, chunks: Iterator[Columns]) -> None:
+        self.chunks = chunks
         self.left: Columns | None = None
-        self.carried: Columns | None = None
 
-    def _until(self, when: int | None) -> Iterator[Columns]:
+    def take(self, when: int | None) -> Iterator[Columns]:
+        """The rows not yet taken that start before `when` (None: all the rest)."""
         while True:
             if self.left is None:
                 self.left = next(self.chunks, None)
                 if self.left is None:
                     return
-            before = self.left["start"] < when if when is not None else np.ones(len(self.left["start"]), bool)
+            start = self.left["start"]
+            before = start < when if when is not None else np.ones(len(start), dtype=bool)
             if bool(before.all()):
                 chunk, self.left = self.left, None
                 yield chunk
@@ -174,6 +187,17 @@ class _Cursor:
             self.left = {c: v[~before] for c, v in self.left.items()}
             return
 
+
+class _Cursor(_Until):
+    """The launch-API rows for window after window: those starting before the cut, and those of the
+    window before that launched nothing there (a second and last chance). Graph launches are counted
+    once a row is done with."""
+
+    def __init__(self, chunks: BackgroundChunks, graph_ids: Int64s) -> None:
+        super().__init__(chunks)
+        self.reader, self.graph_ids = chunks, graph_ids
+        self.carried: Columns | None = None
+
     def join(self, join: LaunchJoin, when: int | None, graphs: GraphLaunches) -> None:
         """Probe the rows for a window cut at `when` (None: the last window)."""
         if self.carried is not None:
@@ -181,7 +205,7 @@ class _Cursor:
             graphs.count(probed["name"], hits, self.graph_ids)
             self.carried = None
         carry: list[Columns] = []
-        for batch in self._until(when):
+        for batch in self.take(when):
             probed, hits = join.probe(batch)
             done = (hits > 0) | (when is None)
             graphs.count(probed["name"][done], hits[done], self.graph_ids)
@@ -192,14 +216,8 @@ class _Cursor:
 
 
 def _concat(buffer: list[Columns]) -> Columns:
-    """A window's rows in export order (kernels, then memcpys, then memsets, each by row): the rows
-    of each table already are in order, so a stable sort by table is enough."""
-    cols = {c: np.concatenate([b[c] for b in buffer]) for c in buffer[0]} if buffer else _empty()
-    kind = cols["kind"]
-    if len(kind) and bool(np.any(kind[1:] < kind[:-1])):
-        order = np.argsort(kind.astype(np.int8), kind="stable")
-        cols = {c: v[order] for c, v in cols.items()}
-    return cols
+    """A window's rows: its kernels, memcpys and memsets, each in table order (export order)."""
+    return {c: np.concatenate([b[c] for b in buffer]) for c in _COLUMNS} if buffer else _empty()
 
 
 def _window(
@@ -288,32 +306,3 @@ def _table(chunks: BackgroundChunks, table: str, kind: int, check_order: bool) -
         chunk["id"] = (np.int64(kind) << _ID_BITS) + np.arange(row, row + n, dtype=np.int64)
         row += n
         yield chunk
-
-
-def _merged(streams: list[Iterator[Columns]], check_order: bool) -> Iterator[Columns]:
-    """The rows of every activity table merged in start order, batch by batch: each batch takes,
-    from every table, the rows up to the earliest last start among the tables' current chunks."""
-    heads = [next(s, None) for s in streams]
-    while True:
-        live = [i for i, h in enumerate(heads) if h is not None]
-        if not live:
-            return
-        horizon = min(int(h["start"][-1]) for h in heads if h is not None)
-        parts = []
-        for i in live:
-            head = heads[i]
-            assert head is not None
-            k = (
-                int(np.searchsorted(head["start"], horizon, side="right"))
-                if check_order
-                else len(head["start"])
-            )
-            parts.append({c: v[:k] for c, v in head.items()})
-            heads[i] = (
-                {c: v[k:] for c, v in head.items()} if k < len(head["start"]) else next(streams[i], None)
-            )
-        batch = {c: np.concatenate([p[c] for p in parts]) for c in _COLUMNS}
-        if len(parts) > 1:
-            order = np.argsort(batch["start"], kind="stable")
-            batch = {c: v[order] for c, v in batch.items()}
-        yield batch
