@@ -244,7 +244,10 @@ def decode_leaves(
 ) -> tuple[dict[str, Int64s], int | None]:
     """The wanted columns of the rows on the given leaf pages (those `where` keeps), and the rowid of
     the last row on them (None if the pages hold no row)."""
-    return _decode(f, numbers, layout, where)
+    try:
+        return _decode(f, numbers, layout, where)
+    except (IndexError, ValueError, OverflowError) as exc:  # (checks above should come first)
+        raise Damaged(f"undecodable leaf pages ({exc})") from None
 
 
 def _decode(
