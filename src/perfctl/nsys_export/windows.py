@@ -28,7 +28,13 @@ from collections.abc import Generator, Iterator
 import numpy as np
 import numpy.typing as npt
 
-from perfctl.nsys_export.columns import BackgroundChunks, Columns, return_free_memory_to_os, table_chunks
+from perfctl.nsys_export.columns import (
+    BackgroundChunks,
+    Columns,
+    keep_freed_memory,
+    return_free_memory_to_os,
+    table_chunks,
+)
 from perfctl.nsys_export.events import (
     ACTIVITY_TABLES,
     API_COLUMNS,
@@ -46,6 +52,7 @@ from perfctl.nsys_export.schema import ExportSchema
 
 Int64s = npt.NDArray[np.int64]
 TARGET_ROWS = 1 << 19  # activities per window at least (the last may hold fewer)
+TRIM_EVERY = 4  # windows between returns of freed memory to the OS (each return costs page faults)
 RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
 _NEVER = 1 << 62
 _ID_BITS = 40  # an activity's id: its table's kind above its row in the table
@@ -66,6 +73,7 @@ def activity_windows(
     """The activities in windows (see the module's doc); with `target` None, in one window. The
     tables' readers start at once, in background processes, before the first window is asked for."""
     path = schema.path
+    keep_freed_memory()  # (before the readers fork: they keep it too)
     launch_ids, graph_ids = api_name_ids(path)
     readers = [
         (table, kind, _reader(schema, table, kind)) for table, kind in ACTIVITY_TABLES if schema.has(table)
@@ -134,6 +142,8 @@ def _cut(
                 buffer.extend(operations.take(when))
             yield _window(buffer, runtime, when, misses)
             cuts += 1
+            if cuts % TRIM_EVERY == 0:  # now and then: what a window freed may lie scattered over the heap
+                return_free_memory_to_os()
             reach, last_start = int(ends[at - 1]), int(start[at - 1])
             batch, rows = {c: v[at:] for c, v in batch.items()}, 0
     for operations in memory:
@@ -234,9 +244,7 @@ def _window(
         misses.append({"process": join.process[missed], "corr": join.corr[missed]})
     act_rows, launch = join.result()
     ids, kind = cols.pop("id"), cols.pop("kind").astype(np.int8)
-    activities = build_activities(cols, kind, ids, act_rows, launch, graphs)
-    return_free_memory_to_os()
-    return activities
+    return build_activities(cols, kind, ids, act_rows, launch, graphs)
 
 
 def _single_window(
