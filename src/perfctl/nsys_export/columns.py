@@ -54,9 +54,8 @@ def keep_freed_memory() -> None:
 def return_free_memory_to_os() -> None:
     """Hand the heap pages freed so far back to the OS (glibc's malloc_trim; a no-op elsewhere).
 
-    Loading frees many column-sized temporaries, some from reader threads with malloc arenas of their
-    own; glibc keeps such pages for reuse, and then the analysis that follows would stack its own
-    arrays on top of dead ones in the peak RSS.
+    Loading frees many column-sized temporaries; glibc keeps such pages for reuse (see
+    `keep_freed_memory`), and what lies scattered over the heap would stay in the peak RSS.
     """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)
@@ -64,19 +63,6 @@ def return_free_memory_to_os() -> None:
 
 def _uri(path: Path) -> str:
     return f"file:{path.resolve().as_posix()}?mode=ro"
-
-
-def rowid_capacity(path: Path, table: str) -> int:
-    """An upper bound on the rows of `table` (its rowid span), without counting them."""
-    conn = sqlite3.connect(_uri(path), uri=True)
-    try:
-        # two queries: SQLite answers a lone min() or max() of rowid from the b-tree's edge, but
-        # scans the whole table for both in one SELECT
-        lo = conn.execute(f"SELECT min(rowid) FROM {table}").fetchone()[0]
-        hi = conn.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0]
-    finally:
-        conn.close()
-    return 0 if lo is None else int(hi) - int(lo) + 1
 
 
 def table_chunks(

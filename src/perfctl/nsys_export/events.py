@@ -16,13 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from perfctl.nsys_export.columns import (
-    Columns,
-    read_frame,
-    return_free_memory_to_os,
-    rowid_capacity,
-    table_chunks,
-)
+from perfctl.nsys_export.columns import Columns, read_frame, table_chunks
 from perfctl.nsys_export.pages import RowFilter
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly
 
@@ -196,58 +190,8 @@ ACTIVITY_TABLES = (
     ("CUPTI_ACTIVITY_KIND_MEMCPY", MEMCPY),
     ("CUPTI_ACTIVITY_KIND_MEMSET", MEMSET),
 )
-_ACT_COLUMNS = ["start", "end", "corr", "process", "short_id", "name_id", "bytes"]
 LAUNCH_COLUMNS = ["thread", "start", "end"]
 _CORR_LIMIT = 1 << 32  # CUPTI correlation ids are 32-bit
-
-
-def load_gpu_activities(schema: ExportSchema) -> Activities:
-    """Kernels, memcpys and memsets, each joined to the CUDA API call that launched it, in launch order.
-
-    The launch is the `CUPTI_ACTIVITY_KIND_RUNTIME` row with the same correlation id in the same
-    process (correlation ids are unique per process only), exactly nsys's join. The runtime table,
-    the largest in an export, is streamed and probed against the activities' sorted keys, so only the
-    rows that launched something are ever held in memory.
-    """
-    tables = [(t, k) for t, k in ACTIVITY_TABLES if schema.has(t)]
-    capacity = sum(rowid_capacity(schema.path, t) for t, _ in tables)
-    # StringIds ids fit 32 bits; times, correlation ids, process ids and byte counts need 64
-    cols: dict[str, npt.NDArray[Any]] = {
-        n: np.zeros(capacity, dtype=np.int32 if n.endswith("_id") else np.int64) for n in _ACT_COLUMNS
-    }
-    kind = np.empty(capacity, dtype=np.int8)
-    filled = 0
-    for table, k in tables:
-        select = {"start": "start", "end": "end", "corr": "correlationId", "process": "globalPid"}
-        if k == KERNEL:  # kernels move no bytes: their column stays zero
-            select |= {"short_id": "shortName", "name_id": "demangledName"}
-        else:
-            select["bytes"] = "bytes"
-        for chunk in table_chunks(schema.path, table, select):  # NULL reads -1
-            rows = len(chunk["start"])
-            if filled + rows > capacity:
-                raise ValueError(f"{table} holds more rows than its rowid span")
-            for name, column in chunk.items():
-                cols[name][filled : filled + rows] = np.maximum(column, 0) if name == "bytes" else column
-            if k != KERNEL:
-                cols["short_id"][filled : filled + rows] = PSEUDO_NAME[k]
-                cols["name_id"][filled : filled + rows] = PSEUDO_NAME[k]
-            kind[filled : filled + rows] = k
-            filled += rows
-    cols = {n: c[:filled] for n, c in cols.items()}
-    graphs = GraphLaunches()
-    process, corr = cols.pop("process"), cols.pop("corr")
-    if schema.has("CUPTI_ACTIVITY_KIND_RUNTIME"):
-        act_rows, launch = probe_launches(schema.path, process, corr, graphs)
-    else:
-        act_rows = np.arange(filled, dtype=np.int64)
-        launch = {c: np.full(filled, -1, np.int64) for c in LAUNCH_COLUMNS}
-    del process, corr
-    activities = build_activities(
-        cols, kind[:filled], np.arange(filled, dtype=np.int64), act_rows, launch, graphs
-    )
-    return_free_memory_to_os()
-    return activities
 
 
 def build_activities(
