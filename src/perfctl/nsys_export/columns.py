@@ -122,6 +122,7 @@ class BackgroundChunks:
             return
         self.spool = tempfile.TemporaryFile(prefix="perfctl-chunks-")  # noqa: SIM115 - closed by close()
         read_end, write_end = os.pipe()
+        self.owner = os.getpid()  # (a copy of this object in another forked reader must not close it)
         self.pid = os.fork()
         if self.pid == 0:  # pragma: no cover - the child; its coverage is its output
             os.close(read_end)
@@ -161,7 +162,7 @@ class BackgroundChunks:
 
     def close(self) -> None:
         """Stop the process if it still runs, and let go of the pipe and the file."""
-        if self.pid == 0:
+        if self.pid == 0 or os.getpid() != self.owner:
             return
         with contextlib.suppress(ProcessLookupError, ChildProcessError):
             os.kill(self.pid, signal.SIGKILL)  # (a no-op once it has exited; not yet reaped)
