@@ -107,11 +107,17 @@ def _decoded(
 _END, _ERROR = -1, -2
 
 
+RING = 32  # chunks a reader may run ahead of its consumer
+SLOT = 1 << 25  # bytes of the spool file per chunk (a chunk of 256 pages holds far less)
+
+
 class BackgroundChunks:
     """The chunks of `chunks()` (int64 columns `names`), produced by a process forked at once, which
-    runs ahead of the caller: it appends each chunk's columns to an unlinked temporary file (the page
-    cache holds them, not either process's memory) and tells the caller through a pipe. An exception
-    in the process is raised here. Without fork, the chunks are read here, when asked for."""
+    runs up to RING chunks ahead of the caller: it writes each chunk's columns into one of RING slots
+    of an unlinked temporary file (the page cache holds them, not either process's memory, and the
+    file stays small) and tells the caller through a pipe; the caller tells it through another which
+    chunks it has read, so slots are reused. An exception in the process is raised here. Without
+    fork, the chunks are read here, when asked for."""
 
     def __init__(self, chunks: Callable[[], Iterator[Columns]], names: list[str]) -> None:
         self.names = names
@@ -122,14 +128,18 @@ class BackgroundChunks:
             return
         self.spool = tempfile.TemporaryFile(prefix="perfctl-chunks-")  # noqa: SIM115 - closed by close()
         read_end, write_end = os.pipe()
+        ack_read, ack_write = os.pipe()
         self.owner = os.getpid()  # (a copy of this object in another forked reader must not close it)
         self.pid = os.fork()
         if self.pid == 0:  # pragma: no cover - the child; its coverage is its output
             os.close(read_end)
-            _produce(chunks, names, self.spool.fileno(), write_end)
+            os.close(ack_write)
+            _produce(chunks, names, self.spool.fileno(), write_end, ack_read)
         os.close(write_end)
+        os.close(ack_read)
         self.messages = os.fdopen(read_end, "rb")
-        self.offset = 0
+        self.acks = ack_write
+        self.index = 0
 
     def __iter__(self) -> Iterator[Columns]:
         return self
@@ -154,14 +164,17 @@ class BackgroundChunks:
             self.close()
             raise error
         data = np.empty((len(self.names), rows), dtype=np.int64)
-        if os.preadv(self.spool.fileno(), [data], self.offset) != data.nbytes:  # type: ignore[list-item]
+        offset = (self.index % RING) * SLOT
+        if os.preadv(self.spool.fileno(), [data], offset) != data.nbytes:  # type: ignore[list-item]
             self.close()
             raise OSError("short read of a chunk from the background reader")
-        self.offset += data.nbytes
+        self.index += 1
+        with contextlib.suppress(BrokenPipeError):  # (none once the reader has written its last)
+            os.write(self.acks, b"+")  # its slot is free again
         return dict(zip(self.names, data, strict=True))
 
     def close(self) -> None:
-        """Stop the process if it still runs, and let go of the pipe and the file."""
+        """Stop the process if it still runs, and let go of the pipes and the file."""
         if self.pid == 0 or os.getpid() != self.owner:
             return
         with contextlib.suppress(ProcessLookupError, ChildProcessError):
@@ -169,23 +182,33 @@ class BackgroundChunks:
             os.waitpid(self.pid, 0)
         self.pid = 0
         self.messages.close()
+        os.close(self.acks)
         self.spool.close()
 
     def __del__(self) -> None:
         self.close()
 
 
-def _produce(chunks: Callable[[], Iterator[Columns]], names: list[str], spool: int, pipe: int) -> None:
-    """The background process: write every chunk, then the end (or the exception), and exit."""
+def _produce(
+    chunks: Callable[[], Iterator[Columns]], names: list[str], spool: int, pipe: int, acks: int
+) -> None:
+    """The background process: write every chunk (waiting while RING chunks are unread), then the
+    end (or the exception), and exit."""
     code = 0
     try:
         with os.fdopen(pipe, "wb", buffering=0) as messages:
-            offset = 0
             try:
-                for chunk in chunks():
+                read = 0
+                for index, chunk in enumerate(chunks()):
                     data = np.stack([np.asarray(chunk[n], dtype=np.int64) for n in names])
-                    os.pwrite(spool, data.tobytes(), offset)
-                    offset += data.nbytes
+                    if data.nbytes > SLOT:
+                        raise ValueError(f"a chunk of {data.nbytes} bytes does not fit a spool slot")
+                    while index - read >= RING:  # wait for the caller to free a slot
+                        got = os.read(acks, RING)
+                        if not got:
+                            raise EOFError("the caller is gone")
+                        read += len(got)
+                    os.pwrite(spool, data.tobytes(), (index % RING) * SLOT)
                     messages.write(struct.pack("<q", data.shape[1]))
                 messages.write(struct.pack("<q", _END))
             except Exception as exc:  # handed to the caller, who raises it

@@ -23,6 +23,7 @@ idle gets.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Generator, Iterator
 
 import numpy as np
@@ -123,6 +124,7 @@ def _cut(
     buffer: list[Columns] = []
     rows, reach, last_start, cuts = 0, -_NEVER, -_NEVER, 0
     misses: list[Columns] = []
+    pumped = [*memory, *([runtime] if runtime is not None and windowed else [])]
     for batch in kernels:
         while True:  # cut the batch as often as windows fill up
             n = len(batch["start"])
@@ -135,6 +137,8 @@ def _cut(
                 buffer.append(batch)
                 rows += n
                 reach, last_start = int(ends[-1]), int(start[-1])
+                for source in pumped:  # what the window will take, read while it is decoded
+                    source.pump(last_start)
                 break
             at, when = cut
             buffer.append({c: v[:at] for c, v in batch.items()})
@@ -149,7 +153,7 @@ def _cut(
     for operations in memory:
         buffer.extend(operations.take(None))
     if cuts == 0:  # one window: joined to the whole API table, launch APIs first (probe_launches)
-        yield _single_window(schema, buffer, runtime.reader if runtime is not None else None)
+        yield _single_window(schema, buffer, runtime.take(None) if runtime is not None else None)
         return
     yield _window(buffer, runtime, None, misses)
     if misses and runtime is not None and _found_elsewhere(schema, misses):
@@ -174,27 +178,43 @@ def _first_cut(
 
 
 class _Until:
-    """Rows of a table in start order, handed out window by window: those starting before a time."""
+    """Rows of a table in start order, handed out window by window: those starting before a time.
+    `pump` reads ahead from the table's reader, so that it never waits on the caller for long."""
 
     def __init__(self, chunks: Iterator[Columns]) -> None:
         self.chunks = chunks
-        self.left: Columns | None = None
+        self.read: deque[Columns] = deque()  # read, not yet taken, in order
+        self.done = False
+
+    def _next(self) -> Columns | None:
+        if self.read:
+            return self.read.popleft()
+        chunk = None if self.done else next(self.chunks, None)
+        self.done = chunk is None
+        return chunk
+
+    def pump(self, until: int) -> None:
+        """Read the chunks that start before `until` (a window will take them)."""
+        while not self.done and (not self.read or int(self.read[-1]["start"][-1]) < until):
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                self.done = True
+            else:
+                self.read.append(chunk)
 
     def take(self, when: int | None) -> Iterator[Columns]:
         """The rows not yet taken that start before `when` (None: all the rest)."""
         while True:
-            if self.left is None:
-                self.left = next(self.chunks, None)
-                if self.left is None:
-                    return
-            start = self.left["start"]
+            chunk = self._next()
+            if chunk is None:
+                return
+            start = chunk["start"]
             before = start < when if when is not None else np.ones(len(start), dtype=bool)
             if bool(before.all()):
-                chunk, self.left = self.left, None
                 yield chunk
                 continue
-            yield {c: v[before] for c, v in self.left.items()}
-            self.left = {c: v[~before] for c, v in self.left.items()}
+            yield {c: v[before] for c, v in chunk.items()}
+            self.read.appendleft({c: v[~before] for c, v in chunk.items()})
             return
 
 
