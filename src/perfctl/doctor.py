@@ -344,10 +344,11 @@ def read_back(sqlite: Path) -> tuple[int, int]:
 
     from perfctl.analysis.analyze import load_export
     from perfctl.nsys_export.events import KERNEL
+    from perfctl.nsys_export.windows import load_gpu_activities
 
     tables = load_export(sqlite)
     ranges = int((tables.ranges["domain"] == DOMAIN).sum())
-    acts = tables.activities
+    acts = load_gpu_activities(tables.schema)  # a self-test export is small: one window
     kernels = len(np.unique(acts.activity[acts.kind == KERNEL]))
     return ranges, kernels
 

@@ -7,30 +7,44 @@ that `load_export` reads.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from perfctl import __version__, progress
 from perfctl.analysis.attribution import attribute_activities_to_ranges, attribute_other_threads
 from perfctl.analysis.completion import set_aside_unfinished
 from perfctl.analysis.intervals import union_length
 from perfctl.analysis.kernel_categories import CATEGORIES
-from perfctl.analysis.ranges import instance_table, summarize_names
+from perfctl.analysis.ranges import (
+    InstanceFigures,
+    NameFigures,
+    instance_figures,
+    instance_table,
+    name_codes,
+    name_figures,
+    summarize_names,
+)
 from perfctl.analysis.runs import STAT_KEYS, RunIndex
 from perfctl.errors import BadInput
+from perfctl.nsys_export import pages
 from perfctl.nsys_export.events import (
     Activities,
-    load_gpu_activities,
     load_nvtx_ranges,
     string_values,
     unended_range_ids,
 )
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly, read_schema
+from perfctl.nsys_export.windows import NotWindowable, activity_windows, load_gpu_activities
 from perfctl.stages import DOMAIN, PAGE, STAGES
+
+# pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
+# spends while the export's readers already decode (nsys_export.windows)
+if TYPE_CHECKING:
+    import pandas as pd
 
 GPU_COLUMNS = (
     "id",
@@ -47,17 +61,18 @@ GPU_COLUMNS = (
 
 @dataclass(frozen=True)
 class ExportTables:
+    """What an export holds besides its GPU activities (read window by window: nsys_export.windows)."""
+
     schema: ExportSchema
     ranges: pd.DataFrame
-    activities: Activities
     gpus: list[dict[str, Any]]
     unended: frozenset[int] = frozenset()  # range_ids of ranges that never ended (a run cut short)
 
 
-def load_export(path: Path) -> ExportTables:
+def load_export(path: Path, schema: ExportSchema | None = None) -> ExportTables:
     conn = connect_readonly(path)
     try:
-        schema = read_schema(conn, path)
+        schema = schema or read_schema(conn, path)
         gpus: list[dict[str, Any]] = []
         if schema.has("TARGET_INFO_GPU"):
             cols = [c for c in GPU_COLUMNS if schema.has_column("TARGET_INFO_GPU", c)]
@@ -67,19 +82,29 @@ def load_export(path: Path) -> ExportTables:
         unended = unended_range_ids(conn, schema)
     finally:
         conn.close()
-    return ExportTables(schema, ranges, load_gpu_activities(schema), gpus, unended)
+    return ExportTables(schema, ranges, gpus, unended)
 
 
 def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
-    """The analysis of one export. A file SQLite or the ADBC driver find damaged mid-read (a corrupt
-    page, a mangled schema, text that is not UTF-8) is bad input: BadInput with the driver's reason."""
-    import adbc_driver_manager
-
+    """The analysis of one export. A file that SQLite or the page reader find damaged mid-read (a corrupt
+    page, a mangled schema, text that is not UTF-8) is bad input: BadInput with the reader's reason."""
     try:
-        tables = load_export(path)
-        progress.step("attributing GPU work to NVTX ranges")
-        return analyze_tables(tables, top_n=top_n)
-    except (sqlite3.DatabaseError, adbc_driver_manager.Error, UnicodeDecodeError) as exc:
+        conn = connect_readonly(path)
+        try:
+            schema = read_schema(conn, path)
+        finally:
+            conn.close()
+        windows = activity_windows(schema)  # the readers start now, beside what follows
+        try:
+            tables = load_export(path, schema)
+            progress.step("attributing GPU work to NVTX ranges")
+            try:
+                return analyze_tables(tables, windows, top_n=top_n)
+            except NotWindowable:  # (rare) the whole export at once
+                return analyze_tables(tables, iter([load_gpu_activities(schema)]), top_n=top_n)
+        finally:
+            windows.close()
+    except (sqlite3.DatabaseError, pages.Damaged, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"{path} is a damaged or inconsistent nsys export ({reason})") from None
 
@@ -95,17 +120,33 @@ def _name_lookup(path: Path) -> Any:
     return lookup
 
 
-def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
+def analyze_tables(tables: ExportTables, windows: Iterator[Activities], top_n: int = 10) -> dict[str, Any]:
+    """The analysis of the export's tables and its GPU activities, window by window: each window's
+    figures are added to the others' (windows are cut where the GPU is idle, so busy times add up)."""
     # pages the program never finished are set apart: every figure is over complete pages
     ranges, completion, unfinished = set_aside_unfinished(tables.ranges, tables.unended)
-    acts = tables.activities
-    runs = attribute_activities_to_ranges(ranges, acts)
-    other = attribute_other_threads(ranges, acts)
-    index = RunIndex(acts)
-    instances = instance_table(ranges, runs, index)
-    names = summarize_names(ranges, instances, runs, other, index, _name_lookup(tables.schema.path), top_n)
-
-    totals = kernel_totals(acts, index)
+    codes, uniques = name_codes(ranges)
+    per_instance = InstanceFigures.empty(len(ranges))
+    per_name = NameFigures.empty(len(uniques))
+    totals: dict[str, int] = {}
+    graph_launches = graph_launches_without_activity = 0
+    for acts in windows:
+        runs = attribute_activities_to_ranges(ranges, acts)
+        other = attribute_other_threads(ranges, acts)
+        index = RunIndex(acts)
+        instances_here = instance_figures(ranges, runs, index)
+        names_here = name_figures(ranges, codes, len(uniques), runs, other, index)
+        for key, value in kernel_totals(acts, index).items():
+            totals[key] = totals.get(key, 0) + value
+        graph_launches += acts.graph_launches
+        graph_launches_without_activity += acts.graph_launches_without_activity
+        per_instance.add(instances_here)
+        per_name.add(names_here)
+        del acts, runs, other, index, instances_here, names_here
+    instances = instance_table(ranges, per_instance)
+    names = summarize_names(
+        ranges, instances, codes, uniques, per_name, _name_lookup(tables.schema.path), top_n
+    )
     unlaunched = totals["unattributed_kernels"]
     warnings = [*tables.schema.warnings, *unfinished]
     if tables.ranges.empty:
@@ -120,9 +161,9 @@ def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
         )
     if unlaunched:
         warnings.append(f"{unlaunched} kernels have no matching CUDA API launch and cannot be attributed")
-    if acts.graph_launches_without_activity:
+    if graph_launches_without_activity:
         warnings.append(
-            f"{acts.graph_launches_without_activity} of {acts.graph_launches} CUDA graph launches have no "
+            f"{graph_launches_without_activity} of {graph_launches} CUDA graph launches have no "
             "recorded GPU activity: nsys traced graphs as a whole (--cuda-graph-trace=graph) and this export "
             "keeps no record of their execution, so graph work is missing from every figure; capture with "
             "--cuda-graph-trace=node"
@@ -146,8 +187,8 @@ def analyze_tables(tables: ExportTables, top_n: int = 10) -> dict[str, Any]:
         "totals": {
             "nvtx_ranges": len(tables.ranges),
             **totals,
-            "graph_launches": acts.graph_launches,
-            "graph_launches_without_activity": acts.graph_launches_without_activity,
+            "graph_launches": graph_launches,
+            "graph_launches_without_activity": graph_launches_without_activity,
         },
         "ranges": names,
         "stages": stage_summaries(names),
@@ -225,6 +266,8 @@ def _empty_summary(name: str) -> dict[str, Any]:
 
 def summarize_pages(ranges: pd.DataFrame, instances: pd.DataFrame) -> list[dict[str, Any]]:
     """Per page instance: its wall time and, per stage inside it, wall and attributed kernel time."""
+    import pandas as pd
+
     ours = (ranges["domain"] == DOMAIN).to_numpy()
     page_rows = np.flatnonzero(ours & (ranges["name"] == PAGE).to_numpy())
     if len(page_rows) == 0:

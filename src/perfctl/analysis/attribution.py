@@ -21,12 +21,17 @@ its ranges are computed row by row instead, and a range may then hold several ru
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from perfctl.nsys_export.events import Activities, process_of
+
+# pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
+# spends while the export's readers already decode (nsys_export.windows)
+if TYPE_CHECKING:
+    import pandas as pd
 
 Int64s = npt.NDArray[np.int64]
 

@@ -13,36 +13,68 @@ union of its instances' runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from perfctl.analysis.attribution import Slices
 from perfctl.analysis.grouping import merge_runs
 from perfctl.analysis.kernel_categories import CATEGORIES
-from perfctl.analysis.runs import RunIndex, describe, reduce_runs, sum_by
+from perfctl.analysis.runs import DistinctFigures, RunIndex, describe, reduce_runs, sum_by, top_kernels
+
+# pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
+# spends while the export's readers already decode (nsys_export.windows)
+if TYPE_CHECKING:
+    import pandas as pd
 
 Int64s = npt.NDArray[np.int64]
 INSTANCE_STATS = ("wall_ns", "kernel_count", "kernel_time_ns", "gpu_busy_ns")
 
 
-def instance_table(ranges: pd.DataFrame, runs: Slices, index: RunIndex) -> pd.DataFrame:
-    """One row per range instance: wall, kernels, kernel time, GPU busy/span, launches, memory ops."""
+@dataclass
+class InstanceFigures:
+    """Per range instance (row of the ranges table), the GPU work attributed to it: in one window of
+    the export, or added up over windows (`add`)."""
+
+    distinct: DistinctFigures
+    kernel_time_ns: Int64s
+    launches: Int64s
+
+    @staticmethod
+    def empty(n: int) -> InstanceFigures:
+        return InstanceFigures(DistinctFigures.empty(n), np.zeros(n, np.int64), np.zeros(n, np.int64))
+
+    def add(self, other: InstanceFigures) -> None:
+        self.distinct.add(other.distinct)
+        self.kernel_time_ns += other.kernel_time_ns
+        self.launches += other.launches
+
+
+def instance_figures(ranges: pd.DataFrame, runs: Slices, index: RunIndex) -> InstanceFigures:
     n = len(ranges)
     rows, lo, hi = runs.range_row, runs.lo, runs.hi
-    distinct = reduce_runs(rows, lo, hi, n, index)
-    kernel_time = sum_by(rows, index.kernel_time(lo, hi), n)  # a range may hold several runs
-    launches = sum_by(rows, index.launches(lo, hi), n)
+    return InstanceFigures(
+        reduce_runs(rows, lo, hi, n, index),
+        sum_by(rows, index.kernel_time(lo, hi), n),  # a range may hold several runs
+        sum_by(rows, index.launches(lo, hi), n),
+    )
+
+
+def instance_table(ranges: pd.DataFrame, figures: InstanceFigures) -> pd.DataFrame:
+    """One row per range instance: wall, kernels, kernel time, GPU busy/span, launches, memory ops."""
+    import pandas as pd
+
+    distinct = figures.distinct
     table = pd.DataFrame(
         {
             "wall_ns": ranges["end"].to_numpy(np.int64) - ranges["start"].to_numpy(np.int64),
             "kernel_count": distinct.kernel_count,
-            "kernel_time_ns": kernel_time,
+            "kernel_time_ns": figures.kernel_time_ns,
             "gpu_busy_ns": distinct.gpu_busy_ns,
             "gpu_span_ns": np.where(distinct.first_start >= 0, distinct.last_end - distinct.first_start, 0),
-            "launches": launches,
+            "launches": figures.launches,
         }
     )
     for label, (count, nbytes, time) in distinct.memory.items():
@@ -54,30 +86,63 @@ def instance_table(ranges: pd.DataFrame, runs: Slices, index: RunIndex) -> pd.Da
 
 def name_codes(ranges: pd.DataFrame) -> tuple[Int64s, list[tuple[str, str]]]:
     """A dense code per range for its (domain, name), codes in sorted (domain, name) order."""
+    import pandas as pd
+
     codes, uniques = pd.MultiIndex.from_frame(ranges[["domain", "name"]]).factorize(sort=True)
     return codes.astype(np.int64), [(str(d), str(nm)) for d, nm in uniques]
+
+
+@dataclass
+class NameFigures:
+    """Per range name, the GPU work of its instances (each activity once): in one window of the export,
+    or added up over windows (`add`)."""
+
+    distinct: DistinctFigures
+    nsys_kernel_count: Int64s
+    other_count: Int64s
+    other_time: Int64s
+
+    @staticmethod
+    def empty(n: int) -> NameFigures:
+        zeros = [np.zeros(n, np.int64) for _ in range(3)]
+        return NameFigures(DistinctFigures.empty(n), *zeros)
+
+    def add(self, other: NameFigures) -> None:
+        self.distinct.add(other.distinct)
+        self.nsys_kernel_count += other.nsys_kernel_count
+        self.other_count += other.other_count
+        self.other_time += other.other_time
+
+
+def name_figures(
+    ranges: pd.DataFrame, codes: Int64s, n: int, runs: Slices, other: Slices, index: RunIndex
+) -> NameFigures:
+    g, lo, hi = merge_runs(codes[runs.range_row], runs.lo, runs.hi)
+    distinct = reduce_runs(g, lo, hi, n, index, with_delays=True, with_kernels=True)
+    other_code = codes[other.range_row]
+    return NameFigures(
+        distinct,
+        _nsys_kernel_count(ranges, codes, runs, index, n, distinct.kernel_count),
+        sum_by(other_code, index.kernels(other.lo, other.hi), n),
+        sum_by(other_code, index.kernel_time(other.lo, other.hi), n),
+    )
 
 
 def summarize_names(
     ranges: pd.DataFrame,
     instances: pd.DataFrame,
-    runs: Slices,
-    other: Slices,
-    index: RunIndex,
+    codes: Int64s,
+    uniques: list[tuple[str, str]],
+    figures: NameFigures,
     names: Callable[[list[int]], dict[int, str]],
     top_n: int,
 ) -> list[dict[str, Any]]:
     """One dict per (domain, name), sorted by domain then name."""
-    codes, uniques = name_codes(ranges)
     n = len(uniques)
-    g, lo, hi = merge_runs(codes[runs.range_row], runs.lo, runs.hi)
-    distinct = reduce_runs(g, lo, hi, n, index, with_delays=True, top_n=top_n, names=names)
-    kernel_count = _nsys_kernel_count(ranges, codes, runs, index, n, distinct.kernel_count)
+    distinct = figures.distinct
+    delays = distinct.delay_stats()
+    top, by_category, by_name = top_kernels(distinct.tallies, top_n, names)
     kernel_time = sum_by(codes, instances["kernel_time_ns"].to_numpy(np.int64), n)
-    other_code = codes[other.range_row]
-    other_count = sum_by(other_code, index.kernels(other.lo, other.hi), n)
-    other_time = sum_by(other_code, index.kernel_time(other.lo, other.hi), n)
-
     stats = instances.groupby(codes, sort=True)
     zero_stats = describe([])
     out = []
@@ -90,7 +155,7 @@ def summarize_names(
             "name": name,
             "instances": len(inst),
             "wall_ns": int(inst["wall_ns"].sum()),
-            "kernel_count": int(kernel_count[c]),
+            "kernel_count": int(figures.nsys_kernel_count[c]),
             "kernel_time_ns": int(kernel_time[c]),
             "gpu_busy_ns": busy,
             "gpu_span_ns": span,
@@ -105,14 +170,15 @@ def summarize_names(
                     f"{label}_time_ns": int(time[c]),
                 }
             )
-        item["launch_to_start_ns"] = distinct.delays.get(c, dict(zero_stats))
-        item["other_threads"] = {"kernel_count": int(other_count[c]), "kernel_time_ns": int(other_time[c])}
+        item["launch_to_start_ns"] = delays.get(c, dict(zero_stats))
+        item["other_threads"] = {
+            "kernel_count": int(figures.other_count[c]),
+            "kernel_time_ns": int(figures.other_time[c]),
+        }
         item["per_instance"] = {col: describe(inst[col].to_numpy()) for col in INSTANCE_STATS}
-        item["top_kernels"] = distinct.top_kernels.get(c, [])
-        item["kernel_time_by_category"] = distinct.kernel_time_by_category.get(
-            c, dict.fromkeys(CATEGORIES, 0)
-        )
-        item["kernel_time_by_name"] = distinct.kernel_time_by_name.get(c, {})
+        item["top_kernels"] = top.get(c, [])
+        item["kernel_time_by_category"] = by_category.get(c, dict.fromkeys(CATEGORIES, 0))
+        item["kernel_time_by_name"] = by_name.get(c, {})
         out.append(item)
     return out
 
@@ -122,9 +188,11 @@ def _nsys_kernel_count(
 ) -> Int64s:
     """nsys counts a kernel once per (range name, thread, style). Threads hold disjoint rows, so
     the per-name distinct count is nsys's unless one name has both push/pop and start/end ranges."""
+    import pandas as pd
+
     style = (ranges["style"].to_numpy() == "PushPop").astype(np.int64)
     if len(pd.unique(codes * 2 + style)) == n:
-        return per_name
+        return per_name.copy()
     g, lo, hi = merge_runs(codes[runs.range_row] * 2 + style[runs.range_row], runs.lo, runs.hi)
     by_style = reduce_runs(g, lo, hi, 2 * n, index).kernel_count
     total: Int64s = by_style.reshape(n, 2).sum(axis=1)

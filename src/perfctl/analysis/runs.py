@@ -13,15 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
+from perfctl.analysis import spill
 from perfctl.analysis.grouping import chunked_runs, group_union, prefix_sums, segments
 from perfctl.analysis.kernel_categories import CATEGORIES, categorize
+from perfctl.analysis.spill import GroupValues
 from perfctl.nsys_export.events import KERNEL, MEMCPY, MEMSET, Activities
+
+# pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
+# spends while the export's readers already decode (nsys_export.windows)
+if TYPE_CHECKING:
+    import pandas as pd
 
 Int64s = npt.NDArray[np.int64]
 STAT_KEYS = ("count", "mean", "std", "min", "median", "p95", "max")
@@ -49,6 +55,8 @@ def describe(values: npt.ArrayLike) -> dict[str, float]:
 
 def distinct_first(keys: list[Int64s]) -> npt.NDArray[np.bool_]:
     """Mask keeping the first row of every distinct combination of the key columns."""
+    import pandas as pd
+
     if len(keys[0]) == 0:
         return np.zeros(0, dtype=bool)
     duplicated: npt.NDArray[np.bool_] = (
@@ -117,17 +125,52 @@ class RunIndex:
 
 @dataclass
 class DistinctFigures:
-    """Per group, over the distinct activities of its runs."""
+    """Per group, over the distinct activities of its runs: in one window of the export, or added up
+    over windows (`add`; windows are cut where the GPU is idle, so busy times add up too)."""
 
     kernel_count: Int64s
     gpu_busy_ns: Int64s
     first_start: Int64s  # -1 where the group has no kernel
     last_end: Int64s
     memory: dict[str, tuple[Int64s, Int64s, Int64s]]  # label -> (count, bytes, time)
-    delays: dict[int, dict[str, float]] = field(default_factory=dict)  # launch -> kernel start stats
-    top_kernels: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    kernel_time_by_category: dict[int, dict[str, int]] = field(default_factory=dict)
-    kernel_time_by_name: dict[int, dict[str, list[int]]] = field(default_factory=dict)  # [calls, ns]
+    delays: dict[int, list[Int64s]] = field(default_factory=dict)  # launch -> kernel start, raw
+    tallies: list[pd.DataFrame] = field(default_factory=list)  # calls and time per (group, kernel)
+    spilled: GroupValues | None = None  # the delays of the windows added, on disk
+
+    @staticmethod
+    def empty(n_groups: int) -> DistinctFigures:
+        return _empty_figures(n_groups)
+
+    def add(self, other: DistinctFigures) -> None:
+        """Add another window's figures (windows come in time order)."""
+        self.kernel_count += other.kernel_count
+        self.gpu_busy_ns += other.gpu_busy_ns
+        first = (self.first_start < 0) & (other.first_start >= 0)  # windows come in time order
+        self.first_start[first] = other.first_start[first]
+        self.last_end[:] = np.maximum(self.last_end, other.last_end)
+        for label, sums in self.memory.items():
+            for mine, theirs in zip(sums, other.memory[label], strict=True):
+                mine += theirs
+        if other.delays:
+            self.spilled = self.spilled or GroupValues()
+            for c, parts in other.delays.items():
+                for part in parts:
+                    self.spilled.append(c, part)
+        self.tallies.extend(other.tallies)
+        if len(self.tallies) > 8:  # added up as they come: what is kept stays small
+            self.tallies = [_sum_tallies(self.tallies)]
+
+    def delay_stats(self) -> dict[int, dict[str, float]]:
+        """Launch-to-start statistics per group (reading back what was spilled, one group at a time)."""
+        stats = {c: describe(np.concatenate(parts)) for c, parts in self.delays.items()}
+        if self.spilled is not None:
+            for c in self.spilled.groups():
+                large = self.spilled.count(c) > spill.SEGMENT  # read back in segments
+                stats[c] = (
+                    spill.streamed_stats(self.spilled, c) if large else describe(self.spilled.values(c))
+                )
+            self.spilled.close()
+        return stats
 
 
 def sum_by(groups: Int64s, values: Int64s, n_groups: int) -> Int64s:
@@ -145,11 +188,11 @@ def reduce_runs(
     index: RunIndex,
     *,
     with_delays: bool = False,
-    top_n: int = 0,
-    names: Callable[[list[int]], dict[int, str]] | None = None,
+    with_kernels: bool = False,
 ) -> DistinctFigures:
     """Figures over the distinct activities of each group's runs. Runs must be sorted by group, then
-    by row, and disjoint within a group (`merge_runs` makes them so)."""
+    by row, and disjoint within a group (`merge_runs` makes them so). With `with_delays` and
+    `with_kernels`, also the raw launch-to-start delays and the calls and time per kernel name."""
     acts = index.acts
     if acts.fanned_out:  # every group by walking rows, de-duplicated
         out = _empty_figures(n_groups)
@@ -159,10 +202,9 @@ def reduce_runs(
         walk_whole = out.gpu_busy_ns < 0
         out.gpu_busy_ns[walk_whole] = 0
     whole = walk_whole[groups]
-    delays: dict[int, list[Int64s]] = {}
-    tallies: list[pd.DataFrame] = []
+    delays = out.delays
     batches = [(whole, False)]
-    if with_delays or top_n:
+    if with_delays or with_kernels:
         batches.append((~whole, True))
     for select, split in batches:
         for g, rows in chunked_runs(groups[select], lo[select], hi[select], BATCH_ROWS, split=split):
@@ -186,13 +228,8 @@ def reduce_runs(
                     code_at.tolist(), np.split(k_start - acts.launch_start[kr], at[1:]), strict=True
                 ):
                     delays.setdefault(c, []).append(values)
-            if top_n and len(kg):
-                tallies.append(_tally(kg, kr, k_end - k_start, acts))
-    out.delays = {c: describe(np.concatenate(parts)) for c, parts in delays.items()}
-    if tallies and names is not None:
-        out.top_kernels, out.kernel_time_by_category, out.kernel_time_by_name = _top_kernels(
-            pd.concat(tallies, ignore_index=True), top_n, names
-        )
+            if with_kernels and len(kg):
+                out.tallies.append(_tally(kg, kr, k_end - k_start, acts))
     return out
 
 
@@ -262,6 +299,8 @@ def _count_rows(
 
 def _tally(groups: Int64s, rows: Int64s, duration: Int64s, acts: Activities) -> pd.DataFrame:
     """Calls and time per (group, kernel name) in one batch."""
+    import pandas as pd
+
     name = acts.name_id[rows].astype(np.int64)
     width = int(name.max()) + 4  # the stand-in ids of memcpy/memset are negative
     combo, uniques = pd.factorize(groups * width + (name + 3))
@@ -278,17 +317,33 @@ def _tally(groups: Int64s, rows: Int64s, duration: Int64s, acts: Activities) -> 
     )
 
 
-def _top_kernels(
-    table: pd.DataFrame, top_n: int, names: Callable[[list[int]], dict[int, str]]
-) -> tuple[dict[int, list[dict[str, Any]]], dict[int, dict[str, int]], dict[int, dict[str, list[int]]]]:
-    """Per group: its kernels by full name, largest total time first, with their share of the group's
-    kernel time and their category; and the group's kernel time per category (every kernel, not only
-    the top ones). Tallies of one group from several batches are added up first."""
-    table = (
+def _sum_tallies(tallies: list[pd.DataFrame]) -> pd.DataFrame:
+    """Tallies added up per (group, kernel name), in order of first appearance."""
+    import pandas as pd
+
+    table = pd.concat(tallies, ignore_index=True)
+    return (
         table.groupby(["g", "name"], sort=False)
         .agg(short=("short", "first"), calls=("calls", "sum"), time=("time", "sum"))
         .reset_index()
     )
+
+
+KernelTables = tuple[
+    dict[int, list[dict[str, Any]]], dict[int, dict[str, int]], dict[int, dict[str, list[int]]]
+]
+
+
+def top_kernels(
+    tallies: list[pd.DataFrame], top_n: int, names: Callable[[list[int]], dict[int, str]]
+) -> KernelTables:
+    """Per group: its kernels by full name, largest total time first, with their share of the group's
+    kernel time and their category; its kernel time per category (every kernel, not only the top
+    ones); and the time per kernel name. Tallies of one group from several batches are added up
+    first."""
+    if not tallies:
+        return {}, {}, {}
+    table = _sum_tallies(tallies)
     text = names(sorted(set(table["name"].tolist()) | set(table["short"].tolist())))
     table["category"] = [categorize(text.get(int(n), "")) for n in table["name"].tolist()]
     by_category: dict[int, dict[str, int]] = {}

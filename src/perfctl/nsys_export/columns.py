@@ -1,153 +1,258 @@
-"""Read SQL query results as numpy columns at the speed of SQLite's own scan.
+"""Read an export's big integer tables as numpy columns, chunk by chunk, at file-reading speed.
 
-Python's sqlite3 module builds one Python object per value: about 6 s for the 4.9 M launch rows of a
-2 M-kernel export, several times longer than SQLite takes to scan them. ADBC's SQLite driver fills
-Arrow buffers in C instead, without the GIL, so a large table is read as rowid slices (bounded
-memory), two at a time in threads, each on a read-only connection of its own. NULLs in integer
-columns read as -1 (cheaper than coalescing them in SQL, row by row).
+Python's sqlite3 module builds one Python object per value (about 6 s for the 4.9 M launch rows of a
+2 M-kernel export), and even SQLite's own scan decodes one value at a time. The kernel, API and
+memory tables of an nsys export hold only integers, so `perfctl.nsys_export.pages` decodes them
+straight from the file's pages, vectorized, and yields them in rowid order in chunks: memory is
+bounded by a chunk, not by the table. A table that reader leaves to SQLite (see `pages.Unreadable`)
+is read through SQLite from the first row not yet yielded, with the same result. NULL integers read
+as -1.
+
+`BackgroundChunks` reads a table in a forked process that runs ahead of the caller, on the other core.
+(Threads would not do: numpy holds the GIL through the many small gathers a chunk takes, and two
+decoding threads ran no faster than one.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import itertools
+import os
+import pickle
+import signal
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
+
+from perfctl.nsys_export import pages
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from perfctl.nsys_export.schema import readonly_uri
 
 Columns = dict[str, npt.NDArray[np.int64]]
-T = TypeVar("T")
-THREADS = 2
-BATCH_ROWS = 1 << 16
-SLICE_ROWS = 250_000  # rows per query: what a large table costs in memory beyond its columns
+SQLITE_ROWS = 1 << 16  # rows per fetch when SQLite reads a table
+
+
+def keep_freed_memory() -> None:
+    """Let glibc's malloc keep freed memory for reuse instead of handing it back to the OS at once:
+    the analysis frees and allocates arrays of the same sizes window after window, and on a virtual
+    machine every page handed back and touched again costs a page fault of several microseconds
+    (130,000 of them took a second of system time on a 2 M-kernel export). Big arrays come from the
+    heap too (an mmap'd block is unmapped, and faulted in again, each time). A no-op elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: trim the heap top only past 1 GiB free
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: mmap only blocks over 1 GiB
 
 
 def return_free_memory_to_os() -> None:
     """Hand the heap pages freed so far back to the OS (glibc's malloc_trim; a no-op elsewhere).
 
-    Loading frees many column-sized temporaries, some from reader threads with malloc arenas of their
-    own; glibc keeps such pages for reuse, and then the analysis that follows would stack its own
-    arrays on top of dead ones in the peak RSS.
+    Loading frees many column-sized temporaries; glibc keeps such pages for reuse (see
+    `keep_freed_memory`), and what lies scattered over the heap would stay in the peak RSS.
     """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)
 
 
-def _fetch_arrow(path: Path, sql: str, batch_rows: int | None = None) -> Any:
-    """A query's whole result as one Arrow table, through ADBC's SQLite driver.
-
-    The driver manager's low-level API, not its DB-API layer: with the DB-API cursor two reader
-    threads ran one after the other (measured: 2 threads 1.98 s, 1 thread 1.94 s on 2 M kernel rows),
-    with this one they overlap (1.47 s).
-    """
-    import adbc_driver_manager as manager
-    import adbc_driver_sqlite
-    import pyarrow as pa
-
-    database = adbc_driver_sqlite.connect(readonly_uri(path))
-    try:
-        connection = manager.AdbcConnection(database)
-        try:
-            statement = manager.AdbcStatement(connection)
-            try:
-                if batch_rows:
-                    statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
-                statement.set_sql_query(sql)
-                stream, _ = statement.execute_query()
-                return pa.RecordBatchReader._import_from_c(stream.address).read_all()
-            finally:
-                statement.close()
-        finally:
-            connection.close()
-    finally:
-        database.close()
-
-
-def query_columns(path: Path, sql: str) -> Columns:
-    """All rows of an all-integer query as int64 numpy columns; NULL reads as -1."""
-    table = _fetch_arrow(path, sql, BATCH_ROWS)
-    out: Columns = {}
-    for name in table.column_names:
-        column = table.column(name)
-        if column.null_count:  # (a column of NULLs only has Arrow type null: cast it first)
-            column = column.cast("int64").fill_null(-1)
-        out[name] = column.to_numpy().astype(np.int64, copy=False) if len(column) else np.empty(0, np.int64)
-    return out
-
-
-def rowid_slices(path: Path, table: str, rows: int = SLICE_ROWS) -> list[tuple[int, int]]:
-    """[lo, hi) rowid ranges of at most `rows` rowids covering `table`."""
+def table_chunks(
+    path: Path, table: str, columns: dict[str, str], where: pages.RowFilter | None = None
+) -> Iterator[Columns]:
+    """Every row of `table` (that `where` keeps), in rowid order, as chunks {name: int64 column} for
+    `columns` (name -> column of the table; `where` names a table column)."""
     conn = sqlite3.connect(readonly_uri(path), uri=True)
     try:
-        # two queries: SQLite answers a lone min() or max() of rowid from the b-tree's edge, but
-        # scans the whole table for both in one SELECT
-        lo = conn.execute(f"SELECT min(rowid) FROM {table}").fetchone()[0]
-        hi = conn.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0]
+        wanted = [*columns.values(), *([where.column] if where else [])]
+        layout = pages.table_layout(conn, table, list(dict.fromkeys(wanted)))
+    except pages.Unreadable:
+        layout = None
     finally:
         conn.close()
-    if lo is None:
-        return []
-    return [(a, min(a + rows, hi + 1)) for a in range(lo, hi + 1, rows)]
+    last_rowid: int | None = None
+    if layout is not None:
+        try:
+            for chunk, rowid in _decoded(path, layout, where):
+                last_rowid = rowid if rowid is not None else last_rowid
+                yield {name: chunk[column] for name, column in columns.items()}
+            return
+        except pages.Unreadable:
+            pass  # SQLite reads the rest
+    for chunk in _sqlite_chunks(
+        path, table, {**columns, "(where)": where.column} if where else columns, last_rowid
+    ):
+        if where is not None:
+            keep = where.keep(chunk.pop("(where)"))
+            chunk = {name: column[keep] for name, column in chunk.items()}
+        yield chunk
 
 
-def parallel_map(func: Callable[[tuple[int, int]], T], slices: list[tuple[int, int]]) -> list[T]:
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        return list(pool.map(func, slices))
+def _decoded(
+    path: Path, layout: pages.TableLayout, where: pages.RowFilter | None
+) -> Iterator[tuple[Columns, int | None]]:
+    file = pages.open_file(path)
+    for group in pages.leaf_groups(file, layout):
+        yield pages.decode_leaves(file, group, layout, where)
 
 
-def rowid_capacity(path: Path, table: str) -> int:
-    """An upper bound on the rows of `table` (its rowid span), without counting them."""
-    slices = rowid_slices(path, table)
-    return slices[-1][1] - slices[0][0] if slices else 0
+_END, _ERROR = -1, -2
 
 
-def read_table_into(
-    path: Path, table: str, select: str, out: dict[str, npt.NDArray[np.signedinteger[Any]]], offset: int
-) -> int:
-    """`SELECT {select} FROM {table}` (all-integer columns named like `out`'s keys), read as rowid
-    slices in parallel straight into `out` from row `offset`; returns the number of rows written.
+RING = 32  # chunks a reader may run ahead of its consumer
+SLOT = 1 << 25  # bytes of the spool file per chunk (a chunk of 256 pages holds far less)
 
-    A slice of rowids [lo, hi) holds at most hi - lo rows, so each slice has its own region of the
-    output and the table is held once, plus one slice per thread while it is read.
-    """
-    slices = rowid_slices(path, table)
-    if not slices:
-        return 0
-    base = slices[0][0]
 
-    def read_slice(bounds: tuple[int, int]) -> tuple[int, int]:
-        first = offset + bounds[0] - base
-        got = query_columns(
-            path, f"SELECT {select} FROM {table} WHERE rowid >= {bounds[0]} AND rowid < {bounds[1]}"
-        )
-        rows = len(next(iter(got.values())))
-        for name, column in got.items():
-            out[name][first : first + rows] = column
-        return first, first + rows
+class BackgroundChunks:
+    """The chunks of `chunks()` (int64 columns `names`), produced by a process forked at once, which
+    runs up to RING chunks ahead of the caller: it writes each chunk's columns into one of RING slots
+    of an unlinked temporary file (the page cache holds them, not either process's memory, and the
+    file stays small) and tells the caller through a pipe; the caller tells it through another which
+    chunks it has read, so slots are reused. An exception in the process is raised here. Without
+    fork, the chunks are read here, when asked for."""
 
-    filled = parallel_map(read_slice, slices)
-    end = filled[-1][1]
-    holes = [(b_end, a_next) for (_, b_end), (a_next, _) in itertools.pairwise(filled) if b_end != a_next]
-    if holes:  # rowid gaps left holes: move every slice down to close them
-        at = filled[0][1]
-        for first, last in filled[1:]:
-            for column in out.values():
-                column[at : at + last - first] = column[first:last]
-            at += last - first
-        end = at
-    return end - offset
+    def __init__(self, chunks: Callable[[], Iterator[Columns]], names: list[str]) -> None:
+        self.names = names
+        self.local: Iterator[Columns] | None = None
+        self.pid = 0
+        if not hasattr(os, "fork"):
+            self.local = chunks()
+            return
+        self.spool = tempfile.TemporaryFile(prefix="perfctl-chunks-")  # noqa: SIM115 - closed by close()
+        read_end, write_end = os.pipe()
+        ack_read, ack_write = os.pipe()
+        self.owner = os.getpid()  # (a copy of this object in another forked reader must not close it)
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the child; its coverage is its output
+            os.close(read_end)
+            os.close(ack_write)
+            _produce(chunks, names, self.spool.fileno(), write_end, ack_read)
+        os.close(write_end)
+        os.close(ack_read)
+        self.messages = os.fdopen(read_end, "rb")
+        self.acks = ack_write
+        self.index = 0
+
+    def __iter__(self) -> Iterator[Columns]:
+        return self
+
+    def __next__(self) -> Columns:
+        if self.local is not None:
+            return next(self.local)
+        if self.pid == 0:
+            raise StopIteration
+        try:
+            (rows,) = struct.unpack("<q", _exactly(self.messages, 8))
+            if rows == _ERROR:
+                (size,) = struct.unpack("<q", _exactly(self.messages, 8))
+                error = pickle.loads(_exactly(self.messages, size))
+        except BaseException:
+            self.close()
+            raise
+        if rows == _END:
+            self.close()
+            raise StopIteration
+        if rows == _ERROR:
+            self.close()
+            raise error
+        data = np.empty((len(self.names), rows), dtype=np.int64)
+        offset = (self.index % RING) * SLOT
+        if os.preadv(self.spool.fileno(), [data], offset) != data.nbytes:  # type: ignore[list-item]
+            self.close()
+            raise OSError("short read of a chunk from the background reader")
+        self.index += 1
+        with contextlib.suppress(BrokenPipeError):  # (none once the reader has written its last)
+            os.write(self.acks, b"+")  # its slot is free again
+        return dict(zip(self.names, data, strict=True))
+
+    def close(self) -> None:
+        """Stop the process if it still runs, and let go of the pipes and the file."""
+        if self.pid == 0 or os.getpid() != self.owner:
+            return
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(self.pid, signal.SIGKILL)  # (a no-op once it has exited; not yet reaped)
+            os.waitpid(self.pid, 0)
+        self.pid = 0
+        self.messages.close()
+        os.close(self.acks)
+        self.spool.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _produce(
+    chunks: Callable[[], Iterator[Columns]], names: list[str], spool: int, pipe: int, acks: int
+) -> None:
+    """The background process: write every chunk (waiting while RING chunks are unread), then the
+    end (or the exception), and exit."""
+    code = 0
+    try:
+        with os.fdopen(pipe, "wb", buffering=0) as messages:
+            try:
+                read = 0
+                for index, chunk in enumerate(chunks()):
+                    data = np.stack([np.asarray(chunk[n], dtype=np.int64) for n in names])
+                    if data.nbytes > SLOT:
+                        raise ValueError(f"a chunk of {data.nbytes} bytes does not fit a spool slot")
+                    while index - read >= RING:  # wait for the caller to free a slot
+                        got = os.read(acks, RING)
+                        if not got:
+                            raise EOFError("the caller is gone")
+                        read += len(got)
+                    os.pwrite(spool, data.tobytes(), (index % RING) * SLOT)
+                    messages.write(struct.pack("<q", data.shape[1]))
+                messages.write(struct.pack("<q", _END))
+            except Exception as exc:  # handed to the caller, who raises it
+                text = pickle.dumps(exc)
+                messages.write(struct.pack("<qq", _ERROR, len(text)) + text)
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)  # no interpreter teardown, no atexit handlers of the parent's
+
+
+def _exactly(stream: Any, size: int) -> bytes:
+    data: bytes = stream.read(size)
+    if len(data) != size:
+        raise OSError("the background reader ended early")
+    return data
+
+
+def _sqlite_chunks(path: Path, table: str, columns: dict[str, str], after: int | None) -> Iterator[Columns]:
+    names = list(columns)
+    select = ", ".join(f'"{columns[n]}"' for n in names)
+    where = "" if after is None else f" WHERE rowid > {int(after)}"
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
+    try:
+        cursor = conn.execute(f'SELECT {select} FROM "{table}"{where} ORDER BY rowid')
+        while rows := cursor.fetchmany(SQLITE_ROWS):
+            yield {n: _integer_column([r[i] for r in rows]) for i, n in enumerate(names)}
+    finally:
+        conn.close()
+
+
+def _integer_column(values: list[Any]) -> npt.NDArray[np.int64]:
+    try:
+        return np.array([-1 if v is None else int(v) for v in values], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise pages.Damaged("a text or blob value in an integer column") from None
 
 
 def read_frame(path: Path, sql: str) -> pd.DataFrame:
-    """A query with mixed column types (NVTX texts, say) as a DataFrame, read through Arrow."""
-    frame: pd.DataFrame = _fetch_arrow(path, sql).to_pandas()
-    return frame
+    """A small query with mixed column types (NVTX texts, say) as a DataFrame."""
+    import pandas as pd
+
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
+    try:
+        cursor = conn.execute(sql)
+        rows = cursor.fetchall()
+        return pd.DataFrame(rows, columns=[d[0] for d in cursor.description])
+    finally:
+        conn.close()

@@ -8,26 +8,22 @@ summary needs the few it shows.
 from __future__ import annotations
 
 import sqlite3
-import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
-from perfctl.nsys_export.columns import (
-    Columns,
-    parallel_map,
-    query_columns,
-    read_frame,
-    read_table_into,
-    return_free_memory_to_os,
-    rowid_capacity,
-    rowid_slices,
-)
+from perfctl.nsys_export.columns import Columns, read_frame, table_chunks
+from perfctl.nsys_export.pages import RowFilter
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly
+
+# pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
+# spends while the export's readers already decode (nsys_export.windows)
+if TYPE_CHECKING:
+    import pandas as pd
 
 Int64s = npt.NDArray[np.int64]
 Int32s = npt.NDArray[np.int32]
@@ -137,6 +133,8 @@ def load_nvtx_ranges(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataF
     the export; the domain of a range is the domain-create event with the same domain id in the same
     process; registered strings (`textId`) take precedence over inline `text`.
     """
+    import pandas as pd
+
     if not schema.has("NVTX_EVENTS"):
         return pd.DataFrame(columns=RANGE_COLUMNS)
     pushpop = {schema.event_type("NvtxPushPopRange"), schema.event_type("NvtxtPushPopRange")}
@@ -189,6 +187,8 @@ def unended_range_ids(conn: sqlite3.Connection, schema: ExportSchema) -> frozens
 
 
 def _resolve_domains(conn: sqlite3.Connection, schema: ExportSchema, ranges: pd.DataFrame) -> pd.Series:
+    import pandas as pd
+
     text_expr, join = _nvtx_text(schema)
     rows = conn.execute(
         f"""SELECT e.domainId, e.globalTid, {text_expr}, min(e.start)
@@ -210,76 +210,50 @@ ACTIVITY_TABLES = (
     ("CUPTI_ACTIVITY_KIND_MEMCPY", MEMCPY),
     ("CUPTI_ACTIVITY_KIND_MEMSET", MEMSET),
 )
-_ACT_COLUMNS = ["start", "end", "corr", "process", "short_id", "name_id", "bytes"]
-_LAUNCH_COLUMNS = ["thread", "start", "end"]
+LAUNCH_COLUMNS = ["thread", "start", "end"]
 _CORR_LIMIT = 1 << 32  # CUPTI correlation ids are 32-bit
 
 
-def load_gpu_activities(schema: ExportSchema) -> Activities:
-    """Kernels, memcpys and memsets, each joined to the CUDA API call that launched it, in launch order.
-
-    The launch is the `CUPTI_ACTIVITY_KIND_RUNTIME` row with the same correlation id in the same
-    process (correlation ids are unique per process only), exactly nsys's join. The runtime table,
-    the largest in an export, is streamed and probed against the activities' sorted keys, so only the
-    rows that launched something are ever held in memory.
-    """
-    tables = [(t, k) for t, k in ACTIVITY_TABLES if schema.has(t)]
-    capacity = sum(rowid_capacity(schema.path, t) for t, _ in tables)
-    # StringIds ids fit 32 bits; times, correlation ids, process ids and byte counts need 64
-    cols: dict[str, npt.NDArray[Any]] = {
-        n: np.zeros(capacity, dtype=np.int32 if n.endswith("_id") else np.int64) for n in _ACT_COLUMNS
-    }
-    kind = np.empty(capacity, dtype=np.int8)
-    filled = 0
-    for table, k in tables:
-        if k == KERNEL:  # kernels move no bytes: their column stays zero
-            names = "shortName AS short_id, demangledName AS name_id"
-        else:
-            names = f"{PSEUDO_NAME[k]} AS short_id, {PSEUDO_NAME[k]} AS name_id, coalesce(bytes, 0) AS bytes"
-        select = f'start, "end", correlationId AS corr, globalPid AS process, {names}'  # NULL reads -1
-        wanted = {n: c for n, c in cols.items() if n != "bytes" or k != KERNEL}
-        rows = read_table_into(schema.path, table, select, wanted, filled)
-        kind[filled : filled + rows] = k
-        filled += rows
-    cols = {n: c[:filled] for n, c in cols.items()}
-    n = filled
-    graphs = GraphLaunches()
-    process, corr = cols.pop("process"), cols.pop("corr")
-    if schema.has("CUPTI_ACTIVITY_KIND_RUNTIME"):
-        act_rows, launch = probe_launches(schema.path, process, corr, graphs)
-    else:
-        act_rows = np.arange(n, dtype=np.int64)
-        launch = {c: np.full(n, -1, np.int64) for c in _LAUNCH_COLUMNS}
-    del process, corr
+def build_activities(
+    cols: dict[str, npt.NDArray[Any]],
+    kind: npt.NDArray[np.int8],
+    ids: Int64s,
+    act_rows: Int64s,
+    launch: Columns,
+    graphs: GraphLaunches,
+) -> Activities:
+    """Activities in launch order from activity columns (start, end, short_id, name_id, bytes; `kind`
+    and activity `ids` beside them) and their join to launches (`act_rows` into the columns, row-
+    aligned with the `launch` columns). Consumes `cols` and `launch`."""
     order = launch_order(launch["thread"], launch["start"])
     act_rows = act_rows[order]
-    for c in _LAUNCH_COLUMNS:  # one column at a time: the old copy is freed before the next
+    for c in LAUNCH_COLUMNS:  # one column at a time: the old copy is freed before the next
         launch[c] = launch[c][order]
     del order
-    for name in cols:
+    for name in list(cols):
         cols[name] = cols[name][act_rows]
-    activities = Activities(
-        activity=act_rows,
-        kind=kind[:n][act_rows],
-        start=cols["start"].astype(np.int64, copy=False),
-        end=cols["end"].astype(np.int64, copy=False),
-        short_id=cols["short_id"].astype(np.int32, copy=False),
-        name_id=cols["name_id"].astype(np.int32, copy=False),
-        bytes=cols["bytes"].astype(np.int64, copy=False),
+    return Activities(
+        activity=ids[act_rows],
+        kind=kind[act_rows],
+        start=cols.pop("start").astype(np.int64, copy=False),
+        end=cols.pop("end").astype(np.int64, copy=False),
+        short_id=cols.pop("short_id").astype(np.int32, copy=False),
+        name_id=cols.pop("name_id").astype(np.int32, copy=False),
+        bytes=cols.pop("bytes").astype(np.int64, copy=False),
         launch_thread=launch["thread"],
         launch_start=launch["start"],
         launch_end=launch["end"],
         n_launched=int(np.count_nonzero(launch["thread"] >= 0)),
-        fanned_out=len(act_rows) != n,
+        fanned_out=len(act_rows) != len(kind),
         graph_launches=graphs.total,
         graph_launches_without_activity=graphs.unmatched,
     )
-    return_free_memory_to_os()
-    return activities
 
 
 def launch_order(thread: Int64s, start: Int64s) -> Int64s:
     """The stable order by (launching thread, launch start), rows without a launch (thread -1) last."""
+    import pandas as pd
+
     if len(thread) == 0:
         return np.empty(0, dtype=np.int64)
     threads = np.sort(pd.unique(thread[thread >= 0]))
@@ -303,6 +277,14 @@ class GraphLaunches:
     total: int = 0
     unmatched: int = 0
 
+    def count(self, names: Int64s, hits: Int64s, graph_ids: Int64s) -> None:
+        """Count the graph launches among API rows (their name ids), which matched `hits` activities
+        each."""
+        if len(graph_ids):
+            is_graph = np.isin(names, graph_ids)
+            self.total += int(is_graph.sum())
+            self.unmatched += int((is_graph & (hits == 0)).sum())
+
 
 def _name_ids(path: Path, globs: tuple[str, ...]) -> list[int]:
     """StringIds ids of the API names matching any of the GLOB patterns."""
@@ -319,84 +301,135 @@ LAUNCH_API_GLOBS = ("cu*Launch*", "cu*Memcpy*", "cu*Memset*", "cu*Prefetch*")
 GRAPH_LAUNCH_GLOBS = ("cuda*GraphLaunch*", "cuGraphLaunch*")
 
 
-def probe_launches(
-    path: Path, process: Int64s, corr: Int64s, graphs: GraphLaunches | None = None
-) -> tuple[Int64s, Columns]:
-    """Join activities to their launching API rows: (activity rows, launch columns), row-aligned.
+API_COLUMNS = {
+    "thread": "globalTid",
+    "start": "start",
+    "end": "end",
+    "corr": "correlationId",
+    "name": "nameId",
+}
 
-    Each activity gets one output row per matching API row (normally exactly one), or one row with
-    launch columns -1 when nothing matches. Output rows are ordered by activity. Slices of the
-    runtime table are read in parallel; their matches go straight into the output arrays (under a
-    lock, so that a second match of one activity is seen as such and kept as an extra row).
+
+def api_name_ids(path: Path) -> tuple[Int64s, Int64s]:
+    """StringIds ids of (the launch APIs, the CUDA graph launch APIs)."""
+    return (
+        np.array(_name_ids(path, LAUNCH_API_GLOBS), dtype=np.int64),
+        np.array(_name_ids(path, GRAPH_LAUNCH_GLOBS), dtype=np.int64),
+    )
+
+
+class LaunchJoin:
+    """Activities (process, correlation id) joined to the API rows fed to `probe`, batch by batch.
+
+    The launch of an activity is the API row with the same correlation id in the same process
+    (correlation ids are unique per process only), exactly nsys's join. Each activity gets one output
+    row per matching API row (normally exactly one), or one row with launch columns -1 when nothing
+    matches; a second match of one activity is kept as an extra row.
     """
-    n = len(corr)
-    graphs = graphs if graphs is not None else GraphLaunches()
-    graph_ids = np.array(_name_ids(path, GRAPH_LAUNCH_GLOBS), dtype=np.int64)
-    name_column = ", nameId AS name" if len(graph_ids) else ""
-    launch_names = ",".join(str(i) for i in _name_ids(path, LAUNCH_API_GLOBS))
-    if corr.max(initial=0) >= _CORR_LIMIT - 1:
-        raise ValueError("correlation ids beyond 32 bits: not an export of CUPTI data perfctl knows")
-    procs = np.sort(pd.unique(np.append(process, -1)))  # -1: never a process, keeps procs non-empty
-    act_key = np.searchsorted(procs, process).astype(np.int64) * _CORR_LIMIT + (corr + 1)
-    order = np.argsort(act_key, kind="stable")
-    sorted_key = act_key[order]
-    del act_key
-    launch = {c: np.full(n, -1, np.int64) for c in _LAUNCH_COLUMNS}
-    extra: list[Columns] = []
-    lock = threading.Lock()
 
-    def probe(bounds: tuple[int, int], names: str) -> None:
-        batch = query_columns(
-            path,
-            f'SELECT globalTid AS thread, start, "end", correlationId AS corr{name_column} '
-            "FROM CUPTI_ACTIVITY_KIND_RUNTIME "
-            f"WHERE rowid >= {bounds[0]} AND rowid < {bounds[1]} AND {names}",
-        )
+    def __init__(self, process: Int64s, corr: Int64s) -> None:
+        import pandas as pd
+
+        if corr.max(initial=0) >= _CORR_LIMIT - 1:
+            raise ValueError("correlation ids beyond 32 bits: not an export of CUPTI data perfctl knows")
+        self.n = len(corr)
+        self.process, self.corr = process, corr
+        self.procs = np.sort(pd.unique(np.append(process, -1)))  # -1: never a process, keeps it non-empty
+        act_key = np.searchsorted(self.procs, process).astype(np.int64) * _CORR_LIMIT + (corr + 1)
+        self.order = np.argsort(act_key, kind="stable")
+        self.sorted_key = act_key[self.order]
+        self.launch = {c: np.full(self.n, -1, np.int64) for c in LAUNCH_COLUMNS}
+        self.extra: list[Columns] = []
+
+    def probe(self, batch: Columns) -> tuple[Columns, Int64s]:
+        """Match the API rows of `batch` (API_COLUMNS) to the activities: (the rows that can launch
+        something, i.e. without NULL ids, and how many activities each matched)."""
+        import pandas as pd
+
         if (batch["corr"] < 0).any() or (batch["thread"] < 0).any():  # NULLs (read as -1) launch nothing
             known = (batch["corr"] >= 0) & (batch["thread"] >= 0)
             batch = {c: v[known] for c, v in batch.items()}
+        procs, sorted_key, launch = self.procs, self.sorted_key, self.launch
         owner = process_of(batch["thread"])
         at = np.minimum(np.searchsorted(procs, owner), len(procs) - 1)
         key = at.astype(np.int64) * _CORR_LIMIT + (batch["corr"] + 1)
         lo = np.searchsorted(sorted_key, key, side="left")
-        hits = (np.searchsorted(sorted_key, key, side="right") - lo) * (procs[at] == owner)
-        if len(graph_ids):
-            is_graph = np.isin(batch["name"], graph_ids)
-            with lock:
-                graphs.total += int(is_graph.sum())
-                graphs.unmatched += int((is_graph & (hits == 0)).sum())
+        found = sorted_key[np.minimum(lo, len(sorted_key) - 1)] == key if len(sorted_key) else lo < 0
+        found &= procs[at] == owner
+        hits = found.astype(np.int64)
+        # most keys match one activity; those whose next key is equal too match more
+        more = np.flatnonzero(found & (np.minimum(lo + 1, len(sorted_key) - 1) > lo))
+        more = more[sorted_key[lo[more] + 1] == key[more]]
+        if len(more):
+            hits[more] = np.searchsorted(sorted_key, key[more], side="right") - lo[more]
         sel = np.flatnonzero(hits)
         if len(sel) == 0:
-            return
+            return batch, hits
         reps = hits[sel]
         offsets = np.arange(int(reps.sum()), dtype=np.int64) - np.repeat(np.cumsum(reps) - reps, reps)
-        act = order[np.repeat(lo[sel], reps) + offsets]
+        act = self.order[np.repeat(lo[sel], reps) + offsets]
         rt = np.repeat(sel, reps)
-        with lock:
-            fresh = launch["thread"][act] < 0
-            if not pd.Index(act).is_unique:
-                fresh &= ~pd.Index(act).duplicated()
-            for c in _LAUNCH_COLUMNS:
-                launch[c][act[fresh]] = batch[c][rt[fresh]]
-            if not fresh.all():
-                extra.append({"act": act[~fresh], **{c: batch[c][rt[~fresh]] for c in _LAUNCH_COLUMNS}})
+        fresh = launch["thread"][act] < 0
+        # an activity twice in this batch (two API rows with its key) keeps the first as its launch;
+        # API rows come in time order, so their keys rarely fail to rise
+        rising = len(act) == len(sel) and bool(np.all(key[sel][1:] > key[sel][:-1]))
+        if not rising and not pd.Index(act).is_unique:
+            fresh &= ~pd.Index(act).duplicated()
+        for c in LAUNCH_COLUMNS:
+            launch[c][act[fresh]] = batch[c][rt[fresh]]
+        if not fresh.all():
+            self.extra.append({"act": act[~fresh], **{c: batch[c][rt[~fresh]] for c in LAUNCH_COLUMNS}})
+        return batch, hits
+
+    def unmatched(self) -> npt.NDArray[np.bool_]:
+        return self.launch["thread"] < 0
+
+    def result(self) -> tuple[Int64s, Columns]:
+        """(activity rows, launch columns), row-aligned, ordered by activity."""
+        n, launch, extra = self.n, self.launch, self.extra
+        if not extra:
+            return np.arange(n, dtype=np.int64), launch
+        acts = np.concatenate([np.arange(n, dtype=np.int64), *(e["act"] for e in extra)])
+        by_act = np.argsort(acts, kind="stable")
+        return acts[by_act], {
+            c: np.concatenate([launch[c], *(e[c] for e in extra)])[by_act] for c in LAUNCH_COLUMNS
+        }
+
+
+def probe_launches(
+    path: Path,
+    process: Int64s,
+    corr: Int64s,
+    graphs: GraphLaunches | None = None,
+    launch_rows: Iterator[Columns] | None = None,
+) -> tuple[Int64s, Columns]:
+    """Join activities to their launching API rows over the whole runtime table (`LaunchJoin`): the
+    table is read in chunks (its launch-API rows from `launch_rows` if given: read elsewhere)."""
+    launch_ids, graph_ids = api_name_ids(path)
+    join = LaunchJoin(process, corr)
+    graphs = graphs if graphs is not None else GraphLaunches()
+
+    def scan(is_launch: bool | None) -> None:
+        """Probe the runtime rows of launch APIs (True), of the other APIs (False), or all (None)."""
+        where = None if is_launch is None else RowFilter("nameId", launch_ids, inside=is_launch)
+        for batch in table_chunks(path, "CUPTI_ACTIVITY_KIND_RUNTIME", API_COLUMNS, where):
+            probed, hits = join.probe(batch)
+            graphs.count(probed["name"], hits, graph_ids)
 
     # The join runs in two passes over disjoint rows, together exactly the whole table: launch APIs
     # first (about half of a real export's API rows, and all the launches in practice), then the other
     # API rows, read only when some activity is still without a launch.
-    slices = rowid_slices(path, "CUPTI_ACTIVITY_KIND_RUNTIME")
     # (CUPTI gives every API call its own correlation id, so the second pass can add no second
     # launch to an activity the first pass matched.)
-    if launch_names:
-        parallel_map(lambda b: probe(b, f"nameId IN ({launch_names})"), slices)
-        if (launch["thread"] < 0).any():
-            parallel_map(lambda b: probe(b, f"nameId NOT IN ({launch_names})"), slices)
-    else:
-        parallel_map(lambda b: probe(b, "1"), slices)
-    if not extra:
-        return np.arange(n, dtype=np.int64), launch
-    acts = np.concatenate([np.arange(n, dtype=np.int64), *(e["act"] for e in extra)])
-    by_act = np.argsort(acts, kind="stable")
-    return acts[by_act], {
-        c: np.concatenate([launch[c], *(e[c] for e in extra)])[by_act] for c in _LAUNCH_COLUMNS
-    }
+    if launch_rows is not None:
+        for batch in launch_rows:
+            probed, hits = join.probe(batch)
+            graphs.count(probed["name"], hits, graph_ids)
+    if len(launch_ids):
+        if launch_rows is None:
+            scan(True)
+        if join.unmatched().any():
+            scan(False)
+    elif launch_rows is None:
+        scan(None)
+    return join.result()
