@@ -168,7 +168,9 @@ def claim_run_dir(opts: CaptureOptions) -> Path:
         run_id = new_run_id(opts.model) if opts.run_id is None else opts.run_id
         check_run_id(run_id)
         run_dir = opts.profiles_root / run_id
-    if run_dir.exists():
+    named = opts.out is not None or opts.run_id is not None
+    # a generated id that exists is simply drawn again below (never replaced, even with --force)
+    if named and run_dir.exists():
         if not opts.force:
             raise BadInput(f"run folder {run_dir} already exists; pass --force to replace it")
         if not run_dir.is_dir():
@@ -182,7 +184,7 @@ def claim_run_dir(opts: CaptureOptions) -> Path:
             run_dir.mkdir()  # exclusive: of two captures racing for one folder, one gets FileExistsError
             return run_dir
         except FileExistsError:
-            if opts.out is not None or opts.run_id is not None:
+            if named:
                 raise BadInput(f"run folder {run_dir} was created by someone else just now") from None
             run_dir = opts.profiles_root / new_run_id(opts.model)
     raise BadInput(f"no free run id in {opts.profiles_root} after 100 tries")
