@@ -19,6 +19,17 @@ EXIT_CODES = (
 )
 
 
+# capture writes run folders there, runs lists them from its registry
+profiles_option = click.option(
+    "--profiles",
+    "profiles_root",
+    type=click.Path(path_type=Path),
+    default=Path("profiles"),
+    show_default=True,
+    help="Folder that holds the run folders and their registry (index.db).",
+)
+
+
 format_option = click.option(
     "--format",
     "fmt",
@@ -147,14 +158,7 @@ def main() -> None:
     help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
-@click.option(
-    "--profiles",
-    "profiles_root",
-    type=click.Path(path_type=Path),
-    default=Path("profiles"),
-    show_default=True,
-    help="Folder that holds run folders.",
-)
+@profiles_option
 @click.option("--run-id", default=None, help="Name of the run folder [default: time-model-random].")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Exact run folder (overrides --run-id)."
@@ -530,14 +534,7 @@ def compare(
 
 
 @main.command(epilog="Exit codes: 0 listed (none is fine), 2 bad input (a one-line reason is printed).")
-@click.option(
-    "--profiles",
-    "profiles_root",
-    type=click.Path(path_type=Path),
-    default=Path("profiles"),
-    show_default=True,
-    help="Folder that holds the run folders and their registry (index.db).",
-)
+@profiles_option
 @click.option("--model", default=None, help="Only runs of this model (as given to capture).")
 @click.option(
     "--status", default=None, help="Only runs with this status: running, ok, failed or interrupted."
