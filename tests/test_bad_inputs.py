@@ -168,13 +168,16 @@ CAPTURE_NUMBERS = [
     ("--tiles", ["-1", "7"], "--tiles must be between 0 and 6"),
     ("--warmup", ["-1", "1001"], "--warmup must be between 0 and 1000"),
     ("--seed", ["-1", str(2**32)], "--seed must be between 0 and 4294967295"),
+    ("--profile-pages", ["0", "-1"], "--profile-pages must be at least 1"),
+    ("--profile-pages", ["5"], "--profile-pages 5 is more than the 4 pages given"),
 ]
 
 
 @pytest.mark.parametrize(
     "flag, value, needle", [(f, v, n) for f, values, n in CAPTURE_NUMBERS for v in values] + [
         (f, v, f"Invalid value for '{f}'") for f in ("--num-pages", "--repeats", "--max-new-tokens",
-                                                      "--tiles", "--warmup", "--seed") for v in ("abc", "1.5")
+                                                      "--tiles", "--warmup", "--seed", "--profile-pages")
+                                                      for v in ("abc", "1.5")
     ],
 )  # fmt: skip
 def test_capture_numbers_out_of_range(tmp_path: Path, flag: str, value: str, needle: str) -> None:

@@ -265,3 +265,31 @@ def test_tool_all_adds_a_clean_timing_pass_and_efficiency(tmp_path: Path, nsys_b
         assert top and top[0]["calls"] > 0 and top[0]["self_cpu_us"] > 0, stage
     names = {op["name"] for op in operators["stages"]["decode"]["top"]}
     assert any(n.startswith("aten::") for n in names)
+
+
+def test_profile_pages_limits_the_profiled_passes_not_the_clean_one(tmp_path: Path, nsys_bin: str) -> None:
+    """--profile-pages 1 with 2 pages x 2 repeats: nsys and torch.profiler run page 1 once, the clean
+    pass all 4; the profiler overhead compares the nsys page with the clean runs of the same file."""
+    run = tmp_path / "subset"
+    proc = run_perfctl(
+        "capture", "--tool", "all", "--num-pages", "2", "--repeats", "2", "--profile-pages", "1",
+        "--max-new-tokens", "2", "--out", str(run), "--nsys", nsys_bin,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["workload"]["profile_pages"] == 1 and manifest["workload"]["repeats"] == 2
+    assert (manifest["pages_completed"], manifest["pages_expected"]) == (1, 1)
+    assert (manifest["timing"]["pages_completed"], manifest["timing"]["pages_expected"]) == (4, 4)
+    assert (manifest["torch"]["pages_completed"], manifest["torch"]["pages_expected"]) == (1, 1)
+    nsys_workload = json.loads((run / "workload.json").read_text())
+    assert len(nsys_workload["pages"]) == 1 and nsys_workload["repeats"] == 1
+    assert len(json.loads((run / "timing" / "workload.json").read_text())["pages"]) == 2
+
+    analyzed = run_perfctl("analyze", str(run), "--format", "json")
+    assert analyzed.returncode == 0, analyzed.stderr
+    analysis = json.loads(analyzed.stdout)
+    assert not [w for w in analysis["warnings"] if "page" in w], analysis["warnings"]
+    assert len(analysis["pages"]) == 1 and analysis["timing"]["statistics"]["page"]["count"] == 4
+    eff = analysis["efficiency"]
+    assert eff["inputs"]["clean_pages"] == 4 and eff["inputs"]["overhead_clean_pages"] == 2
+    assert all(eff["stages"][s]["nsys_over_clean"] > 0 for s in ("vision", "prefill", "decode"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from faults_support import Capture, nsys_lock
-from perfctl.capture.run import CaptureOptions, claim_run_dir
+from perfctl.capture.run_folder import claim_run_dir
 
 ARGS = ("--num-pages", "2", "--max-new-tokens", "8", "--warmup", "0", "--device", "cpu")
 
@@ -53,7 +53,7 @@ def test_run_ids_drawn_in_the_same_second_are_unique(tmp_path: Path) -> None:
     lock = threading.Lock()
 
     def claim() -> None:
-        mine = [claim_run_dir(CaptureOptions(profiles_root=tmp_path)) for _ in range(250)]
+        mine = [claim_run_dir(tmp_path, "deepseek-ocr2-tiny") for _ in range(250)]
         with lock:
             claimed.extend(mine)
 

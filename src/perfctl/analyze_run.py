@@ -24,7 +24,8 @@ from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
 from perfctl.capture.manifest import write_json_atomic, write_text_atomic
 from perfctl.capture.nsys import find_nsys
-from perfctl.capture.run import REPORT_BASE, capture_running_in
+from perfctl.capture.run import REPORT_BASE, profiled_page_count
+from perfctl.capture.run_folder import capture_running_in
 from perfctl.errors import BadInput, OutputFailed
 from perfctl.hardware.calibrate import CALIBRATION_FILE, Calibration, load_calibration
 from perfctl.nsys_export.events import kernel_mangled_names
@@ -112,7 +113,7 @@ def _fill_unfinished(manifest: dict[str, Any], run_dir: Path) -> None:
     manifest.setdefault("reason", None)
     manifest.setdefault("driver", _json_object(run_dir / "driver-info.json"))
     manifest.setdefault("pages_completed", len(read_page_records(run_dir / "pages.jsonl")))
-    manifest.setdefault("pages_expected", len(manifest.get("pages") or []) * int(workload.get("repeats", 1)))
+    manifest.setdefault("pages_expected", profiled_page_count(workload, len(manifest.get("pages") or [])))
 
 
 def _json_object(path: Path) -> dict[str, Any] | None:
@@ -193,9 +194,21 @@ def analyze_path(
             }
         pages = max(len(analysis["pages"]), 1)
         under_nsys = {s["stage"]: s["wall_ns"] / pages for s in analysis["stages"]}
+        nsys_pages = {
+            int(r["page_index"])
+            for r in read_page_records(export.parent / "pages.jsonl")
+            if not r.get("warmup") and "page_index" in r
+        }
         try:
             analysis["efficiency"] = efficiency(
-                clean, manifest, under_nsys, peak_tflops, peak_bandwidth_gbs, export.parent, measured
+                clean,
+                manifest,
+                under_nsys,
+                peak_tflops,
+                peak_bandwidth_gbs,
+                export.parent,
+                measured,
+                nsys_pages,
             )
         except ValueError as exc:  # an override that is not a positive number
             raise BadInput(str(exc)) from None

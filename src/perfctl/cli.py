@@ -130,6 +130,13 @@ def main() -> None:
 )
 @click.option("--repeats", type=int, default=1, show_default=True, help="Passes over the pages.")
 @click.option(
+    "--profile-pages",
+    type=int,
+    default=None,
+    help="The profiled passes (nsys, torch.profiler) run only the first N pages, once each; the clean "
+    "timing pass still runs every page x --repeats [default: every pass runs them all].",
+)
+@click.option(
     "--max-new-tokens",
     type=int,
     default=16,
@@ -186,6 +193,7 @@ def capture(
     pages_dir: Path | None,
     num_pages: int,
     repeats: int,
+    profile_pages: int | None,
     max_new_tokens: int,
     tiles: int,
     warmup: int,
@@ -211,6 +219,7 @@ def capture(
       perfctl capture --tool torch --num-pages 2
       perfctl capture --model deepseek-ocr2 --device cuda --num-pages 3 --max-new-tokens 64 --tool all
       perfctl capture --model /models/DeepSeek-OCR-2 --pages ./scans --repeats 3 --out profiles/scan-r3
+      perfctl capture --model deepseek-ocr2 --num-pages 10 --repeats 3 --profile-pages 2 --tool all
     """
     from perfctl.capture.run import CaptureOptions, capture_run
 
@@ -221,6 +230,7 @@ def capture(
         pages_dir=pages_dir,
         num_pages=num_pages,
         repeats=repeats,
+        profile_pages=profile_pages,
         max_new_tokens=max_new_tokens,
         tiles=tiles,
         warmup=warmup,

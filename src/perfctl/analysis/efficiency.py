@@ -92,15 +92,20 @@ def efficiency(
     bandwidth_gbs: float | None = None,
     run_dir: Path | None = None,
     calibration: tuple[Calibration, str] | None = None,
+    nsys_page_indices: set[int] | None = None,
 ) -> dict[str, Any]:
     """The `efficiency` block of analysis.json (see docs/analysis-json.md). `calibration`: a measured
-    ceiling and where it came from (a file name)."""
+    ceiling and where it came from (a file name). `nsys_page_indices`: which of the workload's pages
+    the nsys pass ran (all of them, or the first few with --profile-pages): the profiler overhead
+    compares those pages' times with the same pages' clean times."""
     from perfctl.flops.decoder import decode_step_bytes
     from perfctl.hardware.peaks import resolve_bandwidth, resolve_peak
 
     if clean_pass is None:
         return {"available": False, "reason": "no clean timing pass in this run (capture with --tool all)"}
     clean = clean_stage_times(clean_pass.records)
+    same_pages = [r for r in clean_pass.records if r.get("page_index") in (nsys_page_indices or set())]
+    clean_of_nsys_pages = clean_stage_times(same_pages) if same_pages else clean
     info = clean_pass.info
     workload = manifest.get("workload") or {}
     model_ref, config_source = model_config_source(run_dir, manifest)
@@ -132,8 +137,8 @@ def efficiency(
             "clean_seconds_per_page": seconds,
             "achieved_tflops": achieved,
             "mfu": achieved / peak_value if achieved is not None and peak_value else None,
-            "nsys_over_clean": (under / clean["stage_ns"][stage])
-            if under and clean["stage_ns"][stage]
+            "nsys_over_clean": (under / clean_of_nsys_pages["stage_ns"][stage])
+            if under and clean_of_nsys_pages["stage_ns"][stage]
             else None,
         }
         if measured is not None:
@@ -160,6 +165,7 @@ def efficiency(
             "peak_source": peak_text,
             "clean_pages": clean["pages"],
             "clean_time_source": clean["time_source"],
+            "overhead_clean_pages": clean_of_nsys_pages["pages"],
             "tokens": flops["tokens"],
             "prompt_tokens_per_page": sorted(set(prompts)),
             "model_config": config_source,

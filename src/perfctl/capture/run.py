@@ -20,18 +20,13 @@ A run folder holds:
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
-import secrets
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +62,7 @@ from perfctl.capture.processes import (
     wait_until_gone,
 )
 from perfctl.capture.processes import start as start_child
+from perfctl.capture.run_folder import check_run_id, claim_run_dir, lock_run_dir, unlock_run_dir
 from perfctl.errors import BadInput, CaptureFailed
 from perfctl.hardware.calibrate import CALIBRATION_FILE
 from perfctl.records import read_page_records
@@ -75,13 +71,11 @@ from perfctl.workloads.models import ModelSpec, resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
 
 TIMING_DIR = "timing"
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 REPORT_BASE = "run"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TOOLS = ("nsys", "torch", "all")
 PACKAGES = ["perfctl", "torch", "transformers", "nvtx", "pandas", "nvidia-ml-py"]
-LOCK_FILE = ".capture.lock"  # held (flock) while a capture writes into its run folder
 NSYS_FINALIZE_S = 600  # how long nsys may take to write its report after a stop signal
 DRIVER_STOP_S = 30  # how long a pass's driver may take to exit after a stop signal
 
@@ -109,6 +103,9 @@ class CaptureOptions:
     # the torch.profiler pass (operators per stage; no export, so no kernel attribution)
     tool: str = "nsys"
     nsys_telemetry: bool = False  # NVML sampled during the nsys pass too (telemetry.jsonl)
+    # the profiled passes (nsys, torch.profiler) run only the first N pages, once each: a profile
+    # explains where the time goes, the clean pass's pages x repeats measure it (None: all of them)
+    profile_pages: int | None = None
     calibrate: bool = False  # after the passes: perfctl calibrate into the run folder
     argv: list[str] = field(default_factory=list)
 
@@ -146,74 +143,15 @@ def validate_numbers(opts: CaptureOptions) -> None:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {opts.dtype!r}")
     if opts.out is None and opts.run_id is not None:
         check_run_id(opts.run_id)
+    if opts.profile_pages is not None and opts.profile_pages < 1:
+        raise BadInput(f"--profile-pages must be at least 1, got {opts.profile_pages}")
 
 
-def check_run_id(run_id: str) -> None:
-    """A run id names a folder directly inside profiles/: no path, no hidden or parent folder."""
-    if not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
-        raise BadInput(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' (no paths)")
-
-
-def new_run_id(model: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model).name).strip("-.") or "model"
-    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{stem[:40]}-{secrets.token_hex(3)}"
-
-
-def claim_run_dir(opts: CaptureOptions) -> Path:
-    """Create the run folder; refuse an existing one unless --force (then it is replaced, unless a
-    capture is still writing into it). A generated run id that someone took meanwhile is drawn again."""
-    if opts.out is not None:
-        run_dir = opts.out
-    else:
-        run_id = new_run_id(opts.model) if opts.run_id is None else opts.run_id
-        check_run_id(run_id)
-        run_dir = opts.profiles_root / run_id
-    named = opts.out is not None or opts.run_id is not None
-    # a generated id that exists is simply drawn again below (never replaced, even with --force)
-    if named and run_dir.exists():
-        if not opts.force:
-            raise BadInput(f"run folder {run_dir} already exists; pass --force to replace it")
-        if not run_dir.is_dir():
-            raise BadInput(f"{run_dir} exists and is not a folder")
-        if capture_running_in(run_dir):
-            raise BadInput(f"a capture is still writing into {run_dir}; --force does not replace it")
-        shutil.rmtree(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(100):
-        try:
-            run_dir.mkdir()  # exclusive: of two captures racing for one folder, one gets FileExistsError
-            return run_dir
-        except FileExistsError:
-            if named:
-                raise BadInput(f"run folder {run_dir} was created by someone else just now") from None
-            run_dir = opts.profiles_root / new_run_id(opts.model)
-    raise BadInput(f"no free run id in {opts.profiles_root} after 100 tries")
-
-
-def lock_run_dir(run_dir: Path) -> int:
-    """Mark the run folder as being written for as long as the returned descriptor stays open."""
-    fd = os.open(run_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return fd
-
-
-def unlock_run_dir(run_dir: Path, fd: int) -> None:
-    (run_dir / LOCK_FILE).unlink(missing_ok=True)
-    os.close(fd)
-
-
-def capture_running_in(run_dir: Path) -> bool:
-    try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+def profiled_page_count(workload: dict[str, Any], n_pages: int) -> int:
+    """How many pages the profiled passes (nsys, torch.profiler) run: every page x repeats, or the
+    first `profile_pages` once each."""
+    limit = workload.get("profile_pages")
+    return min(int(limit), n_pages) if limit else n_pages * int(workload.get("repeats", 1))
 
 
 def count_perfctl_ranges(sqlite_path: Path) -> int:
@@ -246,9 +184,11 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
             f"--tiles is for DeepSeek-OCR-2 pages; {opts.model} ({spec.model_type}) reads text prompts"
         )
     pages = list_pages(opts.pages_dir, opts.num_pages, text=not takes_page_images(spec.model_type))
+    if opts.profile_pages is not None and opts.profile_pages > len(pages):
+        raise BadInput(f"--profile-pages {opts.profile_pages} is more than the {len(pages)} pages given")
     nsys = find_nsys(opts.nsys) if opts.tool != "torch" else None
     with interrupts_raise():
-        run_dir = claim_run_dir(opts).resolve()
+        run_dir = claim_run_dir(opts.profiles_root, opts.model, opts.run_id, opts.out, opts.force).resolve()
         lock = lock_run_dir(run_dir)
         manifest: dict[str, Any] = {"run_id": run_dir.name, "status": "running", "started_at": utc_now()}
         try:
@@ -270,9 +210,10 @@ def _capture(
     run_dir: Path,
     manifest: dict[str, Any],
 ) -> CaptureResult:
-    workload = {
+    page_paths = [str(p.resolve()) for p in pages]
+    workload: dict[str, Any] = {
         "model": asdict(spec) | {"folder": str(spec.folder)},
-        "pages": [str(p.resolve()) for p in pages],
+        "pages": page_paths,
         "repeats": opts.repeats,
         "max_new_tokens": opts.max_new_tokens,
         "tiles": opts.tiles,
@@ -285,14 +226,19 @@ def _capture(
         "log": str(run_dir / "driver.log"),
     }
     sampled = {"telemetry": str(run_dir / "telemetry.jsonl")} if opts.nsys_telemetry else {}
-    nsys_workload = workload | sampled
+    # the profiled passes' own workload: with --profile-pages, its first pages once each
+    profiled = workload | (
+        {"pages": page_paths[: opts.profile_pages], "repeats": 1} if opts.profile_pages else {}
+    )
+    nsys_workload = profiled | sampled
     write_text_atomic(run_dir / MODEL_CONFIG_FILE, (spec.folder / "config.json").read_text())
     manifest.update(
         {
             "perfctl_version": __version__,
             "tool": opts.tool,
             "perfctl_command": opts.argv,
-            "workload": {k: v for k, v in workload.items() if k not in ("records", "driver_info", "log")},
+            "workload": {k: v for k, v in workload.items() if k not in ("records", "driver_info", "log")}
+            | {"profile_pages": opts.profile_pages},
             "model_spec": spec.to_json(),
             "model_config": MODEL_CONFIG_FILE,
             "pages": [{"file": p.name, "path": str(p.resolve()), "sha256": file_sha256(p)} for p in pages],
@@ -301,6 +247,8 @@ def _capture(
         }
     )
     expected = len(pages) * opts.repeats
+    profiled_expected = profiled_page_count(manifest["workload"], len(pages))
+    passes = {"timing": (workload, expected), "torch": (profiled, profiled_expected)}
     try:
         if nsys is None:  # --tool torch: the torch.profiler pass alone
             write_json_atomic(run_dir / "workload.json", workload)
@@ -321,12 +269,15 @@ def _capture(
             }
             write_json_atomic(run_dir / "manifest.json", manifest)
             registry.record_capture(run_dir, manifest, started=True)
-            progress.step(f"nsys pass: {expected} pages under nsys profile (log: {run_dir / 'driver.log'})")
-            result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=expected)
+            progress.step(
+                f"nsys pass: {profiled_expected} pages under nsys profile (log: {run_dir / 'driver.log'})"
+            )
+            result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=profiled_expected)
             later = ["timing", "torch"] if opts.tool == "all" else []
         for name in later:
             if result.status == "ok":
-                result = run_driver_pass(run_dir, workload, result.manifest, expected, name)
+                pass_workload, pass_pages = passes[name]
+                result = run_driver_pass(run_dir, pass_workload, result.manifest, pass_pages, name)
         if result.manifest["status"] == "running":  # no nsys pass to conclude it: every pass went well
             result.manifest["status"], result.manifest["reason"] = "ok", None
             write_json_atomic(run_dir / "manifest.json", result.manifest)
