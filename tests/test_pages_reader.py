@@ -31,9 +31,19 @@ def _sqlite(path: Path, table: str, cols: list[str]) -> dict[str, list[int]]:
 
 
 def _chunks(
-    path: Path, table: str, cols: list[str], where: pages.RowFilter | None = None
+    path: Path,
+    table: str,
+    cols: list[str],
+    where: pages.RowFilter | None = None,
+    fallbacks: list[str] | None = None,
 ) -> dict[str, list[int]]:
-    got = list(columns.table_chunks(path, table, {c: c for c in cols}, where))
+    """table_chunks' rows; with no `fallbacks` list given, the page reader must read them all."""
+    notes: list[str] = []
+    got = list(columns.table_chunks(path, table, {c: c for c in cols}, where, notes))
+    if fallbacks is None:
+        assert notes == []
+    else:
+        fallbacks += notes
     return {c: np.concatenate([g[c] for g in got]).tolist() if got else [] for c in cols}
 
 
@@ -131,9 +141,17 @@ def test_what_the_reader_leaves_to_sqlite(
     with pytest.raises(pages.Unreadable, match=reason):
         list(pages.read_chunks(path, layout))
     expected = _sqlite(path, "t", ["id", "b"])
-    assert _chunks(path, "t", ["id", "b"]) == expected
+    notes: list[str] = []
+    assert _chunks(path, "t", ["id", "b"], fallbacks=notes) == expected
     if reason == "non-integer":  # read through SQLite, a float in an integer column truncates
-        assert _chunks(path, "t", ["a"])["a"] == [int(v) for v in _sqlite(path, "t", ["a"])["a"]]
+        assert notes == []  # (column a not read)
+        assert _chunks(path, "t", ["a"], fallbacks=notes)["a"] == [
+            int(v) for v in _sqlite(path, "t", ["a"])["a"]
+        ]
+    # said once, with the table, the reason and the rows left to SQLite (those after the pages read)
+    (note,) = notes
+    assert note.startswith("t: the page reader cannot read it past rowid ") and reason in note
+    assert note.endswith("the rest read through SQLite instead, slower")
 
 
 def test_write_ahead_log_is_read_through_sqlite(tmp_path: Path) -> None:
@@ -146,8 +164,13 @@ def test_write_ahead_log_is_read_through_sqlite(tmp_path: Path) -> None:
     writer.commit()  # the row sits in the -wal file only while the writer stays open
     try:
         assert Path(f"{path}-wal").stat().st_size > 0
-        got = _chunks(path, "t", ["a", "b"])
+        notes: list[str] = []
+        got = _chunks(path, "t", ["a", "b"], fallbacks=notes)
         assert got == _sqlite(path, "t", ["a", "b"]) and got["a"][-1] == 41
+        assert notes == [
+            "t: the page reader cannot read it (the database has a write-ahead log); "
+            "read through SQLite instead, slower"
+        ]
     finally:
         writer.close()
 

@@ -7,7 +7,7 @@ that `load_export` reads.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,12 @@ from perfctl.nsys_export.events import (
     unended_range_ids,
 )
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly, read_schema
-from perfctl.nsys_export.windows import NotWindowable, activity_windows, load_gpu_activities
+from perfctl.nsys_export.windows import (
+    NotWindowable,
+    activity_windows,
+    load_gpu_activities,
+    not_windowable_note,
+)
 from perfctl.stages import DOMAIN, PAGE, STAGES
 
 # pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
@@ -94,14 +99,17 @@ def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
             schema = read_schema(conn, path)
         finally:
             conn.close()
-        windows = activity_windows(schema)  # the readers start now, beside what follows
+        fallbacks: list[str] = []  # where the engine leaves its fast path, filled as windows are read
+        windows = activity_windows(schema, fallbacks=fallbacks)  # the readers start now, beside what follows
         try:
             tables = load_export(path, schema)
             progress.step("attributing GPU work to NVTX ranges")
             try:
-                return analyze_tables(tables, windows, top_n=top_n)
-            except NotWindowable:  # (rare) the whole export at once
-                return analyze_tables(tables, iter([load_gpu_activities(schema)]), top_n=top_n)
+                return analyze_tables(tables, windows, top_n=top_n, fallbacks=fallbacks)
+            except NotWindowable as refused:  # (rare) the whole export at once, read afresh
+                fallbacks = [not_windowable_note(refused)]
+                whole = load_gpu_activities(schema, fallbacks)
+                return analyze_tables(tables, iter([whole]), top_n=top_n, fallbacks=fallbacks)
         finally:
             windows.close()
     except (sqlite3.DatabaseError, pages.Damaged, UnicodeDecodeError) as exc:
@@ -120,9 +128,17 @@ def _name_lookup(path: Path) -> Any:
     return lookup
 
 
-def analyze_tables(tables: ExportTables, windows: Iterator[Activities], top_n: int = 10) -> dict[str, Any]:
+def analyze_tables(
+    tables: ExportTables,
+    windows: Iterator[Activities],
+    top_n: int = 10,
+    fallbacks: Sequence[str] = (),
+) -> dict[str, Any]:
     """The analysis of the export's tables and its GPU activities, window by window: each window's
-    figures are added to the others' (windows are cut where the GPU is idle, so busy times add up)."""
+    figures are added to the others' (windows are cut where the GPU is idle, so busy times add up).
+    `fallbacks`: where the engine left its fast path (a table read through SQLite, an export not cut
+    into windows), read once `windows` is exhausted (readers fill it as they go); each becomes a
+    warning, once."""
     # pages the program never finished are set apart: every figure is over complete pages
     ranges, completion, unfinished = set_aside_unfinished(tables.ranges, tables.unended)
     codes, uniques = name_codes(ranges)
@@ -174,6 +190,7 @@ def analyze_tables(tables: ExportTables, windows: Iterator[Activities], top_n: i
             f"{other_total} kernel launches from other threads fell inside ranges; nsys's "
             "projection leaves them out, see each range's other_threads"
         )
+    warnings += dict.fromkeys(fallbacks)  # (a table read twice through SQLite: one warning)
 
     return {
         "perfctl_version": __version__,

@@ -5,8 +5,9 @@ Python's sqlite3 module builds one Python object per value (about 6 s for the 4.
 memory tables of an nsys export hold only integers, so `perfctl.nsys_export.pages` decodes them
 straight from the file's pages, vectorized, and yields them in rowid order in chunks: memory is
 bounded by a chunk, not by the table. A table that reader leaves to SQLite (see `pages.Unreadable`)
-is read through SQLite from the first row not yet yielded, with the same result. NULL integers read
-as -1.
+is read through SQLite from the first row not yet yielded, with the same result, and a sentence
+saying so (which table, why, from which row) goes to the caller's `fallbacks` list: the analysis
+lists it among its warnings. NULL integers read as -1.
 
 `BackgroundChunks` reads a table in a forked process that runs ahead of the caller, on the other core.
 (Threads would not do: numpy holds the GIL through the many small gathers a chunk takes, and two
@@ -64,16 +65,23 @@ def return_free_memory_to_os() -> None:
 
 
 def table_chunks(
-    path: Path, table: str, columns: dict[str, str], where: pages.RowFilter | None = None
+    path: Path,
+    table: str,
+    columns: dict[str, str],
+    where: pages.RowFilter | None = None,
+    fallbacks: list[str] | None = None,
 ) -> Iterator[Columns]:
     """Every row of `table` (that `where` keeps), in rowid order, as chunks {name: int64 column} for
-    `columns` (name -> column of the table; `where` names a table column)."""
+    `columns` (name -> column of the table; `where` names a table column). When the page reader
+    leaves the table, or its rows from some row on, to SQLite, a sentence saying so is appended to
+    `fallbacks`."""
+    refused: pages.Unreadable | None = None  # why the page reader left the table to SQLite
     conn = sqlite3.connect(readonly_uri(path), uri=True)
     try:
         wanted = [*columns.values(), *([where.column] if where else [])]
         layout = pages.table_layout(conn, table, list(dict.fromkeys(wanted)))
-    except pages.Unreadable:
-        layout = None
+    except pages.Unreadable as exc:
+        layout, refused = None, exc
     finally:
         conn.close()
     last_rowid: int | None = None
@@ -83,8 +91,10 @@ def table_chunks(
                 last_rowid = rowid if rowid is not None else last_rowid
                 yield {name: chunk[column] for name, column in columns.items()}
             return
-        except pages.Unreadable:
-            pass  # SQLite reads the rest
+        except pages.Unreadable as exc:
+            refused = exc  # SQLite reads the rest
+    if fallbacks is not None:
+        fallbacks.append(_fallback_note(table, str(refused), last_rowid))
     for chunk in _sqlite_chunks(
         path, table, {**columns, "(where)": where.column} if where else columns, last_rowid
     ):
@@ -92,6 +102,16 @@ def table_chunks(
             keep = where.keep(chunk.pop("(where)"))
             chunk = {name: column[keep] for name, column in chunk.items()}
         yield chunk
+
+
+def _fallback_note(table: str, reason: str, last_rowid: int | None) -> str:
+    """The warning for a table (or its rows after `last_rowid`) read through SQLite."""
+    if last_rowid is None:
+        return f"{table}: the page reader cannot read it ({reason}); read through SQLite instead, slower"
+    return (
+        f"{table}: the page reader cannot read it past rowid {last_rowid} ({reason}); "
+        "the rest read through SQLite instead, slower"
+    )
 
 
 def _decoded(
@@ -102,7 +122,7 @@ def _decoded(
         yield pages.decode_leaves(file, group, layout, where)
 
 
-_END, _ERROR = -1, -2
+_END, _ERROR, _NOTE = -1, -2, -3  # messages besides a chunk's row count
 
 
 RING = 32  # chunks a reader may run ahead of its consumer
@@ -110,19 +130,24 @@ SLOT = 1 << 25  # bytes of the spool file per chunk (a chunk of 256 pages holds 
 
 
 class BackgroundChunks:
-    """The chunks of `chunks()` (int64 columns `names`), produced by a process forked at once, which
-    runs up to RING chunks ahead of the caller: it writes each chunk's columns into one of RING slots
-    of an unlinked temporary file (the page cache holds them, not either process's memory, and the
-    file stays small) and tells the caller through a pipe; the caller tells it through another which
-    chunks it has read, so slots are reused. An exception in the process is raised here. Without
-    fork, the chunks are read here, when asked for."""
+    """The chunks of `chunks(notes)` (int64 columns `names`), produced by a process forked at once,
+    which runs up to RING chunks ahead of the caller: it writes each chunk's columns into one of RING
+    slots of an unlinked temporary file (the page cache holds them, not either process's memory, and
+    the file stays small) and tells the caller through a pipe; the caller tells it through another
+    which chunks it has read, so slots are reused. What `chunks` appends to `notes` (a fallback to
+    SQLite, say) comes through the pipe too, ahead of the next chunk, and is appended to `fallbacks`
+    as the chunks are read. An exception in the process is raised here. Without fork, the chunks are
+    read here, when asked for."""
 
-    def __init__(self, chunks: Callable[[], Iterator[Columns]], names: list[str]) -> None:
+    def __init__(
+        self, chunks: Callable[[list[str]], Iterator[Columns]], names: list[str], fallbacks: list[str]
+    ) -> None:
         self.names = names
+        self.fallbacks = fallbacks
         self.local: Iterator[Columns] | None = None
         self.pid = 0
         if not hasattr(os, "fork"):
-            self.local = chunks()
+            self.local = chunks(fallbacks)
             return
         self.spool = tempfile.TemporaryFile(prefix="perfctl-chunks-")  # noqa: SIM115 - closed by close()
         read_end, write_end = os.pipe()
@@ -149,6 +174,10 @@ class BackgroundChunks:
             raise StopIteration
         try:
             (rows,) = struct.unpack("<q", _exactly(self.messages, 8))
+            while rows == _NOTE:
+                (size,) = struct.unpack("<q", _exactly(self.messages, 8))
+                self.fallbacks.append(_exactly(self.messages, size).decode())
+                (rows,) = struct.unpack("<q", _exactly(self.messages, 8))
             if rows == _ERROR:
                 (size,) = struct.unpack("<q", _exactly(self.messages, 8))
                 error = pickle.loads(_exactly(self.messages, size))
@@ -188,16 +217,18 @@ class BackgroundChunks:
 
 
 def _produce(
-    chunks: Callable[[], Iterator[Columns]], names: list[str], spool: int, pipe: int, acks: int
+    chunks: Callable[[list[str]], Iterator[Columns]], names: list[str], spool: int, pipe: int, acks: int
 ) -> None:
-    """The background process: write every chunk (waiting while RING chunks are unread), then the
-    end (or the exception), and exit."""
+    """The background process: write every chunk (waiting while RING chunks are unread), each after
+    the notes added since the one before, then the end (or the exception), and exit."""
     code = 0
+    notes: list[str] = []
     try:
         with os.fdopen(pipe, "wb", buffering=0) as messages:
             try:
                 read = 0
-                for index, chunk in enumerate(chunks()):
+                for index, chunk in enumerate(chunks(notes)):
+                    _send_notes(messages, notes)
                     data = np.stack([np.asarray(chunk[n], dtype=np.int64) for n in names])
                     if data.nbytes > SLOT:
                         raise ValueError(f"a chunk of {data.nbytes} bytes does not fit a spool slot")
@@ -208,6 +239,7 @@ def _produce(
                         read += len(got)
                     os.pwrite(spool, data.tobytes(), (index % RING) * SLOT)
                     messages.write(struct.pack("<q", data.shape[1]))
+                _send_notes(messages, notes)
                 messages.write(struct.pack("<q", _END))
             except Exception as exc:  # handed to the caller, who raises it
                 text = pickle.dumps(exc)
@@ -216,6 +248,14 @@ def _produce(
         code = 1
     finally:
         os._exit(code)  # no interpreter teardown, no atexit handlers of the parent's
+
+
+def _send_notes(messages: Any, notes: list[str]) -> None:
+    """Hand the notes not yet handed over to the caller (they leave the list)."""
+    for note in notes:
+        text = note.encode()
+        messages.write(struct.pack("<qq", _NOTE, len(text)) + text)
+    notes.clear()
 
 
 def _exactly(stream: Any, size: int) -> bytes:

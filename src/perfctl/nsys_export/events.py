@@ -402,9 +402,11 @@ def probe_launches(
     corr: Int64s,
     graphs: GraphLaunches | None = None,
     launch_rows: Iterator[Columns] | None = None,
+    fallbacks: list[str] | None = None,
 ) -> tuple[Int64s, Columns]:
     """Join activities to their launching API rows over the whole runtime table (`LaunchJoin`): the
-    table is read in chunks (its launch-API rows from `launch_rows` if given: read elsewhere)."""
+    table is read in chunks (its launch-API rows from `launch_rows` if given: read elsewhere; a
+    fallback to SQLite is noted in `fallbacks`, see `columns.table_chunks`)."""
     launch_ids, graph_ids = api_name_ids(path)
     join = LaunchJoin(process, corr)
     graphs = graphs if graphs is not None else GraphLaunches()
@@ -412,7 +414,7 @@ def probe_launches(
     def scan(is_launch: bool | None) -> None:
         """Probe the runtime rows of launch APIs (True), of the other APIs (False), or all (None)."""
         where = None if is_launch is None else RowFilter("nameId", launch_ids, inside=is_launch)
-        for batch in table_chunks(path, "CUPTI_ACTIVITY_KIND_RUNTIME", API_COLUMNS, where):
+        for batch in table_chunks(path, "CUPTI_ACTIVITY_KIND_RUNTIME", API_COLUMNS, where, fallbacks):
             probed, hits = join.probe(batch)
             graphs.count(probed["name"], hits, graph_ids)
 

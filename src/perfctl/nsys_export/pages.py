@@ -319,7 +319,7 @@ def _column(
         assert rowid is not None
         return rowid[rows]
     position = layout.positions[name]
-    return _integers(buf, serials[position][rows], offsets[position][rows])
+    return _integers(buf, serials[position][rows], offsets[position][rows], name)
 
 
 Walk = tuple[list[Int64s], list[Int64s]]  # per column: serial types, value offsets (+ end)
@@ -365,11 +365,11 @@ def _walk_varint_types(buf: Bytes, cursor: Int64s, header_end: Int64s, columns: 
     return serials, offsets
 
 
-def _integers(buf: Bytes, serial: Int64s, at: Int64s) -> Int64s:
+def _integers(buf: Bytes, serial: Int64s, at: Int64s, column: str) -> Int64s:
     """Integer values of the given serial types at the given offsets (NULL: -1)."""
     unusual = len(serial) > 0 and (int(serial.min()) == 0 or int(serial.max()) >= 7)
     if unusual and bool(np.any((serial == 7) | (serial >= 10))):
-        raise Unreadable("a non-integer value in an integer column")
+        raise Unreadable(f"a non-integer value in column {column}")
     # eight bytes from each value's first: big-endian, so the value sits in the top bytes, and an
     # arithmetic right shift both drops the bytes after it and extends its sign
     wide = np.ndarray((len(buf) - 8,), dtype=">u8", buffer=buf, strides=(1,))

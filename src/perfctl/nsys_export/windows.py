@@ -17,8 +17,12 @@ export.
 Exactness does not rest on those orders. A table out of start order raises `NotWindowable`; and
 activities that found no launch in their window are looked up once more at the end in the whole
 API table: if a launch is there after all, that is `NotWindowable` too. The caller then analyzes
-the export as one window (`load_gpu_activities`), which is also what an export whose GPU is never
-idle gets.
+the export as one window (`load_gpu_activities`) and says so among the analysis's warnings
+(`not_windowable_note`). One window is also what an export whose GPU is never idle gets.
+
+The readers append a sentence to the `fallbacks` list they are given for each table they leave to
+SQLite (`columns.table_chunks`); those of the background processes arrive as their chunks are read,
+so the list is complete once the windows are.
 """
 
 from __future__ import annotations
@@ -63,30 +67,44 @@ class NotWindowable(Exception):
     """The export breaks an order windows rely on; analyze it as one window."""
 
 
-def load_gpu_activities(schema: ExportSchema) -> Activities:
+def not_windowable_note(reason: NotWindowable) -> str:
+    """The warning for an export analyzed as one window because windows refused it."""
+    return (
+        f"the export could not be cut into GPU-idle windows ({reason}): it was analyzed at once "
+        "instead, slower and with memory growing with the export"
+    )
+
+
+def load_gpu_activities(schema: ExportSchema, fallbacks: list[str] | None = None) -> Activities:
     """Every activity of the export as one window."""
-    return next(activity_windows(schema, None))
+    return next(activity_windows(schema, None, fallbacks))
 
 
 def activity_windows(
-    schema: ExportSchema, target: int | None = TARGET_ROWS
+    schema: ExportSchema, target: int | None = TARGET_ROWS, fallbacks: list[str] | None = None
 ) -> Generator[Activities, None, None]:
     """The activities in windows (see the module's doc); with `target` None, in one window. The
-    tables' readers start at once, in background processes, before the first window is asked for."""
+    tables' readers start at once, in background processes, before the first window is asked for.
+    Each table read through SQLite instead of the page reader adds a sentence to `fallbacks`."""
     path = schema.path
+    fallbacks = [] if fallbacks is None else fallbacks
     keep_freed_memory()  # (before the readers fork: they keep it too)
     launch_ids, graph_ids = api_name_ids(path)
     readers = [
-        (table, kind, _reader(schema, table, kind)) for table, kind in ACTIVITY_TABLES if schema.has(table)
+        (table, kind, _reader(schema, table, kind, fallbacks))
+        for table, kind in ACTIVITY_TABLES
+        if schema.has(table)
     ]
     runtime = None
     if schema.has(RUNTIME):
         where = RowFilter("nameId", launch_ids) if len(launch_ids) else None
         launches = BackgroundChunks(
-            lambda: table_chunks(path, RUNTIME, API_COLUMNS, where), list(API_COLUMNS)
+            lambda notes: table_chunks(path, RUNTIME, API_COLUMNS, where, notes),
+            list(API_COLUMNS),
+            fallbacks,
         )
         runtime = _Cursor(launches, graph_ids)
-    return _windows(schema, target, readers, runtime)
+    return _windows(schema, target, readers, runtime, fallbacks)
 
 
 def _windows(
@@ -94,9 +112,10 @@ def _windows(
     target: int | None,
     readers: list[tuple[str, int, BackgroundChunks]],
     runtime: _Cursor | None,
+    fallbacks: list[str],
 ) -> Generator[Activities, None, None]:
     try:
-        yield from _cut(schema, target, readers, runtime)
+        yield from _cut(schema, target, readers, runtime, fallbacks)
     finally:
         for _, _, reader in readers:
             reader.close()
@@ -109,6 +128,7 @@ def _cut(
     target: int | None,
     readers: list[tuple[str, int, BackgroundChunks]],
     runtime: _Cursor | None,
+    fallbacks: list[str],
 ) -> Iterator[Activities]:
     """Cut where the GPU idles between kernels (memory operations add no busy time: whatever they
     overlap, their figures are sums); a window takes the memory operations starting before its cut."""
@@ -153,10 +173,11 @@ def _cut(
     for operations in memory:
         buffer.extend(operations.take(None))
     if cuts == 0:  # one window: joined to the whole API table, launch APIs first (probe_launches)
-        yield _single_window(schema, buffer, runtime.take(None) if runtime is not None else None)
+        launch_rows = runtime.take(None) if runtime is not None else None
+        yield _single_window(schema, buffer, launch_rows, fallbacks)
         return
     yield _window(buffer, runtime, None, misses)
-    if misses and runtime is not None and _found_elsewhere(schema, misses):
+    if misses and runtime is not None and _found_elsewhere(schema, misses, fallbacks):
         raise NotWindowable("an activity's launch lies outside its window")
 
 
@@ -268,7 +289,10 @@ def _window(
 
 
 def _single_window(
-    schema: ExportSchema, buffer: list[Columns], launch_rows: Iterator[Columns] | None
+    schema: ExportSchema,
+    buffer: list[Columns],
+    launch_rows: Iterator[Columns] | None,
+    fallbacks: list[str],
 ) -> Activities:
     cols = _concat(buffer)
     buffer.clear()
@@ -276,7 +300,7 @@ def _single_window(
     process, corr = cols.pop("process"), cols.pop("corr")
     n = len(corr)
     if schema.has(RUNTIME):
-        act_rows, launch = probe_launches(schema.path, process, corr, graphs, launch_rows)
+        act_rows, launch = probe_launches(schema.path, process, corr, graphs, launch_rows, fallbacks)
     else:
         act_rows = np.arange(n, dtype=np.int64)
         launch = {c: np.full(n, -1, np.int64) for c in ("thread", "start", "end")}
@@ -287,12 +311,12 @@ def _single_window(
     return activities
 
 
-def _found_elsewhere(schema: ExportSchema, misses: list[Columns]) -> bool:
+def _found_elsewhere(schema: ExportSchema, misses: list[Columns], fallbacks: list[str]) -> bool:
     """Whether any API row of the whole table launched one of the activities no window matched."""
     process = np.concatenate([m["process"] for m in misses])
     corr = np.concatenate([m["corr"] for m in misses])
     join = LaunchJoin(process, corr)
-    for batch in table_chunks(schema.path, RUNTIME, API_COLUMNS):
+    for batch in table_chunks(schema.path, RUNTIME, API_COLUMNS, fallbacks=fallbacks):
         join.probe(batch)
     return not bool(join.unmatched().all())
 
@@ -304,14 +328,16 @@ def _empty() -> Columns:
     return {c: np.empty(0, np.int64) for c in _COLUMNS}
 
 
-def _reader(schema: ExportSchema, table: str, kind: int) -> BackgroundChunks:
+def _reader(schema: ExportSchema, table: str, kind: int, fallbacks: list[str]) -> BackgroundChunks:
     """One activity table read in a background process (NULL reads -1)."""
     select = {"start": "start", "end": "end", "corr": "correlationId", "process": "globalPid"}
     if kind == KERNEL:
         select |= {"short_id": "shortName", "name_id": "demangledName"}
     else:
         select["bytes"] = "bytes"
-    return BackgroundChunks(lambda: table_chunks(schema.path, table, select), list(select))
+    return BackgroundChunks(
+        lambda notes: table_chunks(schema.path, table, select, fallbacks=notes), list(select), fallbacks
+    )
 
 
 def _table(chunks: BackgroundChunks, table: str, kind: int, check_order: bool) -> Iterator[Columns]:
