@@ -35,7 +35,7 @@ from perfctl.driver.stage_probes import (
 )
 from perfctl.driver.telemetry import TelemetrySampler
 from perfctl.stages import STAGES
-from perfctl.workloads.deepseek_ocr2 import load_deepseek_ocr2
+from perfctl.workloads.loader import load_workload
 from perfctl.workloads.models import resolve_model
 from perfctl.workloads.pages import list_pages
 
@@ -68,7 +68,7 @@ def main() -> None:
 
     device = "cuda"
     spec = resolve_model(args.model, random_weights=False)
-    work = load_deepseek_ocr2(spec, device, "bfloat16", 0, 0)
+    work = load_workload(spec, device, "bfloat16", 0, 0)
     prepared = [work.prepare(p) for p in list_pages(None, args.pages)]
     probe = CudaStageProbe(device)
     marker = StageMarker(_NoRanges(), sync=torch.cuda.synchronize, probe=probe)

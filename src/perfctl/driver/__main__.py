@@ -105,6 +105,19 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def stage_marker(
+    emitter: RangeEmitter, device: str, sync_stage_edges: bool
+) -> tuple[StageMarker, CudaStageProbe | None]:
+    """The driver's stage marker and, where it has one, its CUDA stage probe. The clean timing pass
+    (`sync_stage_edges`) waits for the GPU at every stage edge, so its stage clocks are true, and there
+    CUDA events time each stage on the GPU's clock and the allocator's peak per stage is read; the nsys
+    pass does neither, so as not to change the timeline it records. scripts/instrumentation_overhead.py
+    measures what these cost with this same function."""
+    sync = (lambda: _synchronize(device)) if sync_stage_edges else None
+    probe = CudaStageProbe(device) if sync is not None and device.startswith("cuda") else None
+    return StageMarker(emitter, sync=sync, probe=probe), probe
+
+
 def run(workload: dict[str, Any]) -> int:
     problem = nvtx_problem(installed_nvtx_version(), os.environ.get("PERFCTL_NSYS_VERSION"))
     if problem:
@@ -152,11 +165,7 @@ def run(workload: dict[str, Any]) -> int:
     torch_folder: str | None = workload.get("torch_profiler")  # the torch.profiler pass
     if torch_folder:
         emitter = RecordFunctionEmitter(emitter)
-    # the clean timing pass waits for the GPU at every stage edge, so its stage clocks are true
-    sync = (lambda: _synchronize(device)) if workload.get("sync_stage_edges") else None
-    # there, CUDA events time each stage on the GPU's clock and the allocator's peak per stage is read
-    probe = CudaStageProbe(device) if sync is not None and device.startswith("cuda") else None
-    marker = StageMarker(emitter, sync=sync, probe=probe)
+    marker, probe = stage_marker(emitter, device, bool(workload.get("sync_stage_edges")))
     sampler = None
     if workload.get("telemetry"):  # the clean timing pass samples NVML; nothing else perturbs it
         if device.startswith("cuda"):
