@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from bench_analyze import _fastest, measure  # noqa: E402
+from instrumentation_overhead import table as overhead_table  # noqa: E402
 from nsys_reference import (  # noqa: E402
     kern_sum_command,
     kern_sum_csv,
@@ -228,10 +229,9 @@ def render_results(results: dict[str, Any]) -> str:
             out += ["", _analysis_time_line(run["analyze_vs_nsys_stats"])]
         out.append("")
     overhead = results.get("instrumentation_overhead")
-    if overhead:
-        out += ["## Instrumentation overhead", "", f"`{overhead.get('command', '')}`", ""]
-        out += [str(line) for line in overhead.get("table", [])] or ["(no table)"]
-        out.append("")
+    if overhead and overhead.get("measured"):
+        out += ["## Instrumentation overhead", "", f"`{overhead['command']}`", "", "```"]
+        out += [overhead_table(overhead["measured"]), "```", ""]
     return "\n".join(out)
 
 
@@ -279,11 +279,7 @@ def main() -> int:
                 "--out", str(args.out / OVERHEAD_JSON),
             ]  # fmt: skip
             rc, _ = run_logged(cmd, args.out / "overhead.log")
-            results["instrumentation_overhead"] = {
-                "command": shlex.join(cmd),
-                "exit": rc,
-                "table": (args.out / "overhead.log").read_text().splitlines()[-12:],
-            }
+            results["instrumentation_overhead"] = {"command": shlex.join(cmd), "exit": rc}
             failed += rc != 0
     for entry in results["runs"]:
         if entry.get("capture_exit") == 0:
@@ -292,6 +288,9 @@ def main() -> int:
     results["runs"] = [e for e in results["runs"] if "summary" in e] + [
         e for e in results["runs"] if "summary" not in e
     ]
+    overhead = results.get("instrumentation_overhead") or {}
+    if (args.out / OVERHEAD_JSON).is_file() and overhead.get("exit") == 0:
+        overhead["measured"] = json.loads((args.out / OVERHEAD_JSON).read_text())
     results_path.write_text(json.dumps(results, indent=1))
     done = [e for e in results["runs"] if "summary" in e]
     (args.out / RESULTS_MD).write_text(render_results(results | {"runs": done}))
