@@ -166,7 +166,9 @@ def test_v1_capture_all_passes_on_cpu(tmp_path: Path, nsys_bin: str) -> None:
     assert manifest["workload"]["mode"] == "tiny" and manifest["model_spec"]["model_type"] == "deepseek_vl_v2"
     info = json.loads((run / "driver-info.json").read_text())
     assert info["transformers"].startswith("4.46.") and info["flops_mode"] == "tiny"
-    flops = count_flops(str(V1_MODEL), mode="tiny", prompt_tokens=info["prompt_tokens_per_page"] - 73)
+    flops = count_flops(
+        str(V1_MODEL), mode="tiny", prompt_tokens=info["prompt_tokens_per_page"] - 73, new_tokens=NEW_TOKENS
+    )
     assert info["image_tokens_per_page"] == flops.to_json()["tokens"]["image"] == 73
 
     analyzed = run_perfctl("analyze", str(run), "--format", "json")
