@@ -111,3 +111,16 @@ def probe_interpreter(path: str, scratch: Path) -> DriverPython:
             "(torch, transformers, Pillow and nvtx<0.2.12)"
         )
     return DriverPython(path, str(found["python"]), dict(found["packages"]), False)
+
+
+def driver_command(
+    run_dir: Path, manifest: dict[str, Any], workload: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The driver's command line and the environment it needs: perfctl's own interpreter as it is, or
+    the manifest's --driver-python with perfctl's package on its PYTHONPATH."""
+    python = manifest.get("driver_python") or {}
+    if python.get("own_interpreter", True):
+        return [sys.executable, "-m", "perfctl.driver", str(workload)], {}
+    entry = driver_env_path(run_dir / PYTHONPATH_DIR)
+    env = {"PYTHONPATH": pythonpath_with(entry)}
+    return [str(python["path"]), "-m", "perfctl.driver", str(workload)], env

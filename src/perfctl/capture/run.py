@@ -37,13 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from perfctl import __version__, progress, registry
-from perfctl.capture.driver_python import (
-    PYTHONPATH_DIR,
-    DriverPython,
-    driver_env_path,
-    probe_interpreter,
-    pythonpath_with,
-)
+from perfctl.capture.driver_python import DriverPython, driver_command, probe_interpreter
 from perfctl.capture.manifest import (
     MODEL_CONFIG_FILE,
     disk_note,
@@ -358,19 +352,6 @@ def _capture(
         raise
     registry.record_capture(run_dir, result.manifest)
     return result
-
-
-def driver_command(
-    run_dir: Path, manifest: dict[str, Any], workload: Path
-) -> tuple[list[str], dict[str, str]]:
-    """The driver's command line and the environment it needs: perfctl's own interpreter as it is, or
-    the manifest's --driver-python with perfctl's package on its PYTHONPATH."""
-    python = manifest.get("driver_python") or {}
-    if python.get("own_interpreter", True):
-        return [sys.executable, "-m", "perfctl.driver", str(workload)], {}
-    entry = driver_env_path(run_dir / PYTHONPATH_DIR)
-    env = {"PYTHONPATH": pythonpath_with(entry)}
-    return [str(python["path"]), "-m", "perfctl.driver", str(workload)], env
 
 
 def run_calibration(run_dir: Path, manifest: dict[str, Any], device: str | None) -> CaptureResult:
