@@ -138,14 +138,18 @@ def test_local_tiles_follow_the_page_shape() -> None:
 
 
 def test_deepseek_ocr_v1_is_refused_with_what_it_needs(tmp_path: Path) -> None:
-    """v1's remote code targets transformers 4.46.x; the message names the version found and the
-    remote-code files present or missing (from the config's auto_map)."""
+    """v1 runs through its remote code under transformers 4.46.x: perfctl's own interpreter (5.x) is
+    refused with the version found and what to install; a folder without the remote code (the config's
+    auto_map module and every file it imports relatively) is refused with the files it lacks."""
     from importlib import metadata
+
+    from perfctl.capture.driver_python import DriverPython
 
     with pytest.raises(BadInput, match=r"transformers 4\.46\.x") as builtin:
         resolve_model("deepseek-ocr")
-    assert "has no remote code" in str(builtin.value)
-    assert metadata.version("transformers") in str(builtin.value)
+    said = str(builtin.value)
+    assert "has no remote code" in said and f"has transformers {metadata.version('transformers')}" in said
+    assert "--driver-python" in said and "transformers==4.46.3" in said and "\n" not in said
     config = json.loads((builtin_model_dir("deepseek-ocr") / "config.json").read_text())  # type: ignore[operator]
     config["auto_map"] = {
         "AutoConfig": "modeling_deepseekocr.DeepseekOCRConfig",
@@ -155,6 +159,43 @@ def test_deepseek_ocr_v1_is_refused_with_what_it_needs(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=r"lacks modeling_deepseekocr\.py") as folder:
         resolve_model(str(tmp_path))
     assert f"perfctl flops {tmp_path} --mode base" in str(folder.value)
-    (tmp_path / "modeling_deepseekocr.py").write_text("# stand-in file: only its presence is checked\n")
-    with pytest.raises(BadInput, match=r"has its remote code \(modeling_deepseekocr\.py\)"):
-        resolve_model(str(tmp_path))
+    # the modeling file's relative imports are part of the remote code too
+    (tmp_path / "modeling_deepseekocr.py").write_text(
+        "from .deepencoder import build_sam_vit_b\nfrom .conversation import get_conv_template\n"
+    )
+    (tmp_path / "conversation.py").write_text("# present\n")
+    v446 = DriverPython("/envs/v1/bin/python", "3.11.7", {"transformers": "4.46.3"}, own=False)
+    with pytest.raises(BadInput, match=r"lacks deepencoder\.py of its remote code") as one:
+        resolve_model(str(tmp_path), random_weights=True, driver=v446)
+    assert "has transformers" not in str(one.value)  # that interpreter is fine
+    (tmp_path / "deepencoder.py").write_text("# present\n")
+    with pytest.raises(BadInput, match=r"perfctl's own Python has transformers 5"):
+        resolve_model(str(tmp_path), random_weights=True)
+    v5 = DriverPython("/envs/other/bin/python", "3.12.0", {"transformers": "5.17.0"}, own=False)
+    with pytest.raises(BadInput, match=r"--driver-python /envs/other/bin/python has transformers 5\.17\.0"):
+        resolve_model(str(tmp_path), random_weights=True, driver=v5)
+    with pytest.raises(BadInput, match="has no weights; pass --random-weights"):
+        resolve_model(str(tmp_path), driver=v446)
+    spec = resolve_model(str(tmp_path), random_weights=True, driver=v446)
+    assert spec.model_type == "deepseek_vl_v2" and takes_page_images(spec.model_type)
+    assert spec.random_weights and not spec.has_weights
+
+
+def test_deepseek_vl2_is_not_taken_for_ocr_v1(tmp_path: Path) -> None:
+    config = {"model_type": "deepseek_vl_v2", "architectures": ["DeepseekVLV2ForCausalLM"],
+              "vision_config": {"model_name": "siglip_so400m_patch14_384"}}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BadInput, match="is DeepSeek-VL2, which is not supported"):
+        resolve_model(str(tmp_path), random_weights=True)
+
+
+def test_v1_capture_modes() -> None:
+    from perfctl.workloads.deepseek_ocr_v1 import check_capture_mode
+
+    assert check_capture_mode(None) == "base"
+    assert [check_capture_mode(m) for m in ("tiny", "Small", "base", "large", "gundam")] == [
+        "tiny", "small", "base", "large", "gundam",
+    ]  # fmt: skip
+    for bad in ("gundam-6", "gundam-m", "huge"):
+        with pytest.raises(BadInput, match="a DeepSeek-OCR v1 capture runs tiny, small, base, large, gundam"):
+            check_capture_mode(bad)

@@ -113,7 +113,8 @@ def main() -> None:
     default="deepseek-ocr2-tiny",
     show_default=True,
     help="Built-in model name (deepseek-ocr2-tiny, deepseek-ocr2) or a local model folder "
-    "(DeepSeek-OCR-2, or a causal LM: prompt-only pages).",
+    "(DeepSeek-OCR-2; DeepSeek-OCR v1 with its remote code, see --driver-python; or a causal LM: "
+    "prompt-only pages).",
 )
 @click.option(
     "--random-weights", is_flag=True, help="Run a model folder's architecture with seeded random weights."
@@ -149,6 +150,19 @@ def main() -> None:
     default=0,
     show_default=True,
     help="DeepSeek-OCR-2 local 768² views per page (0-6) besides the global view.",
+)
+@click.option(
+    "--mode",
+    default=None,
+    help="DeepSeek-OCR v1 resolution mode: tiny, small, base, large or gundam (1024² global view + 640² "
+    "tiles on the grid the remote code picks per page) [default: base].",
+)
+@click.option(
+    "--driver-python",
+    envvar="PERFCTL_DRIVER_PYTHON",
+    default=None,
+    help="Python interpreter that runs the driver (every pass) [default: perfctl's own; env "
+    "PERFCTL_DRIVER_PYTHON]. DeepSeek-OCR v1 needs one with transformers 4.46.x.",
 )
 @click.option(
     "--warmup",
@@ -196,6 +210,8 @@ def capture(
     profile_pages: int | None,
     max_new_tokens: int,
     tiles: int,
+    mode: str | None,
+    driver_python: str | None,
     warmup: int,
     device: str,
     dtype: str,
@@ -233,6 +249,8 @@ def capture(
         profile_pages=profile_pages,
         max_new_tokens=max_new_tokens,
         tiles=tiles,
+        mode=mode,
+        driver_python=driver_python,
         warmup=warmup,
         device=device,
         dtype=dtype,

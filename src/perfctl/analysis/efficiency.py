@@ -63,7 +63,7 @@ def _page_flops(
 ) -> tuple[dict[str, float], dict[str, Any], DecoderShape, list[int]]:
     """Mean FLOPs per stage over the clean pages, one page's FLOP report (tokens, conventions), the
     decoder's shape, and each page's prompt length (image tokens included)."""
-    from perfctl.flops import OCR2, count_flops, read_model_config
+    from perfctl.flops import OCR1, OCR2, count_flops, read_model_config
 
     if not model_ref:
         raise BadInput("the run's manifest names no model")
@@ -72,15 +72,30 @@ def _page_flops(
     tiles = int(workload.get("tiles", 0)) if config.family == OCR2 else None
     new_tokens = int(workload.get("max_new_tokens", 0))
     prompts = [int(r.get("prompt_tokens", info.get("prompt_tokens_per_page", 0))) for r in records]
-    reports = {
-        prompt: count_flops(
-            model_ref, tiles=tiles, prompt_tokens=prompt - image, new_tokens=new_tokens, config=config
+    # DeepSeek-OCR v1 pages carry their own mode and image tokens (Gundam's tile grid follows each
+    # page's shape); other pages share the run's
+    pages = [
+        (
+            prompt,
+            str(r.get("flops_mode", workload.get("mode"))) if config.family == OCR1 else None,
+            int(r.get("image_tokens", image)),
         )
-        for prompt in sorted(set(prompts))
+        for prompt, r in zip(prompts, records, strict=True)
+    ]
+    reports = {
+        page: count_flops(
+            model_ref,
+            tiles=tiles,
+            mode=page[1],
+            prompt_tokens=page[0] - page[2],
+            new_tokens=new_tokens,
+            config=config,
+        )
+        for page in dict.fromkeys(pages)
     }
-    per_prompt = {prompt: report.to_json()["flops"] for prompt, report in reports.items()}
-    mean = {s: sum(per_prompt[p][s] for p in prompts) / len(prompts) for s in (VISION, PREFILL, DECODE)}
-    first = reports[prompts[0]]
+    per_page = {page: report.to_json()["flops"] for page, report in reports.items()}
+    mean = {s: sum(per_page[p][s] for p in pages) / len(pages) for s in (VISION, PREFILL, DECODE)}
+    first = reports[pages[0]]
     return mean, first.to_json(), first.decoder, prompts
 
 

@@ -78,8 +78,11 @@ def new_token() -> str:
     return secrets.token_hex(12)
 
 
-def child_env(token: str, drop: tuple[str, ...] = ()) -> dict[str, str]:
+def child_env(
+    token: str, drop: tuple[str, ...] = (), set_env: dict[str, str] | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(set_env or {})
     env[RUN_TOKEN_VAR] = token
     return env
 
@@ -101,6 +104,7 @@ def start(
     cwd: Path,
     stdout: IO[Any] | None = None,
     drop_env: tuple[str, ...] = (),
+    set_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a capture's child in a session of its own: a terminal's Ctrl-C reaches perfctl alone,
     which then stops the child itself (nsys must get exactly one SIGINT to finalize its report; a
@@ -108,7 +112,7 @@ def start(
     return subprocess.Popen(
         cmd,
         cwd=cwd,
-        env=child_env(token, drop_env),
+        env=child_env(token, drop_env, set_env),
         stdout=stdout,
         stderr=subprocess.STDOUT if stdout is not None else None,
         start_new_session=True,

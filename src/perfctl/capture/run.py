@@ -26,11 +26,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from perfctl import __version__, progress, registry
+from perfctl.capture.driver_python import DriverPython, driver_command, probe_interpreter
 from perfctl.capture.manifest import (
     MODEL_CONFIG_FILE,
     disk_note,
@@ -67,7 +69,8 @@ from perfctl.errors import BadInput, CaptureFailed
 from perfctl.hardware.calibrate import CALIBRATION_FILE
 from perfctl.records import read_page_records
 from perfctl.stages import DOMAIN
-from perfctl.workloads.models import ModelSpec, resolve_model, takes_page_images
+from perfctl.workloads.deepseek_ocr_v1 import check_capture_mode
+from perfctl.workloads.models import ModelSpec, is_v1_spec, resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
 
 TIMING_DIR = "timing"
@@ -89,6 +92,8 @@ class CaptureOptions:
     repeats: int = 1
     max_new_tokens: int = 16
     tiles: int = 0  # DeepSeek-OCR-2 local 768² views per page, besides the global view
+    mode: str | None = None  # DeepSeek-OCR v1 resolution mode (tiny ... gundam); default base
+    driver_python: str | None = None  # the interpreter that runs the driver; default perfctl's own
     warmup: int = 1
     device: str = "auto"
     dtype: str = "auto"
@@ -178,11 +183,15 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
     """Run the passes `opts.tool` names into a new run folder; the result says how it ended."""
     # the user's inputs first, then the tools: a bad page is named even where nsys is missing
     validate_numbers(opts)
-    spec = resolve_model(opts.model, opts.random_weights)
-    if opts.tiles and not takes_page_images(spec.model_type):
-        raise BadInput(
-            f"--tiles is for DeepSeek-OCR-2 pages; {opts.model} ({spec.model_type}) reads text prompts"
-        )
+    with tempfile.TemporaryDirectory(prefix="perfctl-probe-") as scratch:
+        driver = probe_interpreter(opts.driver_python or sys.executable, Path(scratch))
+    spec = resolve_model(opts.model, opts.random_weights, driver)
+    if opts.tiles and spec.model_type != "deepseek_ocr2":
+        raise BadInput(f"--tiles is for DeepSeek-OCR-2 pages; {opts.model} is {spec.model_type}")
+    if is_v1_spec(spec):
+        opts.mode = check_capture_mode(opts.mode)
+    elif opts.mode is not None:
+        raise BadInput(f"--mode is for DeepSeek-OCR v1; {opts.model} is {spec.model_type}")
     pages = list_pages(opts.pages_dir, opts.num_pages, text=not takes_page_images(spec.model_type))
     if opts.profile_pages is not None and opts.profile_pages > len(pages):
         raise BadInput(f"--profile-pages {opts.profile_pages} is more than the {len(pages)} pages given")
@@ -192,7 +201,7 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
         lock = lock_run_dir(run_dir)
         manifest: dict[str, Any] = {"run_id": run_dir.name, "status": "running", "started_at": utc_now()}
         try:
-            return _capture(opts, nsys, spec, pages, run_dir, manifest)
+            return _capture(opts, nsys, spec, pages, run_dir, manifest, driver)
         except (KeyboardInterrupt, Interrupted) as exc:
             with deferred_interrupts():
                 result = _record_interrupted(run_dir, manifest, _signal_of(exc))
@@ -209,6 +218,7 @@ def _capture(
     pages: list[Path],
     run_dir: Path,
     manifest: dict[str, Any],
+    driver: DriverPython,
 ) -> CaptureResult:
     page_paths = [str(p.resolve()) for p in pages]
     workload: dict[str, Any] = {
@@ -217,6 +227,7 @@ def _capture(
         "repeats": opts.repeats,
         "max_new_tokens": opts.max_new_tokens,
         "tiles": opts.tiles,
+        **({"mode": opts.mode} if opts.mode is not None else {}),
         "warmup": opts.warmup,
         "device": opts.device,
         "dtype": opts.dtype,
@@ -244,6 +255,7 @@ def _capture(
             "pages": [{"file": p.name, "path": str(p.resolve()), "sha256": file_sha256(p)} for p in pages],
             "host": host_identity(),
             "packages": package_versions(PACKAGES),
+            "driver_python": driver.to_json(),
         }
     )
     expected = len(pages) * opts.repeats
@@ -258,7 +270,7 @@ def _capture(
             later = ["torch"]
         else:
             write_json_atomic(run_dir / "workload.json", nsys_workload)
-            driver_cmd = [sys.executable, "-m", "perfctl.driver", str(run_dir / "workload.json")]
+            driver_cmd, driver_env = driver_command(run_dir, manifest, run_dir / "workload.json")
             nsys_cmd = nsys.profile_command(run_dir / REPORT_BASE, opts.trace, driver_cmd)
             manifest["nsys"] = {
                 "path": str(nsys.path),
@@ -272,7 +284,7 @@ def _capture(
             progress.step(
                 f"nsys pass: {profiled_expected} pages under nsys profile (log: {run_dir / 'driver.log'})"
             )
-            result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, expected_pages=profiled_expected)
+            result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, profiled_expected, driver_env)
             later = ["timing", "torch"] if opts.tool == "all" else []
         for name in later:
             if result.status == "ok":
@@ -344,10 +356,10 @@ def run_driver_pass(
     files = {"records": "pages.jsonl", "driver_info": "driver-info.json", "log": "driver.log", **outputs}
     where = {key: str(folder / file) for key, file in files.items()}
     write_json_atomic(folder / "workload.json", workload | settings | where)
-    cmd = [sys.executable, "-m", "perfctl.driver", str(folder / "workload.json")]
+    cmd, env = driver_command(run_dir, manifest, folder / "workload.json")
     token = new_token()
     interrupted_by = None
-    proc = start_child(cmd, token, signal.SIGTERM, folder, drop_env=("PERFCTL_NSYS_VERSION",))
+    proc = start_child(cmd, token, signal.SIGTERM, folder, drop_env=("PERFCTL_NSYS_VERSION",), set_env=env)
     try:
         exit_code = proc.wait()
     except (KeyboardInterrupt, Interrupted) as exc:
@@ -389,12 +401,17 @@ def run_driver_pass(
 
 
 def _run_and_finalize(
-    nsys: Nsys, cmd: list[str], run_dir: Path, manifest: dict[str, Any], expected_pages: int
+    nsys: Nsys,
+    cmd: list[str],
+    run_dir: Path,
+    manifest: dict[str, Any],
+    expected_pages: int,
+    env: dict[str, str] | None = None,
 ) -> CaptureResult:
     token = new_token()
     interrupted_by = None
     with (run_dir / "nsys.log").open("w") as log:
-        proc = start_child(cmd, token, signal.SIGINT, run_dir, stdout=log)
+        proc = start_child(cmd, token, signal.SIGINT, run_dir, stdout=log, set_env=env)
         try:
             exit_code = proc.wait()
             if exit_code < 0:

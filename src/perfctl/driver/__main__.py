@@ -134,7 +134,9 @@ def run(workload: dict[str, Any]) -> int:
     )
     emitter.push(LOAD)
     t0 = time.perf_counter()
-    work = load_workload(spec, device, dtype, int(workload.get("seed", 0)), int(workload.get("tiles", 0)))
+    work = load_workload(
+        spec, device, dtype, int(workload.get("seed", 0)), int(workload.get("tiles", 0)), workload.get("mode")
+    )
     _synchronize(device)
     emitter.pop()
     load_s = time.perf_counter() - t0
@@ -150,8 +152,13 @@ def run(workload: dict[str, Any]) -> int:
         "nvtx": installed_nvtx_version(),
         "parameters": sum(p.numel() for p in work.model.parameters()),
         "attn_implementation": getattr(work.model.config, "_attn_implementation", None),
-        "image_tokens_per_page": work.image_tokens,
+        "image_tokens_per_page": prepared[0].image_tokens,
         "local_tiles_per_page": work.tiles,
+        **(
+            {"mode": workload.get("mode"), "flops_mode": prepared[0].flops_mode}
+            if prepared[0].flops_mode
+            else {}
+        ),
         "prompt_tokens_per_page": prepared[0].prompt_tokens,
         "prompt_source": work.prompt_source,
         "load_seconds": round(load_s, 3),
@@ -208,6 +215,8 @@ def run(workload: dict[str, Any]) -> int:
         record |= {
             "page": path.name,
             "prompt_tokens": page.prompt_tokens,
+            "image_tokens": page.image_tokens,
+            **({"flops_mode": page.flops_mode} if page.flops_mode else {}),
             "new_tokens": int(out.shape[1]) - page.prompt_tokens,
             "decode_steps": times.decode_steps,
             "wall_ns": wall,

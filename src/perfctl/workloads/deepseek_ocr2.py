@@ -29,6 +29,7 @@ class PreparedPage:
     inputs: dict[str, Any]
     image_tokens: int
     prompt_tokens: int  # all tokens of the prompt, image placeholders included
+    flops_mode: str | None = None  # DeepSeek-OCR v1: the page's mode for `perfctl flops --mode`
 
 
 class DeepseekOcr2Workload:

@@ -1,6 +1,7 @@
 """Build a model from its spec (weights from the folder, or seeded random weights from its config) and
 wrap it in the workload its model type calls for: DeepSeek-OCR-2 over page images, or a causal LM
-over text prompts. The driver uses `load_workload` and nothing model-specific."""
+over text prompts, or DeepSeek-OCR v1 through its remote code over page images. The driver uses
+`load_workload` and nothing model-specific."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from perfctl.workloads.deepseek_ocr2 import PreparedPage
-from perfctl.workloads.models import ModelSpec, takes_page_images
+from perfctl.workloads.models import ModelSpec, is_v1_spec, takes_page_images
 
 
 class Workload(Protocol):
@@ -40,9 +41,18 @@ def load_hf_model(spec: ModelSpec, device: str, dtype_name: str, seed: int, auto
     return model.eval()
 
 
-def load_workload(spec: ModelSpec, device: str, dtype_name: str, seed: int, tiles: int = 0) -> Workload:
+def load_workload(
+    spec: ModelSpec, device: str, dtype_name: str, seed: int, tiles: int = 0, mode: str | None = None
+) -> Workload:
+    """`mode`: DeepSeek-OCR v1's resolution mode (tiny ... gundam)."""
     import torch
 
+    if is_v1_spec(spec):
+        from perfctl.workloads.deepseek_ocr_v1 import DeepseekOcrV1Workload, check_capture_mode, load_v1_model
+
+        model = load_v1_model(spec, device, dtype_name, seed)
+        dtype = getattr(torch, dtype_name)
+        return DeepseekOcrV1Workload(spec, model, torch.device(device), dtype, check_capture_mode(mode))
     if takes_page_images(spec.model_type):
         from transformers import AutoModelForImageTextToText
 

@@ -6,8 +6,9 @@ holds weights they are loaded, otherwise the user must ask for random weights ex
 
 Two kinds of model run: DeepSeek-OCR-2 (`deepseek_ocr2`) over page images, and causal LMs (a config
 whose `architectures` name a `...ForCausalLM` class, or whose model type perfctl's FLOP model knows)
-over text prompts. DeepSeek-OCR v1 is recognised and refused with what it would need
-(`perfctl.workloads.deepseek_ocr_v1`).
+over text prompts, and DeepSeek-OCR v1 (`deepseek_vl_v2` with its SAM + CLIP encoder) over page images
+through its remote code, which needs a driver interpreter with transformers 4.46.x
+(`perfctl.workloads.deepseek_ocr_v1`; refused with what it needs otherwise).
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perfctl.errors import BadInput
 from perfctl.resources import builtin_model_dir, builtin_model_names
 
+if TYPE_CHECKING:
+    from perfctl.capture.driver_python import DriverPython
+
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
-PAGE_IMAGE_MODEL_TYPES = {"deepseek_ocr2"}
+V1_MODEL_TYPE = "deepseek_vl_v2"  # DeepSeek-OCR v1's config (only v1 configs of this type get through)
+PAGE_IMAGE_MODEL_TYPES = {"deepseek_ocr2", V1_MODEL_TYPE}
 
 
 def takes_page_images(model_type: str) -> bool:
@@ -36,6 +41,11 @@ def is_causal_lm(config: dict[str, Any]) -> bool:
     return str(config.get("model_type")) in BUILDERS or any(
         str(a).endswith("ForCausalLM") for a in architectures
     )
+
+
+def is_v1_spec(spec: ModelSpec) -> bool:
+    """A resolved model is DeepSeek-OCR v1 (resolve_model lets no other deepseek_vl_v2 through)."""
+    return spec.model_type == V1_MODEL_TYPE
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,9 @@ class ModelSpec:
         }
 
 
-def resolve_model(name: str, random_weights: bool = False) -> ModelSpec:
+def resolve_model(name: str, random_weights: bool = False, driver: DriverPython | None = None) -> ModelSpec:
+    """`driver`: the interpreter that will run the driver (default: perfctl's own); DeepSeek-OCR v1
+    runs only where it has transformers 4.46.x."""
     builtin = builtin_model_dir(name)
     folder = builtin if builtin is not None else Path(name)
     if builtin is None:
@@ -96,7 +108,15 @@ def resolve_model(name: str, random_weights: bool = False) -> ModelSpec:
     from perfctl.workloads.deepseek_ocr_v1 import why_v1_cannot_run
 
     if is_deepseek_ocr_v1(config):
-        raise BadInput(why_v1_cannot_run(name, folder, config))
+        problem = why_v1_cannot_run(name, folder, config, driver)
+        if problem:
+            raise BadInput(problem)
+        model_type = V1_MODEL_TYPE
+    elif model_type == V1_MODEL_TYPE:
+        raise BadInput(
+            f"model type '{model_type}' in {config_path} without DeepSeek-OCR v1's SAM + CLIP encoder "
+            "(vision_config.model_name deeplip_b_l) is DeepSeek-VL2, which is not supported"
+        )
     if not takes_page_images(model_type) and not is_causal_lm(config):
         raise BadInput(
             f"model type '{model_type or '?'}' in {config_path} is not supported yet (supported: "
