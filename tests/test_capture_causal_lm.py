@@ -58,17 +58,25 @@ def test_llama_folder_all_passes_and_efficiency_without_the_folder(tmp_path: Pat
         count_flops(str(model), prompt_tokens=p, new_tokens=NEW_TOKENS).to_json()["flops"] for p in prompts
     ]
     eff = analysis["efficiency"]
-    assert eff["available"] is True and eff["inputs"]["model_config"] == "model-config.json in the run folder"
+    # read from the config the clean pass's transformers resolved (no transformers import in analyze)
+    assert eff["available"] is True
+    assert eff["inputs"]["model_config"].startswith("timing/model-config.resolved.json")
     for stage in ("prefill", "decode"):
         assert eff["stages"][stage]["flops_per_page"] == pytest.approx(sum(f[stage] for f in per_page) / 2)
         assert eff["stages"][stage]["clean_seconds_per_page"] > 0
     assert eff["inputs"]["prompt_tokens_per_page"] == sorted(set(prompts))
 
-    # the model folder is gone: the run folder's copy of its config is enough
+    # the model folder and the resolved config are gone: the run folder's copy of config.json is enough
+    # (read through transformers), and gives the same figures
     shutil.rmtree(model)
+    (run / "timing" / "model-config.resolved.json").unlink()
     again = run_perfctl("analyze", str(run), "--format", "json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["efficiency"]["stages"] == eff["stages"]
+    assert (
+        json.loads(again.stdout)["efficiency"]["inputs"]["model_config"]
+        == "model-config.json in the run folder"
+    )
 
     # and without that copy: efficiency is unknown with the reason, the rest of the analysis goes on
     (run / "model-config.json").unlink()

@@ -73,7 +73,6 @@ from perfctl.workloads.deepseek_ocr_v1 import check_capture_mode
 from perfctl.workloads.models import ModelSpec, is_v1_spec, resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
 
-TIMING_DIR = "timing"
 REPORT_BASE = "run"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -31,6 +31,7 @@ from perfctl.driver.stage_probes import (
 )
 from perfctl.driver.telemetry import TelemetrySampler
 from perfctl.driver.torch_pass import RecordFunctionEmitter, finish_profiler, start_profiler
+from perfctl.flops import RESOLVED_CONFIG_FILE, resolved_config_json
 from perfctl.records import append_page_record
 from perfctl.stages import LOAD, PAGE, STAGES, WARMUP
 from perfctl.workloads.loader import load_workload
@@ -165,6 +166,10 @@ def run(workload: dict[str, Any]) -> int:
         "decode_ranges_per_page": workload["max_new_tokens"] - 1,
     }
     write_json_atomic(Path(workload["driver_info"]), info)
+    # the config as this transformers resolved it, so that analysis reads it without transformers
+    write_json_atomic(
+        Path(workload["driver_info"]).with_name(RESOLVED_CONFIG_FILE), resolved_config_json(work.model.config)
+    )
     _log(
         f"model: {info['parameters'] / 1e6:.1f} M parameters, {prepared[0].prompt_tokens} prompt tokens/page"
     )

@@ -40,6 +40,37 @@ MAX_TILES = 6
 OCR2, OCR1, CAUSAL_LM = "deepseek-ocr2", "deepseek-ocr", "causal-lm"
 
 
+# The config as the driver's transformers resolved it (every default filled in), written by the driver
+# beside its driver-info.json: the FLOP model reads it without importing transformers (and torch),
+# which cost analyze seconds and hundreds of MB on a GPU host.
+RESOLVED_CONFIG_FILE = "model-config.resolved.json"
+
+
+class ConfigView:
+    """Attribute access over a resolved config dict (nested configs too), as a transformers config
+    object gives it: the FLOP builders read either alike."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            value = self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+        return ConfigView(value) if isinstance(value, dict) else value
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._values
+
+
+def resolved_config_json(config: Any) -> dict[str, Any]:
+    """What RESOLVED_CONFIG_FILE holds for a transformers config object: every value, defaults too."""
+    from transformers import __version__ as transformers_version
+
+    return {"transformers": transformers_version, "config": json.loads(config.to_json_string(use_diff=False))}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A model's config as the FLOP model reads it: `config` is a transformers config object
@@ -66,12 +97,18 @@ def _config_path(model: str) -> Path:
 
 
 def read_model_config(model: str) -> ModelConfig:
-    """The config of a built-in name, a model folder or a config file (any name), with its family."""
+    """The config of a built-in name, a model folder or a config file (any name), with its family. A
+    RESOLVED_CONFIG_FILE is read as it stands, without transformers."""
     path = _config_path(model)
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read {path}: {exc}") from None
+    resolved = path.name == RESOLVED_CONFIG_FILE
+    if resolved:
+        if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
+            raise BadInput(f"{path} holds no resolved config (an object with a 'config' object)")
+        raw = raw["config"]
     if not isinstance(raw, dict):
         raise BadInput(f"{path} is not a model config (a JSON object), it holds a {type(raw).__name__}")
     model_type = str(raw.get("model_type", ""))
@@ -86,6 +123,8 @@ def read_model_config(model: str) -> ModelConfig:
             f"FLOP model unknown for model_type {model_type or '?'} in {path} (known: deepseek_ocr2, "
             f"DeepSeek-OCR v1, and the decoders {', '.join(sorted(BUILDERS))})"
         )
+    if resolved:
+        return ModelConfig(path, model_type, family, ConfigView(raw))
     from transformers import AutoConfig
 
     try:
