@@ -251,8 +251,9 @@ def run(workload: dict[str, Any]) -> int:
                 emitter.pop()
                 sequence += 1
         if profiler is not None and torch_folder:
-            finish_profiler(profiler, Path(torch_folder), list(STAGES))
-            _log(f"torch.profiler: operators and trace written to {torch_folder}")
+            seconds = finish_profiler(profiler, Path(torch_folder), list(STAGES))
+            steps = ", ".join(f"{step} {s:.1f} s" for step, s in seconds.items())
+            _log(f"torch.profiler: operators and trace written to {torch_folder} ({steps})")
     marker.detach()
     if sampler is not None:
         sampler.stop()
