@@ -29,6 +29,8 @@ GPU_FIXTURES = {
     # nsys 2024.2 with the host's CUDA 13 CUPTI linked in (scripts/gpu-host-nsys.sh), on an H200
     "h200-nsys2024-tiny-ocr2": ("3.11.1", "2024.2.3.38"),
     "h200-nsys2024-threads-graphs": ("3.11.1", "2024.2.3.38"),
+    # the full-size DeepSeek-OCR-2 (random weights), 2 pages x 16 new tokens after 1 warm-up page
+    "h200-nsys2024-full-ocr2": ("3.11.1", "2024.2.3.38"),
 }
 
 
@@ -63,3 +65,17 @@ def test_export_schema_version_is_reported(fixture: str, export_dir: Path) -> No
     schema, nsys = GPU_FIXTURES[fixture]
     export = _analysis(decompress_fixture(f"{fixture}.sqlite.xz", export_dir))["export"]
     assert (export["schema_version"], export["nsys_version"]) == (schema, nsys)
+
+
+def test_full_size_pages_have_the_shape_measured_on_the_h200(export_dir: Path) -> None:
+    """The full-size export: 2 pages, each 1 vision + 1 prefill + 15 decode ranges, the decode steps
+    launching 712 kernels each, as the published benchmark measured on 30 pages (docs/benchmarks.md)."""
+    analysis = _analysis(decompress_fixture("h200-nsys2024-full-ocr2.sqlite.xz", export_dir))
+    stages = {s["stage"]: s for s in analysis["stages"]}
+    assert {k: stages[k]["instances"] for k in ("vision", "prefill", "decode")} == {
+        "vision": 2,
+        "prefill": 2,
+        "decode": 30,
+    }
+    assert stages["decode"]["kernel_count"] == 30 * 712
+    assert len(analysis["pages"]) == 2 and analysis["totals"]["unattributed_kernels"] >= 0
