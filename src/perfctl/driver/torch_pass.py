@@ -154,6 +154,7 @@ def operator_table(events: list[CpuEvent], stages: list[str], top_n: int) -> dic
                 "self_cpu_memory_bytes": 0,
                 "self_device_memory_bytes": 0,
             }
+            shapes[key] = Counter()
         row["calls"] += 1
         row["self_cpu_us"] += float(event.self_cpu_us)
         row["self_device_us"] += float(event.self_device_us)
@@ -165,7 +166,7 @@ def operator_table(events: list[CpuEvent], stages: list[str], top_n: int) -> dic
         seen = repr(event.input_shapes)
         if seen not in shapes_json:
             shapes_json[seen] = json.dumps(event.input_shapes)
-        shapes.setdefault(key, Counter())[shapes_json[seen]] += 1
+        shapes[key][shapes_json[seen]] += 1
         for kernel_name, duration in event.kernels:  # GPU kernels it launched (the profiler's correlation)
             launched = kernels.setdefault(key, {}).setdefault(kernel_name, [0, 0.0])
             launched[0] += 1
