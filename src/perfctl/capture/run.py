@@ -12,7 +12,8 @@ A run folder holds:
   driver.log        the driver's output;  nsys.log: nsys's own output
   timing/           with --tool all: the clean timing pass, the same workload run again without a
                     profiler, synchronizing at stage edges (its own workload.json, pages.jsonl,
-                    driver-info.json, driver.log, and telemetry.jsonl: NVML samples on a GPU);
+                    driver-info.json, driver.log, telemetry.jsonl: NVML samples on a GPU, and
+                    model-config.resolved.json: the config as its transformers resolved it);
                     its stage times are the ones MFU divides by
   torch/            with --tool all: the torch.profiler pass (operators.json per stage, trace.json.gz)
   calibration.json  with --calibrate: the GPU's measured bf16 matmul rate and bandwidth (perfctl calibrate)
