@@ -31,6 +31,7 @@ import gc
 import hashlib
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -167,7 +168,11 @@ def run(args: argparse.Namespace, spec: ModelSpec, paths: list[Path]) -> dict[st
             marker.detach()
             if probe is not None:
                 record["stage_gpu_ns"] = probe.collect().gpu_ns
-            record |= {"stage_wall_ns": times.wall_ns, "decode_steps": times.decode_steps}
+            record |= {
+                "stage_wall_ns": times.wall_ns,
+                "decode_steps": times.decode_steps,
+                "hooks_ns": times.hooks_ns,
+            }
             sequence += 1
         record = {
             "setting": setting,
@@ -261,6 +266,15 @@ def table(result: dict[str, Any]) -> str:
         )
     same = result["same_tokens_as_bare"]
     lines.append("same tokens as bare: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same.items()))
+    inside: dict[str, list[float]] = {name: [] for name in summary["settings"]}
+    for row in result["rows"]:
+        if "hooks_ns" in row:
+            inside[row["setting"]].append(row["hooks_ns"] / row["wall_ns"])
+    lines.append(
+        "time inside perfctl's hooks, median share of the page (measured in the hooks; with `clean` it "
+        "includes the waits for the GPU at stage edges): "
+        + ", ".join(f"{n} {_pct(statistics.median(v))}" for n, v in inside.items() if v)
+    )
     outputs: dict[tuple[str, int], set[str]] = {}
     for row in result["rows"]:
         outputs.setdefault((row["setting"], row["page_index"]), set()).add(row.get("tokens_sha256", ""))

@@ -147,6 +147,9 @@ def test_real_cpu_run_times_every_setting_with_hooks_off_in_bare(
         else:
             assert row["perfctl_hooks"] > 0 and row["stage_ranges"] == stage_ranges
             assert row["decode_steps"] == 1
+            # the time spent inside perfctl's hooks is measured, and is part of the page
+            assert 0 < row["hooks_ns"] < row["wall_ns"]
+            assert len(row["tokens_sha256"]) == 16
     # the two pages start with different settings
     assert len({r["setting"] for r in rows if r["position"] == 0}) == 2
     assert result["same_tokens_as_bare"] == {"nvtx": True, "clean": True}

@@ -101,3 +101,24 @@ def test_a_probe_sees_each_stage_between_synchronized_edges(tiny) -> None:  # ty
     for stage in stages:
         expected += ["sync", f"begin {stage}", f"end {stage}", "sync"]
     assert log == expected
+
+
+def test_time_inside_the_hooks_is_counted(tiny) -> None:  # type: ignore[no-untyped-def]
+    """hooks_ns: what the page spent inside perfctl's hooks. A stage-edge wait of 2 ms (the clean
+    pass synchronizes there) happens twice per stage: it must all be inside the counted time."""
+    import time
+
+    import torch
+
+    marker = StageMarker(RecordingEmitter(), sync=lambda: time.sleep(0.002))
+    decoder, vision = tiny.stage_modules()
+    marker.attach(tiny.model, decoder, vision)
+    page = tiny.prepare(sorted(SAMPLE_PAGES_DIR.glob("*.png"))[0])
+    with torch.inference_mode():
+        marker.begin_page()
+        tiny.model.generate(**page.inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        times = marker.end_page()
+    marker.detach()
+    stages = 1 + 1 + 3  # vision, prefill, 3 decode steps: each opened and closed with a wait
+    assert times.hooks_ns >= stages * 2 * 2_000_000
+    assert times.hooks_ns < sum(times.wall_ns.values()) + 50_000_000

@@ -229,6 +229,7 @@ def run(workload: dict[str, Any]) -> int:
             "stage_wall_ns": times.wall_ns,
             "first_token_ns": times.first_token_ns,
             "decode_step_ns": times.decode_step_ns,
+            "hooks_ns": times.hooks_ns,
         }
         append_page_record(records, record)
         _log(f"{'warm-up' if warmup else 'page'} {record['page_index']} ({path.name}): {wall / 1e6:.1f} ms")

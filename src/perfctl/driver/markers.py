@@ -64,6 +64,9 @@ class StageTimes:
     decode_step_ns: list[int] = field(default_factory=list)
     first_token_ns: int | None = None
     started_at: int = 0
+    # time the page spent inside perfctl's hooks (NVTX calls, clocks, and in the clean pass the
+    # synchronizations and CUDA events): what the instrumentation itself costs the page, at most
+    hooks_ns: int = 0
 
 
 class StageProbe(Protocol):
@@ -124,27 +127,35 @@ class StageMarker:
         self._ranges = ranges
 
     def end_page(self) -> StageTimes:
+        began = time.perf_counter_ns()
         self._close()
         self.active = False
+        self.page.hooks_ns += time.perf_counter_ns() - began
         return self.page
 
     def _on_vision(self, _module: Any, _args: Any) -> None:
         if self.active and self._open != VISION:
+            began = time.perf_counter_ns()
             self._enter(VISION)
+            self.page.hooks_ns += time.perf_counter_ns() - began
 
     def _on_decoder(self, _module: Any, _args: Any) -> None:
         if not self.active:
             return
+        began = time.perf_counter_ns()
         if self.page.decoder_calls == 0:
             self._enter(PREFILL)
         else:
             self.page.decode_steps += 1
             self._enter(DECODE, payload=self.page.decode_steps)
         self.page.decoder_calls += 1
+        self.page.hooks_ns += time.perf_counter_ns() - began
 
     def _on_top_done(self, _module: Any, _args: Any, _output: Any) -> None:
         if self.active:
+            began = time.perf_counter_ns()
             self._close()
+            self.page.hooks_ns += time.perf_counter_ns() - began
 
     def _enter(self, stage: str, payload: int | None = None) -> None:
         self._close()
