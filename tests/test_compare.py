@@ -265,3 +265,19 @@ def test_progress_while_a_run_is_analyzed_on_the_fly(tiny_run: Path, tiny_analys
     assert any(label.startswith("reading") for label in labels)
     code, _, labels = _run_with_tty_stderr("compare", str(tiny_analysis), str(tiny_run), "--quiet")
     assert code == 0 and labels == []
+
+
+def test_a_different_v1_resolution_mode_is_named(tmp_path: Path) -> None:
+    """DeepSeek-OCR v1's --mode changes the image tokens, so compare names it like --tiles."""
+    import shutil
+
+    runs = []
+    for mode in ("base", "tiny"):
+        run = tmp_path / mode
+        shutil.copytree(FULL_64, run)
+        manifest = json.loads((run / "manifest.json").read_text())
+        manifest["workload"]["mode"] = mode
+        (run / "manifest.json").write_text(json.dumps(manifest))
+        runs.append(str(run))
+    code, result, _ = _compare_json(*runs)
+    assert code == 0 and "the runs differ: mode: base vs tiny" in result["warnings"]

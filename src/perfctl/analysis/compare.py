@@ -54,7 +54,7 @@ WORDS = {
     "kernel_time": ("more", "less"),
 }
 WITHIN, UNKNOWN = "within noise", "unknown"
-WORKLOAD_KEYS = ("max_new_tokens", "tiles", "repeats", "dtype", "device", "seed")
+WORKLOAD_KEYS = ("max_new_tokens", "tiles", "mode", "repeats", "dtype", "device", "seed")
 WORKLOAD_DEFAULTS = {"tiles": 0}  # runs made before --tiles existed had none: the global view only
 
 
