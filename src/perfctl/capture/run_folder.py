@@ -38,13 +38,13 @@ def claim_run_dir(
     """Create the run folder (`out`, else profiles_root/run_id, else a new id drawn from the model's
     name); refuse an existing one unless `force` (then it is replaced, unless a capture is still
     writing into it). A generated run id that someone took meanwhile is drawn again."""
+    named = out is not None or run_id is not None
     if out is not None:
         run_dir = out
     else:
-        run_id = new_run_id(model) if run_id is None else run_id
-        check_run_id(run_id)
-        run_dir = profiles_root / run_id
-    named = out is not None or run_id is not None
+        chosen = new_run_id(model) if run_id is None else run_id
+        check_run_id(chosen)
+        run_dir = profiles_root / chosen
     # a generated id that exists is simply drawn again below (never replaced, even with --force)
     if named and run_dir.exists():
         if not force:
