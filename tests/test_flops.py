@@ -19,20 +19,9 @@ import pytest
 from conftest import run_perfctl
 from perfctl.flops import count_flops, load_config
 from perfctl.flops.deepseek_ocr2 import TILE_SIDE, deepseek_ocr2_flops
-from perfctl.flops.terms import Term
 
 torch = pytest.importorskip("torch")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-
-def _counted(fn: Any) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def _as_counter_sees(terms: list[Term]) -> int:
-    return sum(t.with_square() for t in terms)
+from flop_counting import as_counter_sees, counter_flops  # noqa: E402
 
 
 def _model(config: Any, device: str = "cpu") -> Any:
@@ -53,8 +42,9 @@ def _check_stages(config: Any, model: Any, tiles: int, prompt_text: int, new_tok
     local = torch.randn(tiles, 3, TILE_SIDE, TILE_SIDE) if tiles else None
     inner = model.model
     with torch.no_grad():
-        vision = _counted(lambda: inner.get_image_features(pixel_values, local, [tiles] if tiles else None))
-        assert vision == pytest.approx(_as_counter_sees(expected.vision), rel=0.02)
+        views = [tiles] if tiles else None
+        vision = counter_flops(lambda: inner.get_image_features(pixel_values, local, views))
+        assert vision == pytest.approx(as_counter_sees(expected.vision), rel=0.02)
 
         text = config.text_config
         embeds = torch.randn(1, expected.prompt_total, text.hidden_size)
@@ -65,7 +55,7 @@ def _check_stages(config: Any, model: Any, tiles: int, prompt_text: int, new_tok
             model.lm_head(out.last_hidden_state[:, -1:])
             state["cache"] = out.past_key_values
 
-        assert _counted(prefill) == pytest.approx(_as_counter_sees(expected.prefill), rel=0.02)
+        assert counter_flops(prefill) == pytest.approx(as_counter_sees(expected.prefill), rel=0.02)
         for step in expected.decode_steps[:3]:
 
             def decode() -> None:
@@ -75,7 +65,7 @@ def _check_stages(config: Any, model: Any, tiles: int, prompt_text: int, new_tok
                 model.lm_head(out.last_hidden_state)
                 state["cache"] = out.past_key_values
 
-            assert _counted(decode) == pytest.approx(_as_counter_sees(step), rel=0.02)
+            assert counter_flops(decode) == pytest.approx(as_counter_sees(step), rel=0.02)
 
 
 @pytest.mark.parametrize("tiles", [0, 1])
@@ -92,8 +82,8 @@ def test_full_size_vision_on_meta_matches_the_counter() -> None:
     pixels = torch.empty(1, 3, 1024, 1024, device="meta")
     tiles = torch.empty(2, 3, TILE_SIDE, TILE_SIDE, device="meta")
     with torch.no_grad():
-        counted = _counted(lambda: model.model.get_image_features(pixels, tiles, [2]))
-    assert counted == pytest.approx(_as_counter_sees(expected.vision), rel=0.02)
+        counted = counter_flops(lambda: model.model.get_image_features(pixels, tiles, [2]))
+    assert counted == pytest.approx(as_counter_sees(expected.vision), rel=0.02)
 
 
 def test_full_width_decoder_matches_the_counter() -> None:

@@ -20,23 +20,12 @@ from conftest import run_perfctl
 from perfctl.errors import BadInput
 from perfctl.flops import count_flops, load_config
 from perfctl.flops.decoder import decode_step_bytes, decoder_shape
-from perfctl.flops.terms import Term
 
 torch = pytest.importorskip("torch")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from flop_counting import as_counter_sees, counter_flops  # noqa: E402
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
 PROMPT, NEW = 37, 4
-
-
-def _counted(fn: Any) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def _as_counter_sees(terms: list[Term]) -> int:
-    return sum(t.with_square() for t in terms)
 
 
 def _model(folder: Path) -> Any:
@@ -64,14 +53,14 @@ def test_prefill_and_decode_match_the_counter(name: str) -> None:
             out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
             state["cache"] = out.past_key_values
 
-        assert _counted(prefill) == pytest.approx(_as_counter_sees(report.prefill), rel=0.02)
+        assert counter_flops(prefill) == pytest.approx(as_counter_sees(report.prefill), rel=0.02)
         for step in report.decode_steps:
 
             def decode() -> None:
                 out = model(input_ids=ids[:, :1], cache=state["cache"], use_cache=True)
                 state["cache"] = out.past_key_values
 
-            assert _counted(decode) == pytest.approx(_as_counter_sees(step), rel=0.02)
+            assert counter_flops(decode) == pytest.approx(as_counter_sees(step), rel=0.02)
 
 
 def test_sliding_window_counts_only_the_window() -> None:
@@ -85,8 +74,8 @@ def test_sliding_window_counts_only_the_window() -> None:
     model = _model(folder)
     ids = torch.randint(0, model.config.vocab_size, (1, PROMPT))
     with torch.no_grad():
-        counted = _counted(lambda: model(input_ids=ids, use_cache=True, logits_to_keep=1))
-    assert counted == pytest.approx(_as_counter_sees(report.prefill), rel=0.02)
+        counted = counter_flops(lambda: model(input_ids=ids, use_cache=True, logits_to_keep=1))
+    assert counted == pytest.approx(as_counter_sees(report.prefill), rel=0.02)
 
 
 def test_llama_by_hand() -> None:

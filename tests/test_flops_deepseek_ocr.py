@@ -26,20 +26,9 @@ from conftest import run_perfctl
 from perfctl.errors import BadInput
 from perfctl.flops import count_flops, read_model_config
 from perfctl.flops.deepseek_ocr import image_tokens, language_config, parse_mode, queries, view_terms
-from perfctl.flops.terms import Term
 
 torch = pytest.importorskip("torch")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-
-def _counted(fn: Any) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def _as_counter_sees(terms: list[Term]) -> int:
-    return sum(t.with_square() for t in terms)
+from flop_counting import as_counter_sees, counter_flops  # noqa: E402
 
 
 def _v1() -> dict[str, Any]:
@@ -113,7 +102,7 @@ def test_full_size_view_matches_the_counter(side: int) -> None:
     projector = torch.nn.Linear(2048, 1280, device="meta")
     n = queries(side) ** 2
     with torch.no_grad():
-        counted = _counted(
+        counted = counter_flops(
             lambda: (
                 sam(torch.empty(1, 3, side, side, device="meta")),
                 clip(inputs_embeds=torch.empty(1, n + 1, 1024, device="meta")),
@@ -121,7 +110,7 @@ def test_full_size_view_matches_the_counter(side: int) -> None:
             )
         )
     expected = view_terms(config, side)
-    assert counted == pytest.approx(_as_counter_sees(expected), rel=0.02)
+    assert counted == pytest.approx(as_counter_sees(expected), rel=0.02)
     by_part = {
         p: sum(t.flops for t in expected if t.name.startswith(p)) for p in ("sam.", "clip.", "projector")
     }
@@ -179,7 +168,7 @@ def test_full_width_decoder_matches_the_counter(tmp_path: Any) -> None:
             lm_head(out.last_hidden_state[:, -1:])
             state["cache"] = out.past_key_values
 
-        assert _counted(prefill) == pytest.approx(_as_counter_sees(report.prefill), rel=0.02)
+        assert counter_flops(prefill) == pytest.approx(as_counter_sees(report.prefill), rel=0.02)
         for step in report.decode_steps:
 
             def decode() -> None:
@@ -189,7 +178,7 @@ def test_full_width_decoder_matches_the_counter(tmp_path: Any) -> None:
                 lm_head(out.last_hidden_state)
                 state["cache"] = out.past_key_values
 
-            assert _counted(decode) == pytest.approx(_as_counter_sees(step), rel=0.02)
+            assert counter_flops(decode) == pytest.approx(as_counter_sees(step), rel=0.02)
 
 
 def test_full_decoder_matches_deepseek_ocr2s() -> None:
