@@ -86,8 +86,10 @@ def time_analyze_and_stats(run_dir: Path, nsys: str, repeat: int = 2) -> dict[st
         runs["nsys_stats"].append(measure(stats))
     analysis = json.loads((run_dir / "analysis.json").read_text())
     csv_path = kern_sum_csv(prefix, kern_sum_report(nsys))
-    # a CPU export has no kernels: nsys skips the report and writes no CSV
+    # a CPU export has no kernels: nsys skips the report and writes no CSV, so nothing is compared
     theirs = nvtxkernsum_totals(csv_path.read_text()) if csv_path.is_file() else {}
+    if not theirs:
+        print(f"note: nsys stats found no kernels in {export}: no range compared", file=sys.stderr)
     ours = perfctl_totals(analysis)
     differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
     return {
@@ -186,11 +188,12 @@ def _page_and_decode_line(s: dict[str, Any]) -> str:
 
 def _analysis_time_line(t: dict[str, Any]) -> str:
     a, n = t["perfctl_analyze"], t["nsys_stats"]
-    same = (
-        f"equal on all {t['ranges_compared']} ranges"
-        if not t["ranges_that_differ"]
-        else f"DIFFER on {', '.join(t['ranges_that_differ'])}"
-    )
+    if not t["ranges_compared"]:
+        same = "NOT COMPARED: neither tool found kernels in the export (a CPU run)"
+    elif t["ranges_that_differ"]:
+        same = f"DIFFER on {', '.join(t['ranges_that_differ'])}"
+    else:
+        same = f"equal on all {t['ranges_compared']} ranges"
     return (
         f"Analysis of this export ({t['kernels']:,} kernels, {t['export_bytes'] / 1e6:.0f} MB): "
         f"`perfctl analyze` {a['wall_s']:.2f} s wall / {a['cpu_s']:.2f} s CPU / "

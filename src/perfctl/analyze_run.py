@@ -20,7 +20,7 @@ from perfctl.analysis.completion import with_expected_pages
 from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.findings import cost_centres, findings
 from perfctl.analysis.operators import join_operators_to_kernels
-from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
+from perfctl.analysis.repeatability import CLEAN_PASS_DIR, load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
 from perfctl.capture.manifest import write_json_atomic, write_text_atomic
 from perfctl.capture.nsys import find_nsys
@@ -173,7 +173,9 @@ def analyze_path(
                 "pass": "clean",
                 "statistics": timing_statistics(clean.records),
                 "telemetry": page_telemetry(
-                    export.parent / "timing" / "telemetry.jsonl", clean.records, clean.info.get("telemetry")
+                    export.parent / CLEAN_PASS_DIR / "telemetry.jsonl",
+                    clean.records,
+                    clean.info.get("telemetry"),
                 ),
             }
         if (manifest.get("nsys") or {}).get("telemetry"):
