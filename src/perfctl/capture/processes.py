@@ -56,22 +56,30 @@ def exit_description(code: int) -> str:
 
 
 @contextmanager
-def interrupts_raise() -> Iterator[None]:
-    """While inside, SIGINT/SIGTERM/SIGHUP raise `Interrupted` in the main thread (elsewhere Python
-    cannot handle signals; the default behaviour stays)."""
+def _stop_signals_handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """While inside, `handler` receives SIGINT/SIGTERM/SIGHUP in the main thread (elsewhere Python
+    cannot handle signals: there the default behaviour stays); the previous handlers after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum)
-
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
+
+
+@contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """While inside, SIGINT/SIGTERM/SIGHUP raise `Interrupted` in the main thread (elsewhere Python
+    cannot handle signals; the default behaviour stays)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    with _stop_signals_handled_by(handler):
+        yield
 
 
 def new_token() -> str:
@@ -180,19 +188,12 @@ def stop_child(proc: subprocess.Popen[bytes], signum: int, patience_s: float) ->
 def deferred_interrupts() -> Iterator[None]:
     """Finish a step that must not be cut in half (recording the run's outcome): a stop signal that
     arrives meanwhile is raised as `Interrupted` once the step is done."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     arrived: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
         arrived.append(signum)
 
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
+    with _stop_signals_handled_by(handler):
         yield
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
     if arrived:
         raise Interrupted(arrived[0])
