@@ -60,9 +60,6 @@ class ConfigView:
             raise AttributeError(key) from None
         return ConfigView(value) if isinstance(value, dict) else value
 
-    def to_dict(self) -> dict[str, Any]:
-        return self._values
-
 
 def resolved_config_json(config: Any) -> dict[str, Any]:
     """What RESOLVED_CONFIG_FILE holds for a transformers config object: every value, defaults too."""
