@@ -288,9 +288,6 @@ def main() -> int:
         if entry.get("capture_exit") == 0:
             entry["summary"] = run_summary(args.out / entry["run"])
             results.setdefault("gpu", entry["summary"]["gpu"])
-    results["runs"] = [e for e in results["runs"] if "summary" in e] + [
-        e for e in results["runs"] if "summary" not in e
-    ]
     overhead = results.get("instrumentation_overhead") or {}
     if (args.out / OVERHEAD_JSON).is_file() and overhead.get("exit") == 0:
         overhead["measured"] = json.loads((args.out / OVERHEAD_JSON).read_text())
