@@ -109,3 +109,34 @@ def test_default_warmup_runs_each_prompt_length_once(tmp_path: Path, nsys_bin: s
     analysis = json.loads(run_perfctl("analyze", str(run), "--format", "json").stdout)
     ranges = {r["name"]: r["instances"] for r in analysis["ranges"] if r["domain"] == "perfctl"}
     assert ranges["warmup"] == 2 and ranges["page"] == 2
+
+
+@pytest.mark.nsys
+@pytest.mark.slow
+def test_no_warmup_marks_the_first_page_of_each_shape(tmp_path: Path, nsys_bin: str) -> None:
+    """--warmup 0: no warm-up range, and in every pass the first page of each prompt length is the first
+    of its shape (so its figures include first use); the analysis carries that evidence. (On the CPU
+    there are no CUDA calls to count: the export's module loads are none.)"""
+    run = tmp_path / "run"
+    with nsys_lock():
+        proc = run_perfctl(
+            "capture", "--model", str(TINY_LLAMA), "--random-weights", "--device", "cpu", "--num-pages", "2",
+            "--repeats", "2", "--max-new-tokens", "2", "--warmup", "0", "--tool", "all", "--out", str(run),
+            "--nsys", nsys_bin,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for folder in (run, run / "timing"):
+        records = _records(folder / "pages.jsonl")
+        assert not any(r.get("warmup") for r in records)
+        assert [r["shape_first_seen"] for r in records] == [True, True, False, False]
+        info = json.loads((folder / "driver-info.json").read_text())
+        assert info["warmup_runs"] == 0 and info["pages_of_shapes_not_warmed_up"] == [0, 1]
+    analyzed = run_perfctl("analyze", str(run), "--format", "json")
+    assert analyzed.returncode == 0, analyzed.stderr
+    analysis = json.loads(analyzed.stdout)
+    first_use = analysis["first_use"]
+    assert first_use["nsys_pages_first_of_shape"] == [0, 1] and first_use["warmup"] is None
+    assert all(p["module_loads"] == {} for p in first_use["nsys_pages"])
+    (finding,) = [f for f in analysis["findings"] if f["id"] == "first_use"]
+    assert finding["evidence"]["shape_first_seen"] == [0, 1]
+    assert finding["next"].startswith("warm up every input shape")
