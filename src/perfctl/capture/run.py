@@ -65,7 +65,7 @@ from perfctl.capture.processes import (
     wait_until_gone,
 )
 from perfctl.capture.processes import start as start_child
-from perfctl.capture.run_folder import check_run_id, claim_run_dir, lock_run_dir, unlock_run_dir
+from perfctl.capture.run_folder import check_run_dir_choice, claim_run_dir, lock_run_dir, unlock_run_dir
 from perfctl.errors import BadInput, CaptureFailed
 from perfctl.hardware.calibrate import CALIBRATION_FILE
 from perfctl.records import read_page_records
@@ -146,8 +146,8 @@ def validate_numbers(opts: CaptureOptions) -> None:
         raise BadInput("--nsys-telemetry samples NVML during the nsys pass, which --tool torch does not run")
     if opts.dtype not in DTYPES:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {opts.dtype!r}")
-    if opts.out is None and opts.run_id is not None:
-        check_run_id(opts.run_id)
+    if opts.out is not None or opts.run_id is not None:  # refused here, before nsys or the driver runs
+        check_run_dir_choice(opts.profiles_root, opts.run_id, opts.out, opts.force)
     if opts.profile_pages is not None and opts.profile_pages < 1:
         raise BadInput(f"--profile-pages must be at least 1, got {opts.profile_pages}")
 
