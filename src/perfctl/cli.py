@@ -360,11 +360,10 @@ def analyze(
         )
     except PerfctlError as exc:
         _fail(exc)
-    run_dir = next((d for d in (result.export.parent, path) if (d / "manifest.json").is_file()), None)
-    if run_dir is not None:  # a perfctl run folder: into its registry
+    if result.run_dir is not None:  # a perfctl run folder (a usable manifest.json): into its registry
         from perfctl.registry import record_analysis
 
-        record_analysis(run_dir, result.analysis, result.json_path)
+        record_analysis(result.run_dir, result.analysis, result.json_path)
     progress.finish()
     if fmt == "json":
         click.echo(json.dumps(result.analysis, default=str))

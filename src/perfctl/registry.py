@@ -14,7 +14,7 @@ timeout makes each wait for the others' short transactions.
 
 from __future__ import annotations
 
-import json
+import re
 import sqlite3
 import sys
 from datetime import UTC, datetime
@@ -23,6 +23,7 @@ from typing import Any
 
 from perfctl.capture.manifest import utc_now
 from perfctl.errors import BadInput
+from perfctl.run_manifest import read_run_manifest
 from perfctl.stages import STAGES
 
 INDEX_NAME = "index.db"
@@ -63,7 +64,7 @@ def registry_path(run_dir: Path) -> Path:
     return run_dir.resolve().parent / INDEX_NAME
 
 
-def _warn(path: Path, exc: BaseException) -> None:
+def _warn(path: Path, exc: BaseException | str) -> None:
     reason = " ".join(str(exc).split()) or type(exc).__name__
     print(f"perfctl: warning: run registry {path} not updated: {reason}", file=sys.stderr)
 
@@ -102,7 +103,8 @@ def _gpu(manifest: dict[str, Any]) -> str | None:
     gpus = (manifest.get("host") or {}).get("gpus_nvml")
     if device == "cpu" or not isinstance(gpus, list) or not gpus:
         return None
-    index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    numbered = re.fullmatch(r"cuda:(\d+)", device)
+    index = int(numbered.group(1)) if numbered else 0
     return next((g.get("name") for g in gpus if g.get("index") == index), None)
 
 
@@ -146,11 +148,8 @@ def record_capture(run_dir: Path, manifest: dict[str, Any], started: bool = Fals
 def record_capture_failure(run_dir: Path, manifest: dict[str, Any], exc: BaseException) -> bool:
     """Record a capture that an exception ended: the manifest on disk when it says how it ended,
     else failed or interrupted with the exception as the reason."""
-    try:
-        on_disk = json.loads((run_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        on_disk = None
-    if isinstance(on_disk, dict) and on_disk.get("status") not in (None, "running"):
+    on_disk = read_run_manifest(run_dir).data
+    if on_disk is not None and on_disk.get("status") not in (None, "running"):
         return record_capture(run_dir, on_disk)
     return record_capture(run_dir, manifest | ended_by(exc))
 
@@ -178,9 +177,12 @@ def record_analysis(run_dir: Path, analysis: dict[str, Any], analysis_path: Path
     """Record an analysis of a perfctl run folder (one with a manifest.json; other exports are no
     run and are not recorded). False (and a warning) when not recorded."""
     path = registry_path(run_dir)
+    found = read_run_manifest(run_dir)
+    if found.data is None:
+        _warn(path, f"{found.path} is {'missing' if not found.present else 'unusable'}")
+        return False
     try:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        row = capture_row(run_dir, manifest) | analysis_row(analysis)
+        row = capture_row(run_dir, found.data) | analysis_row(analysis)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         _warn(path, exc)
         return False

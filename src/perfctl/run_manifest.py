@@ -28,8 +28,10 @@ from typing import Any, Literal
 
 MANIFEST_NAME = "manifest.json"
 DRIVER_INFO_NAME = "driver-info.json"
-# how many bad fields a warning lists by name before it counts the rest
+# how many bad fields a warning lists by name before it counts the rest, and how much of a bad value
+# it shows: a warning stays one readable line whatever the file holds
 NAMED_PROBLEMS = 8
+SHOWN_VALUE = 60
 
 NoneType = type(None)
 State = Literal["absent", "unusable", "partial", "ok"]
@@ -44,14 +46,25 @@ class Field:
     fields: Mapping[str, Field] | None = None
     values: Field | None = None
     items: Field | None = None
+    bounds: tuple[int, int] | None = None  # a number's lowest and highest believable value
 
 
 def _f(*kinds: type, **nested: Any) -> Field:
     return Field(kinds, **nested)
 
 
+# Above these a count is a typo or damage, not a run, and some are looped over (one entry per page the
+# run was to profile): capture's own limits (--repeats 10,000 x pages; --max-new-tokens 100,000;
+# --tiles 6; --warmup 1,000), with room for a pages folder of 1,000 pages.
+MAX_PAGES = 10_000_000
+LIMITS = {"repeats": 10_000, "max_new_tokens": 100_000, "tiles": 6, "warmup": 1_000}
+# other counts (sizes in bytes, parameters): non-negative, below 2**63 as SQLite and numpy hold them
+MAX_COUNT = 2**63 - 1
+
 TEXT, TEXT_OR_NULL = _f(str), _f(str, NoneType)
-COUNT, COUNT_OR_NULL = _f(int), _f(int, NoneType)
+COUNT, COUNT_OR_NULL = _f(int, bounds=(0, MAX_COUNT)), _f(int, NoneType, bounds=(0, MAX_COUNT))
+PAGE_COUNT = _f(int, bounds=(0, MAX_PAGES))
+EXIT_STATUS = _f(int, NoneType)  # negative: killed by that signal
 NUMBER = _f(int, float)
 FLAG = _f(bool)
 ARGV = _f(list, items=TEXT)  # a command as an argument list
@@ -83,10 +96,10 @@ DRIVER_INFO_FIELDS: dict[str, Field] = {
 }
 _DRIVER_PASS = {  # manifest `timing` / `torch`: a pass that ran the driver again without nsys
     "command": ARGV,
-    "exit_code": COUNT_OR_NULL,
+    "exit_code": EXIT_STATUS,
     "sync_stage_edges": FLAG,
-    "pages_completed": COUNT,
-    "pages_expected": COUNT,
+    "pages_completed": PAGE_COUNT,
+    "pages_expected": PAGE_COUNT,
     "status": TEXT,
     "reason": TEXT_OR_NULL,
 }
@@ -107,7 +120,7 @@ MANIFEST_FIELDS: dict[str, Field] = {
             "command": ARGV,
             "importer_found": FLAG,
             "telemetry": FLAG,
-            "exit_code": COUNT_OR_NULL,
+            "exit_code": EXIT_STATUS,
             "leftover_processes_stopped": COUNT,
             "note": TEXT,
             "stream_left_at": TEXT,
@@ -128,15 +141,12 @@ MANIFEST_FIELDS: dict[str, Field] = {
                 },
             ),
             "pages": _f(list, items=TEXT),
-            "repeats": COUNT,
-            "max_new_tokens": COUNT,
-            "tiles": COUNT,
+            **{key: _f(int, bounds=(0, limit)) for key, limit in LIMITS.items()},
             "mode": TEXT_OR_NULL,
-            "warmup": COUNT,
             "device": TEXT,
             "dtype": TEXT,
             "seed": COUNT,
-            "profile_pages": COUNT_OR_NULL,
+            "profile_pages": _f(int, NoneType, bounds=(1, MAX_PAGES)),
         },
     ),
     "model_spec": _f(
@@ -163,8 +173,8 @@ MANIFEST_FIELDS: dict[str, Field] = {
     "packages": _f(dict, values=TEXT_OR_NULL),
     "driver_python": _f(dict, fields={"path": TEXT, "python": TEXT, "own_interpreter": FLAG}),
     "driver": _f(dict, fields=DRIVER_INFO_FIELDS),
-    "pages_completed": COUNT,
-    "pages_expected": COUNT,
+    "pages_completed": PAGE_COUNT,
+    "pages_expected": PAGE_COUNT,
     "perfctl_nvtx_ranges": COUNT,
     "files": _f(dict, values=COUNT),
     "timing": _f(dict, fields=_DRIVER_PASS),
@@ -193,11 +203,16 @@ class RecordFile:
         if self.state in ("absent", "ok"):
             return None
         if self.state == "unusable":
-            return f"{self.path} is unusable ({self.problems[0]}): nothing in it was used"
-        named = "; ".join(self.problems[:NAMED_PROBLEMS])
+            return f"{self.path} is unusable ({self._named()}): nothing in it was used"
+        return f"{self.path} has fields of the wrong type, left out as unknown: {self._named()}"
+
+    def _named(self) -> str:
         more = len(self.problems) - NAMED_PROBLEMS
-        rest = f"; and {more} more" if more > 0 else ""
-        return f"{self.path} has fields of the wrong type, left out as unknown: {named}{rest}"
+        return "; ".join(self.problems[:NAMED_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+
+    def dropped(self, key: str) -> bool:
+        """Whether the top-level field `key` was there but left out (wrong type)."""
+        return any(p == key or p.startswith((f"{key} ", f"{key}[")) for p in self.problems)
 
 
 def _kind_name(value: Any) -> str:
@@ -244,10 +259,14 @@ def _check(value: Any, spec: Field, where: str, problems: list[str]) -> tuple[bo
     """(usable, the usable part of `value`): a wrong-typed value is unusable; inside an object or a
     list, a wrong-typed field or item is left out (and named) while the rest stays."""
     if not _fits(value, spec.kinds):
-        shown = repr(value) if not isinstance(value, (dict, list)) else _kind_name(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
+        shown = json.dumps(value) if not isinstance(value, (dict, list)) else _kind_name(value)
+        if len(shown) > SHOWN_VALUE:
+            shown = shown[: SHOWN_VALUE - 3] + "..."
         problems.append(f"{where} is {shown}, not {_kinds_text(spec.kinds)}")
+        return False, None
+    if spec.bounds is not None and isinstance(value, int) and not spec.bounds[0] <= value <= spec.bounds[1]:
+        shown = f"{value:,}" if abs(value) < 10**30 else f"{value:.3e}"
+        problems.append(f"{where} is {shown}, outside {spec.bounds[0]:,} to {spec.bounds[1]:,}")
         return False, None
     if isinstance(value, dict) and spec.fields is not None:
         return True, _check_object(value, spec.fields, where, problems)
@@ -302,7 +321,7 @@ def read_record(path: Path, fields: Mapping[str, Field]) -> RecordFile:
         return RecordFile(path, "unusable", None, [f"it holds {_kind_name(data)}, not a JSON object"])
     problems: list[str] = []
     kept = _check_object(data, fields, "", problems)
-    if not any(key in fields for key in kept):
+    if not any(key in fields and kept[key] is not None for key in kept):
         why = "none of the fields perfctl writes is usable in it" if data else "it is an empty object"
         return RecordFile(path, "unusable", None, [why, *problems])
     return RecordFile(path, "partial" if problems else "ok", kept, problems)
@@ -384,12 +403,16 @@ _REPORT_PAGE = {"file": None, "sha256": ""}
 _REPORT_GPU = {"index": None, "name": None, "driver": None}
 
 
-def report_view(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+def report_view(manifest: dict[str, Any] | None, driver_unknown: bool = False) -> dict[str, Any] | None:
     """The validated manifest as the HTML report is handed it: every field its template shows
-    unconditionally is there (null when unknown). A copy; `manifest` is not changed."""
+    unconditionally is there (null when unknown). `driver_unknown`: the manifest's driver record was
+    there but unusable, so the report shows it as unknown fields rather than as a driver that never
+    started. A copy; `manifest` is not changed."""
     if manifest is None:
         return None
     view = copy.deepcopy(manifest)
+    if driver_unknown and not view.get("driver"):
+        view["driver"] = dict.fromkeys(_REPORT_INSIDE["driver"])
     for key, default in _REPORT_ALWAYS.items():
         view.setdefault(key, copy.deepcopy(default))
     for key, inside in _REPORT_INSIDE.items():
