@@ -163,3 +163,70 @@ def test_a_run_folder_perfctl_made_is_replaced(tmp_path: Path, nsys_bin: str) ->
     new = json.loads((run / "manifest.json").read_text())
     assert new["status"] == "ok" and new["run_id"] == run.name and new["started_at"] > old["started_at"]
     assert new["workload"]["device"] == "cpu" and (run / "run.nsys-rep").is_file()
+
+
+# --- one analysis writes all its outputs or none ---
+
+OUTPUTS = ("analysis.json", "report.html", "summary.md")
+
+
+def _outputs(folder: Path) -> dict[str, tuple[int, str] | None]:
+    """Each output's inode and content hash (None when absent): a replaced file has a new inode."""
+    from input_integrity import sha256
+
+    return {
+        name: ((folder / name).stat().st_ino, sha256(folder / name)) if (folder / name).is_file() else None
+        for name in OUTPUTS
+    }
+
+
+def _no_leftovers(folder: Path) -> None:
+    left = [
+        p.name
+        for p in folder.iterdir()
+        if p.name.startswith(".") and p.name.endswith((".partial", ".previous"))
+    ]
+    assert left == [], left
+
+
+def test_a_manifest_field_the_report_cannot_use_still_gives_all_three_outputs(tmp_path: Path) -> None:
+    """Before: `driver` a number made the report fail after a new analysis.json was written beside the
+    old report.html and summary.md. Now the field is left out with a warning, and all three are new."""
+    run = copy_run_fixture(RUN_FIXTURE, tmp_path / "run")
+    assert run_perfctl("analyze", str(run)).returncode == 0
+    before = _outputs(run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps(manifest | {"driver": 5}))
+    proc = run_perfctl("analyze", str(run))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    after = _outputs(run)
+    for name in OUTPUTS:
+        assert after[name] is not None and before[name] is not None
+        assert after[name][0] != before[name][0], f"{name} was not replaced with the others"
+    analysis = json.loads((run / "analysis.json").read_text())
+    assert any("driver is 5, not an object" in w for w in analysis["warnings"])
+    _no_leftovers(run)
+
+
+@pytest.mark.parametrize("in_the_way", OUTPUTS)
+def test_a_failure_while_putting_the_outputs_in_place_changes_none(tmp_path: Path, in_the_way: str) -> None:
+    """A folder in the way of one output name (a real rename failure, after the other outputs may
+    already be in place): exit 1, one line, and the earlier outputs exactly as they were."""
+    run = copy_run_fixture(RUN_FIXTURE, tmp_path / "run")
+    assert run_perfctl("analyze", str(run)).returncode == 0
+    (run / in_the_way).unlink()
+    (run / in_the_way).mkdir()
+    (run / in_the_way / "keep.txt").write_text("a folder of the user's\n")
+    before, folder_before = _outputs(run), tree_digest(run / in_the_way)
+    proc = run_perfctl("analyze", str(run))
+    assert_one_line_error(
+        proc, 1, f"cannot write {run / in_the_way}", "none of the analysis outputs was changed"
+    )
+    assert _outputs(run) == before and tree_digest(run / in_the_way) == folder_before
+    _no_leftovers(run)
+    # into a fresh --out-dir: no output at all is left behind
+    out = tmp_path / "out"
+    (out / in_the_way).mkdir(parents=True)
+    proc = run_perfctl("analyze", str(run), "--out-dir", str(out))
+    assert_one_line_error(proc, 1, "none of the analysis outputs was changed")
+    assert sorted(p.name for p in out.iterdir()) == [in_the_way]

@@ -378,7 +378,8 @@ def write_all_or_none(texts: dict[Path, str]) -> None:
                 kept[target] = backup
         for target in texts:
             current = target
-            os.replace(temporaries.pop(target), target)
+            os.replace(temporaries[target], target)
+            del temporaries[target]
             placed.append(target)
     except OSError as exc:
         for target in placed:  # undo: the earlier files back, or no new one where there was none
