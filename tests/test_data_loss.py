@@ -163,6 +163,12 @@ def test_a_run_folder_perfctl_made_is_replaced(tmp_path: Path, nsys_bin: str) ->
     new = json.loads((run / "manifest.json").read_text())
     assert new["status"] == "ok" and new["run_id"] == run.name and new["started_at"] > old["started_at"]
     assert new["workload"]["device"] == "cpu" and (run / "run.nsys-rep").is_file()
+    # `--out` outside the profiles folder (./profiles): no registry is made beside it, said once
+    notes = [
+        ln for ln in proc.stderr.splitlines() if ln.startswith("perfctl: note: run registry not updated")
+    ]
+    assert len(notes) == 1 and f"{run} is not in the profiles folder profiles (--profiles)" in notes[0]
+    assert list(tmp_path.rglob("index.db")) == []
 
 
 # --- one analysis writes all its outputs or none ---

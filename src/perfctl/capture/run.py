@@ -205,7 +205,7 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
         except (KeyboardInterrupt, Interrupted) as exc:
             with deferred_interrupts():
                 result = _record_interrupted(run_dir, manifest, _signal_of(exc))
-                registry.record_capture(run_dir, result.manifest)
+                registry.record_capture(run_dir, result.manifest, opts.profiles_root)
                 return result
         finally:
             unlock_run_dir(run_dir, lock)
@@ -265,7 +265,7 @@ def _capture(
         if nsys is None:  # --tool torch: the torch.profiler pass alone
             write_json_atomic(run_dir / "workload.json", workload)
             write_json_atomic(run_dir / "manifest.json", manifest)
-            registry.record_capture(run_dir, manifest, started=True)
+            registry.record_capture(run_dir, manifest, opts.profiles_root, started=True)
             result = CaptureResult(run_dir, "ok", None, manifest)
             later = ["torch"]
         else:
@@ -280,7 +280,7 @@ def _capture(
                 "telemetry": opts.nsys_telemetry,
             }
             write_json_atomic(run_dir / "manifest.json", manifest)
-            registry.record_capture(run_dir, manifest, started=True)
+            registry.record_capture(run_dir, manifest, opts.profiles_root, started=True)
             progress.step(
                 f"nsys pass: {profiled_expected} pages under nsys profile (log: {run_dir / 'driver.log'})"
             )
@@ -299,9 +299,9 @@ def _capture(
                 run_dir, result.manifest, result.manifest.get("driver", {}).get("device")
             )
     except BaseException as exc:  # the registry learns how the run ended, whatever ended it
-        registry.record_capture_failure(run_dir, manifest, exc)
+        registry.record_capture_failure(run_dir, manifest, exc, opts.profiles_root)
         raise
-    registry.record_capture(run_dir, result.manifest)
+    registry.record_capture(run_dir, result.manifest, opts.profiles_root)
     return result
 
 

@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from perfctl.errors import BadInput
+from perfctl.registry import INDEX_NAME
 from perfctl.run_manifest import MANIFEST_NAME, why_not_made_by_perfctl
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LOCK_FILE = ".capture.lock"  # held (flock) while a capture writes into its run folder
-REGISTRY_NAME = "index.db"  # a profiles folder's run registry (perfctl.registry.INDEX_NAME)
 # how many of a profiles folder's run folders a refusal names
 NAMED_RUN_FOLDERS = 3
 
@@ -117,8 +117,8 @@ def _protected(folder: Path, profiles_root: Path) -> str | None:
         return "it is the home folder"
     if folder == profiles_root.resolve():
         return "it is the profiles folder (--profiles)"
-    if os.path.lexists(folder / REGISTRY_NAME):
-        return f"it is a profiles folder: it holds a run registry ({REGISTRY_NAME})"
+    if os.path.lexists(folder / INDEX_NAME):
+        return f"it is a profiles folder: it holds a run registry ({INDEX_NAME})"
     runs = sorted(
         p.name
         for p in _subfolders(folder)
