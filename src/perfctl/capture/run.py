@@ -21,7 +21,6 @@ A run folder holds:
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import sqlite3
@@ -69,6 +68,7 @@ from perfctl.capture.run_folder import check_run_dir_choice, claim_run_dir, lock
 from perfctl.errors import BadInput, CaptureFailed
 from perfctl.hardware.calibrate import CALIBRATION_FILE
 from perfctl.records import read_page_records
+from perfctl.run_manifest import read_driver_info
 from perfctl.stages import DOMAIN
 from perfctl.workloads.deepseek_ocr_v1 import check_capture_mode
 from perfctl.workloads.models import ModelSpec, is_v1_spec, resolve_model, takes_page_images
@@ -379,9 +379,9 @@ def run_driver_pass(
                 f"{label} finished {done} of {expected_pages} pages (driver {exit_description(exit_code)}); "
                 f"{name}/driver.log ends: {_last_line(folder / 'driver.log')}"
             )
-        info = folder / "driver-info.json"
-        if "driver" not in manifest and info.is_file():  # --tool torch: no nsys pass said what it saw
-            manifest["driver"] = json.loads(info.read_text())
+        info = read_driver_info(folder / "driver-info.json")
+        if "driver" not in manifest and info.data is not None:  # --tool torch: no nsys pass said what it saw
+            manifest["driver"] = info.data
         manifest.setdefault("pages_completed", done)  # the nsys pass's own count, when there is one
         manifest.setdefault("pages_expected", expected_pages)
         manifest[name] = {
@@ -439,9 +439,9 @@ def _finalize(
     interrupted_by: int | None,
 ) -> CaptureResult:
     report, sqlite = run_dir / f"{REPORT_BASE}.nsys-rep", run_dir / f"{REPORT_BASE}.sqlite"
-    driver_info = run_dir / "driver-info.json"
-    if driver_info.is_file():
-        manifest["driver"] = json.loads(driver_info.read_text())
+    driver_info = read_driver_info(run_dir / "driver-info.json")  # a damaged one: no driver record
+    if driver_info.data is not None:
+        manifest["driver"] = driver_info.data
     pages_done = len(read_page_records(run_dir / "pages.jsonl"))
     manifest["pages_completed"] = pages_done
     manifest["pages_expected"] = expected_pages
