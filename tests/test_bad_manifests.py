@@ -309,3 +309,52 @@ def test_open_does_not_read_the_manifest(tmp_path: Path) -> None:
     (run / "manifest.json").write_bytes(os.urandom(512))
     proc = run_perfctl("open", str(run), env=dict(os.environ, PATH="/usr/bin:/bin", DISPLAY=""))
     assert proc.returncode == 0 and proc.stdout.strip() == str((run / "run.nsys-rep").resolve())
+
+
+def _field_paths(fields: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    from perfctl.run_manifest import Field
+
+    out = []
+    for key, spec in fields.items():
+        assert isinstance(spec, Field)
+        out.append((*prefix, key))
+        if spec.fields is not None:
+            out += _field_paths(dict(spec.fields), (*prefix, key))
+    return out
+
+
+def test_the_report_renders_whatever_field_is_missing_or_null(
+    tmp_path: Path, reference: dict[str, Any]
+) -> None:
+    """Every declared field of the manifest, in turn removed and set to null (a wrong type for most:
+    then left out): the HTML report renders (its template shows some fields unconditionally)."""
+    from perfctl.report.html import render_html
+    from perfctl.run_manifest import MANIFEST_FIELDS, read_run_manifest, report_view
+
+    real = _real_manifest(ALL)
+    paths = [p for p in _field_paths(MANIFEST_FIELDS) if _has(real, p)]
+    assert len(paths) > 60
+    for path in paths:
+        for how in ("removed", "null"):
+            edited = json.loads(json.dumps(real))
+            holder = edited
+            for key in path[:-1]:
+                holder = holder[key]
+            if how == "removed":
+                del holder[path[-1]]
+            else:
+                holder[path[-1]] = None
+            (tmp_path / "manifest.json").write_text(json.dumps(edited))
+            found = read_run_manifest(tmp_path)
+            html = render_html(
+                reference["analysis"], report_view(found.data if found.data is not None else {})
+            )
+            assert "Run identity" in html, (path, how)
+
+
+def _has(data: dict[str, Any], path: tuple[str, ...]) -> bool:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return False
+        data = data[key]
+    return True
