@@ -75,7 +75,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> dict[str, A
     (elsewhere / "index.db").write_bytes(out["garbage"])
     out["short"], out["short_proc"] = (
         elsewhere / "short",
-        _capture(nsys_bin, 2, "--out", str(elsewhere / "short")),
+        _capture(nsys_bin, 2, "--out", str(elsewhere / "short"), "--profiles", str(elsewhere)),
     )
     out["long"], out["long_proc"] = (
         root / "long",

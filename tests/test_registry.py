@@ -4,6 +4,7 @@ analysis of the tiny-model H100 run. Real captures recording themselves: test_co
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -37,11 +38,11 @@ def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     H100 runs (recorded from their manifests, as their captures recorded them at the end)."""
     root = tmp_path_factory.mktemp("profiles")
     tiny = _copy_run(TINY, root / "tiny-h100")
-    proc = run_perfctl("analyze", str(tiny))
+    proc = run_perfctl("analyze", str(tiny), "--profiles", str(root))
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
     for name in ("h100-full-ocr2-run", "h100-full-ocr2-clean10"):
         run = _copy_run(FIXTURES / name, root / name)
-        assert registry.record_capture(run, _manifest(run))
+        assert registry.record_capture(run, _manifest(run), root)
     return root
 
 
@@ -109,7 +110,7 @@ def test_a_registry_that_cannot_be_written_is_a_warning(tmp_path: Path) -> None:
     run = _copy_run(TINY, tmp_path / "tiny")
     garbage = b"not a database, whatever it is " * 64
     (tmp_path / "index.db").write_bytes(garbage)
-    proc = run_perfctl("analyze", str(run))
+    proc = run_perfctl("analyze", str(run), "--profiles", str(tmp_path))
     assert proc.returncode == 0 and (run / "analysis.json").is_file()
     assert "perfctl: warning: run registry" in proc.stderr and "not updated" in proc.stderr
     assert (tmp_path / "index.db").read_bytes() == garbage, "a damaged registry is left as it was"
@@ -121,12 +122,12 @@ def test_a_registry_that_cannot_be_written_is_a_warning(tmp_path: Path) -> None:
 def test_a_new_capture_of_a_run_id_starts_a_fresh_row(tmp_path: Path) -> None:
     run = _copy_run(FIXTURES / "h100-full-ocr2-run", tmp_path / "full")
     manifest = _manifest(run)
-    assert registry.record_capture(run, manifest)
+    assert registry.record_capture(run, manifest, tmp_path)
     analysis = {"run": manifest} | _clean_only(run)
-    assert registry.record_analysis(run, analysis, run / "analysis.json")
+    assert registry.record_analysis(run, analysis, run / "analysis.json", tmp_path)
     assert _rows(tmp_path)["full"]["decode_mean_ns"] is not None
     restarted = manifest | {"status": "running", "reason": None, "finished_at": None}
-    assert registry.record_capture(run, restarted, started=True)  # what --force does
+    assert registry.record_capture(run, restarted, tmp_path, started=True)  # what --force does
     row = _rows(tmp_path)["full"]
     assert row["status"] == "running" and row["decode_mean_ns"] is None and row["analyzed_at"] is None
 
@@ -143,15 +144,15 @@ def test_a_capture_ended_by_an_exception(tmp_path: Path) -> None:
     run = _copy_run(FIXTURES / "h100-full-ocr2-run", tmp_path / "full")
     running = _manifest(run) | {"status": "running", "reason": None}
     (run / "manifest.json").write_text(json.dumps(running))
-    assert registry.record_capture_failure(run, running, KeyboardInterrupt())
+    assert registry.record_capture_failure(run, running, KeyboardInterrupt(), tmp_path)
     assert _rows(tmp_path)["full"]["status"] == "interrupted"
-    assert registry.record_capture_failure(run, running, OSError(28, "No space left on device"))
+    assert registry.record_capture_failure(run, running, OSError(28, "No space left on device"), tmp_path)
     row = _rows(tmp_path)["full"]
     assert row["status"] == "failed" and row["reason"] == "OSError: [Errno 28] No space left on device"
     # a manifest that already says how the run ended is the truth
     ended = running | {"status": "interrupted", "reason": "stopped by SIGTERM"}
     (run / "manifest.json").write_text(json.dumps(ended))
-    assert registry.record_capture_failure(run, running, RuntimeError("late"))
+    assert registry.record_capture_failure(run, running, RuntimeError("late"), tmp_path)
     assert _rows(tmp_path)["full"]["reason"] == "stopped by SIGTERM"
 
 
@@ -164,8 +165,9 @@ source = json.loads(Path(sys.argv[2]).read_text())
 for i in range(count):
     run = root / f"{tag}-{i}"
     run.mkdir()
-    ok = registry.record_capture(run, source | {"run_id": run.name}, started=True)
-    ok = ok and registry.record_capture(run, source | {"run_id": run.name, "status": "failed", "reason": tag})
+    ok = registry.record_capture(run, source | {"run_id": run.name}, root, started=True)
+    failed = source | {"run_id": run.name, "status": "failed", "reason": tag}
+    ok = ok and registry.record_capture(run, failed, root)
     if not ok:
         sys.exit(1)
 """
@@ -191,3 +193,85 @@ def test_concurrent_writers(tmp_path: Path) -> None:
     )
     with sqlite3.connect(tmp_path / "index.db") as conn:
         assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
+
+
+# --- where the registry is written: only in a profiles folder perfctl was pointed to or made ---
+
+
+def _notes(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("perfctl: note: run registry not updated")]
+
+
+def test_a_run_folder_outside_any_profiles_folder_writes_no_registry(tmp_path: Path) -> None:
+    """Before: analyze created index.db in the run folder's parent, whatever that was."""
+    elsewhere = tmp_path / "copies"
+    run = _copy_run(TINY, elsewhere / "tiny")
+    proc = run_perfctl("analyze", str(run), cwd=tmp_path)  # --profiles: ./profiles, not `copies`
+    assert proc.returncode == 0, proc.stderr
+    (note,) = _notes(proc.stderr)
+    assert f"{run} is not in the profiles folder profiles (--profiles)" in note
+    assert f"{elsewhere} holds no index.db" in note
+    assert list(tmp_path.rglob("index.db")) == [] and (run / "analysis.json").is_file()
+
+
+def test_a_folder_holding_perfcts_registry_is_a_profiles_folder(tmp_path: Path) -> None:
+    root = tmp_path / "lab"
+    first, second = _copy_run(TINY, root / "first"), _copy_run(TINY, root / "second")
+    assert run_perfctl("analyze", str(first), "--profiles", str(root)).returncode == 0
+    # pointed elsewhere, but `lab` already holds perfctl's registry: the second run is recorded there
+    proc = run_perfctl("analyze", str(second), "--profiles", str(tmp_path / "other"))
+    assert proc.returncode == 0 and _notes(proc.stderr) == [] and "warning" not in proc.stderr
+    assert set(_rows(root)) == {"first", "second"} and not (tmp_path / "other").exists()
+
+
+def test_an_index_db_that_is_not_perfcts_is_left_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "theirs"
+    run = _copy_run(TINY, folder / "tiny")
+    with sqlite3.connect(folder / "index.db") as conn:  # someone else's database of that name
+        conn.execute("create table books (title text)")
+    before = (folder / "index.db").read_bytes()
+    proc = run_perfctl("analyze", str(run), "--profiles", str(tmp_path / "profiles"))
+    assert proc.returncode == 0, proc.stderr
+    (note,) = _notes(proc.stderr)
+    assert "holds an index.db that is no perfctl registry (no 'runs' table of runs)" in note
+    assert (folder / "index.db").read_bytes() == before
+
+
+# --- `perfctl runs` on a registry it cannot trust: one line, exit 2 ---
+
+
+def _runs_refused(profiles: Path, *needles: str) -> None:
+    from input_integrity import assert_one_line_error
+
+    assert_one_line_error(run_perfctl("runs", "--profiles", str(profiles)), 2, *needles)
+    assert_one_line_error(run_perfctl("runs", "--profiles", str(profiles), "--format", "json"), 2, *needles)
+
+
+def test_runs_on_a_registry_with_text_in_an_integer_column(profiles: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "profiles"
+    copy.mkdir()
+    shutil.copy(profiles / "index.db", copy / "index.db")
+    with sqlite3.connect(copy / "index.db") as conn:
+        conn.execute("update runs set pages_completed = 'two' where run_id = 'tiny-h100'")
+    before = (copy / "index.db").read_bytes()
+    _runs_refused(copy, "is not a readable run registry", "run 'tiny-h100'", "pages_completed", "'two'")
+    assert (copy / "index.db").read_bytes() == before
+    with sqlite3.connect(copy / "index.db") as conn:  # bytes (a BLOB) where the column is text
+        conn.execute("update runs set pages_completed = 2, started_at = x'00ff' where run_id = 'tiny-h100'")
+    _runs_refused(copy, "has b'\\x00\\xff' in started_at, a text column")
+
+
+def test_runs_on_an_empty_file_a_folder_or_another_database(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "index.db").write_bytes(b"")
+    _runs_refused(empty, f"{empty / 'index.db'} is not a readable run registry: an empty file (0 bytes)")
+    assert (empty / "index.db").read_bytes() == b""
+    folder = tmp_path / "folder"
+    (folder / "index.db").mkdir(parents=True)
+    _runs_refused(folder, "is not a readable run registry: a folder, not a file")
+    other = tmp_path / "other"
+    other.mkdir()
+    with sqlite3.connect(other / "index.db") as conn:
+        conn.execute("create table books (title text)")
+    _runs_refused(other, "is not a readable run registry: no 'runs' table of runs")

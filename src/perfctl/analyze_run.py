@@ -1,16 +1,26 @@
 """`perfctl analyze PATH`: find the export behind PATH, analyze it, write analysis.json, report.html and
 summary.md.
 
-PATH may be a `.sqlite` export, a `.nsys-rep` (exported to SQLite beside it first, which needs nsys),
-or a run folder made by `perfctl capture` (its run.sqlite, or its run.nsys-rep). Outputs go beside
-the export unless another folder is given; the export itself is opened read-only and never changed.
+PATH may be a `.sqlite` export, a `.nsys-rep` (exported to SQLite first, which needs nsys), or a run
+folder made by `perfctl capture` (its run.sqlite, or its run.nsys-rep). Which export is read, and when a
+report is exported again, is perfctl.export_source's to decide. Outputs go beside the export unless
+another folder is given (`--out-dir`: a new export goes there too); the export itself is opened
+read-only and never changed.
+
+The run folder's records (manifest.json, driver-info.json, timing/driver-info.json) are read through
+perfctl.run_manifest: a damaged one costs what it held (a warning names the file and the fields), never
+the analysis of the export. The three outputs are rendered first and then put in place together: all
+three new files, or none changed (`write_all_or_none`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from dataclasses import dataclass
+import os
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +31,28 @@ from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.findings import cost_centres, findings
 from perfctl.analysis.lazy_loading import first_use_evidence
 from perfctl.analysis.operators import join_operators_to_kernels
-from perfctl.analysis.repeatability import CLEAN_PASS_DIR, load_clean_pass, timing_statistics
+from perfctl.analysis.repeatability import CLEAN_PASS_DIR, CleanPass, load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
-from perfctl.capture.manifest import write_json_atomic, write_text_atomic
-from perfctl.capture.nsys import find_nsys
-from perfctl.capture.run import REPORT_BASE, profiled_page_count
+from perfctl.capture.manifest import disk_note
+from perfctl.capture.run import profiled_page_count
 from perfctl.capture.run_folder import capture_running_in
 from perfctl.errors import BadInput, OutputFailed
+from perfctl.export_source import make_export, plan_export
 from perfctl.hardware.calibrate import CALIBRATION_FILE, Calibration, load_calibration
 from perfctl.nsys_export.events import kernel_mangled_names
 from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.records import read_page_records
 from perfctl.report.html import render_html
 from perfctl.report.markdown import render_markdown
+from perfctl.run_manifest import (
+    DRIVER_INFO_NAME,
+    RecordFile,
+    read_driver_info,
+    read_run_manifest,
+    report_view,
+)
+
+OUTPUT_NAMES = ("analysis.json", "report.html", "summary.md")
 
 
 @dataclass(frozen=True)
@@ -43,86 +62,85 @@ class AnalyzeResult:
     json_path: Path
     html_path: Path
     summary_path: Path
+    run_dir: Path | None = None  # the perfctl run folder analyzed (its manifest usable), for the registry
 
 
-def locate_export(path: Path, nsys_path: str | None = None) -> Path:
-    """The SQLite export to read for PATH, exporting a .nsys-rep first when that is all there is (and
-    importing nsys's raw stream, .qdstrm, first when nsys could not: its importer was missing)."""
-    if not path.exists():
-        raise BadInput(f"no such file or folder: {path}")
-    if path.is_dir():
-        sqlite, report = path / f"{REPORT_BASE}.sqlite", path / f"{REPORT_BASE}.nsys-rep"
-        qdstrm = path / f"{REPORT_BASE}.qdstrm"
-        if sqlite.is_file():
-            return sqlite
-        if report.is_file():
-            return _export(report, nsys_path)
-        stream = _stream_left_elsewhere(path)
-        if qdstrm.is_file() or stream is not None:
-            find_nsys(nsys_path).import_qdstrm(qdstrm if qdstrm.is_file() else stream or qdstrm, report)
-            return _export(report, nsys_path)
-        found = sorted(path.glob("*.sqlite")) or sorted(path.glob("*.nsys-rep"))
-        if len(found) == 1:
-            return found[0] if found[0].suffix == ".sqlite" else _export(found[0], nsys_path)
-        failed = _failed_capture(path)
-        if failed:
-            raise BadInput(f"{path} holds no nsys report to analyze: its capture {failed}")
-        raise BadInput(
-            f"{path} holds no {REPORT_BASE}.sqlite / {REPORT_BASE}.nsys-rep (is it a perfctl run folder?)"
-        )
-    if path.suffix == ".nsys-rep":
-        return _export(path, nsys_path)
-    if path.suffix == ".qdstrm":
-        report = path.with_suffix(".nsys-rep")
-        find_nsys(nsys_path).import_qdstrm(path, report)
-        return _export(report, nsys_path)
-    return path
+def run_folder_of(path: Path) -> Path:
+    """The folder whose run records belong to PATH: PATH itself when it is a folder, else its folder."""
+    return path if path.is_dir() else path.parent
 
 
-def _stream_left_elsewhere(run_dir: Path) -> Path | None:
-    """The raw stream nsys could not move into the run folder, where the capture found it (manifest)."""
-    left = ((read_manifest(run_dir / "manifest.json") or {}).get("nsys") or {}).get("stream_left_at")
-    return Path(left) if left and Path(left).is_file() else None
-
-
-def _failed_capture(run_dir: Path) -> str | None:
-    """'failed: <reason>' from a run folder's manifest when its capture did not end well, else None."""
-    manifest = read_manifest(run_dir / "manifest.json")
-    if manifest is None or manifest.get("status") in (None, "ok"):
-        return None
-    return f"{manifest['status']}: {manifest.get('reason') or 'no reason recorded'}"
-
-
-def _export(report: Path, nsys_path: str | None) -> Path:
-    sqlite = report.with_suffix(".sqlite")
-    if sqlite.is_file() and sqlite.stat().st_mtime >= report.stat().st_mtime:
-        return sqlite
-    progress.step(f"export: {report.name} to SQLite")
-    find_nsys(nsys_path).export_sqlite(report, sqlite)
-    return sqlite
-
-
-def read_manifest(export: Path) -> dict[str, Any] | None:
-    """The manifest.json beside an export (or `export` itself when it is one); None when absent."""
-    return _json_object(export if export.name == "manifest.json" else export.parent / "manifest.json")
-
-
-def _fill_unfinished(manifest: dict[str, Any], run_dir: Path) -> None:
+def _fill_unfinished(manifest: dict[str, Any], run_dir: Path, warnings: list[str]) -> None:
     """A capture that never recorded its outcome (perfctl itself killed, or still running) left a
     manifest without it: take what the run folder shows instead (in memory; the file is not changed)."""
     workload = manifest.get("workload") or {}
     manifest.setdefault("reason", None)
-    manifest.setdefault("driver", _json_object(run_dir / "driver-info.json"))
-    manifest.setdefault("pages_completed", len(read_page_records(run_dir / "pages.jsonl")))
+    if "driver" not in manifest:
+        info = read_driver_info(run_dir / DRIVER_INFO_NAME)
+        manifest["driver"] = info.data
+        warnings += [w for w in [info.warning()] if w]
+    manifest.setdefault("pages_completed", len(_page_records(run_dir / "pages.jsonl", warnings)))
     manifest.setdefault("pages_expected", profiled_page_count(workload, len(manifest.get("pages") or [])))
 
 
-def _json_object(path: Path) -> dict[str, Any] | None:
+def _driver_from_info(manifest: dict[str, Any], run_dir: Path, warnings: list[str]) -> None:
+    """The manifest's driver record was unusable: the driver's own driver-info.json says the same (the
+    capture copied it into the manifest), so it is used instead when it is there, and said so."""
+    info = read_driver_info(run_dir / DRIVER_INFO_NAME)
+    warnings += [w for w in [info.warning()] if w]
+    if info.data is not None:
+        manifest["driver"] = info.data
+        warnings.append(f"the driver's record is taken from {info.path} (the manifest's is unusable)")
+
+
+def _page_records(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
+    """A pass's page records; a damaged pages.jsonl is a warning and no records, not a failure."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        return read_page_records(path)
+    except (OSError, ValueError) as exc:
+        warnings.append(f"{path} cannot be read ({' '.join(str(exc).split())}): its pages are left out")
+        return []
+
+
+def checked_clean_pass(run_dir: Path, manifest: dict[str, Any]) -> tuple[CleanPass | None, list[str]]:
+    """The run's clean timing pass (repeatability.load_clean_pass) with its driver-info.json checked
+    (run_manifest), and the warnings about what was left out of it."""
+    info = read_driver_info(run_dir / CLEAN_PASS_DIR / DRIVER_INFO_NAME)
+    warnings = [w for w in [info.warning()] if w]
+    if info.state == "unusable":
+        return None, [*warnings, "the clean timing pass is left out: what its driver saw is unknown"]
+    try:
+        clean = load_clean_pass(run_dir, manifest)
+    except (OSError, ValueError) as exc:  # its pages.jsonl is damaged
+        reason = " ".join(str(exc).split())
+        return None, [*warnings, f"the clean timing pass is left out: {CLEAN_PASS_DIR}/pages.jsonl: {reason}"]
+    return (None if clean is None else replace(clean, info=info.data or {})), warnings
+
+
+def clean_efficiency(
+    clean: CleanPass | None, manifest: dict[str, Any], run_dir: Path, **kwargs: Any
+) -> dict[str, Any]:
+    """analysis.efficiency.efficiency, unless the clean pass's driver-info.json does not say which
+    device it ran on (then MFU is unknown, not a CPU's)."""
+    if clean is not None and not isinstance(clean.info.get("device"), str):
+        return {
+            "available": False,
+            "reason": f"MFU not computed: {CLEAN_PASS_DIR}/{DRIVER_INFO_NAME} does not say which device "
+            "the clean pass ran on",
+        }
+    return efficiency(clean, manifest, run_dir=run_dir, **kwargs)
+
+
+def manifest_note(manifest: RecordFile, warnings: list[str]) -> dict[str, Any]:
+    """analysis.json's `run_manifest`: the run folder's manifest.json, what became of it (`state`: ok,
+    partial or unusable; `problems`: the fields left out), and every warning about the run folder's
+    records (the manifest, driver-info.json, timing/, torch/operators.json), as in `warnings`."""
+    return {
+        "path": str(manifest.path),
+        "state": manifest.state,
+        "problems": manifest.problems,
+        "record_warnings": list(warnings),
+    }
 
 
 def analyze_path(
@@ -144,84 +162,106 @@ def analyze_path(
     folder's calibration.json, when capture --calibrate stored one).
     """
     check_peaks(peak_tflops, peak_bandwidth_gbs)
-    if (
-        path.is_dir()
-        and (run_manifest := read_manifest(path / "manifest.json"))
-        and run_manifest.get("tool") == "torch"
-    ):
-        return _analyze_torch_run(path, run_manifest, out_dir)
-    export = locate_export(path, nsys_path)
-    measured = _calibration(calibration, export.parent)
+    run_dir = run_folder_of(path)
+    found = read_run_manifest(run_dir)
+    manifest = found.data
+    if path.is_dir() and manifest is not None and manifest.get("tool") == "torch":
+        return _analyze_torch_run(path, found, out_dir)
+    export, how = make_export(plan_export(path, found, out_dir), nsys_path)
+    measured = _calibration(calibration, run_dir)
     progress.step(f"reading {export}")
     analysis = analyze_export(export, top_n=top_n)
-    manifest = read_manifest(export)
+    analysis["export"]["source"] = how
+    warnings: list[str] = []  # what the run folder's records lacked (a damaged file, a field left out)
+    if found.present:
+        warnings += [w for w in [found.warning()] if w]
     if manifest is not None and manifest.get("status") == "running":
-        _fill_unfinished(manifest, export.parent)
-    _check_attributable(export, analysis, manifest, allow_no_kernels)
+        _fill_unfinished(manifest, run_dir, warnings)
+    elif manifest is not None and found.dropped("driver"):
+        _driver_from_info(manifest, run_dir, warnings)
+    _check_attributable(export, analysis, found, allow_no_kernels)
     if manifest is not None:
         analysis["run"] = _run_identity(manifest)
         analysis["warnings"] += with_expected_pages(analysis["completion"], manifest.get("pages_expected"))
         if manifest.get("status") == "running":
             analysis["warnings"].append(
                 "a capture is still writing this run: what is analyzed is what it has written so far"
-                if capture_running_in(export.parent)
+                if capture_running_in(run_dir)
                 else "the capture ended without recording how (perfctl itself was killed): the manifest "
                 "still says running"
             )
-        clean = load_clean_pass(export.parent, manifest)
-        first_use = first_use_evidence(export, analysis["warnings"])  # lazy kernel loading in pages
+        clean, said = checked_clean_pass(run_dir, manifest)
+        warnings += said
+        first_use = first_use_evidence(export, run_dir, warnings)  # lazy kernel loading in pages
         analysis["first_use"] = first_use.to_json()
         if clean is not None:
             analysis["timing"] = {
                 "pass": "clean",
                 "statistics": timing_statistics(clean.records, first_use=first_use),
                 "telemetry": page_telemetry(
-                    export.parent / CLEAN_PASS_DIR / "telemetry.jsonl",
+                    run_dir / CLEAN_PASS_DIR / "telemetry.jsonl",
                     clean.records,
                     clean.info.get("telemetry"),
                 ),
             }
+        nsys_records = _page_records(run_dir / "pages.jsonl", warnings)
         if (manifest.get("nsys") or {}).get("telemetry"):
             analysis["nsys_pass"] = {
                 "telemetry": page_telemetry(
-                    export.parent / "telemetry.jsonl",
-                    read_page_records(export.parent / "pages.jsonl"),
-                    (manifest.get("driver") or {}).get("telemetry"),
+                    run_dir / "telemetry.jsonl", nsys_records, (manifest.get("driver") or {}).get("telemetry")
                 )
             }
-        operators = export.parent / "torch" / "operators.json"
-        if (manifest.get("torch") or {}).get("status") == "ok" and operators.is_file():
+        operators = _operators(run_dir, manifest, warnings)
+        if operators is not None:
             analysis["operators"] = {
                 "source": "torch.profiler pass (torch/operators.json)",
-                "stages": join_operators_to_kernels(
-                    json.loads(operators.read_text()), analysis["stages"], _mangled_names(export)
-                ),
+                "stages": join_operators_to_kernels(operators, analysis["stages"], _mangled_names(export)),
             }
         pages = max(len(analysis["pages"]), 1)
         under_nsys = {s["stage"]: s["wall_ns"] / pages for s in analysis["stages"]}
         nsys_pages = {
             int(r["page_index"])
-            for r in read_page_records(export.parent / "pages.jsonl")
-            if not r.get("warmup") and "page_index" in r
+            for r in nsys_records
+            if not r.get("warmup") and isinstance(r.get("page_index"), int)
         }
         try:
-            analysis["efficiency"] = efficiency(
+            analysis["efficiency"] = clean_efficiency(
                 clean,
                 manifest,
-                under_nsys,
-                peak_tflops,
-                peak_bandwidth_gbs,
-                export.parent,
-                measured,
-                nsys_pages,
+                run_dir,
+                stages_under_nsys=under_nsys,
+                peak_tflops=peak_tflops,
+                bandwidth_gbs=peak_bandwidth_gbs,
+                calibration=measured,
+                nsys_page_indices=nsys_pages,
             )
         except ValueError as exc:  # an override that is not a positive number
             raise BadInput(str(exc)) from None
+    analysis["warnings"] += warnings
+    if found.present:
+        analysis["run_manifest"] = manifest_note(found, warnings)
     analysis["cost_centres"] = cost_centres(analysis)
     analysis["findings"] = findings(analysis)
     target = export.parent if out_dir is None else out_dir
     progress.step(f"writing {target / 'analysis.json'}, report.html and summary.md")
-    return _write_outputs(export, analysis, manifest, target)
+    result = _write_outputs(export, analysis, _report_run(found, manifest), target)
+    return replace(result, run_dir=run_dir if manifest is not None else None)
+
+
+def _operators(run_dir: Path, manifest: dict[str, Any], warnings: list[str]) -> dict[str, Any] | None:
+    """The torch.profiler pass's operators.json when that pass ended well; a damaged one is a warning."""
+    path = run_dir / "torch" / "operators.json"
+    if (manifest.get("torch") or {}).get("status") != "ok" or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        warnings.append(f"{path} cannot be read ({' '.join(str(exc).split())}): no operator tables")
+        return None
+    if not isinstance(data, dict):
+        warnings.append(f"{path} is not a JSON object: no operator tables")
+        return None
+    return data
 
 
 RUN_IDENTITY_KEYS = (
@@ -241,17 +281,34 @@ def _run_identity(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: manifest.get(k) for k in RUN_IDENTITY_KEYS}
 
 
-def _analyze_torch_run(run_dir: Path, manifest: dict[str, Any], out_dir: Path | None) -> AnalyzeResult:
+def _report_run(found: RecordFile, manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the HTML report's run identity is rendered from: the usable manifest (every field its
+    template shows there, null when unknown), an empty identity for one that is there but unusable
+    (the report's warnings say why), None when there is none."""
+    driver_unknown = found.state == "unusable" or found.dropped("driver")
+    if manifest is not None:
+        return report_view(manifest, driver_unknown)
+    return report_view({}, driver_unknown) if found.present else None
+
+
+def _analyze_torch_run(run_dir: Path, found: RecordFile, out_dir: Path | None) -> AnalyzeResult:
     """A run captured with --tool torch: the operator tables of its torch.profiler pass, alone. There
     is no nsys export, so nothing is attributed to NVTX ranges and no kernel is joined to nsys."""
+    manifest = found.data or {}
     torch_pass = manifest.get("torch") or {}
-    operators = run_dir / "torch" / "operators.json"
-    if torch_pass.get("status") != "ok" or not operators.is_file():
+    path = run_dir / "torch" / "operators.json"
+    if torch_pass.get("status") != "ok" or not path.is_file():
         why = torch_pass.get("reason") or manifest.get("reason") or "torch/operators.json is missing"
         raise BadInput(f"{run_dir}: its torch.profiler pass did not finish: {why}")
-    info = run_dir / "torch" / "driver-info.json"
-    if "driver" not in manifest and info.is_file():  # captured before capture recorded these
-        manifest = manifest | {"driver": json.loads(info.read_text())}
+    warnings = [w for w in [found.warning()] if w]
+    operators = _operators(run_dir, manifest, warnings)
+    if operators is None:  # the operator tables are all this run has
+        raise BadInput(f"{run_dir}: nothing to analyze: {warnings[-1]}")
+    if "driver" not in manifest:  # captured before capture recorded these
+        info = read_driver_info(run_dir / "torch" / DRIVER_INFO_NAME)
+        warnings += [w for w in [info.warning()] if w]
+        if info.data is not None:
+            manifest = manifest | {"driver": info.data}
     done = {k: torch_pass.get(k) for k in ("pages_completed", "pages_expected", "reason")}
     manifest = done | manifest
     analysis: dict[str, Any] = {
@@ -259,30 +316,90 @@ def _analyze_torch_run(run_dir: Path, manifest: dict[str, Any], out_dir: Path | 
         "source": "torch.profiler pass alone (captured with --tool torch): operators per stage, no nsys "
         "export, so no kernel attribution to NVTX ranges",
         "run": _run_identity(manifest),
-        "operators": {
-            "source": "torch.profiler pass (torch/operators.json)",
-            "stages": json.loads(operators.read_text()),
-        },
+        "run_manifest": manifest_note(found, warnings),
+        "operators": {"source": "torch.profiler pass (torch/operators.json)", "stages": operators},
         "trace": str(run_dir / "torch" / "trace.json.gz"),
-        "warnings": [],
+        "warnings": warnings,
     }
     analysis["findings"] = findings(analysis)
-    return _write_outputs(operators, analysis, manifest, run_dir if out_dir is None else out_dir)
+    result = _write_outputs(path, analysis, report_view(manifest), run_dir if out_dir is None else out_dir)
+    return replace(result, run_dir=run_dir)
 
 
 def _write_outputs(
-    source: Path, analysis: dict[str, Any], manifest: dict[str, Any] | None, target: Path
+    source: Path, analysis: dict[str, Any], report_run: dict[str, Any] | None, target: Path
 ) -> AnalyzeResult:
-    """analysis.json, report.html and summary.md into `target`, each complete or not at all."""
+    """analysis.json, report.html and summary.md into `target`: all three rendered first, then put in
+    place together (all three new, or none changed)."""
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputFailed(f"cannot create {target}: {exc.strerror or exc}") from None
-    json_path, html_path, summary_path = (target / n for n in ("analysis.json", "report.html", "summary.md"))
-    write_json_atomic(json_path, analysis)
-    write_text_atomic(html_path, render_html(analysis, manifest))
-    write_text_atomic(summary_path, render_markdown(analysis))
+    json_path, html_path, summary_path = (target / n for n in OUTPUT_NAMES)
+    try:
+        texts = {
+            json_path: json.dumps(analysis, indent=2, default=str) + "\n",
+            html_path: render_html(analysis, report_run),
+            summary_path: render_markdown(analysis),
+        }
+    except Exception as exc:  # a renderer's bug must not leave a half-updated set or a traceback
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise OutputFailed(
+            f"could not render the outputs ({type(exc).__name__}: {reason}); nothing written in {target}"
+        ) from None
+    write_all_or_none(texts)
     return AnalyzeResult(source, analysis, json_path, html_path, summary_path)
+
+
+def write_all_or_none(texts: dict[Path, str]) -> None:
+    """Write several files so that either every one holds its new text or none changed.
+
+    Each text goes to a temporary file beside its target (flushed to disk); then the targets that
+    exist are kept under a second name (a hard link, so the target never disappears meanwhile) and the
+    temporaries are renamed over them. A failure at any step renames the kept files back, removes the
+    new ones and the temporaries, and raises OutputFailed naming the file and the reason."""
+    temporaries: dict[Path, Path] = {}
+    kept: dict[Path, Path] = {}
+    placed: list[Path] = []
+    current: Path | None = None
+    try:
+        for target, text in texts.items():
+            current = target
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+            temporaries[target] = Path(name)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(name, 0o644)  # mkstemp makes 0600; outputs are shared read-only artefacts
+        for target in texts:
+            current = target
+            if target.is_file() and not target.is_symlink():
+                backup = target.with_name(f".{target.name}.previous")
+                backup.unlink(missing_ok=True)
+                os.link(target, backup)
+                kept[target] = backup
+        for target in texts:
+            current = target
+            os.replace(temporaries[target], target)
+            del temporaries[target]
+            placed.append(target)
+    except OSError as exc:
+        for target in placed:  # undo: the earlier files back, or no new one where there was none
+            with contextlib.suppress(OSError):
+                if target in kept:
+                    os.replace(kept.pop(target), target)
+                else:
+                    target.unlink()
+        where = current.parent if current is not None else Path()
+        raise OutputFailed(
+            f"cannot write {current}: {exc.strerror or exc}{disk_note(where)}; "
+            "none of the analysis outputs was changed"
+        ) from None
+    finally:
+        for leftover in [*temporaries.values(), *kept.values()]:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def _calibration(path: Path | None, run_dir: Path) -> tuple[Calibration, str] | None:
@@ -307,7 +424,7 @@ def check_peaks(peak_tflops: float | None, peak_bandwidth_gbs: float | None) -> 
 
 
 def _check_attributable(
-    export: Path, analysis: dict[str, Any], manifest: dict[str, Any] | None, allow_no_kernels: bool
+    export: Path, analysis: dict[str, Any], found: RecordFile, allow_no_kernels: bool
 ) -> None:
     totals = analysis["totals"]
     if totals["nvtx_ranges"] == 0:
@@ -316,12 +433,14 @@ def _check_attributable(
             "work to (capture with --trace including nvtx; nsys 2022.4-2024.2 see only nvtx < 0.2.12)"
         )
     # the device the driver really used (`--device auto` resolves there), else the one asked for
-    m = manifest or {}
+    m = found.data or {}
     ran_on_cpu = ((m.get("driver") or {}).get("device") or (m.get("workload") or {}).get("device")) == "cpu"
     if totals["kernels"] == 0 and not (allow_no_kernels or ran_on_cpu):
+        damaged = found.warning()
         raise BadInput(
             f"{export} holds no CUDA kernels (a CPU-only run, --trace without cuda, or an nsys whose "
             "CUPTI is older than the program's CUDA); --allow-no-kernels reports NVTX wall times alone"
+            + (f" (the run's device is unknown: {damaged})" if damaged else "")
         )
 
 

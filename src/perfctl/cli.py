@@ -26,7 +26,8 @@ profiles_option = click.option(
     type=click.Path(path_type=Path),
     default=Path("profiles"),
     show_default=True,
-    help="Folder that holds the run folders and their registry (index.db).",
+    help="Folder that holds the run folders and their registry (index.db); a run folder elsewhere is "
+    "recorded only where perfctl's index.db already is.",
 )
 
 
@@ -325,6 +326,7 @@ def capture(
     help="A `perfctl calibrate` result: MFU/MBU also against the measured matmul rate and bandwidth "
     "[default: the run folder's calibration.json, if any].",
 )
+@profiles_option
 @quiet_option
 def analyze(
     path: Path,
@@ -336,6 +338,7 @@ def analyze(
     peak_tflops: float | None,
     peak_bandwidth_gbs: float | None,
     calibration_path: Path | None,
+    profiles_root: Path,
     quiet: bool,
 ) -> None:
     """Analyze an nsys export (.sqlite), report (.nsys-rep) or perfctl run folder.
@@ -362,11 +365,10 @@ def analyze(
         )
     except PerfctlError as exc:
         _fail(exc)
-    run_dir = next((d for d in (result.export.parent, path) if (d / "manifest.json").is_file()), None)
-    if run_dir is not None:  # a perfctl run folder: into its registry
+    if result.run_dir is not None:  # a perfctl run folder (a usable manifest.json): into its registry
         from perfctl.registry import record_analysis
 
-        record_analysis(run_dir, result.analysis, result.json_path)
+        record_analysis(result.run_dir, result.analysis, result.json_path, profiles_root)
     progress.finish()
     if fmt == "json":
         click.echo(json.dumps(result.analysis, default=str))

@@ -4,12 +4,13 @@ A RUN may be:
   - an analysis.json (what `perfctl analyze` wrote), used as it is;
   - a run folder holding an analysis.json, used as it is;
   - a run folder (or export, or .nsys-rep) without one: analyzed now with `perfctl analyze`'s
-    defaults into a temporary folder; nothing is written into the run folder (except, as analyze
-    does, the SQLite export of a .nsys-rep that has none);
+    defaults into a temporary folder (a .nsys-rep without a provably fresh export is exported there
+    too): nothing is written into the run folder;
   - a run folder that kept only its small files (manifest.json and the clean pass's timing/, the
     export deleted): its clean-pass statistics and MFU, computed as `perfctl analyze` computes them;
     kernel figures are then unavailable.
-Inputs are only read, never changed.
+Inputs are only read, never changed. A run folder's damaged manifest.json or driver-info.json costs
+what it held (perfctl.run_manifest); the comparison's warnings name the file.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any
 
 from perfctl import progress
 from perfctl.analysis.compare import compare_analyses, gate
-from perfctl.analysis.efficiency import efficiency
-from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
+from perfctl.analysis.repeatability import timing_statistics
 from perfctl.errors import BadInput, PerfctlError
+from perfctl.run_manifest import read_run_manifest
 
 ANALYSIS_NAME = "analysis.json"
 
@@ -54,32 +55,36 @@ def _analysis_file(path: Path) -> dict[str, Any]:
 
 def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
     """A run folder without its export: the parts of an analysis its clean timing pass gives (run
-    identity, `timing`, `efficiency`), or None when it has no manifest or no clean pass."""
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
+    identity, `timing`, `efficiency`), or None when it has no usable manifest or no clean pass."""
+    from perfctl.analyze_run import checked_clean_pass, clean_efficiency, manifest_note
+
+    found = read_run_manifest(run_dir)
+    manifest = found.data
+    if manifest is None:
         return None
-    manifest = _read_json(manifest_path)
-    if not isinstance(manifest, dict):
-        raise BadInput(f"{manifest_path} is not a perfctl manifest")
     if manifest.get("tool") == "torch":
         raise BadInput(f"{run_dir} holds no stage times to compare (a --tool torch run has operators only)")
-    clean = load_clean_pass(run_dir, manifest)
+    clean, warnings = checked_clean_pass(run_dir, manifest)
     if clean is None:
         return None
     try:
-        eff = efficiency(clean, manifest, {}, run_dir=run_dir)
+        eff = clean_efficiency(clean, manifest, run_dir, stages_under_nsys={})
     except (PerfctlError, ValueError, OSError) as exc:  # e.g. the model folder is not on this host
         eff = {"available": False, "reason": f"MFU not computed: {exc}"}
+    said = [w for w in [found.warning(), *warnings] if w]
     return {
         "run": manifest,
+        "run_manifest": manifest_note(found, said),
         "timing": {"pass": "clean", "statistics": timing_statistics(clean.records)},
         "efficiency": eff,
+        "warnings": said,
     }
 
 
 def load_run(path: Path) -> LoadedRun:
     """The analysis behind one RUN argument (see the module docstring)."""
-    from perfctl.analyze_run import analyze_path, locate_export
+    from perfctl.analyze_run import analyze_path, run_folder_of
+    from perfctl.export_source import plan_export
 
     if not path.exists():
         raise BadInput(f"no such file or folder: {path}")
@@ -88,11 +93,15 @@ def load_run(path: Path) -> LoadedRun:
     elif path.is_dir() and (path / ANALYSIS_NAME).is_file():
         analysis, origin = _analysis_file(path / ANALYSIS_NAME), str(path / ANALYSIS_NAME)
     else:
+        found = read_run_manifest(run_folder_of(path))
         try:
-            locate_export(path)  # a .nsys-rep alone is exported beside it first, as analyze does
-        except BadInput:
+            plan_export(path, found)  # is there an export (or a report to export)? nothing is written
+        except BadInput as no_export:
             partial = clean_pass_only(path) if path.is_dir() else None
             if partial is None:
+                damaged = found.warning()
+                if damaged:
+                    raise BadInput(f"{no_export}; {damaged}") from None
                 raise
             analysis, origin = partial, f"{path}: clean timing pass only (no nsys export)"
         else:
@@ -102,6 +111,13 @@ def load_run(path: Path) -> LoadedRun:
             origin = f"{path}, analyzed now (not written)"
     run_id = (analysis.get("run") or {}).get("run_id")
     return LoadedRun(analysis, str(run_id or path), origin)
+
+
+def _run_warnings(run: LoadedRun, label: str) -> list[str]:
+    """What a run folder's own records lacked (a damaged manifest.json or driver-info.json, each
+    naming its file), for the comparison's warnings."""
+    note = run.analysis.get("run_manifest") or {}
+    return [f"run {label}: {w}" for w in note.get("record_warnings") or []]
 
 
 def compare_paths(
@@ -114,6 +130,7 @@ def compare_paths(
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     result["a"]["origin"], result["b"]["origin"] = a.origin, b.origin
+    result["warnings"] += _run_warnings(a, "A") + _run_warnings(b, "B")
     if fail_if_slower_pct is not None:
         result["gate"] = gate(result, fail_if_slower_pct)
     return result

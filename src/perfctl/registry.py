@@ -2,27 +2,38 @@
 
 Every capture is recorded when its run folder exists (status `running`) and again when it ends,
 whatever happens (`ok`, `failed` or `interrupted`, with the reason); every `perfctl analyze` of a run
-folder adds the run's headline metrics. The registry sits in the folder that holds the run folder
-(`profiles/index.db`; for `--out DIR`, DIR's parent). One row per run id, the run folder's name,
-unique within that folder: a capture that replaces a run folder (`--force`) replaces its row.
+folder adds the run's headline metrics. One row per run id, the run folder's name, unique within its
+profiles folder: a capture that replaces a run folder (`--force`) replaces its row.
+
+Where: only in a profiles folder perfctl was pointed to or made. A run folder directly inside the
+`--profiles` folder (capture's and analyze's option, default `./profiles`) is recorded there
+(`index.db` is created when absent); a run folder whose parent already holds perfctl's registry (an
+SQLite `index.db` with its `runs` table) is recorded there. Anywhere else (`capture --out /tmp/x`,
+`analyze ~/copies/run`) nothing is written, and a note on stderr says so once (`registry_for`).
 
 The registry is an index, never the record: a run folder's manifest.json is the truth. Writing it
 therefore never fails a capture or an analysis; a registry that cannot be written (read-only folder,
 a damaged file) is a warning on stderr. Several perfctl processes may write at once: SQLite's busy
 timeout makes each wait for the others' short transactions.
+
+`perfctl runs` reads it as untrusted input: an `index.db` that is empty, a folder, not SQLite, without
+the `runs` table, or with a value of the wrong type in a column is refused in one line (exit 2).
 """
 
 from __future__ import annotations
 
-import json
+import os
+import re
 import sqlite3
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from perfctl.capture.manifest import utc_now
 from perfctl.errors import BadInput
+from perfctl.run_manifest import read_run_manifest
 from perfctl.stages import STAGES
 
 INDEX_NAME = "index.db"
@@ -59,13 +70,65 @@ ANALYSIS_COLUMNS: dict[str, type] = {
 COLUMNS = CAPTURE_COLUMNS | ANALYSIS_COLUMNS
 
 
-def registry_path(run_dir: Path) -> Path:
-    return run_dir.resolve().parent / INDEX_NAME
+@dataclass(frozen=True)
+class Placement:
+    """Where a run folder's row goes (`path`), or why it is not recorded (`why_not`)."""
+
+    path: Path | None
+    why_not: str | None = None
 
 
-def _warn(path: Path, exc: BaseException) -> None:
+def registry_for(run_dir: Path, profiles_root: Path | None) -> Placement:
+    """The registry of `run_dir`: its parent's index.db when the parent is the profiles folder given
+    (`profiles_root`) or already holds perfctl's registry; else none (see the module docstring)."""
+    parent = run_dir.resolve().parent
+    index = parent / INDEX_NAME
+    if profiles_root is not None and parent == profiles_root.resolve():
+        return Placement(index)
+    problem = registry_problem(index)
+    if problem is None:
+        return Placement(index)
+    given = (
+        f"the profiles folder {profiles_root} (--profiles)"
+        if profiles_root is not None
+        else "a profiles folder"
+    )
+    held = (
+        "holds no index.db"
+        if not os.path.lexists(index)
+        else f"holds an index.db that is no perfctl registry ({problem})"
+    )
+    return Placement(None, f"{run_dir} is not in {given}, and {parent} {held}")
+
+
+def registry_problem(path: Path) -> str | None:
+    """Why `path` is not a readable perfctl run registry, or None when it is one."""
+    if path.is_dir():
+        return "a folder, not a file"
+    if not path.is_file():
+        return "no such file"
+    if path.stat().st_size == 0:
+        return "an empty file (0 bytes)"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            columns = {row[1] for row in conn.execute("select * from pragma_table_info(?)", [TABLE])}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return " ".join(str(exc).split())
+    if not {"run_id", "path"} <= columns:
+        return f"no '{TABLE}' table of runs"
+    return None
+
+
+def _warn(path: Path, exc: BaseException | str) -> None:
     reason = " ".join(str(exc).split()) or type(exc).__name__
     print(f"perfctl: warning: run registry {path} not updated: {reason}", file=sys.stderr)
+
+
+def _note(why_not: str | None) -> None:
+    print(f"perfctl: note: run registry not updated: {why_not}", file=sys.stderr)
 
 
 def _write(path: Path, row: dict[str, Any], replace: bool) -> bool:
@@ -102,7 +165,8 @@ def _gpu(manifest: dict[str, Any]) -> str | None:
     gpus = (manifest.get("host") or {}).get("gpus_nvml")
     if device == "cpu" or not isinstance(gpus, list) or not gpus:
         return None
-    index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    numbered = re.fullmatch(r"cuda:(\d+)", device)
+    index = int(numbered.group(1)) if numbered else 0
     return next((g.get("name") for g in gpus if g.get("index") == index), None)
 
 
@@ -137,22 +201,30 @@ def ended_by(exc: BaseException) -> dict[str, str]:
     return {"status": "failed", "reason": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}
 
 
-def record_capture(run_dir: Path, manifest: dict[str, Any], started: bool = False) -> bool:
+def record_capture(
+    run_dir: Path, manifest: dict[str, Any], profiles_root: Path | None, started: bool = False
+) -> bool:
     """Record a capture: `started` when its run folder was just made (a fresh row: a replaced run
-    folder's old analysis goes with it), else its outcome. False (and a warning) when not recorded."""
-    return _write(registry_path(run_dir), capture_row(run_dir, manifest), replace=started)
+    folder's old analysis goes with it), else its outcome. False when not recorded: a warning when
+    the registry could not be written, a note (once, with `started`) when the run folder is in no
+    profiles folder (`registry_for`)."""
+    placement = registry_for(run_dir, profiles_root)
+    if placement.path is None:
+        if started:
+            _note(placement.why_not)
+        return False
+    return _write(placement.path, capture_row(run_dir, manifest), replace=started)
 
 
-def record_capture_failure(run_dir: Path, manifest: dict[str, Any], exc: BaseException) -> bool:
+def record_capture_failure(
+    run_dir: Path, manifest: dict[str, Any], exc: BaseException, profiles_root: Path | None
+) -> bool:
     """Record a capture that an exception ended: the manifest on disk when it says how it ended,
     else failed or interrupted with the exception as the reason."""
-    try:
-        on_disk = json.loads((run_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        on_disk = None
-    if isinstance(on_disk, dict) and on_disk.get("status") not in (None, "running"):
-        return record_capture(run_dir, on_disk)
-    return record_capture(run_dir, manifest | ended_by(exc))
+    on_disk = read_run_manifest(run_dir).data
+    if on_disk is not None and on_disk.get("status") not in (None, "running"):
+        return record_capture(run_dir, on_disk, profiles_root)
+    return record_capture(run_dir, manifest | ended_by(exc), profiles_root)
 
 
 def analysis_row(analysis: dict[str, Any]) -> dict[str, Any]:
@@ -174,13 +246,22 @@ def analysis_row(analysis: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def record_analysis(run_dir: Path, analysis: dict[str, Any], analysis_path: Path) -> bool:
-    """Record an analysis of a perfctl run folder (one with a manifest.json; other exports are no
-    run and are not recorded). False (and a warning) when not recorded."""
-    path = registry_path(run_dir)
+def record_analysis(
+    run_dir: Path, analysis: dict[str, Any], analysis_path: Path, profiles_root: Path | None
+) -> bool:
+    """Record an analysis of a perfctl run folder (one with a usable manifest.json; other exports are
+    no run and are not recorded). False (and a warning, or a note) when not recorded."""
+    placement = registry_for(run_dir, profiles_root)
+    if placement.path is None:
+        _note(placement.why_not)
+        return False
+    path = placement.path
+    found = read_run_manifest(run_dir)
+    if found.data is None:
+        _warn(path, f"{found.path} is {'missing' if not found.present else 'unusable'}")
+        return False
     try:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        row = capture_row(run_dir, manifest) | analysis_row(analysis)
+        row = capture_row(run_dir, found.data) | analysis_row(analysis)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         _warn(path, exc)
         return False
@@ -216,8 +297,11 @@ def list_runs(
     if not profiles.is_dir():
         raise BadInput(f"no such profiles folder: {profiles}")
     path = profiles / INDEX_NAME
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
+    problem = registry_problem(path)
+    if problem is not None:
+        raise BadInput(f"{path} is not a readable run registry: {problem}")
     where, params = [], []
     for clause, value in (
         ("model = ?", model),
@@ -240,4 +324,25 @@ def list_runs(
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise BadInput(f"{path} is not a readable run registry: {' '.join(str(exc).split())}") from None
+    for row in rows:
+        _check_row(path, row)
     return rows
+
+
+# what a column's value may be, by its declared type (null is always allowed: not known yet)
+_COLUMN_KINDS: dict[type, tuple[type, ...]] = {str: (str,), int: (int,), float: (int, float)}
+SHOWN_VALUE = 60  # characters of a bad value shown in the refusal
+
+
+def _check_row(path: Path, row: dict[str, Any]) -> None:
+    """Refuse a row whose value is not of its column's type: the table would print it as a figure."""
+    for column, kind in COLUMNS.items():
+        value = row.get(column)
+        if value is None or (isinstance(value, _COLUMN_KINDS[kind]) and not isinstance(value, bool)):
+            continue
+        shown = repr(value)
+        shown = shown if len(shown) <= SHOWN_VALUE else shown[: SHOWN_VALUE - 3] + "..."
+        raise BadInput(
+            f"{path} is not a readable run registry: run {str(row.get('run_id'))[:SHOWN_VALUE]!r} has "
+            f"{shown} in {column}, a {'text' if kind is str else 'number'} column"
+        )

@@ -205,9 +205,10 @@ class FirstUseEvidence:
         }
 
 
-def first_use_evidence(export: Path, fallbacks: list[str] | None = None) -> FirstUseEvidence:
-    """The first-use evidence of the export and the nsys pass's page records beside it (its run
-    folder's pages.jsonl). A table left to SQLite adds a sentence to `fallbacks` (columns.table_chunks)."""
+def first_use_evidence(export: Path, run_dir: Path, fallbacks: list[str] | None = None) -> FirstUseEvidence:
+    """The first-use evidence of the export and the nsys pass's page records of its run folder
+    (run_dir/pages.jsonl: the export itself may lie elsewhere, e.g. made into --out-dir). A table left
+    to SQLite adds a sentence to `fallbacks` (columns.table_chunks)."""
     try:
         ranges, calls = _ranges_and_calls(export, fallbacks)
     except (sqlite3.DatabaseError, pages_reader.Damaged, UnicodeDecodeError) as exc:
@@ -219,7 +220,7 @@ def first_use_evidence(export: Path, fallbacks: list[str] | None = None) -> Firs
         return FirstUseEvidence([], None)
     records = {
         r["sequence"]: r
-        for r in read_page_records(export.parent / "pages.jsonl")
+        for r in read_page_records(run_dir / "pages.jsonl")
         if isinstance(r, dict) and isinstance(r.get("sequence"), int)
     }
     pages = ranges.get(PAGE)

@@ -22,6 +22,17 @@ INSTALL_HINT = (
 DEFAULT_TRACE = "cuda,nvtx,osrt"
 
 
+class NsysCouldNotRead(CaptureFailed):
+    """nsys failed to export a report or import a stream. For perfctl's own capture that is a failed
+    capture (exit 1); a command that was handed the file (`perfctl analyze`) reports it as bad input
+    (exit 2) when `blames_input`: nsys ran to its end and refused the file, with room on the disk.
+    A full disk, a timeout or a damaged output are no fault of the input."""
+
+    def __init__(self, message: str, blames_input: bool) -> None:
+        super().__init__(message)
+        self.blames_input = blames_input
+
+
 @dataclass(frozen=True)
 class Nsys:
     path: Path
@@ -54,14 +65,15 @@ class Nsys:
         cmd = [str(self.path), "export", "--type=sqlite", "--force-overwrite=true", "-o", str(partial)]
         cmd.append(str(report))
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+            proc = _run_nsys(cmd, timeout_s, f"exporting {report} to SQLite")
             problem = sqlite_problem(partial)
             if proc.returncode != 0 or problem:
                 said = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip() and "%" not in ln]
                 detail = said[-1].strip() if said else problem or "no output"
-                raise CaptureFailed(
-                    f"nsys could not export {report} to SQLite: {detail} (nsys exit {proc.returncode})"
-                    f"{disk_note(sqlite.parent)}"
+                full = disk_note(sqlite.parent)
+                raise NsysCouldNotRead(
+                    f"nsys could not export {report} to SQLite: {detail} (nsys exit {proc.returncode}){full}",
+                    blames_input=proc.returncode != 0 and not full,
                 )
             partial.replace(sqlite)
         finally:
@@ -82,16 +94,25 @@ class Nsys:
         partial = report.with_name(f".{report.stem}.partial.nsys-rep")
         cmd = [str(importer), "--input-file", str(qdstrm), "--output-file", str(partial), "--force-overwrite"]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+            proc = _run_nsys(cmd, timeout_s, f"importing {qdstrm}")
             if proc.returncode != 0 or not partial.is_file() or partial.stat().st_size == 0:
                 said = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip() and "%" not in ln]
-                raise CaptureFailed(
+                full = disk_note(report.parent)
+                raise NsysCouldNotRead(
                     f"importing {qdstrm} failed (exit {proc.returncode}): "
-                    f"{said[-1].strip() if said else 'no output'}{disk_note(report.parent)}"
+                    f"{said[-1].strip() if said else 'no output'}{full}",
+                    blames_input=proc.returncode != 0 and not full,
                 )
             partial.replace(report)
         finally:
             partial.unlink(missing_ok=True)
+
+
+def _run_nsys(cmd: list[str], timeout_s: float, doing: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise NsysCouldNotRead(f"{doing} took over {timeout_s:.0f} s: stopped", blames_input=False) from None
 
 
 def sqlite_problem(path: Path) -> str | None:

@@ -21,7 +21,6 @@ A run folder holds:
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import sqlite3
@@ -65,10 +64,11 @@ from perfctl.capture.processes import (
     wait_until_gone,
 )
 from perfctl.capture.processes import start as start_child
-from perfctl.capture.run_folder import check_run_id, claim_run_dir, lock_run_dir, unlock_run_dir
+from perfctl.capture.run_folder import check_run_dir_choice, claim_run_dir, lock_run_dir, unlock_run_dir
 from perfctl.errors import BadInput, CaptureFailed
 from perfctl.hardware.calibrate import CALIBRATION_FILE
 from perfctl.records import read_page_records
+from perfctl.run_manifest import read_driver_info
 from perfctl.stages import DOMAIN
 from perfctl.workloads.deepseek_ocr_v1 import check_capture_mode
 from perfctl.workloads.models import ModelSpec, is_v1_spec, resolve_model, takes_page_images
@@ -146,8 +146,8 @@ def validate_numbers(opts: CaptureOptions) -> None:
         raise BadInput("--nsys-telemetry samples NVML during the nsys pass, which --tool torch does not run")
     if opts.dtype not in DTYPES:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {opts.dtype!r}")
-    if opts.out is None and opts.run_id is not None:
-        check_run_id(opts.run_id)
+    if opts.out is not None or opts.run_id is not None:  # refused here, before nsys or the driver runs
+        check_run_dir_choice(opts.profiles_root, opts.run_id, opts.out, opts.force)
     if opts.profile_pages is not None and opts.profile_pages < 1:
         raise BadInput(f"--profile-pages must be at least 1, got {opts.profile_pages}")
 
@@ -205,7 +205,7 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
         except (KeyboardInterrupt, Interrupted) as exc:
             with deferred_interrupts():
                 result = _record_interrupted(run_dir, manifest, _signal_of(exc))
-                registry.record_capture(run_dir, result.manifest)
+                registry.record_capture(run_dir, result.manifest, opts.profiles_root)
                 return result
         finally:
             unlock_run_dir(run_dir, lock)
@@ -265,7 +265,7 @@ def _capture(
         if nsys is None:  # --tool torch: the torch.profiler pass alone
             write_json_atomic(run_dir / "workload.json", workload)
             write_json_atomic(run_dir / "manifest.json", manifest)
-            registry.record_capture(run_dir, manifest, started=True)
+            registry.record_capture(run_dir, manifest, opts.profiles_root, started=True)
             result = CaptureResult(run_dir, "ok", None, manifest)
             later = ["torch"]
         else:
@@ -280,7 +280,7 @@ def _capture(
                 "telemetry": opts.nsys_telemetry,
             }
             write_json_atomic(run_dir / "manifest.json", manifest)
-            registry.record_capture(run_dir, manifest, started=True)
+            registry.record_capture(run_dir, manifest, opts.profiles_root, started=True)
             progress.step(
                 f"nsys pass: {profiled_expected} pages under nsys profile (log: {run_dir / 'driver.log'})"
             )
@@ -299,9 +299,9 @@ def _capture(
                 run_dir, result.manifest, result.manifest.get("driver", {}).get("device")
             )
     except BaseException as exc:  # the registry learns how the run ended, whatever ended it
-        registry.record_capture_failure(run_dir, manifest, exc)
+        registry.record_capture_failure(run_dir, manifest, exc, opts.profiles_root)
         raise
-    registry.record_capture(run_dir, result.manifest)
+    registry.record_capture(run_dir, result.manifest, opts.profiles_root)
     return result
 
 
@@ -379,9 +379,9 @@ def run_driver_pass(
                 f"{label} finished {done} of {expected_pages} pages (driver {exit_description(exit_code)}); "
                 f"{name}/driver.log ends: {_last_line(folder / 'driver.log')}"
             )
-        info = folder / "driver-info.json"
-        if "driver" not in manifest and info.is_file():  # --tool torch: no nsys pass said what it saw
-            manifest["driver"] = json.loads(info.read_text())
+        info = read_driver_info(folder / "driver-info.json")
+        if "driver" not in manifest and info.data is not None:  # --tool torch: no nsys pass said what it saw
+            manifest["driver"] = info.data
         manifest.setdefault("pages_completed", done)  # the nsys pass's own count, when there is one
         manifest.setdefault("pages_expected", expected_pages)
         manifest[name] = {
@@ -439,9 +439,9 @@ def _finalize(
     interrupted_by: int | None,
 ) -> CaptureResult:
     report, sqlite = run_dir / f"{REPORT_BASE}.nsys-rep", run_dir / f"{REPORT_BASE}.sqlite"
-    driver_info = run_dir / "driver-info.json"
-    if driver_info.is_file():
-        manifest["driver"] = json.loads(driver_info.read_text())
+    driver_info = read_driver_info(run_dir / "driver-info.json")  # a damaged one: no driver record
+    if driver_info.data is not None:
+        manifest["driver"] = driver_info.data
     pages_done = len(read_page_records(run_dir / "pages.jsonl"))
     manifest["pages_completed"] = pages_done
     manifest["pages_expected"] = expected_pages

@@ -3,6 +3,13 @@
 A capture owns its run folder from the moment it creates it (exclusively: of two captures racing for
 one name, one is refused) until it ends; the lock file says so to `--force` and to `perfctl analyze`
 (which then warns that what it reads is still being written).
+
+`--force` replaces only a run folder perfctl made (its manifest.json, as capture writes it, names the
+folder: `run_manifest.why_not_made_by_perfctl`), and never a symbolic link, the root folder, the home
+folder, the working directory or a folder above it, the profiles folder given (`--profiles`) or any
+folder that is itself a profiles folder (it holds a registry, index.db, or run folders of its own).
+Each refusal is one line (BadInput) and comes before anything is deleted, and before nsys or the
+driver runs (`check_run_dir_choice`, called with the other option checks).
 """
 
 from __future__ import annotations
@@ -16,9 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from perfctl.errors import BadInput
+from perfctl.registry import INDEX_NAME
+from perfctl.run_manifest import MANIFEST_NAME, why_not_made_by_perfctl
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LOCK_FILE = ".capture.lock"  # held (flock) while a capture writes into its run folder
+# how many of a profiles folder's run folders a refusal names
+NAMED_RUN_FOLDERS = 3
 
 
 def check_run_id(run_id: str) -> None:
@@ -39,21 +50,13 @@ def claim_run_dir(
     name); refuse an existing one unless `force` (then it is replaced, unless a capture is still
     writing into it). A generated run id that someone took meanwhile is drawn again."""
     named = out is not None or run_id is not None
-    if out is not None:
-        run_dir = out
+    if named:
+        run_dir = check_run_dir_choice(profiles_root, run_id, out, force)
+        if os.path.lexists(run_dir):  # checked again just now: a run folder perfctl made
+            shutil.rmtree(run_dir)
     else:
-        chosen = new_run_id(model) if run_id is None else run_id
-        check_run_id(chosen)
-        run_dir = profiles_root / chosen
-    # a generated id that exists is simply drawn again below (never replaced, even with --force)
-    if named and run_dir.exists():
-        if not force:
-            raise BadInput(f"run folder {run_dir} already exists; pass --force to replace it")
-        if not run_dir.is_dir():
-            raise BadInput(f"{run_dir} exists and is not a folder")
-        if capture_running_in(run_dir):
-            raise BadInput(f"a capture is still writing into {run_dir}; --force does not replace it")
-        shutil.rmtree(run_dir)
+        # a generated id that exists is simply drawn again below (never replaced, even with --force)
+        run_dir = profiles_root / new_run_id(model)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
         try:
@@ -64,6 +67,74 @@ def claim_run_dir(
                 raise BadInput(f"run folder {run_dir} was created by someone else just now") from None
             run_dir = profiles_root / new_run_id(model)
     raise BadInput(f"no free run id in {profiles_root} after 100 tries")
+
+
+def check_run_dir_choice(profiles_root: Path, run_id: str | None, out: Path | None, force: bool) -> Path:
+    """The run folder a capture named (`out`, else profiles_root/run_id), once it is sure a capture may
+    claim it: it does not exist yet, or `force` may replace it (`check_replaceable`). BadInput else."""
+    if out is None:
+        if run_id is None:
+            raise ValueError("a run folder is named by out or run_id")
+        check_run_id(run_id)
+        run_dir = profiles_root / run_id
+    else:
+        run_dir = out
+    if os.path.lexists(run_dir):  # a dangling symbolic link exists too
+        if not force:
+            raise BadInput(f"run folder {run_dir} already exists; pass --force to replace it")
+        check_replaceable(run_dir, profiles_root)
+    return run_dir
+
+
+def check_replaceable(run_dir: Path, profiles_root: Path) -> None:
+    """Refuse (BadInput, naming why) to replace `run_dir` with --force unless it is a run folder perfctl
+    made that no capture is writing into (see the module docstring)."""
+    if run_dir.is_symlink():
+        raise BadInput(f"--force does not replace {run_dir}: it is a symbolic link, not a run folder")
+    resolved = run_dir.resolve()
+    why = _protected(resolved, profiles_root)
+    if why:
+        raise BadInput(f"--force does not replace {run_dir}: {why}")
+    if not resolved.is_dir():
+        raise BadInput(f"{run_dir} exists and is not a folder")
+    if capture_running_in(resolved):
+        raise BadInput(f"a capture is still writing into {run_dir}; --force does not replace it")
+    not_ours = why_not_made_by_perfctl(resolved)
+    if not_ours:
+        raise BadInput(f"--force replaces only a run folder perfctl made, and {run_dir} is none: {not_ours}")
+
+
+def _protected(folder: Path, profiles_root: Path) -> str | None:
+    """Why a resolved folder is never replaced, whatever it holds, or None."""
+    cwd = Path.cwd().resolve()
+    if folder == Path(folder.anchor):
+        return "it is the root folder"
+    if folder == cwd:
+        return "it is the working directory"
+    if folder in cwd.parents:
+        return f"it holds the working directory {cwd}"
+    if folder == Path.home().resolve():
+        return "it is the home folder"
+    if folder == profiles_root.resolve():
+        return "it is the profiles folder (--profiles)"
+    if os.path.lexists(folder / INDEX_NAME):
+        return f"it is a profiles folder: it holds a run registry ({INDEX_NAME})"
+    runs = sorted(
+        p.name
+        for p in _subfolders(folder)
+        if (p / MANIFEST_NAME).is_file() and why_not_made_by_perfctl(p) is None
+    )
+    if runs:
+        named = ", ".join(runs[:NAMED_RUN_FOLDERS]) + (", ..." if len(runs) > NAMED_RUN_FOLDERS else "")
+        return f"it is a profiles folder: it holds run folders of its own ({named})"
+    return None
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
 
 
 def lock_run_dir(run_dir: Path) -> int:

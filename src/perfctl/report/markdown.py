@@ -64,8 +64,18 @@ def _identity(analysis: dict[str, Any]) -> list[str]:
     export = analysis.get("export")
     if export:
         parts.append(f"nsys {md_text(export['nsys_version'])}")
-    line = "; ".join(parts) or "No run identity (no manifest.json beside the export)"
+    line = "; ".join(parts) or _no_identity(analysis)
     return [line + ". Details: `report.html`; every figure: `analysis.json`."]
+
+
+def _no_identity(analysis: dict[str, Any]) -> str:
+    """Why there is no run identity: no manifest.json at all, or one that could not be used."""
+    note = analysis.get("run_manifest") or {}
+    if note.get("state") == "unusable":
+        return "No run identity (the run's manifest.json is unusable; see the warnings in analysis.json)"
+    if note:
+        return "No run identity (the run's manifest.json names no model, device or pages)"
+    return "No run identity (no manifest.json beside the export)"
 
 
 def _cost_centres(analysis: dict[str, Any]) -> list[str]:
