@@ -6,6 +6,7 @@ tests/test_concurrent_captures.py."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -19,9 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_perfctl
 from faults_support import HeldNsysLock
 from perfctl.capture.nsys_lock import LOCK_PATH_VAR, NsysSessionLock
 from perfctl.errors import BadInput
+
+TINY = ("--device", "cpu", "--num-pages", "1", "--max-new-tokens", "2", "--warmup", "0")
 
 
 @pytest.fixture
@@ -91,6 +95,40 @@ def test_a_holder_that_dies_releases_the_lock(lock_file: Path) -> None:
         assert after.holder() is None
         busy = after.try_take()
         assert busy is None or "held by" not in busy  # at most a foreign nsys of this machine
+
+
+@pytest.mark.usefixtures("nsys_bin")
+def test_a_capture_under_a_parent_holding_the_lock_refuses(
+    lock_file: Path, tmp_path: Path, nsys_bin: str
+) -> None:
+    """A capture started by the lock's own holder would wait for itself forever: exit 2, one line,
+    nothing made."""
+    out = tmp_path / "run"
+    with NsysSessionLock("pytest, the parent", run_id="parent-run", path=lock_file) as held:
+        held.try_take()  # None, or a foreign nsys session of this machine named: the flock is ours
+        assert held.has_flock
+        proc = run_perfctl("capture", *TINY, "--out", str(out), "--nsys", nsys_bin, env=_env(lock_file))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert f"held by perfctl pid {os.getpid()} (pytest, the parent, run parent-run" in proc.stderr
+    assert "a parent of this perfctl: it would wait for itself" in proc.stderr
+    assert not out.exists() and not (tmp_path / "index.db").exists()
+
+
+@pytest.mark.usefixtures("nsys_bin")
+def test_a_lock_path_that_is_a_symbolic_link_is_refused(tmp_path: Path, nsys_bin: str) -> None:
+    """A link planted where the lock file goes is never opened (perfctl would truncate its target)."""
+    target = tmp_path / "precious"
+    target.write_text("do not truncate me\n")
+    before = hashlib.sha256(target.read_bytes()).hexdigest()
+    link = tmp_path / "nsys-session.lock"
+    link.symlink_to(target)
+    out = tmp_path / "run"
+    proc = run_perfctl("capture", *TINY, "--out", str(out), "--nsys", nsys_bin, env=_env(link))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert f"cannot open the nsys lock {link}: it is a symbolic link" in proc.stderr
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == before and not out.exists()
 
 
 @pytest.fixture

@@ -163,7 +163,7 @@ class NsysSessionLock:
         reported_at, reported = 0.0, ""
         while (busy := self.try_take()) is not None:
             if not wait:
-                raise BadInput(f"another nsys session runs on this machine: {busy}; --no-wait does not wait")
+                raise no_wait_refusal(busy)
             if busy not in self.waited_for and len(self.waited_for) < WAITED_FOR_KEEP:
                 self.waited_for.append(busy)
             now = time.monotonic()
@@ -246,6 +246,11 @@ class NsysSessionLock:
         except (OSError, ValueError):  # empty, being rewritten, or not ours
             return None
         return record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None
+
+
+def no_wait_refusal(busy: str) -> BadInput:
+    """What `--no-wait` says when the lock cannot be had now (`busy`: whom it would wait for)."""
+    return BadInput(f"another nsys session runs on this machine: {busy}; --no-wait does not wait")
 
 
 def _open_lock_file(path: Path) -> tuple[int, bool]:
