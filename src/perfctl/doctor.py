@@ -307,15 +307,22 @@ def _selftest_in(nsys: Nsys, folder: Path, timeout_s: float, session: NsysSessio
     started = time.monotonic()
     log = folder / "nsys.log"
     env = dict(os.environ) | session.child_env()
-    try:
-        with log.open("w") as out, SessionWatcher(own_holder=os.getpid()) as watcher:
-            exit_code = subprocess.run(
-                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=folder, env=env, timeout=timeout_s, check=False
-            ).returncode
-    except subprocess.TimeoutExpired:
-        return CheckResult(
-            "selftest", "fail", f"nsys profile did not finish in {timeout_s:g} s", _by_hand(nsys)
-        )
+    watcher = SessionWatcher(own_holder=os.getpid())
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=folder, env=env)
+        try:
+            exit_code = watcher.wait(proc, timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return CheckResult(
+                "selftest", "fail", f"nsys profile did not finish in {timeout_s:g} s", _by_hand(nsys)
+            )
+        except BaseException:  # Ctrl-C: no nsys left behind, as subprocess.run would do
+            proc.kill()
+            proc.wait()
+            raise
+    watcher.scan()
     seconds = round(time.monotonic() - started, 1)
     details: dict[str, Any] = {
         "command": cmd,

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import os
 import pwd
-import threading
+import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 HOLDER_VAR = "PERFCTL_NSYS_LOCK_HOLDER"
@@ -161,38 +161,43 @@ def _owner(entry: Path) -> str:
 
 
 class SessionWatcher:
-    """While inside: a thread scans /proc every `period_s` for session processes that do not belong to
-    `own_holder`, and keeps the first WATCH_KEEP it sees (`seen`, in the order they appeared)."""
+    """Notes the session processes that do not belong to `own_holder` while perfctl waits for its nsys:
+    `wait(proc)` waits for a process, scanning /proc every `period_s` meanwhile; `tick()` scans when a
+    period has passed (for other waiting loops); `seen` keeps the first WATCH_KEEP found, in order.
+
+    No thread: a child started with a parent-death signal (capture.processes.start) gets that signal
+    whenever the thread that started it ends, and again from each thread it is handed to as the
+    others end. A second thread alive when perfctl is killed would send nsys a second SIGINT, which
+    makes it quit without writing its report."""
 
     def __init__(self, own_holder: int, period_s: float = WATCH_PERIOD_S) -> None:
         self._own = own_holder
         self._period_s = period_s
         self._seen: dict[int, NsysProcess] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="perfctl-nsys-session-watcher", daemon=True)
-
-    def __enter__(self) -> SessionWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._scan()  # one last look: a session that started since the last scan
+        self._last_scan = -float("inf")
 
     @property
     def seen(self) -> list[NsysProcess]:
         return list(self._seen.values())
 
-    def _watch(self) -> None:
-        while True:
-            self._scan()
-            if self._stop.wait(self._period_s):
-                return
-
-    def _scan(self) -> None:
+    def scan(self) -> None:
+        self._last_scan = time.monotonic()
         for process in foreign_sessions(self._own):
             if len(self._seen) < WATCH_KEEP:
                 self._seen.setdefault(process.pid, process)
+
+    def tick(self) -> None:
+        if time.monotonic() - self._last_scan >= self._period_s:
+            self.scan()
+
+    def wait(self, proc: subprocess.Popen[bytes], timeout_s: float | None = None) -> int:
+        """proc.wait(), scanning meanwhile; subprocess.TimeoutExpired after `timeout_s`."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            self.tick()
+            step = self._period_s if deadline is None else min(self._period_s, deadline - time.monotonic())
+            try:
+                return proc.wait(timeout=max(step, 0.0))
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise

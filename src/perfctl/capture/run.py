@@ -457,14 +457,14 @@ def _run_and_finalize(
     # any other nsys session that runs beside this one is noted: evidence if ranges go missing
     watcher = SessionWatcher(own_holder=os.getpid())
     manifest["nsys"]["started_at"] = utc_now()
-    with (run_dir / "nsys.log").open("w") as log, watcher:
+    with (run_dir / "nsys.log").open("w") as log:
         proc = start_child(cmd, token, signal.SIGINT, run_dir, stdout=log, set_env=env)
         try:
-            exit_code = proc.wait()
+            exit_code = watcher.wait(proc)
             if exit_code < 0:
                 # nsys's own process was killed; its agent carries on, and writes the report once
                 # the driver has finished: wait for the rest of the run to end by itself
-                wait_until_gone(token)
+                wait_until_gone(token, tick=watcher.tick)
         except (KeyboardInterrupt, Interrupted) as exc:
             # one SIGINT: nsys stops the driver and writes the report of what ran (a second one, or
             # the user's second Ctrl-C, makes it quit at once without a report)
@@ -475,6 +475,7 @@ def _run_and_finalize(
         manifest["nsys"]["exit_code"] = exit_code
         manifest["nsys"]["leftover_processes_stopped"] = len(stop_processes(token))
         manifest["nsys"]["ended_at"] = utc_now()
+        watcher.scan()  # one last look: a session that started since the last scan
         manifest["nsys"]["foreign_sessions_seen"] = [p.to_json() for p in watcher.seen]
         return _finalize(nsys, run_dir, manifest, expected_pages, exit_code, interrupted_by)
 
