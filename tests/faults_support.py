@@ -12,7 +12,6 @@ acts on a capture that certainly has work left, whatever the machine's speed.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -29,31 +28,6 @@ from perfctl.capture.nsys_lock import NsysSessionLock
 from perfctl.capture.nsys_sessions import HOLDER_VAR, session_processes
 
 MARK_VAR = "PERFCTL_FAULT_TEST_MARK"
-NSYS_LOCK = Path("/tmp/perfctl-nsys.lock")  # the tests' own lock, before perfctl had one
-
-
-@contextmanager
-def nsys_lock() -> Iterator[None]:
-    """Hold the tests' old machine-wide nsys lock (two nsys sessions at once fail spuriously). When
-    pytest itself runs under `flock /tmp/perfctl-nsys.lock`, the lock is already ours (flock(1) hands
-    its locked descriptor to the command): taking it again would wait for ourselves forever."""
-    inherited = any(_fd_target(fd) == str(NSYS_LOCK) for fd in os.listdir("/proc/self/fd"))
-    if inherited:
-        yield
-        return
-    with NSYS_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _fd_target(fd: str) -> str:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return ""
 
 
 @contextmanager
@@ -140,26 +114,46 @@ class ForeignNsysSession:
         assert not marked_processes(self.mark), "the foreign nsys session survived"
 
 
-GATE_SCRIPT = """#!/bin/sh
-# perfctl's driver, held before it starts until the gate file exists (other runs pass straight through)
-case " $* " in
-  *" -m perfctl.driver "*) while [ ! -e '{gate}' ]; do sleep 0.05; done ;;
-esac
-exec '{python}' "$@"
+GATE_SCRIPT = """#!{python}
+# perfctl's own interpreter, holding perfctl's driver (not other runs, such as perfctl's probe of the
+# interpreter) until the gate file exists. The driver waits inside its interpreter, so that nsys's
+# injection in it has started and connected to nsys's agent, as in any driver already running.
+import os, runpy, sys, time
+
+if sys.argv[1:3] != ["-m", "perfctl.driver"]:
+    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+open({waiting!r}, "a").close()
+while not os.path.exists({gate!r}):
+    time.sleep(0.05)
+sys.argv = [sys.argv[0], *sys.argv[3:]]  # as `python -m perfctl.driver ...` leaves it
+runpy.run_module("perfctl.driver", run_name="__main__", alter_sys=True)
 """
 
 
 class DriverGate:
     """A `--driver-python` that runs perfctl's own interpreter, but holds each driver (not the
-    interpreter probe) before it starts until `open()`: until then the capture's pass is certainly
+    interpreter probe) at its start until `open()`: until then the capture's pass is certainly
     running, with all its pages ahead of it."""
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.gate = folder / "gate-open"
+        self.waiting = folder / "driver-waiting"
         self.python = folder / "gated-python"
-        self.python.write_text(GATE_SCRIPT.format(gate=self.gate, python=sys.executable))
+        script = GATE_SCRIPT.format(gate=str(self.gate), waiting=str(self.waiting), python=sys.executable)
+        self.python.write_text(script)
         self.python.chmod(0o755)
+
+    def wait_for_driver(self, capture: Capture, timeout: float = 600) -> None:
+        """Until a driver of `capture` waits at the gate (its interpreter runs: nsys launched it)."""
+        deadline = time.monotonic() + timeout
+        while not self.waiting.exists():
+            if capture.proc.poll() is not None:
+                capture.finish()
+                pytest.fail(f"the capture ended before its driver started: {capture.stdout} {capture.stderr}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no driver at the gate after {timeout} s")
+            time.sleep(0.02)
 
     def open(self) -> None:
         self.gate.touch()

@@ -136,7 +136,7 @@ def test_a_session_beside_the_nsys_pass_is_noted(tmp_path: Path, nsys_bin: str) 
     gate = DriverGate(tmp_path / "gate")
     run = tmp_path / "run"
     capture = Capture("--out", str(run), *TINY, "--driver-python", str(gate.python), "--nsys", nsys_bin)
-    capture.wait_for_process(f"{gate.python} -m perfctl.driver {run}/workload.json")  # nsys pass on
+    gate.wait_for_driver(capture)  # the nsys pass runs, its driver held at the gate
     foreign = ForeignNsysSession(nsys_bin, tmp_path / "foreign")
     try:
         gate.open()
