@@ -92,6 +92,33 @@ def test_no_wait_refuses_while_another_perfctl_holds_the_lock(tmp_path: Path, ns
     assert not profiles.exists(), "a refused capture made something"
 
 
+def test_ctrl_c_while_waiting_for_the_lock_marks_the_run_interrupted(tmp_path: Path, nsys_bin: str) -> None:
+    """A capture that waits for the lock and is stopped meanwhile: its run folder (claimed before the
+    wait) says interrupted, and for whom it waited; no nsys ever started."""
+    holder = HeldNsysLock("holder-run-8", what="perfctl capture, nsys pass")
+    try:
+        run = tmp_path / "profiles" / "stopped"
+        capture = Capture("--profiles", str(run.parent), "--run-id", run.name, *TINY, "--nsys", nsys_bin)
+        _wait_until_waiting_for(capture, run, f"perfctl pid {holder.pid} ")
+        capture.interrupt_like_a_terminal()
+        assert capture.finish() == 1, capture.stdout + capture.stderr
+    finally:
+        holder.release()
+    assert "Traceback" not in capture.stderr
+    manifest = _manifest(run)
+    assert manifest["status"] == "interrupted" and manifest["finished_at"]
+    assert manifest["reason"].startswith("stopped by SIGINT (Ctrl-C) while waiting for the nsys lock ")
+    assert (
+        f"held by perfctl pid {holder.pid} (perfctl capture, nsys pass, run holder-run-8"
+        in manifest["reason"]
+    )
+    assert f"status: interrupted ({manifest['reason']})" in capture.stdout
+    assert "started_at" not in manifest["nsys"] and not (run / "nsys.log").exists()
+    runs = run_perfctl("runs", "--profiles", str(run.parent), "--format", "json")
+    assert [(r["run_id"], r["status"]) for r in json.loads(runs.stdout)] == [("stopped", "interrupted")]
+    assert not (run / ".capture.lock").exists() and capture.processes() == {}
+
+
 def test_a_foreign_nsys_session_is_refused_with_no_wait_and_waited_for_without(
     tmp_path: Path, nsys_bin: str
 ) -> None:
