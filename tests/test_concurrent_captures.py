@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import run_perfctl
-from faults_support import Capture, DriverGate, ForeignNsysSession, HeldNsysLock
+from faults_support import Capture, DriverGate, ForeignNsysSession, HeldNsysLock, own_nsys_session
 from perfctl.capture.nsys_lock import LOCK_PATH_VAR
 
 pytestmark = [pytest.mark.nsys, pytest.mark.slow]
@@ -54,11 +54,14 @@ def test_two_captures_a_second_apart_both_end_ok(tmp_path: Path, nsys_bin: str) 
         nsys = manifest["nsys"]
         # the other capture's nsys never ran beside this one's (its processes carry its pid)
         assert not [p for p in nsys["foreign_sessions_seen"] if p["holder"] == other.proc.pid]
-        # whoever had to wait says for whom: the other capture, holding the lock
+        # whoever had to wait says for whom: a holder of the lock (the other capture, or any other
+        # perfctl capture running on this machine meanwhile), never itself
+        own = first.proc.pid if other is second else second.proc.pid
         for waited in nsys["session_lock"]["waited_for"]:
-            assert f"perfctl pid {other.proc.pid} (perfctl capture, nsys pass" in waited or (
-                "a process that just let it go" in waited
-            ), waited
+            assert waited.startswith(("the nsys lock ", "an nsys session perfctl cannot lock against")), (
+                waited
+            )
+            assert f"perfctl pid {own} " not in waited, waited
     # the two nsys passes, one after the other
     spans = sorted((m["nsys"]["started_at"], m["nsys"]["ended_at"]) for m in manifests)
     assert spans[0][0] < spans[0][1] <= spans[1][0] < spans[1][1], spans
@@ -122,11 +125,17 @@ def test_ctrl_c_while_waiting_for_the_lock_marks_the_run_interrupted(tmp_path: P
 def test_a_foreign_nsys_session_is_refused_with_no_wait_and_waited_for_without(
     tmp_path: Path, nsys_bin: str
 ) -> None:
+    """The test holds the machine's lock (perfctl's API) while its foreign session runs, so that no
+    other perfctl's nsys runs beside it, and the captures under test use a lock file of their own: the
+    foreign session is what they meet, whatever else perfctl does on this machine meanwhile."""
+    with own_nsys_session("keeping perfctl's sessions away from a foreign one"):
+        _meet_a_foreign_session(tmp_path, nsys_bin)
+
+
+def _meet_a_foreign_session(tmp_path: Path, nsys_bin: str) -> None:
     foreign = ForeignNsysSession(nsys_bin, tmp_path / "foreign")
+    env = dict(os.environ, **{LOCK_PATH_VAR: str(tmp_path / "own.lock")})
     try:
-        # a lock file of its own: whatever perfctl does on this machine, the foreign session is
-        # what this capture meets
-        env = dict(os.environ, **{LOCK_PATH_VAR: str(tmp_path / "own.lock")})
         refused_dir = tmp_path / "refused"
         refused = run_perfctl(
             "capture", "--no-wait", "--out", str(refused_dir), *TINY, "--nsys", nsys_bin, env=env
@@ -141,7 +150,7 @@ def test_a_foreign_nsys_session_is_refused_with_no_wait_and_waited_for_without(
         assert "sleep 3600" in line and not refused_dir.exists()
         # without --no-wait it waits, the manifest saying for whom; once the session is gone it runs
         run = tmp_path / "waited"
-        capture = Capture("--out", str(run), *TINY, "--nsys", nsys_bin)
+        capture = Capture("--out", str(run), *TINY, "--nsys", nsys_bin, env=env)
         _wait_until_waiting_for(capture, run, f"pid {foreign.pid} ")
         assert capture.proc.poll() is None
         foreign.stop()
