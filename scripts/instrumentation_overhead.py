@@ -43,6 +43,7 @@ from perfctl.errors import BadInput, PerfctlError
 from perfctl.stages import PAGE
 from perfctl.workloads.models import ModelSpec, resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
+from perfctl.workloads.shapes import input_shape, plan_warmup
 
 SETTINGS = (BASELINE, "nvtx", "clean")
 SETTING_MEANS = {
@@ -79,7 +80,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--warmup", type=int, default=2, help="warm-up pages (every setting), not counted")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="warm-up runs of each distinct input shape (every setting), not counted",
+    )
     ap.add_argument("--out", type=Path, default=None, help="write rows and summary as JSON here")
     return ap.parse_args(argv)
 
@@ -203,8 +209,10 @@ def run(args: argparse.Namespace, spec: ModelSpec, paths: list[Path]) -> dict[st
     rows: list[dict[str, Any]] = []
     same_tokens = dict.fromkeys(SETTINGS[1:], True)
     with torch.inference_mode():
-        for w in range(args.warmup):
-            records, _ = one_turn(w, w % len(prepared))
+        # every distinct input shape, --warmup times each, as the driver's warm-up (workloads.shapes)
+        plan = plan_warmup([input_shape(page.inputs) for page in prepared], args.warmup)
+        for w, index in enumerate(plan.runs):
+            records, _ = one_turn(w, index)
             warmup_rows += [r | {"warmup": w} for r in records]
         for rnd in range(args.rounds):
             for index in range(len(prepared)):
@@ -249,7 +257,7 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"instrumentation overhead: {result['model']['name']} on {result['device']} ({where}), "
         f"{result['dtype']}, {len(result['pages'])} pages x {result['rounds']} rounds, "
-        f"{result['new_tokens']} new tokens, {result['warmup']} warm-up pages",
+        f"{result['new_tokens']} new tokens, {result['warmup']} warm-up runs per input shape",
         f"{'setting':8} {'pages':>5} {'median page':>12} {'overhead (paired)':>18} "
         f"{'95% CI':>22} {'ratio of medians':>17}  goal <= {summary['goal']:.0%}",
     ]

@@ -121,3 +121,36 @@ def test_clean_stage_times_prefer_cuda_events() -> None:
     )
     old = json.loads((RUN / "timing" / "pages.jsonl").read_text().splitlines()[-1])
     assert clean_stage_times([old])["time_source"] == "host_clock"  # recorded before CUDA events
+
+
+def test_first_of_shape_pages_are_named_only_when_they_are_slow() -> None:
+    """Records that say which page was the first of its input shape (a capture with --warmup 0): a
+    slow one is named as first use and set aside; one that was not slow is not; when every page was
+    the first of its shape, nothing is left to judge apart from it."""
+
+    def page(seq: int, decode: float, first: bool, length: int) -> dict:  # type: ignore[type-arg]
+        shape = {"input_ids": [1, length], "attention_mask": [1, length]}
+        ns = decode * 1e6  # ms
+        return _record(seq, 100e6, 50e6, ns) | {"shape_first_seen": first, "input_shape": shape}
+
+    slow_first = [page(0, 5000.0, True, 40), page(1, 1000.0, False, 40), page(2, 1010.0, False, 40)]
+    slow_first += [page(3, 990.0, False, 40), page(4, 1005.0, False, 40)]
+    verdict = timing_statistics(slow_first)["stages"]["decode"]["verdict"]
+    assert verdict["cause"] == "first_use" and verdict["first_use"]["pages"] == [0]
+    assert (
+        "page 0 took 5,000.0 ms against 1,002.5 ms for the steady runs of its shape (5.0x)" in verdict["why"]
+    )
+    assert verdict["first_use"]["slowdown"] == [pytest.approx(5000 / 1002.5)]
+    assert "without those pages, CV" in verdict["why"] and "first-page effect" not in verdict["why"]
+
+    # a first-of-shape page as fast as the others: the spread lies elsewhere (page 3's outlier)
+    quick_first = [page(0, 1000.0, True, 40), page(1, 1000.0, False, 40), page(2, 1010.0, False, 40)]
+    quick_first += [page(3, 3000.0, False, 40), page(4, 1005.0, False, 40)]
+    verdict = timing_statistics(quick_first)["stages"]["decode"]["verdict"]
+    assert verdict["stable"] is False and "cause" not in verdict and "outlier pages [3]" in verdict["why"]
+
+    # two prompt lengths, each page its own shape's first run: no steady page to compare with
+    only_firsts = [page(0, 5000.0, True, 40), page(1, 1000.0, True, 90)]
+    verdict = timing_statistics(only_firsts)["stages"]["decode"]["verdict"]
+    assert verdict["cause"] == "first_use" and verdict["first_use"]["pages"] == [0, 1]
+    assert "no spread is left to judge apart from it" in verdict["why"]

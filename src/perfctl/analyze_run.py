@@ -19,6 +19,7 @@ from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.completion import with_expected_pages
 from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.findings import cost_centres, findings
+from perfctl.analysis.lazy_loading import first_use_evidence
 from perfctl.analysis.operators import join_operators_to_kernels
 from perfctl.analysis.repeatability import CLEAN_PASS_DIR, load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
@@ -168,10 +169,12 @@ def analyze_path(
                 "still says running"
             )
         clean = load_clean_pass(export.parent, manifest)
+        first_use = first_use_evidence(export, analysis["warnings"])  # lazy kernel loading in pages
+        analysis["first_use"] = first_use.to_json()
         if clean is not None:
             analysis["timing"] = {
                 "pass": "clean",
-                "statistics": timing_statistics(clean.records),
+                "statistics": timing_statistics(clean.records, first_use=first_use),
                 "telemetry": page_telemetry(
                     export.parent / CLEAN_PASS_DIR / "telemetry.jsonl",
                     clean.records,

@@ -169,7 +169,9 @@ def main() -> None:
     type=int,
     default=1,
     show_default=True,
-    help="Warm-up generate calls before the measured pages (no stage ranges inside).",
+    help="Warm-up runs of every distinct input shape among the measured pages (prompt length, image "
+    "tiles), this many each, before them (no stage ranges inside); 0: none, so the first page of each shape "
+    "pays for first use (lazy kernel loading) and the stability verdict says so.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(

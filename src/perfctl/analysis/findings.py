@@ -5,7 +5,7 @@ of analysis.json, see docs/analysis-json.md); `perfctl analyze` stores their res
 `findings` and `cost_centres`, and the HTML report and summary.md show them. A finding is a dict:
 
   id        what kind of finding (launch_bound, low_mfu, low_mbu, largest_category, dominant_kernel,
-            unstable, profiler_overhead, no_kernels, no_clean_pass, peak_unknown)
+            unstable, first_use, profiler_overhead, no_kernels, no_clean_pass, peak_unknown)
   severity  "high" (most of a stage's time is lost), "medium" (the numbers cannot be trusted as they
             are), "info" (where the time goes, what is missing)
   stage     the stage it is about, or null
@@ -285,7 +285,14 @@ def _unstable(analysis: dict[str, Any]) -> list[dict[str, Any]]:
             "use more pages or --repeats (the CI narrows with their square root) and compare runs only "
             "beyond it"
         )
-        if telemetry.get("available"):
+        first_use = verdict.get("first_use")
+        rest_cv = (first_use or {}).get("cv_without_those_pages")
+        if first_use:  # the verdict named first use of an input shape: that, not the host, comes first
+            evidence["first_use"] = first_use
+            advice = f"{WARM_UP_EVERY_SHAPE}; " + advice
+        if telemetry.get("available") and not (
+            first_use and (rest_cv is None or rest_cv <= stats["threshold_cv"])
+        ):
             evidence["sm_clock_spread"] = telemetry["sm_clock_spread"]
             evidence["gpu_util_mean_percent"] = telemetry["gpu_util_mean"]
             text += f"; NVML: {telemetry['note']}"
@@ -305,6 +312,37 @@ def _unstable(analysis: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     return out
+
+
+WARM_UP_EVERY_SHAPE = (
+    "warm up every input shape before measuring: capture with --warmup 1 or more (the default), which "
+    "runs each distinct input shape of the measured pages first"
+)
+
+
+def _first_use(analysis: dict[str, Any]) -> dict[str, Any] | None:
+    """Measured pages of the nsys pass that were the first of their input shape or loaded kernels
+    (analysis.lazy_loading): their ranges' times include that one-off work."""
+    found = analysis.get("first_use") or {}
+    pages, first_seen = found.get("nsys_pages_with_first_use"), found.get("nsys_pages_first_of_shape")
+    if not pages:
+        return None
+    calls = found["calls_in_those_pages"]
+    loads = ", ".join(f"{n:,} {api}" for api, n in calls["module_loads"].items()) or "none"
+    attribute_calls = sum(calls["kernel_attribute_calls"].values())
+    text = (
+        f"nsys pass pages {pages}"
+        + (f" ({first_seen} the first run of their input shape)" if first_seen else "")
+        + f": module loads {loads} ({ms(calls['module_load_ns'])}) and {attribute_calls:,} kernel-attribute "
+        f"calls ({ms(calls['kernel_attribute_ns'])}) inside their page ranges; their stage times under nsys "
+        "include loading kernels on first use."
+    )
+    evidence = {"pages": pages, "shape_first_seen": first_seen, **calls}
+    evidence["time_ns"] = calls["module_load_ns"] + calls["kernel_attribute_ns"]
+    title = (
+        f"{len(pages)} measured nsys-pass page(s) include first use of an input shape (lazy kernel loading)"
+    )
+    return _finding("first_use", "medium", None, title, text, evidence, WARM_UP_EVERY_SHAPE)
 
 
 def _profiler_overhead(analysis: dict[str, Any]) -> dict[str, Any] | None:
@@ -398,6 +436,7 @@ def findings(analysis: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(found)
     out.extend(x for x in [_low_mbu(analysis)] if x)
     out.extend(_unstable(analysis))
+    out.extend(x for x in [_first_use(analysis)] if x)
     for stage in STAGES:
         s = stages.get(stage)
         if s is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from perfctl.analysis.lazy_loading import FirstUseEvidence, PageEvidence, first_seen_flag, first_use_hint
 from perfctl.records import read_page_records
 from perfctl.stages import DECODE, STAGES
 
@@ -149,14 +150,61 @@ def _verdict(
     labels: list[int],
     threshold: float,
     records: list[dict[str, Any]] | None = None,
+    evidence: list[PageEvidence] | None = None,
+    stage: str | None = None,
 ) -> dict[str, Any]:
+    """Stable or not and why. First-use evidence (a page's first run of its input shape, lazy kernel
+    loading inside it under nsys: analysis.lazy_loading) is weighed first: the pages it explains are
+    named and set aside, and only the spread of the others is judged on the rest of the evidence (the
+    host's among it), so a first-use page is never blamed on the host."""
     cv = stats.get("cv")
     if cv is None or stats["count"] < 2:
         return {"stable": None, "why": "fewer than two pages: no spread to judge"}
     if cv <= threshold:
         return {"stable": True, "why": f"CV {cv:.1%} within ±{threshold:.0%}"}
+    records = records or []
+    first_use = None
+    if evidence is not None and len(evidence) == len(values) == len(records):
+        first_use = first_use_hint(values, labels, records, evidence, stage, stats["outliers"])
+    if first_use is None:
+        hints = _spread_hints(stats, values, labels, records, labels[0] if labels else None)
+        return {"stable": False, "why": f"CV {cv:.1%} above ±{threshold:.0%}: " + "; ".join(hints)}
+    keep = [i for i, label in enumerate(labels) if label not in first_use.explained]
+    rest_values = [values[i] for i in keep]
+    rest_labels = [labels[i] for i in keep]
+    rest = spread(rest_values, rest_labels)
+    rest_cv = rest.get("cv") if len(keep) > 1 else None
+    hints = [first_use.text]
+    if not keep:
+        hints.append("every page carries it, so no spread is left to judge apart from it")
+    elif rest_cv is None:
+        hints.append("one page without it: no spread left to judge")
+    elif rest_cv <= threshold:
+        hints.append(f"without those pages, CV {rest_cv:.1%} within ±{threshold:.0%}")
+    else:
+        others = _spread_hints(
+            rest, rest_values, rest_labels, [records[i] for i in keep], labels[0] if labels else None
+        )
+        hints.append(f"without those pages, CV {rest_cv:.1%}: " + "; ".join(others))
+    return {
+        "stable": False,
+        "why": f"CV {cv:.1%} above ±{threshold:.0%}: " + "; ".join(hints),
+        "cause": "first_use",
+        "first_use": first_use.evidence | {"cv_without_those_pages": rest_cv},
+    }
+
+
+def _spread_hints(
+    stats: dict[str, Any],
+    values: list[float],
+    labels: list[int],
+    records: list[dict[str, Any]],
+    first_label: int | None,
+) -> list[str]:
+    """What a spread without first-use evidence points at: a first-page effect, a trend, the host,
+    other outliers. `first_label`: the run's first page (it may have been set aside from `labels`)."""
     hints = []
-    if labels and labels[0] in stats["outliers"]:
+    if labels and labels[0] == first_label and labels[0] in stats["outliers"]:
         hints.append("the first page is an outlier (a first-page effect: caches, allocator, autotuning)")
     if len(values) >= 4:
         trend = float(np.corrcoef(np.arange(len(values)), values)[0, 1])
@@ -165,24 +213,37 @@ def _verdict(
                 f"times {'rise' if trend > 0 else 'fall'} steadily over the run (correlation {trend:.2f}): "
                 "clocks, thermal throttling or a growing cache"
             )
-    host, explained = _host_hints(values, labels, stats["outliers"], records or [])
+    host, explained = _host_hints(values, labels, stats["outliers"], records)
     hints.extend(host)
     others = [label for label in stats["outliers"] if label not in explained]
     if others and not (labels and others == [labels[0]] and hints):
         hints.append(f"outlier pages {others}: other processes or clock changes at those moments")
     if not hints:
         hints.append("a broad spread without outliers or trend: check GPU clocks and competing load")
-    return {"stable": False, "why": f"CV {cv:.1%} above ±{threshold:.0%}: " + "; ".join(hints)}
+    return hints
 
 
-def timing_statistics(records: list[dict[str, Any]], threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
-    """The `timing.statistics` block of analysis.json from the clean pass's page records."""
+def timing_statistics(
+    records: list[dict[str, Any]],
+    threshold: float = DEFAULT_THRESHOLD,
+    first_use: FirstUseEvidence | None = None,
+) -> dict[str, Any]:
+    """The `timing.statistics` block of analysis.json from the clean pass's page records. `first_use`:
+    the nsys pass's evidence of lazy kernel loading per page (without it, the records' own word on
+    which page was the first of its input shape still counts)."""
     labels = [int(r["sequence"]) for r in records]
+    evidence = [
+        first_use.for_record(r) if first_use is not None else PageEvidence(first_seen_flag(r), None)
+        for r in records
+    ]
     stages: dict[str, Any] = {}
     for stage in STAGES:
         values = [float(r["stage_wall_ns"][stage]) for r in records]
         stats = spread(values, labels)
-        stages[stage] = {**stats, "verdict": _verdict(stats, values, labels, threshold, records)}
+        stages[stage] = {
+            **stats,
+            "verdict": _verdict(stats, values, labels, threshold, records, evidence, stage),
+        }
         if all("stage_gpu_ns" in r for r in records):
             events = spread([float(r["stage_gpu_ns"].get(stage, 0)) for r in records], labels)
             stages[stage]["cuda_events"] = {k: events[k] for k in ("mean", "cv", "min", "max")}
@@ -192,7 +253,7 @@ def timing_statistics(records: list[dict[str, Any]], threshold: float = DEFAULT_
         "unit": "ns",
         "threshold_cv": threshold,
         "stages": stages,
-        "page": {**page_stats, "verdict": _verdict(page_stats, pages, labels, threshold, records)},
+        "page": {**page_stats, "verdict": _verdict(page_stats, pages, labels, threshold, records, evidence)},
     }
     host = host_summary(records)
     if host:

@@ -96,7 +96,7 @@ class CaptureOptions:
     tiles: int = 0  # DeepSeek-OCR-2 local 768² views per page, besides the global view
     mode: str | None = None  # DeepSeek-OCR v1 resolution mode (tiny ... gundam); default base
     driver_python: str | None = None  # the interpreter that runs the driver; default perfctl's own
-    warmup: int = 1
+    warmup: int = 1  # warm-up runs of each distinct input shape of the measured pages (workloads.shapes)
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0

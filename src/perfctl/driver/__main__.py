@@ -37,6 +37,7 @@ from perfctl.records import append_page_record
 from perfctl.stages import LOAD, PAGE, STAGES, WARMUP
 from perfctl.workloads.loader import load_workload
 from perfctl.workloads.models import ModelSpec
+from perfctl.workloads.shapes import describe_shape, input_shape, plan_warmup
 
 EXIT_NVTX_INVISIBLE = 3
 
@@ -146,6 +147,9 @@ def run(workload: dict[str, Any]) -> int:
 
     pages = [Path(p) for p in workload["pages"]]
     prepared = [work.prepare(p) for p in pages]
+    # the warm-up runs every distinct input shape of the measured pages (workloads.shapes: first use of
+    # a shape loads kernels lazily), --warmup rounds of each
+    plan = plan_warmup([input_shape(page.inputs) for page in prepared], int(workload.get("warmup", 0)))
     info = {
         **device_identity(device),
         "dtype": dtype,
@@ -167,6 +171,7 @@ def run(workload: dict[str, Any]) -> int:
         "prompt_source": work.prompt_source,
         "load_seconds": round(load_s, 3),
         "decode_ranges_per_page": workload["max_new_tokens"] - 1,
+        **plan.to_json(),
     }
     write_json_atomic(Path(workload["driver_info"]), info)
     # the config as this transformers resolved it, so that analysis reads it without transformers
@@ -176,6 +181,10 @@ def run(workload: dict[str, Any]) -> int:
     _log(
         f"model: {info['parameters'] / 1e6:.1f} M parameters, {prepared[0].prompt_tokens} prompt tokens/page"
     )
+    for index, shape in enumerate(plan.shapes):
+        _log(f"input shape {index} ({describe_shape(shape)}): pages {plan.pages_of(index)}")
+    if plan.not_warmed_up():
+        _log(f"no warm-up of the shapes of pages {plan.not_warmed_up()}: their first runs include first use")
 
     torch_folder: str | None = workload.get("torch_profiler")  # the torch.profiler pass
     if torch_folder:
@@ -200,7 +209,14 @@ def run(workload: dict[str, Any]) -> int:
 
     records = Path(workload["records"])
 
+    shapes_run: set[int] = set()  # the shapes this process has run a generate of
+
     def run_page(path: Path, page: Any, record: dict[str, Any], warmup: bool) -> None:
+        shape = plan.shape_of_page[record["page_index"]]
+        record["input_shape"] = plan.shapes[shape]
+        if not warmup:  # the first generate of its shape in this process: no warm-up ran this shape
+            record["shape_first_seen"] = shape not in shapes_run
+        shapes_run.add(shape)
         speed = host_speed_probe() if probe is not None else None  # timing pass only, between pages
         cpu_before = host_cpu_sample()
         marker.begin_page(ranges=not warmup)
@@ -235,13 +251,15 @@ def run(workload: dict[str, Any]) -> int:
             "hooks_ns": times.hooks_ns,
         }
         append_page_record(records, record)
-        _log(f"{'warm-up' if warmup else 'page'} {record['page_index']} ({path.name}): {wall / 1e6:.1f} ms")
+        _log(
+            f"{'warm-up' if warmup else 'page'} {record['page_index']} ({path.name}): {wall / 1e6:.1f} ms"
+            + (" (first of its input shape)" if record.get("shape_first_seen") else "")
+        )
 
     with torch.inference_mode():
-        # warm-up pages: run and recorded (marked, and left out of every statistic), no stage ranges
-        for w in range(int(workload.get("warmup", 0))):
+        # warm-up runs: recorded (marked, and left out of every statistic), no stage ranges
+        for w, index in enumerate(plan.runs):
             emitter.push(WARMUP, w)
-            index = w % len(prepared)
             run_page(
                 pages[index], prepared[index], {"warmup": True, "sequence": -1 - w, "page_index": index}, True
             )
