@@ -83,7 +83,9 @@ def test_the_self_test_goes_through_the_nsys_lock(nsys_bin: str, tmp_path: Path)
     assert proc.returncode == 1
     selftest = checks["selftest"]
     assert selftest["status"] == "fail" and selftest["found"].startswith("the self-test cannot run nsys: ")
-    assert f"held by perfctl pid {os.getpid()} (pytest, the doctor's parent" in selftest["found"]
+    # (its record may say it waits for a foreign session: another perfctl's nsys, on another lock file)
+    assert f"held by perfctl pid {os.getpid()} (" in selftest["found"]
+    assert "pytest, the doctor's parent" in selftest["found"]
     assert "PERFCTL_NSYS_LOCK" in selftest["fix"]
 
 
