@@ -1,9 +1,17 @@
-"""What the fault tests share: the machine-wide nsys lock, real `perfctl capture` processes started as a
-user's shell starts them, and a look at /proc for any process a capture left behind."""
+"""What the fault tests share: real `perfctl capture` processes started as a user's shell starts them,
+a look at /proc for any process a capture left behind, and the machine-wide nsys lock as tests meet it.
+
+`perfctl capture` (and `doctor`) take perfctl's machine-wide nsys lock themselves
+(perfctl.capture.nsys_lock). A test that runs `nsys profile` itself takes it through the product's API
+with `own_nsys_session()`; a test must never hold it around a perfctl capture (the capture would wait
+for its own parent: perfctl refuses that with exit 2). `HeldNsysLock` holds it from a process of its
+own, as another perfctl would; `ForeignNsysSession` is a real nsys session started without it.
+`DriverGate` holds a capture's driver before its first page until the test opens it, so that a test
+acts on a capture that certainly has work left, whatever the machine's speed.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -11,37 +19,144 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 
-NSYS_LOCK = Path("/tmp/perfctl-nsys.lock")
+from perfctl.capture.nsys_lock import NsysSessionLock
+from perfctl.capture.nsys_sessions import HOLDER_VAR, session_processes
+
 MARK_VAR = "PERFCTL_FAULT_TEST_MARK"
 
 
 @contextmanager
-def nsys_lock() -> Iterator[None]:
-    """Hold the machine-wide nsys lock (two nsys sessions at once fail spuriously). When pytest itself
-    runs under `flock /tmp/perfctl-nsys.lock`, the lock is already ours (flock(1) hands its locked
-    descriptor to the command): taking it again would wait for ourselves forever."""
-    inherited = any(_fd_target(fd) == str(NSYS_LOCK) for fd in os.listdir("/proc/self/fd"))
-    if inherited:
-        yield
-        return
-    with NSYS_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def own_nsys_session(what: str = "a test's own nsys profile") -> Iterator[dict[str, str]]:
+    """Hold perfctl's machine-wide nsys lock in this process (waiting for it as perfctl does) around a
+    test's own `nsys profile`; yields the environment to start that nsys with (its mark)."""
+    with NsysSessionLock(f"pytest: {what}") as session:
+        session.take(wait=True, report=lambda line: None)
+        yield dict(os.environ) | session.child_env()
 
 
-def _fd_target(fd: str) -> str:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return ""
+_HOLDER = """
+import sys
+from perfctl.capture.nsys_lock import NsysSessionLock
+with NsysSessionLock(sys.argv[1], run_id=sys.argv[2]) as lock:
+    lock.take(wait=True, report=lambda line: None)
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+class HeldNsysLock:
+    """perfctl's nsys lock held by a process of its own through perfctl's API, as another perfctl
+    holds it (not an ancestor of the captures the test starts), until `release()`."""
+
+    def __init__(
+        self, run_id: str, what: str = "a test holding the nsys lock", env: dict[str, str] | None = None
+    ):
+        self.run_id = run_id
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, what, run_id],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.strip() == "held", f"the holder did not take the lock: {line!r}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def release(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+class ForeignNsysSession:
+    """A real `nsys profile ... sleep` started without perfctl's lock (as by hand, or by another tool),
+    in a folder of its own (its report and nsys's temporary stream). It runs until `stop()`, which
+    kills each of its processes."""
+
+    def __init__(self, nsys: str, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.mark = uuid.uuid4().hex
+        env = {k: v for k, v in os.environ.items() if k != HOLDER_VAR}  # no perfctl mark: foreign
+        env |= {MARK_VAR: self.mark, "TMPDIR": str(folder)}
+        self.proc = subprocess.Popen(
+            [nsys, "profile", "--trace=osrt", "--sample=none", "--cpuctxsw=none", "--force-overwrite=true",
+             "-o", str(folder / "foreign"), "sleep", "3600"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=folder, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while self.pid not in {p.pid for p in session_processes()}:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the foreign nsys session did not start (exit {self.proc.poll()})")
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        deadline = time.monotonic() + 60
+        while (left := marked_processes(self.mark)) and time.monotonic() < deadline:
+            for pid in left:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        self.proc.wait(timeout=60)
+        assert not marked_processes(self.mark), "the foreign nsys session survived"
+
+
+GATE_SCRIPT = """#!{python}
+# perfctl's own interpreter, holding perfctl's driver (not other runs, such as perfctl's probe of the
+# interpreter) until the gate file exists. The driver waits inside its interpreter, so that nsys's
+# injection in it has started and connected to nsys's agent, as in any driver already running.
+import os, runpy, sys, time
+
+if sys.argv[1:3] != ["-m", "perfctl.driver"]:
+    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+open({waiting!r}, "a").close()
+while not os.path.exists({gate!r}):
+    time.sleep(0.05)
+sys.argv = [sys.argv[0], *sys.argv[3:]]  # as `python -m perfctl.driver ...` leaves it
+runpy.run_module("perfctl.driver", run_name="__main__", alter_sys=True)
+"""
+
+
+class DriverGate:
+    """A `--driver-python` that runs perfctl's own interpreter, but holds each driver (not the
+    interpreter probe) at its start until `open()`: until then the capture's pass is certainly
+    running, with all its pages ahead of it."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.gate = folder / "gate-open"
+        self.waiting = folder / "driver-waiting"
+        self.python = folder / "gated-python"
+        script = GATE_SCRIPT.format(gate=str(self.gate), waiting=str(self.waiting), python=sys.executable)
+        self.python.write_text(script)
+        self.python.chmod(0o755)
+
+    def wait_for_driver(self, capture: Capture, timeout: float = 600) -> None:
+        """Until a driver of `capture` waits at the gate (its interpreter runs: nsys launched it)."""
+        deadline = time.monotonic() + timeout
+        while not self.waiting.exists():
+            if capture.proc.poll() is not None:
+                capture.finish()
+                pytest.fail(f"the capture ended before its driver started: {capture.stdout} {capture.stderr}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no driver at the gate after {timeout} s")
+            time.sleep(0.02)
+
+    def open(self) -> None:
+        self.gate.touch()
 
 
 class Capture:
@@ -49,9 +164,9 @@ class Capture:
     of its own, its environment carrying a mark that every process it starts inherits (nsys passes
     its environment on to its agent, its launcher and the driver)."""
 
-    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+    def __init__(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.mark = uuid.uuid4().hex
-        env = dict(os.environ, **{MARK_VAR: self.mark})
+        env = dict(os.environ if env is None else env, **{MARK_VAR: self.mark})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "perfctl", "capture", *args],
             stdout=subprocess.PIPE,

@@ -120,7 +120,10 @@ def hostile_names_module() -> ModuleType:
 
 
 def capture_hostile_names(nsys: str, target: Path) -> Path:
-    """nsys profile (NVTX only, no GPU) of the hostile-names program; returns the SQLite export."""
+    """nsys profile (NVTX only, no GPU) of the hostile-names program, under perfctl's machine-wide
+    nsys lock; returns the SQLite export."""
+    from faults_support import own_nsys_session
+
     target.mkdir(parents=True, exist_ok=True)
     cmd = [
         nsys,
@@ -135,7 +138,8 @@ def capture_hostile_names(nsys: str, target: Path) -> Path:
         sys.executable,
         str(HOSTILE_PROGRAM),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    with own_nsys_session("the hostile-names capture") as env:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     export = target / "run.sqlite"
     assert proc.returncode == 0 and export.is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
     return export

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_perfctl
+from faults_support import own_nsys_session
 
 
 def _assert_clean_error(proc, *needles: str) -> None:  # type: ignore[no-untyped-def]
@@ -62,11 +63,12 @@ def test_analyze_export_without_nvtx_ranges(tmp_path: Path, nsys_bin: str) -> No
     import sys
 
     out = tmp_path / "plain"
-    subprocess.run(
-        [nsys_bin, "profile", "--trace=osrt", "--sample=none", "--cpuctxsw=none", "--export=sqlite",
-         "-o", str(out), sys.executable, "-c", "sum(range(10**6))"],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    with own_nsys_session("an export without NVTX") as env:
+        subprocess.run(
+            [nsys_bin, "profile", "--trace=osrt", "--sample=none", "--cpuctxsw=none", "--export=sqlite",
+             "-o", str(out), sys.executable, "-c", "sum(range(10**6))"],
+            check=True, capture_output=True, env=env, timeout=300,
+        )  # fmt: skip
     proc = run_perfctl("analyze", str(out.with_suffix(".sqlite")))
     _assert_clean_error(proc, "no NVTX", "--trace")
     assert not (tmp_path / "analysis.json").exists()

@@ -1,12 +1,13 @@
 """`perfctl doctor` on this machine, through the command line as a user runs it.
 
-The self-test runs the real nsys: run this file under the shared lock, as every nsys test here,
-`flock /tmp/perfctl-nsys.lock pytest tests/test_doctor.py`.
+The self-test runs the real nsys under perfctl's machine-wide nsys lock, which the doctor takes itself
+(waiting for another session), as a capture does.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 from conftest import run_perfctl
 from perfctl.capture.manifest import nvml_gpus
 from perfctl.capture.nsys import find_nsys
+from perfctl.capture.nsys_lock import LOCK_PATH_VAR, NsysSessionLock
+from perfctl.capture.nsys_sessions import NsysProcess
 from perfctl.doctor import STATUSES, Gpu, check_gpu_peaks, check_nvml, judge_selftest, read_back
 
 CHECKS = ["nsys", "nvtx", "torch", "cuda", "transformers", "nvml", "gpu_peak", "selftest"]
@@ -54,6 +57,8 @@ def test_doctor_on_this_machine(nsys_bin: str) -> None:
     assert checks["torch"]["status"] == "ok" and checks["transformers"]["details"]["deepseek_ocr2"] is True
     selftest = checks["selftest"]
     assert selftest["status"] == "ok", selftest
+    lock = selftest["details"]["session_lock"]
+    assert lock["path"] and lock["acquired_at"]  # the self-test's nsys ran under the lock
     facts = selftest["details"]["facts"]
     assert selftest["details"]["nvtx_ranges"] == facts["ranges_pushed"] > 0
     if _cuda_available():
@@ -63,6 +68,25 @@ def test_doctor_on_this_machine(nsys_bin: str) -> None:
         assert selftest["details"]["kernels"] == 0
         assert checks["cuda"]["status"] == "warn" and checks["gpu_peak"]["status"] == "skip"
         assert checks["nvml"]["status"] in ("warn", "ok")  # a CPU box may still have the NVIDIA driver
+
+
+def test_the_self_test_goes_through_the_nsys_lock(nsys_bin: str, tmp_path: Path) -> None:
+    """The self-test takes perfctl's nsys lock before it starts nsys: held by the doctor's own parent
+    (a lock file of this test's own), it would wait forever, so the check fails saying so, with its fix."""
+    lock = tmp_path / "nsys-session.lock"
+    env = dict(os.environ, **{LOCK_PATH_VAR: str(lock)})
+    with NsysSessionLock("pytest, the doctor's parent", path=lock) as held:
+        held.try_take()
+        assert held.has_flock
+        proc = run_perfctl("doctor", "--nsys", nsys_bin, "--format", "json", env=env)
+    checks = _assert_schema(json.loads(proc.stdout), proc.returncode)
+    assert proc.returncode == 1
+    selftest = checks["selftest"]
+    assert selftest["status"] == "fail" and selftest["found"].startswith("the self-test cannot run nsys: ")
+    # (its record may say it waits for a foreign session: another perfctl's nsys, on another lock file)
+    assert f"held by perfctl pid {os.getpid()} (" in selftest["found"]
+    assert "pytest, the doctor's parent" in selftest["found"]
+    assert "PERFCTL_NSYS_LOCK" in selftest["fix"]
 
 
 def test_broken_nsys_fails_with_its_fix() -> None:
@@ -114,6 +138,20 @@ def test_kernels_missing_on_a_gpu_is_a_failure_with_the_cupti_fix(nsys_bin: str)
     assert invisible.status == "fail" and "0 of 2 NVTX ranges" in invisible.found
     if nsys.version.startswith("2022."):
         assert invisible.fix and "nvtx==0.2.11" in invisible.fix
+
+
+def test_ranges_lost_beside_another_nsys_session_say_so(nsys_bin: str) -> None:
+    """Ranges missing while the watcher saw a foreign nsys session: the doctor names the session and
+    says to run it again, instead of blaming a pair of versions known to work."""
+    nsys = find_nsys(nsys_bin)
+    beside = NsysProcess(4242, "root", "/usr/bin/nsys profile -o other python work.py", None, True)
+    facts = {"ranges_pushed": 1, "launched_kernels": False, "nvtx": "0.2.11"}
+    result = judge_selftest(facts, 0, 0, nsys, {"foreign_sessions_seen": [beside.to_json()]})
+    assert result.status == "fail" and result.found.startswith("0 of 1 NVTX ranges")
+    assert "another nsys session ran beside the self-test (pid 4242 (user root, not started by perfctl)" in (
+        result.found
+    )
+    assert result.fix == "run perfctl doctor again once no other nsys session runs on this machine"
 
 
 def test_gpu_peak_check_against_the_peak_table() -> None:

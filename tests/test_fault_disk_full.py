@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_perfctl
-from faults_support import Capture, fill, nsys_lock, resize, small_filesystem
+from faults_support import Capture, fill, resize, small_filesystem
 from perfctl.records import append_page_record, read_page_records
 
 
@@ -65,10 +65,9 @@ def test_capture_onto_a_full_disk_says_so_then_analyze_recovers(tmp_path: Path, 
     name, and says the disk is full. With room again, `perfctl analyze` exports and analyzes."""
     with small_filesystem(tmp_path / "fs", "1m") as fs:
         run = fs / "run"
-        with nsys_lock():
-            capture = Capture("--out", str(run), "--num-pages", "1", "--max-new-tokens", "4", "--warmup", "0",
-                              "--device", "cpu", "--nsys", nsys_bin)  # fmt: skip
-            assert capture.finish() == 1, capture.stdout + capture.stderr
+        capture = Capture("--out", str(run), "--num-pages", "1", "--max-new-tokens", "4", "--warmup", "0",
+                          "--device", "cpu", "--nsys", nsys_bin)  # fmt: skip
+        assert capture.finish() == 1, capture.stdout + capture.stderr
         manifest = json.loads((run / "manifest.json").read_text())
         assert manifest["status"] == "failed"
         assert manifest["reason"].startswith(f"nsys could not export {run / 'run.nsys-rep'} to SQLite:")
@@ -79,8 +78,7 @@ def test_capture_onto_a_full_disk_says_so_then_analyze_recovers(tmp_path: Path, 
         assert (run / "run.nsys-rep").is_file() and manifest["pages_completed"] == 1
         assert capture.processes() == {}
         resize(fs, "64m")
-        with nsys_lock():
-            analyzed = run_perfctl("analyze", str(run), "--format", "json", "--nsys", nsys_bin)
+        analyzed = run_perfctl("analyze", str(run), "--format", "json", "--nsys", nsys_bin)
         assert analyzed.returncode == 0, analyzed.stderr
         assert json.loads(analyzed.stdout)["completion"]["complete"] == [0]
 
@@ -94,10 +92,9 @@ def test_capture_onto_a_disk_too_full_for_the_report_keeps_the_stream(tmp_path: 
     try:
         with small_filesystem(tmp_path / "fs", "300k") as fs:
             run = fs / "run"
-            with nsys_lock():
-                capture = Capture("--out", str(run), "--num-pages", "1", "--max-new-tokens", "4",
-                                  "--warmup", "0", "--device", "cpu", "--nsys", nsys_bin)  # fmt: skip
-                assert capture.finish() == 1, capture.stdout + capture.stderr
+            capture = Capture("--out", str(run), "--num-pages", "1", "--max-new-tokens", "4",
+                              "--warmup", "0", "--device", "cpu", "--nsys", nsys_bin)  # fmt: skip
+            assert capture.finish() == 1, capture.stdout + capture.stderr
             manifest = json.loads((run / "manifest.json").read_text())
             stream = Path(manifest["nsys"]["stream_left_at"])
             assert stream.suffix == ".qdstrm" and stream.is_file() and stream.parent != run
@@ -108,8 +105,7 @@ def test_capture_onto_a_disk_too_full_for_the_report_keeps_the_stream(tmp_path: 
             assert not (run / "run.nsys-rep").exists() and not (run / "run.sqlite").exists()
             assert capture.processes() == {}
             resize(fs, "64m")
-            with nsys_lock():
-                analyzed = run_perfctl("analyze", str(run), "--format", "json", "--nsys", nsys_bin)
+            analyzed = run_perfctl("analyze", str(run), "--format", "json", "--nsys", nsys_bin)
             assert analyzed.returncode == 0, analyzed.stderr
             assert (run / "run.nsys-rep").is_file()
             assert json.loads(analyzed.stdout)["completion"]["complete"] == [0]

@@ -2,7 +2,10 @@
 does to a process that exhausted the host's memory), and out of memory while loading a model too large
 for the memory it may use (a real allocation failure under an address-space limit, the CPU side of a
 CUDA out-of-memory error). nsys still writes its report, the run folder keeps what ran, the manifest
-says failed and why, and `perfctl analyze` analyzes the pages that completed and names the others."""
+says failed and why, and `perfctl analyze` analyzes the pages that completed and names the others.
+
+Whatever the machine's speed: the killed driver has --repeats 10000 (hours of pages) ahead of it, and
+the memory limit is set while the driver is held at a gate, before its interpreter even starts."""
 
 from __future__ import annotations
 
@@ -16,11 +19,12 @@ from typing import Any
 import pytest
 
 from conftest import run_perfctl
-from faults_support import Capture, driver_of, nsys_lock
+from faults_support import Capture, DriverGate, driver_of
 
 pytestmark = [pytest.mark.nsys, pytest.mark.slow]
 
-PAGES, REPEATS, NEW_TOKENS = 4, 3, 24
+# the most repeats capture takes: the driver cannot finish before the kill arrives
+PAGES, REPEATS, NEW_TOKENS = 4, 10_000, 24
 EXPECTED = PAGES * REPEATS
 KILL_AFTER = 2  # pages recorded before the driver is killed
 # The full-size DeepSeek-OCR-2 needs 13.6 GB for its float32 weights; its driver may use 4 GiB.
@@ -30,14 +34,13 @@ ADDRESS_SPACE_LIMIT = 4 << 30
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> tuple[Path, Capture]:
     run = tmp_path_factory.mktemp("crash") / "killed"
-    with nsys_lock():
-        capture = Capture(
-            "--out", str(run), "--num-pages", str(PAGES), "--repeats", str(REPEATS),
-            "--max-new-tokens", str(NEW_TOKENS), "--warmup", "0", "--device", "cpu", "--nsys", nsys_bin,
-        )  # fmt: skip
-        capture.wait_for_records(run / "pages.jsonl", KILL_AFTER)
-        os.kill(driver_of(capture, run), signal.SIGKILL)
-        capture.finish()
+    capture = Capture(
+        "--out", str(run), "--num-pages", str(PAGES), "--repeats", str(REPEATS),
+        "--max-new-tokens", str(NEW_TOKENS), "--warmup", "0", "--device", "cpu", "--nsys", nsys_bin,
+    )  # fmt: skip
+    capture.wait_for_records(run / "pages.jsonl", KILL_AFTER)
+    os.kill(driver_of(capture, run), signal.SIGKILL)
+    capture.finish()
     return run, capture
 
 
@@ -102,23 +105,20 @@ def test_analyze_counts_complete_pages_and_names_the_rest(
 
 @pytest.fixture(scope="module")
 def out_of_memory(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> tuple[Path, Capture]:
-    """The full-size model on the CPU, its driver limited to 4 GiB of address space as soon as it
-    starts (long before it loads anything): loading 13.6 GB of weights fails in the allocator."""
-    run = tmp_path_factory.mktemp("oom") / "oom"
-    with nsys_lock():
-        capture = Capture(
-            "--model", "deepseek-ocr2", "--out", str(run), "--num-pages", "2", "--max-new-tokens", "2",
-            "--warmup", "0", "--device", "cpu", "--nsys", nsys_bin,
-        )  # fmt: skip
-        driver = driver_of(capture, run)
-        status = Path(f"/proc/{driver}/status").read_text().splitlines()
-        rss_kib = int(next(ln for ln in status if ln.startswith("VmRSS")).split()[1])
-        if rss_kib > 1 << 20:  # past 1 GiB it is loading already: stop it rather than let it take 13 GB
-            os.kill(driver, signal.SIGKILL)
-            capture.finish()
-            pytest.fail("the driver could not be limited before it started loading")
-        resource.prlimit(driver, resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
-        capture.finish()
+    """The full-size model on the CPU, its driver limited to 4 GiB of address space before it starts
+    (held at a gate; the limit carries over into the interpreter the gate then runs): loading 13.6 GB
+    of weights fails in the allocator."""
+    folder = tmp_path_factory.mktemp("oom")
+    run, gate = folder / "oom", DriverGate(folder / "gate")
+    capture = Capture(
+        "--model", "deepseek-ocr2", "--out", str(run), "--num-pages", "2", "--max-new-tokens", "2",
+        "--warmup", "0", "--device", "cpu", "--driver-python", str(gate.python), "--nsys", nsys_bin,
+    )  # fmt: skip
+    gate.wait_for_driver(capture)
+    driver = driver_of(capture, run)  # still at the gate: nothing of the driver has run
+    resource.prlimit(driver, resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+    gate.open()
+    capture.finish()
     return run, capture
 
 

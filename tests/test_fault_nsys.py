@@ -1,7 +1,10 @@
 """nsys itself fails, for real: an nsys whose importer is missing (Debian's packaging bug, rebuilt here
 as a copy of the installed nsys without its host folder) leaves a .qdstrm and no report; nsys's own
 process is killed mid-run (its agent finishes the report once the driver ends); nsys is killed with its
-agent (the profile is lost, and the capture says so). No process of the run survives any of these."""
+agent (the profile is lost, and the capture says so). No process of the run survives any of these.
+
+The kills land while the driver is held at a gate before its first page (its run is certainly ahead of
+it, whatever the machine's speed); the gate opens after the kill and the driver runs every page."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_perfctl
-from faults_support import Capture, nsys_lock
+from faults_support import Capture, DriverGate
 
 pytestmark = [pytest.mark.nsys, pytest.mark.slow]
 
@@ -39,10 +42,10 @@ def nsys_without_importer(tmp_path_factory: pytest.TempPathFactory, nsys_bin: st
     return target / real.name
 
 
-def _capture(run: Path, nsys: str) -> Capture:
+def _capture(run: Path, nsys: str, *more: str, env: dict[str, str] | None = None) -> Capture:
     return Capture(
         "--out", str(run), "--num-pages", str(PAGES), "--max-new-tokens", str(NEW_TOKENS),
-        "--warmup", "0", "--device", "cpu", "--nsys", nsys,
+        "--warmup", "0", "--device", "cpu", "--nsys", nsys, *more, env=env,
     )  # fmt: skip
 
 
@@ -51,9 +54,8 @@ def without_importer(
     tmp_path_factory: pytest.TempPathFactory, nsys_without_importer: Path
 ) -> tuple[Path, Capture]:
     run = tmp_path_factory.mktemp("noimp") / "run"
-    with nsys_lock():
-        capture = _capture(run, str(nsys_without_importer))
-        capture.finish()
+    capture = _capture(run, str(nsys_without_importer))
+    capture.finish()
     return run, capture
 
 
@@ -83,8 +85,7 @@ def test_analyze_imports_the_stream_once_the_importer_is_there(
     assert "needs nsys's importer, which is missing:" in refused.stderr and "QdstrmImporter" in refused.stderr
     assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in run.iterdir())
     # a complete nsys: the import is retried, then the export, then the analysis
-    with nsys_lock():
-        imported = run_perfctl("analyze", str(copy), "--nsys", nsys_bin, "--format", "json")
+    imported = run_perfctl("analyze", str(copy), "--nsys", nsys_bin, "--format", "json")
     assert imported.returncode == 0, imported.stderr
     assert (copy / "run.nsys-rep").is_file() and (copy / "run.sqlite").is_file()
     assert not [p.name for p in copy.iterdir() if p.name.startswith(".")], "temporary files left"
@@ -101,33 +102,34 @@ def test_names_with_shell_syntax_reach_nsys_as_plain_arguments(
     run, _ = without_importer
     stream = tmp_path / "r.qdstrm"
     shutil.copy(run / "run.qdstrm", stream)
-    with nsys_lock():  # a .qdstrm given by itself is imported beside itself
-        imported = run_perfctl("analyze", str(stream), "--nsys", nsys_bin, "--allow-no-kernels")
+    # a .qdstrm given by itself is imported beside itself
+    imported = run_perfctl("analyze", str(stream), "--nsys", nsys_bin, "--allow-no-kernels")
     assert imported.returncode == 0, imported.stderr
     hostile = tmp_path / "$(touch PWNED); `touch PWNED2` 'x' \"y\".nsys-rep"
     shutil.copy(stream.with_suffix(".nsys-rep"), hostile)
-    with nsys_lock():
-        proc = run_perfctl("analyze", str(hostile), "--nsys", nsys_bin, "--allow-no-kernels", cwd=tmp_path)
+    proc = run_perfctl("analyze", str(hostile), "--nsys", nsys_bin, "--allow-no-kernels", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert hostile.with_suffix(".sqlite").is_file()
     assert not list(tmp_path.glob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
 
 
-def _kill(capture: Capture, run: Path, which: tuple[str, ...]) -> None:
-    capture.wait_for_records(run / "pages.jsonl", 1)
-    for pid, cmd in capture.processes().items():
-        if any(w in cmd for w in which):
-            os.kill(pid, signal.SIGKILL)
+def _kill_then_open(capture: Capture, gate: DriverGate, which: tuple[str, ...]) -> None:
+    """Kill the capture's processes whose command lines hold one of `which` while its driver waits at
+    the gate (each of them once it runs), then let the driver run."""
+    for needle in which:
+        os.kill(capture.wait_for_process(needle), signal.SIGKILL)
+    gate.open()
 
 
 @pytest.fixture(scope="module")
 def nsys_killed(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> tuple[Path, Capture]:
     """`nsys profile` itself killed mid-run; its agent and the driver carry on."""
-    run = tmp_path_factory.mktemp("nsyskill") / "run"
-    with nsys_lock():
-        capture = _capture(run, nsys_bin)
-        _kill(capture, run, (" profile --trace=",))
-        capture.finish()
+    folder = tmp_path_factory.mktemp("nsyskill")
+    run, gate = folder / "run", DriverGate(folder / "gate")
+    capture = _capture(run, nsys_bin, "--driver-python", str(gate.python))
+    gate.wait_for_driver(capture)  # nsys launched it: nsys's whole session runs
+    _kill_then_open(capture, gate, (" profile --trace=",))
+    capture.finish()
     return run, capture
 
 
@@ -146,25 +148,22 @@ def test_killed_nsys_process_the_agent_finishes_the_report(
     assert json.loads(analyzed.stdout)["completion"]["complete"] == list(range(PAGES))
 
 
-STREAMS = Path(os.environ.get("TMPDIR", "/tmp"))  # where nsys keeps its stream until it is imported
-
-
 @pytest.fixture(scope="module")
 def nsys_and_agent_killed(
     tmp_path_factory: pytest.TempPathFactory, nsys_bin: str
 ) -> Iterator[tuple[Path, Capture, list[Path]]]:
     """`nsys profile` and its agent killed mid-run: nothing is left to write the report. The agent's
-    unfinished stream stays in nsys's temporary folder (removed here once the test has looked at it)."""
-    run = tmp_path_factory.mktemp("nsysagentkill") / "run"
-    with nsys_lock():  # no other nsys runs meanwhile: a new stream there is this capture's
-        before = set(STREAMS.glob("nsys-report-*.qdstrm"))
-        capture = _capture(run, nsys_bin)
-        _kill(capture, run, (" profile --trace=", "--start-agent"))
-        capture.finish()
-        left = sorted(set(STREAMS.glob("nsys-report-*.qdstrm")) - before)
-    yield run, capture, left
-    for stream in left:
-        stream.unlink(missing_ok=True)
+    unfinished stream stays in nsys's temporary folder ($TMPDIR: one of this test's own, so that a
+    stream there is this capture's whatever else runs nsys on the machine)."""
+    folder = tmp_path_factory.mktemp("nsysagentkill")
+    run, gate, streams = folder / "run", DriverGate(folder / "gate"), folder / "tmp"
+    streams.mkdir()
+    env = dict(os.environ, TMPDIR=str(streams))
+    capture = _capture(run, nsys_bin, "--driver-python", str(gate.python), env=env)
+    gate.wait_for_driver(capture)  # nsys launched it: nsys's whole session runs
+    _kill_then_open(capture, gate, (" profile --trace=", "--start-agent"))
+    capture.finish()
+    yield run, capture, sorted(streams.glob("nsys-report-*.qdstrm"))
 
 
 def test_killed_nsys_and_agent_lose_the_profile_and_say_so(

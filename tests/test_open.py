@@ -1,6 +1,6 @@
 """`perfctl open RUN`: the report goes to nsys-ui when there is one (and a display), else its path is
 printed. The GUI stand-in is a real executable on PATH that records the arguments it was started
-with; the report is a real one, made by nsys (run this file under `flock /tmp/perfctl-nsys.lock`).
+with; the report is a real one, made by nsys (under perfctl's machine-wide nsys lock).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_perfctl
+from faults_support import own_nsys_session
 from perfctl.open_report import find_nsys_ui
 
 RECORDER = """#!/bin/sh
@@ -27,11 +28,12 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> Path:
     """A run folder holding a real run.nsys-rep (nsys over a one-line Python program)."""
     folder = tmp_path_factory.mktemp("open") / "run-1"
     folder.mkdir()
-    subprocess.run(
-        [nsys_bin, "profile", "--trace=osrt", "--sample=none", "--cpuctxsw=none",
-         "-o", str(folder / "run"), sys.executable, "-c", "pass"],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    with own_nsys_session("test_open's report") as env:
+        subprocess.run(
+            [nsys_bin, "profile", "--trace=osrt", "--sample=none", "--cpuctxsw=none",
+             "-o", str(folder / "run"), sys.executable, "-c", "pass"],
+            check=True, capture_output=True, env=env, timeout=300,
+        )  # fmt: skip
     assert (folder / "run.nsys-rep").is_file()
     return folder
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from conftest import run_perfctl
-from faults_support import nsys_lock
 from perfctl.resources import SAMPLE_PAGES_DIR, SAMPLE_PROMPTS_DIR
 from perfctl.workloads.loader import load_workload
 from perfctl.workloads.models import resolve_model
@@ -87,11 +86,10 @@ def test_default_warmup_runs_each_prompt_length_once(tmp_path: Path, nsys_bin: s
     """Two sample prompts of different length, the default --warmup 1: one warm-up run of each, marked
     and recorded with the shape it covered; no measured page is the first of its shape."""
     run = tmp_path / "run"
-    with nsys_lock():
-        proc = run_perfctl(
-            "capture", "--model", str(TINY_LLAMA), "--random-weights", "--device", "cpu", "--num-pages", "2",
-            "--max-new-tokens", "2", "--out", str(run), "--nsys", nsys_bin,
-        )  # fmt: skip
+    proc = run_perfctl(
+        "capture", "--model", str(TINY_LLAMA), "--random-weights", "--device", "cpu", "--num-pages", "2",
+        "--max-new-tokens", "2", "--out", str(run), "--nsys", nsys_bin,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = _records(run / "pages.jsonl")
     warmups, measured = records[:2], records[2:]
@@ -118,12 +116,11 @@ def test_no_warmup_marks_the_first_page_of_each_shape(tmp_path: Path, nsys_bin: 
     of its shape (so its figures include first use); the analysis carries that evidence. (On the CPU
     there are no CUDA calls to count: the export's module loads are none.)"""
     run = tmp_path / "run"
-    with nsys_lock():
-        proc = run_perfctl(
-            "capture", "--model", str(TINY_LLAMA), "--random-weights", "--device", "cpu", "--num-pages", "2",
-            "--repeats", "2", "--max-new-tokens", "2", "--warmup", "0", "--tool", "all", "--out", str(run),
-            "--nsys", nsys_bin,
-        )  # fmt: skip
+    proc = run_perfctl(
+        "capture", "--model", str(TINY_LLAMA), "--random-weights", "--device", "cpu", "--num-pages", "2",
+        "--repeats", "2", "--max-new-tokens", "2", "--warmup", "0", "--tool", "all", "--out", str(run),
+        "--nsys", nsys_bin,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for folder in (run, run / "timing"):
         records = _records(folder / "pages.jsonl")

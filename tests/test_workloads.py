@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from perfctl.driver.nvtx_compat import nvtx_problem
+from perfctl.driver.nvtx_compat import nvtx_problem, pair_verdict
 from perfctl.errors import BadInput
 from perfctl.resources import SAMPLE_PAGES_DIR, builtin_model_dir, builtin_model_names
 from perfctl.workloads.models import resolve_model, takes_page_images
@@ -113,6 +113,8 @@ def test_list_pages_errors(tmp_path: Path) -> None:
         ("0.2.16", "2024.2.3.38", True),
         ("0.2.11", "2024.2.3.38", False),
         ("0.2.14", "2024.5.1.113", False),  # not measured: let through, the capture checks its ranges
+        ("0.2.14", "2021.5.1.117", False),  # an older nsys was never measured either: not blamed
+        ("0.2.9", "2022.4.2.1", False),
         ("0.2.14", None, False),
     ],
 )
@@ -122,6 +124,25 @@ def test_nvtx_visibility_rule(nvtx: str, nsys: str | None, invisible: bool) -> N
     if problem:
         assert "nvtx==0.2.11" in problem
     assert nvtx_problem(None, "2022.4.2.1") is not None
+
+
+@pytest.mark.parametrize(
+    "nvtx, nsys, verdict",
+    [
+        ("0.2.11", "2022.4.2.1", "records ranges"),
+        ("0.2.10", "2024.2.3.38", "records ranges"),
+        ("0.2.12", "2023.4.4.54", "loses ranges"),
+        ("0.2.16", "2024.2.3.38", "loses ranges"),
+        ("0.2.11", "2025.3.1.90", "unknown"),  # newer than every nsys measured
+        ("0.2.12", "2021.5.1.117", "unknown"),  # older than every nsys measured
+        ("0.2.9", "2022.4.2.1", "unknown"),  # an nvtx older than every one measured
+        ("0.2.11", None, "unknown"),
+        (None, "2022.4.2.1", "unknown"),
+    ],
+)
+def test_known_nvtx_nsys_pairs(nvtx: str | None, nsys: str | None, verdict: str) -> None:
+    """Only measured pairs get a verdict: nsys 2022.4-2024.2 lose nvtx >= 0.2.12 and record 0.2.10/11."""
+    assert pair_verdict(nvtx, nsys) == verdict
 
 
 def test_local_tiles_follow_the_page_shape() -> None:

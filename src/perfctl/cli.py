@@ -202,6 +202,13 @@ def main() -> None:
     help="After the passes, measure the GPU's bf16 matmul rate and bandwidth (perfctl calibrate) into "
     "the run folder's calibration.json; analyze then shows MFU against it too. Not with --device cpu.",
 )
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Refuse at once (exit 2) when another nsys session runs on this machine, instead of waiting "
+    "for it: another perfctl's nsys pass (the machine-wide nsys lock, $PERFCTL_NSYS_LOCK) or an nsys "
+    "perfctl did not start (two sessions at once lose NVTX ranges).",
+)
 @quiet_option
 def capture(
     tool: str,
@@ -227,10 +234,13 @@ def capture(
     trace: str,
     nsys_telemetry: bool,
     calibrate_gpu: bool,
+    no_wait: bool,
     quiet: bool,
 ) -> None:
     """Run the NVTX-instrumented driver under nsys into a new run folder (with --tool all, then again
     without a profiler for clean stage times and MFU, and under torch.profiler for operators).
+    One nsys session at a time runs on a machine: the nsys pass waits for another one (--no-wait
+    refuses instead).
 
     \b
     Examples:
@@ -267,6 +277,7 @@ def capture(
         tool=tool,
         nsys_telemetry=nsys_telemetry,
         calibrate=calibrate_gpu,
+        no_wait=no_wait,
         argv=["perfctl", *sys.argv[1:]],
     )
     if tool == "all":

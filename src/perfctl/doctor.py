@@ -15,6 +15,7 @@ program's CUDA (NVTX present, kernels missing; ../shared/docs/nsys-facts.md).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -29,6 +30,8 @@ from typing import Any, Literal
 from perfctl import __version__, progress
 from perfctl.capture.manifest import nvml_gpus
 from perfctl.capture.nsys import DEFAULT_TRACE, INSTALL_HINT, Nsys, find_nsys
+from perfctl.capture.nsys_lock import NsysSessionLock
+from perfctl.capture.nsys_sessions import NsysProcess, SessionWatcher
 from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
 from perfctl.errors import PerfctlError
 from perfctl.stages import DOMAIN
@@ -282,31 +285,52 @@ def check_gpu_peaks(gpus: list[Gpu], dtype: str = "bf16") -> CheckResult:
 
 
 def check_selftest(nsys: Nsys | None, timeout_s: float = SELFTEST_TIMEOUT_S) -> CheckResult:
-    """The live capture: perfctl.driver.selftest under `nsys profile`, its export read back."""
+    """The live capture: perfctl.driver.selftest under `nsys profile`, its export read back. It runs
+    under the machine-wide nsys lock (perfctl.capture.nsys_lock), waiting for another session."""
     if nsys is None:
         return CheckResult("selftest", "skip", "needs a working nsys (see the nsys check)")
-    with tempfile.TemporaryDirectory(prefix="perfctl-doctor-") as tmp:
-        return _selftest_in(nsys, Path(tmp), timeout_s)
+    try:
+        session = NsysSessionLock("perfctl doctor, self-test")
+        session.take(wait=True, report=progress.step)
+    except PerfctlError as exc:
+        fix = "run perfctl doctor outside that process, or set PERFCTL_NSYS_LOCK to a usable file"
+        return CheckResult("selftest", "fail", f"the self-test cannot run nsys: {exc}", fix)
+    with session, tempfile.TemporaryDirectory(prefix="perfctl-doctor-") as tmp:
+        return _selftest_in(nsys, Path(tmp), timeout_s, session)
 
 
-def _selftest_in(nsys: Nsys, folder: Path, timeout_s: float) -> CheckResult:
+def _selftest_in(nsys: Nsys, folder: Path, timeout_s: float, session: NsysSessionLock) -> CheckResult:
     facts_path, base = folder / "facts.json", folder / "selftest"
     program = [sys.executable, "-m", "perfctl.driver.selftest", str(facts_path)]
     cmd = nsys.profile_command(base, DEFAULT_TRACE, program)
     progress.step(f"self-test: a tiny program under nsys profile --trace={DEFAULT_TRACE}")
     started = time.monotonic()
     log = folder / "nsys.log"
-    try:
-        with log.open("w") as out:
-            exit_code = subprocess.run(
-                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=folder, timeout=timeout_s, check=False
-            ).returncode
-    except subprocess.TimeoutExpired:
-        return CheckResult(
-            "selftest", "fail", f"nsys profile did not finish in {timeout_s:g} s", _by_hand(nsys)
-        )
+    env = dict(os.environ) | session.child_env()
+    watcher = SessionWatcher(own_holder=os.getpid())
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=folder, env=env)
+        try:
+            exit_code = watcher.wait(proc, timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return CheckResult(
+                "selftest", "fail", f"nsys profile did not finish in {timeout_s:g} s", _by_hand(nsys)
+            )
+        except BaseException:  # Ctrl-C: no nsys left behind, as subprocess.run would do
+            proc.kill()
+            proc.wait()
+            raise
+    watcher.scan()
     seconds = round(time.monotonic() - started, 1)
-    details: dict[str, Any] = {"command": cmd, "nsys_exit_code": exit_code, "seconds": seconds}
+    details: dict[str, Any] = {
+        "command": cmd,
+        "nsys_exit_code": exit_code,
+        "seconds": seconds,
+        "session_lock": session.record(),
+        "foreign_sessions_seen": [p.to_json() for p in watcher.seen],
+    }
     report, sqlite = base.with_suffix(".nsys-rep"), base.with_suffix(".sqlite")
     if not report.is_file():
         if list(folder.glob("*.qdstrm")):
@@ -360,11 +384,20 @@ def judge_selftest(
     pushed = int(facts.get("ranges_pushed", 0))
     if ranges < pushed:
         problem = nvtx_problem(facts.get("nvtx"), nsys.version)
-        fix = problem or (
-            f"nsys {nsys.version} did not record ranges of nvtx {facts.get('nvtx')}: try nvtx 0.2.11 "
-            "(pip install 'nvtx==0.2.11'), which every nsys perfctl was tried with reads"
-        )
+        foreign = details.get("foreign_sessions_seen") or []
         found = f"{ranges} of {pushed} NVTX ranges in domain '{DOMAIN}' arrived in the export"
+        if problem:
+            fix = problem
+        elif foreign:  # evidence of another cause: two nsys sessions at once lose ranges at random
+            found += (
+                f"; another nsys session ran beside the self-test ({NsysProcess(**foreign[0]).describe()})"
+            )
+            fix = "run perfctl doctor again once no other nsys session runs on this machine"
+        else:
+            fix = (
+                f"nsys {nsys.version} did not record ranges of nvtx {facts.get('nvtx')}: try nvtx 0.2.11 "
+                "(pip install 'nvtx==0.2.11'), which every nsys perfctl was tried with reads"
+            )
         return CheckResult("selftest", "fail", found, fix, details)
     found = f"{ranges} of {pushed} NVTX ranges in domain '{DOMAIN}' arrived"
     if not facts.get("launched_kernels"):

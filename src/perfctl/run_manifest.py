@@ -93,6 +93,8 @@ DRIVER_INFO_FIELDS: dict[str, Field] = {
     "load_seconds": NUMBER,
     "decode_ranges_per_page": COUNT,
     "telemetry": TEXT_OR_NULL,
+    "nvtx_enabled": FLAG,  # read by capture's diagnosis of missing NVTX ranges (nvtx_evidence)
+    "nvtx_ranges_pushed": COUNT,
 }
 _DRIVER_PASS = {  # manifest `timing` / `torch`: a pass that ran the driver again without nsys
     "command": ARGV,

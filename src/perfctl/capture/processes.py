@@ -161,13 +161,18 @@ def stop_processes(token: str, grace_s: float = 10.0) -> list[int]:
     return sorted(set(signalled))
 
 
-def wait_until_gone(token: str, seconds: float = float("inf")) -> list[int]:
-    """Wait up to `seconds` for the run's processes to end by themselves; those still running."""
+def wait_until_gone(
+    token: str, seconds: float = float("inf"), tick: Callable[[], None] | None = None
+) -> list[int]:
+    """Wait up to `seconds` for the run's processes to end by themselves; those still running. `tick`,
+    when given, is called at each look (the nsys pass's session watcher)."""
     deadline = time.monotonic() + seconds
     while True:
         pids = processes_with_token(token)
         if not pids or time.monotonic() >= deadline:
             return pids
+        if tick is not None:
+            tick()
         time.sleep(0.1)
 
 

@@ -21,9 +21,9 @@ A run folder holds:
 
 from __future__ import annotations
 
+import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -52,6 +52,9 @@ from perfctl.capture.nsys import (
     sqlite_problem,
     stream_left_elsewhere,
 )
+from perfctl.capture.nsys_lock import NsysSessionLock, no_wait_refusal
+from perfctl.capture.nsys_sessions import SessionWatcher
+from perfctl.capture.nvtx_evidence import explain_missing_ranges, gather_evidence, read_export_nvtx
 from perfctl.capture.processes import (
     Interrupted,
     deferred_interrupts,
@@ -65,11 +68,10 @@ from perfctl.capture.processes import (
 )
 from perfctl.capture.processes import start as start_child
 from perfctl.capture.run_folder import check_run_dir_choice, claim_run_dir, lock_run_dir, unlock_run_dir
-from perfctl.errors import BadInput, CaptureFailed
+from perfctl.errors import BadInput, CaptureFailed, PerfctlError
 from perfctl.hardware.calibrate import CALIBRATION_FILE
 from perfctl.records import read_page_records
 from perfctl.run_manifest import read_driver_info
-from perfctl.stages import DOMAIN
 from perfctl.workloads.deepseek_ocr_v1 import check_capture_mode
 from perfctl.workloads.models import ModelSpec, is_v1_spec, resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
@@ -112,6 +114,9 @@ class CaptureOptions:
     # explains where the time goes, the clean pass's pages x repeats measure it (None: all of them)
     profile_pages: int | None = None
     calibrate: bool = False  # after the passes: perfctl calibrate into the run folder
+    # another nsys session on the machine (perfctl's, under the nsys lock, or a foreign one): refuse
+    # at once (BadInput) instead of waiting for it
+    no_wait: bool = False
     argv: list[str] = field(default_factory=list)
 
 
@@ -159,26 +164,6 @@ def profiled_page_count(workload: dict[str, Any], n_pages: int) -> int:
     return min(int(limit), n_pages) if limit else n_pages * int(workload.get("repeats", 1))
 
 
-def count_perfctl_ranges(sqlite_path: Path) -> int:
-    """How many push/pop or start/end ranges of perfctl's NVTX domain the export holds."""
-    from perfctl.nsys_export.events import load_nvtx_ranges
-    from perfctl.nsys_export.schema import connect_readonly, read_schema
-
-    try:
-        conn = connect_readonly(sqlite_path)
-    except BadInput as exc:  # perfctl's own export: unreadable means the capture failed
-        raise CaptureFailed(str(exc)) from None
-    try:
-        ranges = load_nvtx_ranges(conn, read_schema(conn, sqlite_path))
-        return int((ranges["domain"] == DOMAIN).sum())
-    except sqlite3.DatabaseError as exc:
-        raise CaptureFailed(f"the export {sqlite_path} cannot be read: {exc}") from None
-    except BadInput as exc:  # perfctl's own export: unreadable means the capture failed
-        raise CaptureFailed(str(exc)) from None
-    finally:
-        conn.close()
-
-
 def capture_run(opts: CaptureOptions) -> CaptureResult:
     """Run the passes `opts.tool` names into a new run folder; the result says how it ended."""
     # the user's inputs first, then the tools: a bad page is named even where nsys is missing
@@ -196,12 +181,37 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
     if opts.profile_pages is not None and opts.profile_pages > len(pages):
         raise BadInput(f"--profile-pages {opts.profile_pages} is more than the {len(pages)} pages given")
     nsys = find_nsys(opts.nsys) if opts.tool != "torch" else None
+    if nsys is None:
+        return _claim_and_capture(opts, nsys, spec, pages, driver, None)
+    # the nsys lock is tried before the run folder is claimed: --no-wait refuses with nothing made;
+    # a capture that has to wait claims its folder first (a clash of names is refused at once) and
+    # waits at its nsys pass, the manifest saying for whom (nsys.session_lock)
+    with NsysSessionLock(NSYS_PASS_WHAT) as session:
+        busy = session.try_take()
+        if busy is not None and opts.no_wait:
+            raise no_wait_refusal(busy)
+        return _claim_and_capture(opts, nsys, spec, pages, driver, session)
+
+
+NSYS_PASS_WHAT = "perfctl capture, nsys pass"
+
+
+def _claim_and_capture(
+    opts: CaptureOptions,
+    nsys: Nsys | None,
+    spec: ModelSpec,
+    pages: list[Path],
+    driver: DriverPython,
+    session: NsysSessionLock | None,
+) -> CaptureResult:
     with interrupts_raise():
         run_dir = claim_run_dir(opts.profiles_root, opts.model, opts.run_id, opts.out, opts.force).resolve()
         lock = lock_run_dir(run_dir)
+        if session is not None:  # waiters read which run holds (or waits for) the nsys lock
+            session.name_run(run_dir.name)
         manifest: dict[str, Any] = {"run_id": run_dir.name, "status": "running", "started_at": utc_now()}
         try:
-            return _capture(opts, nsys, spec, pages, run_dir, manifest, driver)
+            return _capture(opts, nsys, spec, pages, run_dir, manifest, driver, session)
         except (KeyboardInterrupt, Interrupted) as exc:
             with deferred_interrupts():
                 result = _record_interrupted(run_dir, manifest, _signal_of(exc))
@@ -219,6 +229,7 @@ def _capture(
     run_dir: Path,
     manifest: dict[str, Any],
     driver: DriverPython,
+    session: NsysSessionLock | None = None,
 ) -> CaptureResult:
     page_paths = [str(p.resolve()) for p in pages]
     workload: dict[str, Any] = {
@@ -262,7 +273,7 @@ def _capture(
     profiled_expected = profiled_page_count(manifest["workload"], len(pages))
     passes = {"timing": (workload, expected), "torch": (profiled, profiled_expected)}
     try:
-        if nsys is None:  # --tool torch: the torch.profiler pass alone
+        if nsys is None or session is None:  # --tool torch: the torch.profiler pass alone
             write_json_atomic(run_dir / "workload.json", workload)
             write_json_atomic(run_dir / "manifest.json", manifest)
             registry.record_capture(run_dir, manifest, opts.profiles_root, started=True)
@@ -281,10 +292,15 @@ def _capture(
             }
             write_json_atomic(run_dir / "manifest.json", manifest)
             registry.record_capture(run_dir, manifest, opts.profiles_root, started=True)
+            _take_nsys_turn(session, run_dir, manifest, opts.no_wait)
             progress.step(
                 f"nsys pass: {profiled_expected} pages under nsys profile (log: {run_dir / 'driver.log'})"
             )
-            result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, profiled_expected, driver_env)
+            try:
+                env = driver_env | session.child_env()
+                result = _run_and_finalize(nsys, nsys_cmd, run_dir, manifest, profiled_expected, env)
+            finally:  # the later passes run no nsys: another capture's nsys pass may run beside them
+                session.release()
             later = ["timing", "torch"] if opts.tool == "all" else []
         for name in later:
             if result.status == "ok":
@@ -317,6 +333,34 @@ def run_calibration(run_dir: Path, manifest: dict[str, Any], device: str | None)
         manifest["status"], manifest["reason"] = "failed", reason
     write_json_atomic(run_dir / "manifest.json", manifest)
     return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
+
+
+def _take_nsys_turn(session: NsysSessionLock, run_dir: Path, manifest: dict[str, Any], no_wait: bool) -> None:
+    """Hold the nsys lock before the nsys pass, waiting for it where the capture could not take it at
+    its start: the manifest says meanwhile whom it waits for, and afterwards how long it waited."""
+    manifest["nsys"]["session_lock"] = session.record()
+
+    def waiting(line: str) -> None:
+        progress.step(line)
+        manifest["nsys"]["session_lock"] = session.record() | {"waiting": True}
+        write_json_atomic(run_dir / "manifest.json", manifest)
+
+    try:
+        session.take(wait=not no_wait, report=waiting)
+    except PerfctlError as exc:  # a wait that could never end (the lock went to an ancestor)
+        manifest["status"], manifest["reason"] = "failed", str(exc)
+        manifest["finished_at"] = utc_now()
+        raise
+    except (KeyboardInterrupt, Interrupted) as exc:
+        manifest["status"] = "interrupted"
+        manifest["reason"] = (
+            f"stopped by {describe_signal(_signal_of(exc))} while waiting for "
+            f"{session.waited_for[-1] if session.waited_for else 'the nsys lock'}"
+        )
+        raise
+    finally:
+        manifest["nsys"]["session_lock"] = session.record()
+    write_json_atomic(run_dir / "manifest.json", manifest)
 
 
 def _signal_of(exc: BaseException) -> int:
@@ -410,14 +454,17 @@ def _run_and_finalize(
 ) -> CaptureResult:
     token = new_token()
     interrupted_by = None
+    # any other nsys session that runs beside this one is noted: evidence if ranges go missing
+    watcher = SessionWatcher(own_holder=os.getpid())
+    manifest["nsys"]["started_at"] = utc_now()
     with (run_dir / "nsys.log").open("w") as log:
         proc = start_child(cmd, token, signal.SIGINT, run_dir, stdout=log, set_env=env)
         try:
-            exit_code = proc.wait()
+            exit_code = watcher.wait(proc)
             if exit_code < 0:
                 # nsys's own process was killed; its agent carries on, and writes the report once
                 # the driver has finished: wait for the rest of the run to end by itself
-                wait_until_gone(token)
+                wait_until_gone(token, tick=watcher.tick)
         except (KeyboardInterrupt, Interrupted) as exc:
             # one SIGINT: nsys stops the driver and writes the report of what ran (a second one, or
             # the user's second Ctrl-C, makes it quit at once without a report)
@@ -427,6 +474,9 @@ def _run_and_finalize(
         # whatever of the run is still there (a driver nsys left behind, its agent) is stopped
         manifest["nsys"]["exit_code"] = exit_code
         manifest["nsys"]["leftover_processes_stopped"] = len(stop_processes(token))
+        manifest["nsys"]["ended_at"] = utc_now()
+        watcher.scan()  # one last look: a session that started since the last scan
+        manifest["nsys"]["foreign_sessions_seen"] = [p.to_json() for p in watcher.seen]
         return _finalize(nsys, run_dir, manifest, expected_pages, exit_code, interrupted_by)
 
 
@@ -493,14 +543,12 @@ def _finalize(
                 f"the driver finished {pages_done} of {expected_pages} pages "
                 f"({_driver_end(exit_code)}); driver.log ends: {tail}"
             )
-        ranges = count_perfctl_ranges(sqlite)
-        manifest["perfctl_nvtx_ranges"] = ranges
-        if ranges == 0 and pages_done:
-            raise CaptureFailed(
-                f"no NVTX ranges of domain '{DOMAIN}' arrived in the export although the driver ran: "
-                f"this nsys ({nsys.version}) does not see this nvtx package "
-                f"({manifest['packages'].get('nvtx')})"
-            )
+        exported = read_export_nvtx(sqlite)
+        manifest["perfctl_nvtx_ranges"] = exported.perfctl_ranges
+        if exported.perfctl_ranges == 0 and pages_done:
+            evidence = gather_evidence(exported, manifest)
+            manifest["nvtx_evidence"] = evidence.to_json()
+            raise CaptureFailed(explain_missing_ranges(evidence, pages_done))
     except CaptureFailed as exc:
         if status == "ok":
             status, reason = "failed", str(exc)

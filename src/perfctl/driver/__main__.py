@@ -4,7 +4,8 @@
 
 The workload file (written by `perfctl capture`) names the model, pages, repeats and generation
 settings, and where to write: per-page records (JSON lines, appended as each page finishes so that a
-crash keeps the pages already done), `driver-info.json` (versions, device, model facts) and the log.
+crash keeps the pages already done), `driver-info.json` (versions, device, model facts; once the
+pages are done, `nvtx_ranges_pushed`: how many NVTX ranges the driver handed to nvtx) and the log.
 Exit status: 0 ok, 3 NVTX ranges would be invisible to this nsys, 1 anything else.
 """
 
@@ -130,7 +131,8 @@ def run(workload: dict[str, Any]) -> int:
 
     device, dtype = resolve_device_dtype(workload["device"], workload["dtype"])
     spec = ModelSpec.from_json(workload["model"])
-    emitter: RangeEmitter = NvtxEmitter()
+    nvtx_emitter = NvtxEmitter()
+    emitter: RangeEmitter = nvtx_emitter
     _log(
         f"loading {spec.name} ({'random weights' if spec.random_weights else 'weights'}) on {device} {dtype}"
     )
@@ -155,6 +157,7 @@ def run(workload: dict[str, Any]) -> int:
         "torch": torch.__version__,
         "transformers": _version("transformers"),
         "nvtx": installed_nvtx_version(),
+        "nvtx_enabled": nvtx_emitter.enabled,  # False: NVTX_DISABLE is set, no range can arrive
         "parameters": sum(p.numel() for p in work.model.parameters()),
         "attn_implementation": getattr(work.model.config, "_attn_implementation", None),
         "image_tokens_per_page": prepared[0].image_tokens,
@@ -276,6 +279,10 @@ def run(workload: dict[str, Any]) -> int:
     marker.detach()
     if sampler is not None:
         sampler.stop()
+    # the ranges this driver handed to nvtx (load, warm-up, pages, stages): the capture's evidence
+    # should none arrive in the export
+    info["nvtx_ranges_pushed"] = nvtx_emitter.pushed
+    write_json_atomic(Path(workload["driver_info"]), info)
     return 0
 
 

@@ -37,16 +37,22 @@ _COLORS = {
 
 
 class NvtxEmitter:
-    """Push/pop ranges in perfctl's NVTX domain through the `nvtx` package."""
+    """Push/pop ranges in perfctl's NVTX domain through the `nvtx` package. `pushed` counts the ranges
+    handed to an enabled nvtx (the capture's evidence when none arrive: zero is the driver's side);
+    `enabled` is False when NVTX_DISABLE in the environment turns every nvtx call into a no-op."""
 
     def __init__(self, domain: str = DOMAIN) -> None:
         import nvtx  # imported here so that analysis-only installs never need it
 
         self._nvtx = nvtx
         self._domain = domain
+        self.enabled = bool(getattr(nvtx, "enabled", lambda: True)())
+        self.pushed = 0
 
     def push(self, name: str, payload: int | None = None) -> None:
         self._nvtx.push_range(name, color=_COLORS.get(name, 0xFFFFFFFF), domain=self._domain, payload=payload)
+        if self.enabled:
+            self.pushed += 1
 
     def pop(self) -> None:
         self._nvtx.pop_range(domain=self._domain)
