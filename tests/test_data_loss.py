@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES, copy_run_fixture, run_perfctl
-from faults_support import nsys_lock
 from input_integrity import assert_one_line_error, tree_digest
 
 MISSING_NSYS = "/nonexistent/nsys"  # reached only if the refusal came too late
@@ -154,10 +153,9 @@ def test_a_run_folder_perfctl_made_is_replaced(tmp_path: Path, nsys_bin: str) ->
     run = copy_run_fixture(RUN_FIXTURE, tmp_path / "j-deepseek-ocr2-tiny")
     (run / "left-from-before.txt").write_text("the old run's\n")
     old = json.loads((run / "manifest.json").read_text())
-    with nsys_lock():
-        proc = run_perfctl(
-            "capture", "--out", str(run), "--force", *TINY_CAPTURE, "--nsys", nsys_bin, cwd=tmp_path
-        )
+    proc = run_perfctl(
+        "capture", "--out", str(run), "--force", *TINY_CAPTURE, "--nsys", nsys_bin, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not (run / "left-from-before.txt").exists() and not (run / "timing").exists()
     new = json.loads((run / "manifest.json").read_text())

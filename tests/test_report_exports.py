@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from conftest import decompress_fixture, run_perfctl
-from faults_support import nsys_lock
 from input_integrity import assert_one_line_error, sha256, tree_digest
 from nsys_reference import perfctl_nvtx_totals, run_nvtx_sum
 
@@ -30,14 +29,13 @@ def captures(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> dict[st
     """Two real run folders (2 and 3 new tokens: different reports) made by perfctl capture."""
     root = tmp_path_factory.mktemp("profiles")
     runs = {}
-    with nsys_lock():
-        for name, tokens in (("two", "2"), ("three", "3")):
-            proc = run_perfctl(
-                "capture", *TINY_CAPTURE, "--max-new-tokens", tokens, "--profiles", str(root),
-                "--run-id", name, "--nsys", nsys_bin,
-            )  # fmt: skip
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-            runs[name] = root / name
+    for name, tokens in (("two", "2"), ("three", "3")):
+        proc = run_perfctl(
+            "capture", *TINY_CAPTURE, "--max-new-tokens", tokens, "--profiles", str(root),
+            "--run-id", name, "--nsys", nsys_bin,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs[name] = root / name
     return runs
 
 
