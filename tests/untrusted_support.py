@@ -59,11 +59,13 @@ def delete_rows(export: Path, rows: dict[str, list[int]]) -> None:
     conn.close()
 
 
-def analyze_json(export: Path, out: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """`perfctl analyze EXPORT --format json` through the CLI; the export must come out unchanged,
-    and stderr holds no traceback."""
+def analyze_json(
+    export: Path, out: Path, *options: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """`perfctl analyze EXPORT --format json [OPTIONS]` through the CLI; the export must come out
+    unchanged, and stderr holds no traceback."""
     before = sha256(export)
-    proc = run_perfctl("analyze", str(export), "--format", "json", "--out-dir", str(out))
+    proc = run_perfctl("analyze", str(export), "--format", "json", "--out-dir", str(out), *options)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert sha256(export) == before, "the export was changed"
     analysis = json.loads(proc.stdout) if proc.returncode == 0 else {}
