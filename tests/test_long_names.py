@@ -142,3 +142,30 @@ def test_distinct_long_names_stay_distinct_and_equal_ones_one(
     assert seen == full  # each name's size and the hash of its whole value
     report = (run["out"] / "report.html").read_text()
     assert all(f"sha256 {d}]" in report for _, d in seen)
+
+
+def test_a_long_version_and_gpu_name_are_bounded_too(tmp_path: Path, export_dir: Path) -> None:
+    """Other text an export hands to every output: its nsys version (EXPORT_META_DATA) and GPU name
+    (TARGET_INFO_GPU), 16 MB each."""
+    export = copy(decompress_fixture("h200-tiny-ocr2.sqlite.xz", export_dir), tmp_path / "long.sqlite")
+    size = LENGTHS["16MB"]
+    with sqlite3.connect(export) as conn:
+        conn.execute(
+            "UPDATE EXPORT_META_DATA SET value = replace(hex(zeroblob(?)), '0', 'v') "
+            "WHERE name = 'EXPORT_PRODUCT_VERSION'",
+            (size // 2,),
+        )
+        conn.execute("UPDATE TARGET_INFO_GPU SET name = replace(hex(zeroblob(?)), '0', 'g')", (size // 2,))
+    conn.close()
+    proc = subprocess.run(
+        [sys.executable, "-m", "perfctl", "analyze", str(export), "--out-dir", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert all((tmp_path / "out" / n).stat().st_size < OUTPUT_LIMIT for n in OUTPUTS)
+    export_info = json.loads((tmp_path / "out" / "analysis.json").read_text())["export"]
+    for text in (export_info["nsys_version"], export_info["gpus"][0]["name"]):
+        assert text.endswith("]") and f"… [{size:,} bytes, sha256 " in text
