@@ -55,6 +55,7 @@ MOST_BAD_ROWS = 1000  # never more: past that the export was written wrong, not 
 # CUPTI correlation ids are 32-bit; the launch join keys them as id + 1 below 2^32
 CORRELATION_LIMIT = 1 << 32
 INT32_MAX = (1 << 31) - 1  # name ids are kept as int32
+_INT64_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,11 @@ class IdRule:
     high: int
 
     def violated(self, values: npt.NDArray[np.int64]) -> bool:
-        return bool(len(values)) and (int(values.min()) < self.low or int(values.max()) > self.high)
+        if not len(values):
+            return False
+        if int(values.min()) < self.low:
+            return True
+        return self.high < _INT64_MAX and int(values.max()) > self.high  # (no int64 passes INT64_MAX)
 
     def bad(self, values: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         out: npt.NDArray[np.bool_] = (values < self.low) | (values > self.high)
@@ -86,7 +91,7 @@ def correlation(name: str = "corr") -> IdRule:
 
 def any_integer(name: str, column: str) -> IdRule:
     """A serialized process or thread id: any integer (or NULL)."""
-    return IdRule(name, column, int(NOT_AN_INTEGER) + 1, (1 << 63) - 1)
+    return IdRule(name, column, int(NOT_AN_INTEGER) + 1, _INT64_MAX)
 
 
 def string_id(name: str, column: str) -> IdRule:
@@ -94,7 +99,7 @@ def string_id(name: str, column: str) -> IdRule:
 
 
 def byte_count(name: str = "bytes") -> IdRule:
-    return IdRule(name, "bytes", NULL, (1 << 63) - 1)
+    return IdRule(name, "bytes", NULL, _INT64_MAX)
 
 
 # the timestamps' problems, in the order a row is classified by
@@ -234,9 +239,13 @@ class RowChecks:
         start, end = chunk["start"], chunk["end"]
         if len(end) == 0:
             return chunk
-        if self.session_end is not None and int(end.max()) > self.session_end:
+        first, last = int(start.min()), int(end.max())
+        if self.session_end is not None and last > self.session_end:
             self.past_session_end[table] += int(np.count_nonzero(end > self.session_end))
-        self._add(table, "durations", float(np.sum(end - start, dtype=np.float64)))
+        # the chunk's durations, in int64 where their sum cannot wrap (always, in a real export)
+        exact = len(end) * (last - first) <= _INT64_MAX
+        durations = int((end - start).sum()) if exact else float(np.sum(end - start, dtype=np.float64))
+        self._add(table, "durations", durations)
         if "bytes" in chunk:
             self._add(table, "bytes", float(np.sum(np.maximum(chunk["bytes"], 0), dtype=np.float64)))
         return chunk

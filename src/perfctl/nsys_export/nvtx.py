@@ -9,6 +9,7 @@ range row whose thread, domain or payload is no integer refuses the export.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -62,24 +63,32 @@ def _nvtx_text(schema: ExportSchema) -> tuple[str, str, str]:
 
 def _nvtx_names(conn: sqlite3.Connection, frame: pd.DataFrame) -> list[str]:
     """The names of NVTX rows read as (name: `head_sql`, name_size: `size_sql`, name_row, range_id),
-    bounded: a long text is hashed from its StringIds row (once per row: ranges share their
-    registered strings) or from the event's own text."""
-    heads, sizes = frame["name"].tolist(), frame["name_size"].tolist()
+    bounded (`names.read_name`): a long text is hashed from its StringIds row (once per row: ranges
+    share their registered strings) or from the event's own text."""
+    heads, sizes = frame["name"].tolist(), frame["name_size"].fillna(0).astype(np.int64).tolist()
     string_rows, event_rows = frame["name_row"].tolist(), frame["range_id"].tolist()
+    decoded: dict[bytes, str] = {}  # (the ranges of a run share a few names: each decoded once)
     by_string_row: dict[int, str] = {}
     names = []
     for head, size, string_row, event_row in zip(heads, sizes, string_rows, event_rows, strict=True):
-        size = None if size is None or size != size else int(size)  # (NULL: None, or NaN)
-        registered = int(string_row) >= 0
-        table, column, row = (
-            ("StringIds", "value", int(string_row)) if registered else ("NVTX_EVENTS", "text", int(event_row))
-        )
-        if registered and size is not None and size > NAME_BYTES:  # long: hashed once
-            if row not in by_string_row:
-                by_string_row[row] = read_name(conn, head, size, table, column, row)
-            names.append(by_string_row[row])
-        else:
-            names.append(read_name(conn, head, size, table, column, row))
+        if head is None:
+            names.append("")
+            continue
+        if size <= NAME_BYTES:  # whole: decoded here (bytes that are not UTF-8: read_name refuses)
+            name = decoded.get(head)
+            if name is None:
+                with contextlib.suppress(UnicodeDecodeError):
+                    name = decoded[head] = bytes(head).decode("utf-8")
+            if name is not None:
+                names.append(name)
+                continue
+        row = int(string_row)
+        if row < 0:  # the event's own text
+            names.append(read_name(conn, head, size, "NVTX_EVENTS", "text", int(event_row)))
+            continue
+        if row not in by_string_row:
+            by_string_row[row] = read_name(conn, head, size, "StringIds", "value", row)
+        names.append(by_string_row[row])
     return names
 
 
