@@ -13,7 +13,7 @@ wraps silently), so an export whose sums would pass SUM_LIMIT is refused too.
 
 The readers decode integer columns with NULL as -1 and any other value that is not an integer (text,
 blob, real) as NOT_AN_INTEGER (`pages`, `columns`). The checks are a few vectorized comparisons per
-chunk; only when a chunk shows a bad row does SQLite look up which row came first (`first_bad`), so
+chunk; only when a chunk shows a bad row does SQLite look up which row came first (`_first_bad`), so
 a sound export pays nothing more.
 
 GPU activities that end past the session's end recorded in ANALYSIS_DETAILS are counted too: nsys
@@ -262,7 +262,7 @@ class RowChecks:
         return self._checked(table, "launch calls" if where else "rows", chunk, rules, where, counted)
 
     def nvtx(self, bad: BadRows) -> None:
-        """The NVTX ranges' bad rows (read at once through SQL: events.load_nvtx_ranges)."""
+        """The NVTX ranges' bad rows (read at once through SQL: nvtx.load_nvtx_ranges)."""
         self.bad[bad.table] = bad
 
     def warnings(self) -> list[str]:
@@ -316,8 +316,8 @@ class RowChecks:
         if tally is not None and bad.any():
             tally.count += int(bad.sum())
             tally.problems += _classify(start[bad], end[bad])
-            if tally.first is None:
-                tally.first = self._first_bad(table, where)
+            if tally.first is None:  # ("" once looked up and not found: not looked up again)
+                tally.first = self._first_bad(table, where) or ""
             if tally.count > MOST_BAD_ROWS:  # (no need to read on: it is refused whatever follows)
                 raise tally.refusal(self.path)
         return {c: v[~bad] for c, v in chunk.items()}
@@ -360,8 +360,9 @@ class RowChecks:
         else:
             value = f"{row[2]}, not an integer" if row[2] not in ("integer", "null") else str(row[1])
             where_text = f"rowid {row[0]}: {rule.column} is {value}"
+        # (every rule allows NULL, read -1: the ids from 0 up, or a serialized thread, any integer)
+        wanted = "an integer" if rule.low < NULL else f"an integer from 0 to {rule.high:,}"
         return BadInput(
             f"{self.path} is not a usable nsys export: {table} {where_text} (an id or count the "
-            f"analysis needs: an integer from {max(rule.low, 0):,} to {rule.high:,}"
-            + (", or NULL)" if rule.low <= NULL else ")")
+            f"analysis needs: {wanted}" + (", or NULL)" if rule.low <= NULL else ")")
         )
