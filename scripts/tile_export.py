@@ -3,8 +3,10 @@
 Copy k (k = 1..N-1) of the events is shifted by k x (the export's time span + 1 ms), and its CUDA
 correlation ids by k x (largest id + 1), so every kernel still matches its own launch, and every
 launch still lies inside the copies of the NVTX ranges it lay in. Domain create/destroy events are
-not copied (one domain per process, as in a real capture). The result is a valid export for both
-`perfctl analyze` and `nsys stats`.
+not copied (one domain per process, as in a real capture). ANALYSIS_DETAILS keeps the first copy's
+session, so every later copy ends past the recorded session end: an inconsistent export on purpose
+(the one of issue 14), which `nsys stats` counts as recorded and `perfctl analyze` too, warning that
+it is inconsistent (tests/test_session_end.py). It is a valid export for both tools.
 
     python scripts/tile_export.py BASE.sqlite OUT.sqlite --kernels 2000000
 """

@@ -91,23 +91,48 @@ def test_a_write_ahead_log_is_read_through_sqlite_and_said(
 
 
 def test_a_non_integer_value_is_read_through_sqlite_from_its_chunk_on(
-    tiny_gpu_export: Path, normal: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_gpu_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A kernel start stored as a float (integer start + 0.5: SQLite's read, truncated, is the start):
-    the kernel table is decoded from its pages up to the chunk holding it (in the background reader
-    process, whose note reaches the analysis), read through SQLite from there on."""
+    """A kernel start stored as a float (integer start + 0.5): the kernel table is decoded from its
+    pages up to the chunk holding it (in the background reader process, whose note reaches the
+    analysis), read through SQLite from there on. A start that is no integer is a bad row (issue 14:
+    it used to be cut to an integer): that kernel is left out and said, and every figure equals the
+    analysis of a copy without it."""
     monkeypatch.setattr(pages, "CHUNK_PAGES", 8)  # many chunks (the forked reader inherits it)
     export = _copy(tiny_gpu_export, tmp_path / "float.sqlite")
+    without = _copy(tiny_gpu_export, tmp_path / "without.sqlite")
     with sqlite3.connect(export) as conn:
         conn.execute(f"UPDATE {KERNEL} SET start = start + 0.5 WHERE rowid = 3000")
         assert conn.execute(f"SELECT typeof(start) FROM {KERNEL} WHERE rowid = 3000").fetchone() == ("real",)
+    with sqlite3.connect(without) as conn:
+        conn.execute(f"DELETE FROM {KERNEL} WHERE rowid = 3000")
+    analysis, expected = analyze_export(export), analyze_export(without)
+    assert _without_path_and_warnings(analysis) == _without_path_and_warnings(expected)
+    fallback, left_out = analysis["warnings"][len(expected["warnings"]) :]
+    assert fallback.startswith(f"{KERNEL}: the page reader cannot read it past rowid ")
+    assert "(a non-integer value in column start)" in fallback and fallback.endswith(SQLITE_INSTEAD)
+    past = int(fallback.split("past rowid ")[1].split()[0])
+    assert 0 < past < 3000
+    assert left_out == (
+        f"{KERNEL}: 1 of 6,101 rows have timestamps that cannot be (1 not an integer; the first, "
+        "rowid 3000: start is real, not an integer): left out of every figure"
+    )
+
+
+def test_a_record_on_overflow_pages_is_read_through_sqlite_to_the_same_figures(
+    tiny_gpu_export: Path, normal: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel row longer than a page (a 9,000-character text in a column the analysis does not
+    read): from its chunk on, SQLite reads the table, to the same figures, and says so once."""
+    monkeypatch.setattr(pages, "CHUNK_PAGES", 8)
+    export = _copy(tiny_gpu_export, tmp_path / "overflow.sqlite")
+    with sqlite3.connect(export) as conn:
+        conn.execute(f"UPDATE {KERNEL} SET gridId = ? WHERE rowid = 3000", ("g" * 9000,))
     analysis = analyze_export(export)
     assert _without_path_and_warnings(analysis) == _without_path_and_warnings(normal)
     (added,) = analysis["warnings"][len(normal["warnings"]) :]
     assert added.startswith(f"{KERNEL}: the page reader cannot read it past rowid ")
-    assert "(a non-integer value in column start)" in added and added.endswith(SQLITE_INSTEAD)
-    past = int(added.split("past rowid ")[1].split()[0])
-    assert 0 < past < 3000
+    assert "(records on overflow pages)" in added and added.endswith(SQLITE_INSTEAD)
 
 
 def test_an_export_out_of_start_order_is_analyzed_at_once_and_said(

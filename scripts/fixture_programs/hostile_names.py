@@ -1,5 +1,7 @@
 """A CPU program whose NVTX range names are hostile to every renderer perfctl has (HTML, SVG, Markdown,
-JSON): markup, Markdown table syntax, newlines, quotes, a very long C++ template name.
+JSON): markup, Markdown table syntax, newlines, quotes, a very long C++ template name; and names whose
+characters would make them display other than they read (bidirectional overrides, isolates and
+marks; control characters such as ESC, BEL and DEL), which every output must show escaped.
 
 It emits perfctl's own page / vision / prefill / decode ranges (short sleeps, no GPU) so the analysis
 has pages and stages, and inside each page one range per hostile name, some in a hostile domain.
@@ -30,6 +32,15 @@ HOSTILE_NAMES = (
 )
 
 
+# Characters that hide or reorder text: a report must show them escaped (\u202e), never raw. (NUL cannot
+# pass through NVTX's C strings: tests/test_report_escaping.py puts one into a kernel name instead.)
+INVISIBLE_NAMES = (
+    "access_granted\u202e } \u2066if (is_admin)\u2069 \u2066 begin admins only",  # "Trojan Source"
+    "\u202a\u202b\u202c\u202d embeddings \u2067isolates\u2068\u2069 marks \u200e\u200f\u061c",
+    "terminal \x1b[31mred\x1b[0m bell\x07 backspace\x08 del\x7f nel\x85 csi\x9b",
+)
+
+
 def sleep_range(name: str, seconds: float, domain: str = DOMAIN, payload: int | None = None) -> None:
     nvtx.push_range(name, domain=domain, payload=payload)
     time.sleep(seconds)
@@ -43,7 +54,7 @@ def main() -> None:
         sleep_range("prefill", 0.002)
         for token in range(1, 4):
             sleep_range("decode", 0.001, payload=token)
-        for name in HOSTILE_NAMES:
+        for name in (*HOSTILE_NAMES, *INVISIBLE_NAMES):
             sleep_range(name, 0.001)
         sleep_range(HOSTILE_NAMES[0], 0.001, domain=HOSTILE_DOMAIN)
         nvtx.pop_range(domain=DOMAIN)

@@ -28,16 +28,14 @@ from perfctl.analysis.ranges import (
     name_figures,
     summarize_names,
 )
-from perfctl.analysis.runs import STAT_KEYS, RunIndex
+from perfctl.analysis.runs import STAT_KEYS, RunIndex, sum_by
 from perfctl.errors import BadInput
 from perfctl.nsys_export import pages
-from perfctl.nsys_export.events import (
-    Activities,
-    load_nvtx_ranges,
-    string_values,
-    unended_range_ids,
-)
-from perfctl.nsys_export.schema import ExportSchema, connect_readonly, read_schema
+from perfctl.nsys_export.checks import RowChecks, check_sum
+from perfctl.nsys_export.events import Activities, string_values
+from perfctl.nsys_export.names import head_sql, read_name, size_sql
+from perfctl.nsys_export.nvtx import load_nvtx_ranges, session_end, unended_range_ids
+from perfctl.nsys_export.schema import ExportSchema, connect_readonly, quote_identifier, read_schema
 from perfctl.nsys_export.windows import (
     NotWindowable,
     activity_windows,
@@ -64,6 +62,9 @@ GPU_COLUMNS = (
 )
 
 
+GPU_TEXT_COLUMNS = ("name", "busLocation")  # the others are integers (or NULL)
+
+
 @dataclass(frozen=True)
 class ExportTables:
     """What an export holds besides its GPU activities (read window by window: nsys_export.windows)."""
@@ -74,20 +75,53 @@ class ExportTables:
     unended: frozenset[int] = frozenset()  # range_ids of ranges that never ended (a run cut short)
 
 
-def load_export(path: Path, schema: ExportSchema | None = None) -> ExportTables:
+def load_export(
+    path: Path, schema: ExportSchema | None = None, checks: RowChecks | None = None
+) -> ExportTables:
+    """The export's NVTX ranges (`checks` counts the bad ones and those past the session's end),
+    GPUs and unended ranges."""
     conn = connect_readonly(path)
     try:
         schema = schema or read_schema(conn, path)
-        gpus: list[dict[str, Any]] = []
-        if schema.has("TARGET_INFO_GPU"):
-            cols = [c for c in GPU_COLUMNS if schema.has_column("TARGET_INFO_GPU", c)]
-            cur = conn.execute(f"SELECT {', '.join(cols)} FROM TARGET_INFO_GPU")
-            gpus = [dict(zip(cols, row, strict=True)) for row in cur]
-        ranges = load_nvtx_ranges(conn, schema)
+        gpus = _gpus(conn, schema)
+        ranges = load_nvtx_ranges(conn, schema, checks)
         unended = unended_range_ids(conn, schema)
     finally:
         conn.close()
     return ExportTables(schema, ranges, gpus, unended)
+
+
+def _gpus(conn: sqlite3.Connection, schema: ExportSchema) -> list[dict[str, Any]]:
+    """TARGET_INFO_GPU's rows: names bounded (nsys_export.names), the other columns integers or
+    NULL (else the export is refused, naming the row)."""
+    if not schema.has("TARGET_INFO_GPU"):
+        return []
+    cols = [c for c in GPU_COLUMNS if schema.has_column("TARGET_INFO_GPU", c)]
+    select = []
+    for c in cols:
+        q = quote_identifier(c)
+        if c in GPU_TEXT_COLUMNS:
+            select += [head_sql(q), size_sql(q)]
+        else:
+            select += [q, f"typeof({q})"]
+    gpus = []
+    for row in conn.execute(f"SELECT rowid, {', '.join(select)} FROM TARGET_INFO_GPU").fetchall():
+        gpu: dict[str, Any] = {}
+        for i, c in enumerate(cols):
+            value, extra = row[1 + 2 * i], row[2 + 2 * i]
+            if c in GPU_TEXT_COLUMNS:
+                gpu[c] = (
+                    None if value is None else read_name(conn, value, extra, "TARGET_INFO_GPU", c, row[0])
+                )
+            elif extra in ("integer", "null"):
+                gpu[c] = value
+            else:
+                raise BadInput(
+                    f"{schema.path} is not a usable nsys export: TARGET_INFO_GPU rowid {row[0]}: {c} is "
+                    f"{extra}, not an integer"
+                )
+        gpus.append(gpu)
+    return gpus
 
 
 def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
@@ -97,19 +131,23 @@ def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
         conn = connect_readonly(path)
         try:
             schema = read_schema(conn, path)
+            end = session_end(conn, schema)
         finally:
             conn.close()
         fallbacks: list[str] = []  # where the engine leaves its fast path, filled as windows are read
-        windows = activity_windows(schema, fallbacks=fallbacks)  # the readers start now, beside what follows
+        checks = RowChecks(path, end)  # what the untrusted rows held, filled as they are read
+        # the readers start now, beside what follows
+        windows = activity_windows(schema, fallbacks=fallbacks, checks=checks)
         try:
-            tables = load_export(path, schema)
+            tables = load_export(path, schema, checks)
             progress.step("attributing GPU work to NVTX ranges")
             try:
-                return analyze_tables(tables, windows, top_n=top_n, fallbacks=fallbacks)
+                return analyze_tables(tables, windows, top_n=top_n, fallbacks=fallbacks, checks=checks)
             except NotWindowable as refused:  # (rare) the whole export at once, read afresh
                 fallbacks = [not_windowable_note(refused)]
-                whole = load_gpu_activities(schema, fallbacks)
-                return analyze_tables(tables, iter([whole]), top_n=top_n, fallbacks=fallbacks)
+                checks.restart_activities()
+                whole = load_gpu_activities(schema, fallbacks, checks)
+                return analyze_tables(tables, iter([whole]), top_n=top_n, fallbacks=fallbacks, checks=checks)
         finally:
             windows.close()
     except (sqlite3.DatabaseError, pages.Damaged, UnicodeDecodeError) as exc:
@@ -133,12 +171,15 @@ def analyze_tables(
     windows: Iterator[Activities],
     top_n: int = 10,
     fallbacks: Sequence[str] = (),
+    checks: RowChecks | None = None,
 ) -> dict[str, Any]:
     """The analysis of the export's tables and its GPU activities, window by window: each window's
     figures are added to the others' (windows are cut where the GPU is idle, so busy times add up).
     `fallbacks`: where the engine left its fast path (a table read through SQLite, an export not cut
     into windows), read once `windows` is exhausted (readers fill it as they go); each becomes a
-    warning, once."""
+    warning, once. `checks`: what the readers found in the export's rows (nsys_export.checks), read
+    then too: rows left out and events past the session's end become warnings; more than a few bad
+    rows in a table refuse the export (BadInput)."""
     # pages the program never finished are set apart: every figure is over complete pages
     ranges, completion, unfinished = set_aside_unfinished(tables.ranges, tables.unended)
     codes, uniques = name_codes(ranges)
@@ -159,6 +200,7 @@ def analyze_tables(
         per_instance.add(instances_here)
         per_name.add(names_here)
         del acts, runs, other, index, instances_here, names_here
+    _check_name_sums(tables.schema.path, ranges, codes, len(uniques), per_instance)
     instances = instance_table(ranges, per_instance)
     names = summarize_names(
         ranges, instances, codes, uniques, per_name, _name_lookup(tables.schema.path), top_n
@@ -191,6 +233,8 @@ def analyze_tables(
             "projection leaves them out, see each range's other_threads"
         )
     warnings += dict.fromkeys(fallbacks)  # (a table read twice through SQLite: one warning)
+    if checks is not None:
+        warnings += checks.warnings()
 
     return {
         "perfctl_version": __version__,
@@ -212,6 +256,18 @@ def analyze_tables(
         "pages": summarize_pages(ranges, instances),
         "completion": completion,
     }
+
+
+def _check_name_sums(
+    path: Path, ranges: pd.DataFrame, codes: np.ndarray, n: int, per_instance: InstanceFigures
+) -> None:
+    """Refuse an export whose per-name sums would overflow int64: each wall time and kernel time is
+    sound, but a name sums them over its instances (nested ranges of one name add a kernel's time
+    once per range, as nsys does)."""
+    wall = (ranges["end"].to_numpy(np.int64) - ranges["start"].to_numpy(np.int64)).astype(np.float64)
+    for what, values in (("wall times", wall), ("kernel times", per_instance.kernel_time_ns)):
+        sums = np.bincount(codes, weights=np.asarray(values, dtype=np.float64), minlength=n)
+        check_sum(path, f"the {what} of an NVTX range name's instances", float(sums.max(initial=0.0)))
 
 
 def kernel_totals(acts: Activities, index: RunIndex) -> dict[str, int]:
@@ -301,7 +357,7 @@ def summarize_pages(ranges: pd.DataFrame, instances: pd.DataFrame) -> list[dict[
     sums = {"instances": np.bincount(cell, minlength=cells)}
     for column in ("wall_ns", "kernel_count", "kernel_time_ns", "gpu_busy_ns"):
         values = instances[column].to_numpy(np.int64)[rows]
-        sums[column] = np.rint(np.bincount(cell, weights=values, minlength=cells)).astype(np.int64)
+        sums[column] = sum_by(cell, values, cells)  # (exact: a float bincount rounds past 2^53)
     payload = ranges["payload"].to_numpy()[page_rows]
     starts = ranges["start"].to_numpy(np.int64)[page_rows]
     walls = instances["wall_ns"].to_numpy(np.int64)[page_rows]

@@ -38,8 +38,8 @@ def group_union(groups: Int64s, starts: Int64s, ends: Int64s, n_groups: int) -> 
         return union, first_start, last_end
     base = int(starts.min())
     width = max(int(ends.max()), int(starts.max())) - base + 1
-    if width * (int(groups.max()) + 1) >= 2**62:
-        raise OverflowError("time span too large for a grouped interval union")
+    if width * (int(groups.max()) + 1) >= _KEY_LIMIT:
+        return _group_union_in_batches(groups, starts, ends, n_groups, width)
     offset = groups * width
     offset -= base
     key = starts + offset
@@ -55,13 +55,40 @@ def group_union(groups: Int64s, starts: Int64s, ends: Int64s, n_groups: int) -> 
     new[1:] |= groups[1:] != groups[:-1]
     seg_first = np.flatnonzero(new)
     seg_last = np.append(seg_first[1:] - 1, len(key) - 1)
-    union[:] = np.rint(
-        np.bincount(groups[seg_first], weights=reach[seg_last] - key[seg_first], minlength=n_groups)
-    ).astype(np.int64)
+    # each group's busy segments are adjacent (sorted by key): summed exactly in int64 (a float
+    # bincount would round lengths past 2^53 ns)
+    seg_code, seg_at = segments(groups[seg_first])
+    union[seg_code] = np.add.reduceat(reach[seg_last] - key[seg_first], seg_at)
     code, at = segments(groups)
     last_at = np.append(at[1:] - 1, len(groups) - 1)
     first_start[code] = key[at] - offset[at]
     last_end[code] = reach[last_at] - offset[last_at]
+    return union, first_start, last_end
+
+
+_KEY_LIMIT = 1 << 62  # group_union's keys (group x width + time) stay below this, inside int64
+
+
+def _group_union_in_batches(
+    groups: Int64s, starts: Int64s, ends: Int64s, n_groups: int, width: int
+) -> tuple[Int64s, Int64s, Int64s]:
+    """group_union for intervals spread too widely for one key per (group, time): the groups in
+    batches of consecutive codes that fit (a span of 2^61 ns, say, one group at a time)."""
+    per_batch = max(1, (_KEY_LIMIT - 1) // width - 1)
+    order = np.argsort(groups, kind="stable")  # (each group's intervals keep their order)
+    groups, starts, ends = groups[order], starts[order], ends[order]
+    union = np.zeros(n_groups, dtype=np.int64)
+    first_start = np.full(n_groups, -1, dtype=np.int64)
+    last_end = np.full(n_groups, -1, dtype=np.int64)
+    code = int(groups[0])
+    while code < n_groups:
+        a, b = np.searchsorted(groups, [code, code + per_batch])
+        if a < b:
+            n = min(per_batch, n_groups - code)
+            parts = group_union(groups[a:b] - code, starts[a:b], ends[a:b], n)
+            for out, part in zip((union, first_start, last_end), parts, strict=True):
+                out[code : code + n] = part
+        code = int(groups[b]) if b < len(groups) else n_groups  # (skip codes without intervals)
     return union, first_start, last_end
 
 

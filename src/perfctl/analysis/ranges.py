@@ -143,11 +143,14 @@ def summarize_names(
     delays = distinct.delay_stats()
     top, by_category, by_name = top_kernels(distinct.tallies, top_n, names)
     kernel_time = sum_by(codes, instances["kernel_time_ns"].to_numpy(np.int64), n)
-    stats = instances.groupby(codes, sort=True)
+    # each name's instance rows (pandas' groupby is not used: given one range, pandas 3 reads the
+    # one-element key as a list of keys and finds no group for it)
+    order = np.argsort(codes, kind="stable")
+    rows_of = np.split(order, np.searchsorted(codes[order], np.arange(1, n)))
     zero_stats = describe([])
     out = []
     for c, (domain, name) in enumerate(uniques):
-        inst = stats.get_group(c)
+        inst = instances.iloc[rows_of[c]]
         span = int(distinct.last_end[c] - distinct.first_start[c]) if distinct.first_start[c] >= 0 else 0
         busy = int(distinct.gpu_busy_ns[c])
         item: dict[str, Any] = {

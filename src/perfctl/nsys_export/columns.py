@@ -7,7 +7,8 @@ straight from the file's pages, vectorized, and yields them in rowid order in ch
 bounded by a chunk, not by the table. A table that reader leaves to SQLite (see `pages.Unreadable`)
 is read through SQLite from the first row not yet yielded, with the same result, and a sentence
 saying so (which table, why, from which row) goes to the caller's `fallbacks` list: the analysis
-lists it among its warnings. NULL integers read as -1.
+lists it among its warnings. NULL integers read as -1, values that are no integer (text, blob,
+real) as `pages.NOT_AN_INTEGER`: what they mean is for `checks` to say.
 
 `BackgroundChunks` reads a table in a forked process that runs ahead of the caller, on the other core.
 (Threads would not do: numpy holds the GIL through the many small gathers a chunk takes, and two
@@ -279,10 +280,11 @@ def _sqlite_chunks(path: Path, table: str, columns: dict[str, str], after: int |
 
 
 def _integer_column(values: list[Any]) -> npt.NDArray[np.int64]:
-    try:
-        return np.array([-1 if v is None else int(v) for v in values], dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        raise pages.Damaged("a text or blob value in an integer column") from None
+    """SQLite's values of an integer column: NULL reads as pages.NULL, and a value that is no integer
+    (text, blob, real: SQLite stores what it is given) as pages.NOT_AN_INTEGER, for the checks to
+    judge (`checks`), never cut to an integer."""
+    null, odd = pages.NULL, int(pages.NOT_AN_INTEGER)
+    return np.array([v if type(v) is int else (null if v is None else odd) for v in values], dtype=np.int64)
 
 
 def read_frame(path: Path, sql: str) -> pd.DataFrame:

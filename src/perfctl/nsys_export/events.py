@@ -1,8 +1,8 @@
-"""Load the events perfctl analyzes: NVTX ranges (a DataFrame) and GPU activities with their launches
-(numpy columns, since a real export holds millions of them).
+"""Load the GPU activities perfctl analyzes, with their launches (numpy columns, since a real export
+holds millions of them), and the names of the few kernels a summary shows. NVTX ranges: `nvtx`.
 
-Names are resolved the way nsys's own reports resolve them; kernel names stay StringIds ids until a
-summary needs the few it shows.
+Names are resolved the way nsys's own reports resolve them, and bounded (`names`); kernel names stay
+StringIds ids until a summary needs the few it shows.
 """
 
 from __future__ import annotations
@@ -11,27 +11,31 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from perfctl.nsys_export.columns import Columns, read_frame, table_chunks
+from perfctl.nsys_export.checks import (
+    CORRELATION_LIMIT,
+    RowChecks,
+    any_integer,
+    correlation,
+    string_id,
+)
+from perfctl.nsys_export.columns import Columns, table_chunks
+from perfctl.nsys_export.names import head_sql, read_name, size_sql
+from perfctl.nsys_export.nvtx import load_nvtx_ranges
 from perfctl.nsys_export.pages import RowFilter
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly
 
-# pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
-# spends while the export's readers already decode (nsys_export.windows)
-if TYPE_CHECKING:
-    import pandas as pd
+__all__ = ["load_nvtx_ranges"]  # (kept importable from here: perfctl.capture.run counts ranges with it)
 
 Int64s = npt.NDArray[np.int64]
 Int32s = npt.NDArray[np.int32]
 
 # A serialized globalTid is (hw << 56) | (vm << 48) | (pid << 24) | tid.
 THREAD_BITS = 24
-# nsys's reports match NVTX domains on the pid bits alone (mask 0x0000FFFFFF000000).
-_PID_BITS_MASK = 0x0000FFFFFF000000
 
 
 def process_of(thread: Int64s) -> Int64s:
@@ -43,18 +47,6 @@ KERNEL, MEMCPY, MEMSET = 0, 1, 2
 # StringIds ids are >= 0; memcpy and memset get these stand-in name ids.
 PSEUDO_NAME = {MEMCPY: -2, MEMSET: -3}
 PSEUDO_NAME_TEXT = {-2: "[CUDA memcpy]", -3: "[CUDA memset]"}
-
-RANGE_COLUMNS = [
-    "range_id",
-    "start",
-    "end",
-    "thread",
-    "domain",
-    "name",
-    "style",
-    "payload",
-    "ended_on_other_thread",
-]
 
 
 @dataclass(frozen=True)
@@ -91,118 +83,36 @@ class Activities:
 
 
 def string_values(conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
-    """StringIds values for a few ids (plus perfctl's stand-in ids for memcpy/memset)."""
+    """StringIds values for a few ids (plus perfctl's stand-in ids for memcpy/memset), each bounded
+    (`names`: a long one as its head, length and hash)."""
     out = {i: PSEUDO_NAME_TEXT[i] for i in ids if i in PSEUDO_NAME_TEXT}
     wanted = [int(i) for i in ids if i >= 0]
     for lo in range(0, len(wanted), 500):
         chunk = wanted[lo : lo + 500]
         marks = ",".join("?" * len(chunk))
-        out.update(
-            {
-                int(k): str(v)
-                for k, v in conn.execute(f"SELECT id, value FROM StringIds WHERE id IN ({marks})", chunk)
-            }
-        )
+        rows = conn.execute(
+            f"SELECT id, {head_sql('value')}, {size_sql('value')}, rowid FROM StringIds "
+            f"WHERE id IN ({marks})",
+            chunk,
+        ).fetchall()
+        for ident, head, length, rowid in rows:
+            out[int(ident)] = read_name(conn, head, length, "StringIds", "value", int(rowid))
     return out
 
 
 def kernel_mangled_names(conn: sqlite3.Connection, schema: ExportSchema) -> dict[str, str]:
-    """Each kernel's demangled name (nsys's demangler) -> its mangled name, when the export has them.
-    One scan of the kernel table: only for joining other tools' kernel names."""
+    """Each kernel's demangled name (nsys's demangler) -> its mangled name, when the export has them,
+    both bounded as `string_values` bounds them. One scan of the kernel table: only for joining other
+    tools' kernel names."""
     if not schema.has_column("CUPTI_ACTIVITY_KIND_KERNEL", "mangledName"):
         return {}
-    rows = conn.execute(
-        "SELECT d.value, m.value FROM (SELECT DISTINCT demangledName AS d_id, mangledName AS m_id "
-        "FROM CUPTI_ACTIVITY_KIND_KERNEL) AS k JOIN StringIds AS d ON d.id = k.d_id "
-        "JOIN StringIds AS m ON m.id = k.m_id"
+    pairs = conn.execute(
+        "SELECT DISTINCT demangledName, mangledName FROM CUPTI_ACTIVITY_KIND_KERNEL "
+        "WHERE typeof(demangledName) = 'integer' AND typeof(mangledName) = 'integer' "
+        "AND demangledName >= 0 AND mangledName >= 0"
     ).fetchall()
-    return {str(d): str(m) for d, m in rows}
-
-
-def _nvtx_text(schema: ExportSchema) -> tuple[str, str]:
-    """(SQL text expression, join) for an NVTX row's text: registered string first, as nsys does."""
-    if schema.has_column("NVTX_EVENTS", "textId"):
-        return "coalesce(s.value, e.text)", "LEFT JOIN StringIds AS s ON e.textId = s.id"
-    return "e.text", ""
-
-
-def load_nvtx_ranges(conn: sqlite3.Connection, schema: ExportSchema) -> pd.DataFrame:
-    """One row per NVTX push/pop or start/end range, with its domain name and text resolved.
-
-    As in nsys's reports: a range whose end was never recorded ends at the last NVTX timestamp of
-    the export; the domain of a range is the domain-create event with the same domain id in the same
-    process; registered strings (`textId`) take precedence over inline `text`.
-    """
-    import pandas as pd
-
-    if not schema.has("NVTX_EVENTS"):
-        return pd.DataFrame(columns=RANGE_COLUMNS)
-    pushpop = {schema.event_type("NvtxPushPopRange"), schema.event_type("NvtxtPushPopRange")}
-    startend = {schema.event_type("NvtxStartEndRange"), schema.event_type("NvtxtStartEndRange")}
-    kinds = ",".join(str(k) for k in sorted(pushpop | startend))
-    text_expr, join = _nvtx_text(schema)
-    payload_cols = [
-        c
-        for c in ("int64Value", "uint64Value", "int32Value", "uint32Value")
-        if schema.has_column("NVTX_EVENTS", c)
-    ]
-    payload_expr = f"coalesce({', '.join('e.' + c for c in payload_cols)})" if payload_cols else "NULL"
-    end_tid = "e.endGlobalTid IS NOT NULL" if schema.has_column("NVTX_EVENTS", "endGlobalTid") else "0"
-    last_ts = conn.execute("SELECT max(max(start), coalesce(max(end), 0)) FROM NVTX_EVENTS").fetchone()[0]
-    frame = read_frame(
-        schema.path,
-        f"""SELECT e.rowid AS range_id, e.start AS start, coalesce(e.end, {int(last_ts or 0)}) AS "end",
-                   e.eventType AS event_type, e.globalTid AS thread, coalesce(e.domainId, 0) AS domain_id,
-                   coalesce({text_expr}, '') AS name, {payload_expr} AS payload,
-                   {end_tid} AS ended_on_other_thread
-            FROM NVTX_EVENTS AS e {join}
-            WHERE e.eventType IN ({kinds})""",
-    )
-    if frame.empty:
-        return pd.DataFrame(columns=RANGE_COLUMNS)
-    frame["style"] = np.where(frame["event_type"].isin(pushpop), "PushPop", "StartEnd")
-    frame["ended_on_other_thread"] = frame["ended_on_other_thread"].astype(bool)
-    frame["domain"] = _resolve_domains(conn, schema, frame)
-    return frame[RANGE_COLUMNS].sort_values(["thread", "start"], kind="stable").reset_index(drop=True)
-
-
-def unended_range_ids(conn: sqlite3.Connection, schema: ExportSchema) -> frozenset[int]:
-    """The `range_id`s of ranges that were never ended: the program stopped inside them (a crash, a
-    kill, Ctrl-C). Some nsys versions leave their end NULL; nsys 2022.4 and 2023.4 end them at the
-    end of the session (`ANALYSIS_DETAILS.duration`, on the ranges' own clock), where no real end can be.
-    """
-    if not schema.has("NVTX_EVENTS"):
-        return frozenset()
-    names = ("NvtxPushPopRange", "NvtxtPushPopRange", "NvtxStartEndRange", "NvtxtStartEndRange")
-    kinds = [schema.event_type(n) for n in names]
-    marks = ",".join("?" * len(kinds))
-    session_end = None
-    if schema.has_column("ANALYSIS_DETAILS", "duration"):
-        session_end = conn.execute("SELECT max(duration) FROM ANALYSIS_DETAILS").fetchone()[0]
-    rows = conn.execute(
-        f'SELECT rowid FROM NVTX_EVENTS WHERE eventType IN ({marks}) AND ("end" IS NULL OR "end" >= ?)',
-        (*kinds, session_end if session_end is not None else 2**63 - 1),
-    )
-    return frozenset(int(r[0]) for r in rows)
-
-
-def _resolve_domains(conn: sqlite3.Connection, schema: ExportSchema, ranges: pd.DataFrame) -> pd.Series:
-    import pandas as pd
-
-    text_expr, join = _nvtx_text(schema)
-    rows = conn.execute(
-        f"""SELECT e.domainId, e.globalTid, {text_expr}, min(e.start)
-            FROM NVTX_EVENTS AS e {join} WHERE e.eventType = ? GROUP BY 1, 2 ORDER BY 4""",
-        (schema.event_type("NvtxDomainCreate"),),
-    ).fetchall()
-    names: dict[tuple[int, int], str] = {}
-    for domain_id, thread, text, _ in rows:
-        names.setdefault((int(domain_id), int(thread) & _PID_BITS_MASK), str(text or ""))
-    if not names:
-        return pd.Series("", index=ranges.index, dtype="object")
-    pid_bits = ranges["thread"].to_numpy(np.int64) & _PID_BITS_MASK
-    keys = zip(ranges["domain_id"].to_numpy(np.int64).tolist(), pid_bits.tolist(), strict=True)
-    return pd.Series([names.get(k, "") for k in keys], index=ranges.index, dtype="object")
+    text = string_values(conn, sorted({int(i) for pair in pairs for i in pair}))
+    return {text[d]: text[m] for d, m in pairs if d in text and m in text}
 
 
 ACTIVITY_TABLES = (
@@ -211,7 +121,6 @@ ACTIVITY_TABLES = (
     ("CUPTI_ACTIVITY_KIND_MEMSET", MEMSET),
 )
 LAUNCH_COLUMNS = ["thread", "start", "end"]
-_CORR_LIMIT = 1 << 32  # CUPTI correlation ids are 32-bit
 
 
 def build_activities(
@@ -262,11 +171,11 @@ def launch_order(thread: Int64s, start: Int64s) -> Int64s:
     launched = thread >= 0
     t0 = int(start[launched].min()) if launched.any() else 0
     span = int(start.max()) - t0 + 2
-    if span * (len(threads) + 1) >= 2**62:
-        raise OverflowError("export time span too large for the launch-order key")
+    offset = np.where(launched, start - t0, 0)
+    if span * (len(threads) + 1) >= 2**62:  # one key would overflow: sort by both (slower, as stable)
+        return np.lexsort((offset, code)).astype(np.int64)
     # the export is nearly in launch order already, which the stable (merge) sort exploits
-    key = code * span + np.where(launched, start - t0, 0)
-    return np.argsort(key, kind="stable")
+    return np.argsort(code * span + offset, kind="stable")
 
 
 @dataclass
@@ -308,6 +217,12 @@ API_COLUMNS = {
     "corr": "correlationId",
     "name": "nameId",
 }
+# the ids of an API row the analysis needs (checks.RowChecks refuses others)
+API_RULES = (
+    any_integer("thread", "globalTid"),
+    correlation("corr"),
+    string_id("name", "nameId"),
+)
 
 
 def api_name_ids(path: Path) -> tuple[Int64s, Int64s]:
@@ -330,12 +245,12 @@ class LaunchJoin:
     def __init__(self, process: Int64s, corr: Int64s) -> None:
         import pandas as pd
 
-        if corr.max(initial=0) >= _CORR_LIMIT - 1:
+        if corr.max(initial=0) >= CORRELATION_LIMIT - 1:
             raise ValueError("correlation ids beyond 32 bits: not an export of CUPTI data perfctl knows")
         self.n = len(corr)
         self.process, self.corr = process, corr
         self.procs = np.sort(pd.unique(np.append(process, -1)))  # -1: never a process, keeps it non-empty
-        act_key = np.searchsorted(self.procs, process).astype(np.int64) * _CORR_LIMIT + (corr + 1)
+        act_key = np.searchsorted(self.procs, process).astype(np.int64) * CORRELATION_LIMIT + (corr + 1)
         self.order = np.argsort(act_key, kind="stable")
         self.sorted_key = act_key[self.order]
         self.launch = {c: np.full(self.n, -1, np.int64) for c in LAUNCH_COLUMNS}
@@ -352,7 +267,7 @@ class LaunchJoin:
         procs, sorted_key, launch = self.procs, self.sorted_key, self.launch
         owner = process_of(batch["thread"])
         at = np.minimum(np.searchsorted(procs, owner), len(procs) - 1)
-        key = at.astype(np.int64) * _CORR_LIMIT + (batch["corr"] + 1)
+        key = at.astype(np.int64) * CORRELATION_LIMIT + (batch["corr"] + 1)
         lo = np.searchsorted(sorted_key, key, side="left")
         found = sorted_key[np.minimum(lo, len(sorted_key) - 1)] == key if len(sorted_key) else lo < 0
         found &= procs[at] == owner
@@ -403,18 +318,25 @@ def probe_launches(
     graphs: GraphLaunches | None = None,
     launch_rows: Iterator[Columns] | None = None,
     fallbacks: list[str] | None = None,
+    checks: RowChecks | None = None,
 ) -> tuple[Int64s, Columns]:
     """Join activities to their launching API rows over the whole runtime table (`LaunchJoin`): the
-    table is read in chunks (its launch-API rows from `launch_rows` if given: read elsewhere; a
-    fallback to SQLite is noted in `fallbacks`, see `columns.table_chunks`)."""
+    table is read in chunks (its launch-API rows from `launch_rows` if given: read and checked
+    elsewhere; a fallback to SQLite is noted in `fallbacks`, see `columns.table_chunks`). The rows
+    read here are checked by `checks`, and counted there unless `launch_rows` were given (the rows of
+    other APIs then only lose their bad rows)."""
     launch_ids, graph_ids = api_name_ids(path)
     join = LaunchJoin(process, corr)
     graphs = graphs if graphs is not None else GraphLaunches()
+    checks = RowChecks(path) if checks is None else checks
+    table = "CUPTI_ACTIVITY_KIND_RUNTIME"
 
     def scan(is_launch: bool | None) -> None:
         """Probe the runtime rows of launch APIs (True), of the other APIs (False), or all (None)."""
         where = None if is_launch is None else RowFilter("nameId", launch_ids, inside=is_launch)
-        for batch in table_chunks(path, "CUPTI_ACTIVITY_KIND_RUNTIME", API_COLUMNS, where, fallbacks):
+        counted = launch_rows is None
+        for raw in table_chunks(path, table, API_COLUMNS, where, fallbacks):
+            batch = checks.launches(table, raw, API_RULES, where, counted)
             probed, hits = join.probe(batch)
             graphs.count(probed["name"], hits, graph_ids)
 

@@ -26,11 +26,16 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from perfctl.nsys_export.schema import quote_identifier
+
 Int64s = npt.NDArray[np.int64]
 Bytes = npt.NDArray[np.uint8]
 
 CHUNK_PAGES = 256  # leaf pages decoded at once: 1 MiB of a 4 KiB-page file, ~10-25 k rows (cache-sized)
 NULL = -1  # what a NULL integer reads as (nsys ids and times are never negative)
+# what a value that is no integer (text, blob, real) reads as where SQLite reads the table
+# (`columns.table_chunks`): no nsys id or time is this, so the checks (`checks`) see it for what it is
+NOT_AN_INTEGER = np.int64(np.iinfo(np.int64).min)
 _TABLE_INTERIOR, _TABLE_LEAF = 5, 13
 # bytes of the value of serial types 0..11 (0: NULL, 1-6: integers, 7: float, 8/9: constants 0/1)
 _PAD = 64
@@ -228,7 +233,8 @@ def read_chunks(path: Path, layout: TableLayout) -> Iterator[dict[str, Int64s]]:
 
 @dataclass(frozen=True)
 class RowFilter:
-    """Keep the rows whose `column` is (or, with `inside` False, is not) one of `values`."""
+    """Keep the rows whose `column` is (or, with `inside` False, is not) one of `values`. A value
+    that is no integer (NOT_AN_INTEGER) is kept either way: the checks of what was read must see it."""
 
     column: str
     values: Int64s
@@ -236,7 +242,16 @@ class RowFilter:
 
     def keep(self, column: Int64s) -> npt.NDArray[np.bool_]:
         found: npt.NDArray[np.bool_] = np.isin(column, self.values)
-        return found if self.inside else ~found
+        return (found | (column == NOT_AN_INTEGER)) if self.inside else ~found
+
+    def sql(self) -> str:
+        """The same condition in SQL."""
+        c = quote_identifier(self.column)
+        listed = ", ".join(str(int(v)) for v in self.values)
+        if not self.inside:
+            return f"({c} IS NULL OR {c} NOT IN ({listed}))" if listed else "1"
+        odd = f"typeof({c}) NOT IN ('integer', 'null') OR {c} = {int(NOT_AN_INTEGER)}"
+        return f"({c} IN ({listed}) OR {odd})" if listed else f"({odd})"
 
 
 def decode_leaves(

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from perfctl.errors import BadInput
+from perfctl.nsys_export.names import head_sql, read_name, size_sql
 
 # Schema versions whose tables and columns perfctl has been checked against: real exports, with
 # kernel attribution and NVTX ranges equal to that nsys's own stats reports (tests/test_nsys_stats_parity.py,
@@ -132,5 +133,12 @@ def _read_meta(conn: sqlite3.Connection, tables: dict[str, frozenset[str]]) -> d
         if val_col is None:
             continue
         key, value = quote_identifier(key_col), quote_identifier(val_col)
-        return {str(k): str(v) for k, v in conn.execute(f"SELECT {key}, {value} FROM {table}")}
+        rows = conn.execute(
+            f"SELECT rowid, {head_sql(key)}, {head_sql(value)}, {size_sql(value)} FROM {table}"
+        ).fetchall()
+        # values bounded as names are (a version string shown in every output is untrusted text)
+        return {
+            read_name(conn, k, None, table, key_col, rowid): read_name(conn, v, size, table, val_col, rowid)
+            for rowid, k, v, size in rows
+        }
     return {}

@@ -33,6 +33,13 @@ from collections.abc import Generator, Iterator
 import numpy as np
 import numpy.typing as npt
 
+from perfctl.nsys_export.checks import (
+    RowChecks,
+    any_integer,
+    byte_count,
+    correlation,
+    string_id,
+)
 from perfctl.nsys_export.columns import (
     BackgroundChunks,
     Columns,
@@ -43,6 +50,7 @@ from perfctl.nsys_export.columns import (
 from perfctl.nsys_export.events import (
     ACTIVITY_TABLES,
     API_COLUMNS,
+    API_RULES,
     KERNEL,
     PSEUDO_NAME,
     Activities,
@@ -75,19 +83,26 @@ def not_windowable_note(reason: NotWindowable) -> str:
     )
 
 
-def load_gpu_activities(schema: ExportSchema, fallbacks: list[str] | None = None) -> Activities:
+def load_gpu_activities(
+    schema: ExportSchema, fallbacks: list[str] | None = None, checks: RowChecks | None = None
+) -> Activities:
     """Every activity of the export as one window."""
-    return next(activity_windows(schema, None, fallbacks))
+    return next(activity_windows(schema, None, fallbacks, checks))
 
 
 def activity_windows(
-    schema: ExportSchema, target: int | None = TARGET_ROWS, fallbacks: list[str] | None = None
+    schema: ExportSchema,
+    target: int | None = TARGET_ROWS,
+    fallbacks: list[str] | None = None,
+    checks: RowChecks | None = None,
 ) -> Generator[Activities, None, None]:
     """The activities in windows (see the module's doc); with `target` None, in one window. The
     tables' readers start at once, in background processes, before the first window is asked for.
-    Each table read through SQLite instead of the page reader adds a sentence to `fallbacks`."""
+    Each table read through SQLite instead of the page reader adds a sentence to `fallbacks`. Every
+    chunk read is checked by `checks` (`checks.RowChecks`: bad rows left out and counted there)."""
     path = schema.path
     fallbacks = [] if fallbacks is None else fallbacks
+    checks = RowChecks(path) if checks is None else checks
     keep_freed_memory()  # (before the readers fork: they keep it too)
     launch_ids, graph_ids = api_name_ids(path)
     readers = [
@@ -103,8 +118,9 @@ def activity_windows(
             list(API_COLUMNS),
             fallbacks,
         )
-        runtime = _Cursor(launches, graph_ids)
-    return _windows(schema, target, readers, runtime, fallbacks)
+        checked = (checks.launches(RUNTIME, chunk, API_RULES, where, counted=True) for chunk in launches)
+        runtime = _Cursor(launches, checked, graph_ids)
+    return _windows(schema, target, readers, runtime, fallbacks, checks)
 
 
 def _windows(
@@ -113,9 +129,10 @@ def _windows(
     readers: list[tuple[str, int, BackgroundChunks]],
     runtime: _Cursor | None,
     fallbacks: list[str],
+    checks: RowChecks,
 ) -> Generator[Activities, None, None]:
     try:
-        yield from _cut(schema, target, readers, runtime, fallbacks)
+        yield from _cut(schema, target, readers, runtime, fallbacks, checks)
     finally:
         for _, _, reader in readers:
             reader.close()
@@ -129,6 +146,7 @@ def _cut(
     readers: list[tuple[str, int, BackgroundChunks]],
     runtime: _Cursor | None,
     fallbacks: list[str],
+    checks: RowChecks,
 ) -> Iterator[Activities]:
     """Cut where the GPU idles between kernels (memory operations add no busy time: whatever they
     overlap, their figures are sums); a window takes the memory operations starting before its cut."""
@@ -136,7 +154,7 @@ def _cut(
     kernels: Iterator[Columns] = iter(())
     memory: list[_Until] = []
     for table, kind, reader in readers:
-        rows_of = _table(reader, table, kind, windowed)
+        rows_of = _table(reader, table, kind, windowed, checks)
         if kind == KERNEL:
             kernels = rows_of
         else:
@@ -174,10 +192,10 @@ def _cut(
         buffer.extend(operations.take(None))
     if cuts == 0:  # one window: joined to the whole API table, launch APIs first (probe_launches)
         launch_rows = runtime.take(None) if runtime is not None else None
-        yield _single_window(schema, buffer, launch_rows, fallbacks)
+        yield _single_window(schema, buffer, launch_rows, fallbacks, checks)
         return
     yield _window(buffer, runtime, None, misses)
-    if misses and runtime is not None and _found_elsewhere(schema, misses, fallbacks):
+    if misses and runtime is not None and _found_elsewhere(schema, misses, fallbacks, checks):
         raise NotWindowable("an activity's launch lies outside its window")
 
 
@@ -244,9 +262,9 @@ class _Cursor(_Until):
     window before that launched nothing there (a second and last chance). Graph launches are counted
     once a row is done with."""
 
-    def __init__(self, chunks: BackgroundChunks, graph_ids: Int64s) -> None:
-        super().__init__(chunks)
-        self.reader, self.graph_ids = chunks, graph_ids
+    def __init__(self, reader: BackgroundChunks, chunks: Iterator[Columns], graph_ids: Int64s) -> None:
+        super().__init__(chunks)  # (`reader`'s chunks, checked)
+        self.reader, self.graph_ids = reader, graph_ids
         self.carried: Columns | None = None
 
     def join(self, join: LaunchJoin, when: int | None, graphs: GraphLaunches) -> None:
@@ -293,6 +311,7 @@ def _single_window(
     buffer: list[Columns],
     launch_rows: Iterator[Columns] | None,
     fallbacks: list[str],
+    checks: RowChecks,
 ) -> Activities:
     cols = _concat(buffer)
     buffer.clear()
@@ -300,7 +319,7 @@ def _single_window(
     process, corr = cols.pop("process"), cols.pop("corr")
     n = len(corr)
     if schema.has(RUNTIME):
-        act_rows, launch = probe_launches(schema.path, process, corr, graphs, launch_rows, fallbacks)
+        act_rows, launch = probe_launches(schema.path, process, corr, graphs, launch_rows, fallbacks, checks)
     else:
         act_rows = np.arange(n, dtype=np.int64)
         launch = {c: np.full(n, -1, np.int64) for c in ("thread", "start", "end")}
@@ -311,13 +330,16 @@ def _single_window(
     return activities
 
 
-def _found_elsewhere(schema: ExportSchema, misses: list[Columns], fallbacks: list[str]) -> bool:
-    """Whether any API row of the whole table launched one of the activities no window matched."""
+def _found_elsewhere(
+    schema: ExportSchema, misses: list[Columns], fallbacks: list[str], checks: RowChecks
+) -> bool:
+    """Whether any sound API row of the whole table launched one of the activities no window
+    matched."""
     process = np.concatenate([m["process"] for m in misses])
     corr = np.concatenate([m["corr"] for m in misses])
     join = LaunchJoin(process, corr)
     for batch in table_chunks(schema.path, RUNTIME, API_COLUMNS, fallbacks=fallbacks):
-        join.probe(batch)
+        join.probe(checks.launches(RUNTIME, batch, API_RULES, None, counted=False))
     return not bool(join.unmatched().all())
 
 
@@ -326,6 +348,16 @@ _COLUMNS = ("start", "end", "corr", "process", "short_id", "name_id", "bytes", "
 
 def _empty() -> Columns:
     return {c: np.empty(0, np.int64) for c in _COLUMNS}
+
+
+# The ids and counts of an activity row the analysis needs (checks.RowChecks refuses others).
+_ACTIVITY_RULES = (correlation("corr"), any_integer("process", "globalPid"))
+_KERNEL_RULES = (
+    *_ACTIVITY_RULES,
+    string_id("short_id", "shortName"),
+    string_id("name_id", "demangledName"),
+)
+_MEMORY_RULES = (*_ACTIVITY_RULES, byte_count("bytes"))
 
 
 def _reader(schema: ExportSchema, table: str, kind: int, fallbacks: list[str]) -> BackgroundChunks:
@@ -340,10 +372,15 @@ def _reader(schema: ExportSchema, table: str, kind: int, fallbacks: list[str]) -
     )
 
 
-def _table(chunks: BackgroundChunks, table: str, kind: int, check_order: bool) -> Iterator[Columns]:
-    """One activity table's rows, chunk by chunk, as the columns of `_COLUMNS`."""
+def _table(
+    chunks: BackgroundChunks, table: str, kind: int, check_order: bool, checks: RowChecks
+) -> Iterator[Columns]:
+    """One activity table's rows, chunk by chunk, as the columns of `_COLUMNS` (its bad rows left
+    out: `checks`)."""
     row, last = 0, -_NEVER
+    rules = _KERNEL_RULES if kind == KERNEL else _MEMORY_RULES
     for chunk in chunks:
+        chunk = checks.activities(table, chunk, rules)
         n = len(chunk["start"])
         if n == 0:
             continue

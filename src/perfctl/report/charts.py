@@ -2,7 +2,8 @@
 
 Every chart returns `markupsafe.Markup`, so Jinja's autoescape leaves it alone; that makes this module
 responsible for its own escaping: every piece of text that goes into an SVG (labels, tooltips, kernel
-names) passes through `_esc`, and attribute values are numbers or constants. Every axis and value
+names) passes through `_esc` (bidirectional and control characters shown as escapes, then HTML
+escaping), and attribute values are numbers or constants. Every axis and value
 label carries its unit.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from perfctl.analysis.kernel_categories import CATEGORIES
+from perfctl.report.formatting import visible
 from perfctl.stages import STAGES
 
 STAGE_COLORS = {"vision": "#1f77b4", "prefill": "#ff7f0e", "decode": "#2ca02c"}
@@ -39,7 +41,8 @@ OUTSIDE_COLOR = "#d9d9d9"  # page time outside every stage (image preprocessing,
 
 
 def _esc(text: object) -> str:
-    return str(escape(str(text)))
+    """Text for SVG: invisible characters shown as escapes (formatting.visible), then HTML-escaped."""
+    return str(escape(visible(str(text))))
 
 
 def _num(value: float) -> str:

@@ -1,8 +1,22 @@
-"""Number formatting shared by the renderers: every figure gets its unit."""
+"""Number formatting shared by the renderers: every figure gets its unit. And `visible`: untrusted
+text with the characters that would hide or reorder what a reader sees shown as escapes."""
 
 from __future__ import annotations
 
 import math
+import re
+
+# Characters shown as \uXXXX escapes, not raw, wherever perfctl shows a name to a person (HTML and its
+# SVG, Markdown, the terminal): the bidirectional embeddings, overrides and isolates (U+202A-U+202E,
+# U+2066-U+2069), the directional marks (U+200E, U+200F, U+061C), which let a name display other
+# than it reads ("Trojan Source"), and the C0 and C1 control characters and DEL (NUL, ESC and the
+# terminal's escape sequences among them) except TAB, LF and CR, which the outputs show as layout.
+INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with every INVISIBLE character as a visible escape (U+202E -> the six characters \\u202e)."""
+    return INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _significant(value: float, digits: int = 3) -> str:

@@ -1,7 +1,9 @@
 """The HTML report: one self-contained, autoescaped file rendered from templates/report.html.j2.
 
 Self-contained: styles inline, charts inline SVG (perfctl.report.charts), no scripts, fonts or other
-files, so it opens offline. Every section is always there; one whose data is absent says why.
+files, so it opens offline. Every section is always there; one whose data is absent says why. Every
+printed value is HTML-escaped, and text has its bidirectional overrides, isolates and marks and its
+control characters shown as escapes (`formatting.visible`), so a name reads as what it is.
 """
 
 from __future__ import annotations
@@ -32,10 +34,19 @@ SECTIONS = (
 )
 
 
+def _shown(value: Any) -> Any:
+    """What the template prints of a value: text with its invisible characters escaped
+    (`formatting.visible`); markup (the charts, which escape their own text) as it is."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return formatting.visible(value)
+    return value
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=True,  # NVTX texts, kernel, model and file names are untrusted: always escaped
+        finalize=_shown,  # ... and their bidirectional overrides and control characters shown escaped
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -3,7 +3,8 @@
 The three largest cost centres with their stage, MFU per stage, the stability verdict and what to do
 next, all taken from the analysis (its `cost_centres` and `findings`; see perfctl.analysis.findings).
 Names in it (kernels, ranges, models, files) are untrusted: `md_text` makes each one plain text that
-cannot break a table row, start a code span or emphasis, or carry HTML.
+cannot break a table row, start a code span or emphasis, carry HTML, or hide or reorder what it
+shows (bidirectional overrides and control characters are shown as escapes).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from typing import Any
 
 from perfctl.analysis.findings import describe_cost_centre
-from perfctl.report.formatting import ms, number, pct
+from perfctl.report.formatting import ms, number, pct, visible
 
 NAME_LIMIT = 80  # characters of a name kept in a table cell; C++ template names run to thousands
 MAX_ACTIONS = 5
@@ -26,9 +27,10 @@ _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|~#!])")
 
 
 def md_text(text: object, limit: int | None = NAME_LIMIT) -> str:
-    """`text` as inert Markdown: one line, at most `limit` characters (… when cut), HTML special
-    characters as entities, Markdown punctuation backslash-escaped."""
-    flat = " ".join(str(text).split())
+    """`text` as inert Markdown: one line, at most `limit` characters (… when cut), bidirectional and
+    control characters shown as escapes (formatting.visible), HTML special characters as entities,
+    Markdown punctuation backslash-escaped."""
+    flat = " ".join(visible(str(text)).split())
     if limit is not None and len(flat) > limit:
         flat = flat[: limit - 1] + "…"
     flat = "".join(_HTML.get(c, c) for c in flat)

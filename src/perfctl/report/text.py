@@ -1,10 +1,12 @@
-"""A short terminal summary of an analysis."""
+"""A short terminal summary of an analysis. Text from the export (its path, GPU names, warnings that
+name ranges) has its control characters and bidirectional overrides shown as escapes
+(`formatting.visible`): a name cannot send the terminal an escape sequence."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from perfctl.report.formatting import count, ms
+from perfctl.report.formatting import count, ms, visible
 
 
 def render_text(analysis: dict[str, Any]) -> str:
@@ -14,10 +16,13 @@ def render_text(analysis: dict[str, Any]) -> str:
     export = analysis["export"]
     gpus = ", ".join(g.get("name", "?") for g in export["gpus"]) or "no GPU in the export"
     lines.append(
-        f"export {export['path']} (nsys {export['nsys_version']}, schema {export['schema_version']}; {gpus})"
+        visible(
+            f"export {export['path']} (nsys {export['nsys_version']}, schema {export['schema_version']}; "
+            f"{gpus})"
+        )
     )
     for warning in analysis["warnings"]:
-        lines.append(f"warning: {warning}")
+        lines.append(visible(f"warning: {warning}"))
     lines.append(
         f"{'stage':<10}{'instances':>10}{'wall':>16}{'kernels':>10}{'kernel time':>16}{'GPU busy':>16}"
     )
@@ -34,7 +39,7 @@ def render_operators_text(analysis: dict[str, Any]) -> str:
     lines = [analysis.get("source", "torch.profiler pass")]
     lines.append(f"{'stage':<10}{'operators':>10}{'self CPU':>16}{'self device':>16}  top operator")
     for stage, table in analysis["operators"]["stages"].items():
-        top = table["top"][0]["name"] if table["top"] else "-"
+        top = visible(table["top"][0]["name"]) if table["top"] else "-"
         lines.append(
             f"{stage:<10}{count(table['operators']):>10}{ms(table['self_cpu_us'] * 1000):>16}"
             f"{ms(table['self_device_us'] * 1000):>16}  {top}"
