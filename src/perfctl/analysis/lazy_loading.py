@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from perfctl.nsys_export import pages as pages_reader
 from perfctl.nsys_export.columns import table_chunks
-from perfctl.nsys_export.events import _name_ids, load_nvtx_ranges, string_values
+from perfctl.nsys_export.events import string_ids_matching, load_nvtx_ranges, string_values
 from perfctl.nsys_export.pages import RowFilter
 from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.records import read_page_records
@@ -306,8 +306,8 @@ def _ranges_and_calls(
     }
     if PAGE not in ranges or not schema.has(RUNTIME):
         return ranges, empty
-    load_ids = {int(i): True for i in _name_ids(export, MODULE_LOAD_GLOBS)}
-    attribute_ids = {int(i): False for i in _name_ids(export, KERNEL_ATTRIBUTE_GLOBS)}
+    load_ids = {int(i): True for i in string_ids_matching(export, MODULE_LOAD_GLOBS)}
+    attribute_ids = {int(i): False for i in string_ids_matching(export, KERNEL_ATTRIBUTE_GLOBS)}
     kinds = load_ids | attribute_ids
     if not kinds:
         return ranges, empty

@@ -59,7 +59,7 @@ class NvtxEvidence:
 def read_export_nvtx(sqlite_path: Path) -> ExportNvtx:
     """The NVTX an export holds, read with perfctl's own reader (the export is perfctl's: a file that
     cannot be read means the capture failed)."""
-    from perfctl.nsys_export.events import _nvtx_text, load_nvtx_ranges  # the reader's own text rule
+    from perfctl.nsys_export.nvtx import created_domains, load_nvtx_ranges
     from perfctl.nsys_export.schema import connect_readonly, read_schema
 
     try:
@@ -71,13 +71,9 @@ def read_export_nvtx(sqlite_path: Path) -> ExportNvtx:
         if not schema.has("NVTX_EVENTS"):
             return ExportNvtx(has_table=False)
         ranges = load_nvtx_ranges(conn, schema)
-        text_expr, join = _nvtx_text(schema)
-        created = conn.execute(
-            f"SELECT DISTINCT coalesce({text_expr}, '') FROM NVTX_EVENTS AS e {join} WHERE e.eventType = ?",
-            (schema.event_type("NvtxDomainCreate"),),
-        ).fetchall()
+        created = set(created_domains(conn, schema).values())  # names bounded as the analysis bounds them
         by_domain = {str(k): int(v) for k, v in ranges["domain"].value_counts().items()}
-        return ExportNvtx(True, dict(sorted(by_domain.items())), sorted(str(r[0]) for r in created))
+        return ExportNvtx(True, dict(sorted(by_domain.items())), sorted(created))
     except sqlite3.DatabaseError as exc:
         raise CaptureFailed(f"the export {sqlite_path} cannot be read: {exc}") from None
     except BadInput as exc:

@@ -195,7 +195,7 @@ class GraphLaunches:
             self.unmatched += int((is_graph & (hits == 0)).sum())
 
 
-def _name_ids(path: Path, globs: tuple[str, ...]) -> list[int]:
+def string_ids_matching(path: Path, globs: tuple[str, ...]) -> list[int]:
     """StringIds ids of the API names matching any of the GLOB patterns."""
     conn = connect_readonly(path)
     try:
@@ -228,8 +228,8 @@ API_RULES = (
 def api_name_ids(path: Path) -> tuple[Int64s, Int64s]:
     """StringIds ids of (the launch APIs, the CUDA graph launch APIs)."""
     return (
-        np.array(_name_ids(path, LAUNCH_API_GLOBS), dtype=np.int64),
-        np.array(_name_ids(path, GRAPH_LAUNCH_GLOBS), dtype=np.int64),
+        np.array(string_ids_matching(path, LAUNCH_API_GLOBS), dtype=np.int64),
+        np.array(string_ids_matching(path, GRAPH_LAUNCH_GLOBS), dtype=np.int64),
     )
 
 

@@ -287,9 +287,9 @@ def unended_range_ids(conn: sqlite3.Connection, schema: ExportSchema) -> frozens
     return frozenset(int(r[0]) for r in rows)
 
 
-def _resolve_domains(conn: sqlite3.Connection, schema: ExportSchema, ranges: pd.DataFrame) -> pd.Series:
-    import pandas as pd
-
+def created_domains(conn: sqlite3.Connection, schema: ExportSchema) -> dict[tuple[int, int], str]:
+    """The NVTX domains the export's domain-create events name: (domain id, process bits of the
+    creating thread) -> the domain's (bounded) name, the first creation winning, as nsys's reports."""
     text_expr, join, string_row = _nvtx_text(schema)
     rows = read_frame(
         schema.path,
@@ -308,6 +308,13 @@ def _resolve_domains(conn: sqlite3.Connection, schema: ExportSchema, ranges: pd.
             rows["domain_id"].tolist(), rows["thread"].tolist(), texts, strict=True
         ):
             names.setdefault((int(domain_id), int(thread) & _PID_BITS_MASK), text)
+    return names
+
+
+def _resolve_domains(conn: sqlite3.Connection, schema: ExportSchema, ranges: pd.DataFrame) -> pd.Series:
+    import pandas as pd
+
+    names = created_domains(conn, schema)
     if not names:
         return pd.Series("", index=ranges.index, dtype="object")
     pid_bits = ranges["thread"].to_numpy(np.int64) & _PID_BITS_MASK
