@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from perfctl.nsys_export import pages as pages_reader
 from perfctl.nsys_export.columns import table_chunks
-from perfctl.nsys_export.events import string_ids_matching, load_nvtx_ranges, string_values
+from perfctl.nsys_export.events import load_nvtx_ranges, string_ids_matching, string_values
 from perfctl.nsys_export.pages import RowFilter
 from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.records import read_page_records
