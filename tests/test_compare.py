@@ -5,6 +5,7 @@ real runs that differ are in test_compare_captures.py."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import shutil
@@ -171,6 +172,35 @@ def test_untrusted_names_are_escaped(tiny_analysis: Path) -> None:
     }
     assert kernels[hostile]["in_a"] is False and kernels[hostile]["a_time_ns_per_page"] == 0
     assert kernels[old]["in_b"] is False and kernels[old]["b_time_ns_per_page"] == 0
+
+
+def test_bidirectional_overrides_and_nul_are_shown_escaped(tiny_analysis: Path, tmp_path: Path) -> None:
+    """Through the CLI: a kernel name and a run id carrying U+202E (right-to-left override), U+2066
+    (an isolate) and NUL are shown as visible escapes in HTML, Markdown and text, never raw; the
+    JSON keeps them exact (JSON-escaped)."""
+    analysis = json.loads(tiny_analysis.read_text())
+    hostile = "gemm\u202eevil\u2066x\x00tail"
+    renamed = copy.deepcopy(analysis)
+    decode = next(s for s in renamed["stages"] if s["stage"] == "decode")
+    old = decode["top_kernels"][0]["name"]
+    decode["top_kernels"][0]["name"] = hostile
+    decode["kernel_time_by_name"][hostile] = decode["kernel_time_by_name"].pop(old)
+    renamed["run"] = dict(renamed.get("run") or {}, run_id="run\u202eid")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(analysis))
+    b.write_text(json.dumps(renamed))
+    before = hashlib.sha256(b.read_bytes()).hexdigest()
+    for fmt in ("html", "md", "text"):
+        proc = run_perfctl("compare", str(a), str(b), "--format", fmt)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        for raw in ("\u202e", "\u2066", "\x00"):
+            assert raw not in proc.stdout, (fmt, raw)
+        assert "\\u202e" in proc.stdout and "\\u2066" in proc.stdout and "\\u0000" in proc.stdout, fmt
+    proc = run_perfctl("compare", str(a), str(b), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    names = {k["name"] for s in json.loads(proc.stdout)["stages"] for k in s["top_kernels"]}
+    assert hostile in names
+    assert hashlib.sha256(b.read_bytes()).hexdigest() == before
 
 
 def test_welch_difference_and_unknown_noise() -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
-
 from perfctl.report import formatting
-from perfctl.resources import templates_dir
+from perfctl.report.formatting import visible
+from perfctl.report.html import template_environment
+from perfctl.report.markdown import md_text
 
 TEXT_NAME_HEAD, TEXT_NAME_TAIL = 56, 34  # kernel names are cut in the middle, in the terminal only
 
@@ -192,13 +192,15 @@ def _cut(name: str) -> str:
 
 
 def render_compare_text(comparison: dict[str, Any]) -> str:
-    out = header_lines(comparison)
+    out = [visible(line) for line in header_lines(comparison)]
     for table in comparison_tables(comparison):
         out += ["", f"{table.title}" + (f" ({table.note})" if table.note else "")]
         if not table.rows:
             out.append("  not compared")
             continue
-        rows = [[_cut(c) if i == table.wide_column else c for i, c in enumerate(r)] for r in table.rows]
+        rows = [
+            [visible(_cut(c) if i == table.wide_column else c) for i, c in enumerate(r)] for r in table.rows
+        ]
         widths = [max(len(x) for x in col) for col in zip(table.columns, *rows, strict=True)]
         for r in [table.columns, *rows]:
             out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -206,13 +208,9 @@ def render_compare_text(comparison: dict[str, Any]) -> str:
 
 
 def markdown_cell(text: str) -> str:
-    """Text that stays inside one Markdown table cell and renders literally: HTML, pipes, markup
-    characters and line breaks escaped."""
-    text = " ".join(text.split())
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    for char in "\\`*_[]|#":
-        text = text.replace(char, "\\" + char)
-    return text
+    """Text that stays inside one Markdown table cell and renders literally (report.markdown.md_text,
+    uncut: a compared kernel's whole name)."""
+    return md_text(text, limit=None)
 
 
 def render_compare_markdown(comparison: dict[str, Any]) -> str:
@@ -232,16 +230,15 @@ def render_compare_markdown(comparison: dict[str, Any]) -> str:
 
 
 def render_compare_html(comparison: dict[str, Any]) -> str:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        autoescape=True,  # kernel names, run ids and paths come from the runs: always escaped
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return env.get_template("compare.html.j2").render(
-        c=comparison,
-        header=header_lines(comparison),
-        gate=gate_line(comparison),
-        tables=comparison_tables(comparison),
+    # the report's environment: kernel names, run ids and paths come from the runs, always escaped,
+    # their bidirectional overrides and control characters shown as escapes
+    return (
+        template_environment()
+        .get_template("compare.html.j2")
+        .render(
+            c=comparison,
+            header=header_lines(comparison),
+            gate=gate_line(comparison),
+            tables=comparison_tables(comparison),
+        )
     )

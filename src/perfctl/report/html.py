@@ -42,7 +42,8 @@ def _shown(value: Any) -> Any:
     return value
 
 
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
+    """The one Jinja environment of perfctl's HTML (the report, the comparison)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=True,  # NVTX texts, kernel, model and file names are untrusted: always escaped
@@ -128,7 +129,7 @@ def top_memory_operators(analysis: dict[str, Any], n: int = 10) -> list[dict[str
 
 def render_html(analysis: dict[str, Any], manifest: dict[str, Any] | None) -> str:
     return (
-        _environment()
+        template_environment()
         .get_template("report.html.j2")
         .render(
             a=analysis,
