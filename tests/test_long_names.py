@@ -169,3 +169,36 @@ def test_a_long_version_and_gpu_name_are_bounded_too(tmp_path: Path, export_dir:
     export_info = json.loads((tmp_path / "out" / "analysis.json").read_text())["export"]
     for text in (export_info["nsys_version"], export_info["gpus"][0]["name"]):
         assert text.endswith("]") and f"… [{size:,} bytes, sha256 " in text
+
+
+def test_long_texts_in_the_run_folders_records_are_bounded(tmp_path: Path) -> None:
+    """A run folder's own records are untrusted too: a hand-edited manifest.json whose model name,
+    and a torch/operators.json whose top operator's name, hold 16 MB each. `perfctl analyze` of the
+    real H100 run folder so altered succeeds, every output stays small, and each long text is shown
+    bounded (first NAME_BYTES bytes, size, sha256 of the whole); the records are not changed."""
+    from conftest import copy_run_fixture, run_perfctl
+
+    run = copy_run_fixture("h100-tiny-ocr2-all", tmp_path / "run")
+    size = LENGTHS["16MB"]
+    model = "model-" + "m" * size
+    operator = "aten::long_" + "o" * size
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["model_spec"]["name"] = model
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    operators = json.loads((run / "torch" / "operators.json").read_text())
+    operators["decode"]["top"][0]["name"] = operator
+    (run / "torch" / "operators.json").write_text(json.dumps(operators))
+    before = {p: sha256(run / p) for p in ("manifest.json", "torch/operators.json")}
+    out = tmp_path / "out"
+    proc = run_perfctl("analyze", str(run), "--format", "json", "--out-dir", str(out))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size < OUTPUT_LIMIT, name
+    analysis = json.loads((out / "analysis.json").read_text())
+    for text, shown in (
+        (model, analysis["run"]["model_spec"]["name"]),
+        (operator, analysis["operators"]["stages"]["decode"]["top"][0]["name"]),
+    ):
+        digest = hashlib.sha256(text.encode()).hexdigest()[:DIGEST_HEX]
+        assert shown == f"{text[:NAME_BYTES]}… [{len(text):,} bytes, sha256 {digest}]"
+    assert {p: sha256(run / p) for p in before} == before

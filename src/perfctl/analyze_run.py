@@ -40,6 +40,7 @@ from perfctl.errors import BadInput, OutputFailed
 from perfctl.export_source import make_export, plan_export
 from perfctl.hardware.calibrate import CALIBRATION_FILE, Calibration, load_calibration
 from perfctl.nsys_export.events import kernel_mangled_names
+from perfctl.nsys_export.names import bound_strings
 from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.records import read_page_records
 from perfctl.report.html import render_html
@@ -261,7 +262,8 @@ def _operators(run_dir: Path, manifest: dict[str, Any], warnings: list[str]) -> 
     if not isinstance(data, dict):
         warnings.append(f"{path} is not a JSON object: no operator tables")
         return None
-    return data
+    bounded: dict[str, Any] = bound_strings(data)  # operator and kernel names of any length: bounded
+    return bounded
 
 
 RUN_IDENTITY_KEYS = (

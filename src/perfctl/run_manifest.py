@@ -26,6 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from perfctl.nsys_export.names import bound_strings
+
 MANIFEST_NAME = "manifest.json"
 DRIVER_INFO_NAME = "driver-info.json"
 # how many bad fields a warning lists by name before it counts the rest, and how much of a bad value
@@ -321,6 +323,7 @@ def read_record(path: Path, fields: Mapping[str, Field]) -> RecordFile:
         return RecordFile(path, "unusable", None, [f"not JSON: {' '.join(str(exc).split())}"])
     if not isinstance(data, dict):
         return RecordFile(path, "unusable", None, [f"it holds {_kind_name(data)}, not a JSON object"])
+    data = bound_strings(data)  # a hand-edited text of any length: bounded as the export's names are
     problems: list[str] = []
     kept = _check_object(data, fields, "", problems)
     if not any(key in fields and kept[key] is not None for key in kept):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import sqlite3
+from typing import Any
 
 from perfctl.errors import BadInput
 
@@ -48,6 +49,19 @@ def bound_name(text: str) -> str:
         return text
     head = _whole_characters(data[:NAME_BYTES])
     return bounded(head, len(data), hashlib.sha256(data).hexdigest())
+
+
+def bound_strings(value: Any) -> Any:
+    """A JSON value (a run folder's record file: manifest.json, operators.json) with every string in
+    it, keys included, bounded as `bound_name` bounds a name: what the outputs copy of an untrusted
+    record does not grow with the length of its texts."""
+    if isinstance(value, str):
+        return bound_name(value)
+    if isinstance(value, list):
+        return [bound_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {bound_name(k) if isinstance(k, str) else k: bound_strings(v) for k, v in value.items()}
+    return value
 
 
 def head_sql(expr: str) -> str:
