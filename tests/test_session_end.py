@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import REPO, decompress_fixture, find_nsys
-from faults_support import nsys_lock
+from faults_support import own_nsys_session
 from nsys_reference import (
     nsys_version,
     perfctl_nvtx_totals,
@@ -55,9 +55,10 @@ def killed_report(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> Pa
     """nsys's report of the program killed inside its ranges (nsys finalizes when its program dies)."""
     folder = tmp_path_factory.mktemp("unended")
     cmd = [nsys_bin, "profile", "--trace=nvtx", "--sample=none", "--cpuctxsw=none", "--force-overwrite=true"]
-    with nsys_lock():
+    with own_nsys_session("test_session_end: a program killed inside its ranges") as env:
         proc = subprocess.run(
             [*cmd, "-o", str(folder / "run"), sys.executable, str(PROGRAM)],
+            env=env,
             capture_output=True,
             text=True,
             timeout=300,
@@ -228,9 +229,10 @@ def test_every_reference_nsys_ends_ranges_at_the_session_end(tmp_path: Path, ref
     if find_nsys("primary") == reference_nsys:
         pytest.skip("the primary nsys: test_nsys_ends_a_range_never_ended_exactly_at_the_session_end")
     cmd = [reference_nsys, "profile", "--trace=nvtx", "--sample=none", "--cpuctxsw=none"]
-    with nsys_lock():
+    with own_nsys_session("test_session_end: a program killed inside its ranges") as env:
         subprocess.run(
             [*cmd, "--force-overwrite=true", "-o", str(tmp_path / "run"), sys.executable, str(PROGRAM)],
+            env=env,
             capture_output=True,
             text=True,
             timeout=300,
