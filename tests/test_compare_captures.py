@@ -1,6 +1,7 @@
 """Real captures (CPU, under nsys) for compare and the registry: the built-in tiny model with 2 and
-with 12 new tokens per page (decode 1 vs 11 steps: a real slower run), a capture whose model cannot
-load (a real failure), and a capture beside a registry that cannot be written."""
+with 100 new tokens per page (decode 1 vs 99 steps: a real slower run, by a margin no load on the
+machine hides: with 12 tokens, 3 pages on a loaded 2-core box once read "within noise"), a capture
+whose model cannot load (a real failure), and a capture beside a registry that cannot be written."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from perfctl.resources import builtin_model_dir
 
 pytestmark = [pytest.mark.nsys, pytest.mark.slow]
 
-PAGES = 3
+PAGES = 6  # per run: enough for Welch's interval to be narrow beside the slower run's difference
+SHORT_TOKENS, LONG_TOKENS = 2, 100  # decode 1 step vs 99 (a page of the tiny model decodes in ~0.2 s)
 
 
 def _capture(nsys: str, tokens: int, *where: str) -> subprocess.CompletedProcess[str]:
@@ -69,17 +71,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> dict[str, A
     stdout, stderr = proc.communicate()
     out["broken"] = (proc.returncode, stdout, stderr, seen)
 
-    # the same workload with 2 and with 12 new tokens; the first beside a damaged registry
+    # the same workload with 2 and with 100 new tokens; the first beside a damaged registry
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     out["garbage"] = b"SQLite format 3\x00 but not really " * 50
     (elsewhere / "index.db").write_bytes(out["garbage"])
     out["short"], out["short_proc"] = (
         elsewhere / "short",
-        _capture(nsys_bin, 2, "--out", str(elsewhere / "short"), "--profiles", str(elsewhere)),
+        _capture(nsys_bin, SHORT_TOKENS, "--out", str(elsewhere / "short"), "--profiles", str(elsewhere)),
     )
     out["long"], out["long_proc"] = (
         root / "long",
-        _capture(nsys_bin, 12, "--profiles", str(root), "--run-id", "long"),
+        _capture(nsys_bin, LONG_TOKENS, "--profiles", str(root), "--run-id", "long"),
     )
     return out
 
@@ -105,7 +107,8 @@ def test_ok_capture_then_its_analysis_are_recorded(runs: dict[str, Any]) -> None
     row = _row(runs["root"], "long")
     assert row is not None and row["status"] == "ok" and row["reason"] is None
     assert row["device"] == "cpu" and row["gpu"] is None and row["model"] == "deepseek-ocr2-tiny"
-    assert (row["pages_completed"], row["max_new_tokens"]) == (PAGES, 12) and row["analyzed_at"] is None
+    assert (row["pages_completed"], row["max_new_tokens"]) == (PAGES, LONG_TOKENS)
+    assert row["analyzed_at"] is None
     proc = run_perfctl("analyze", str(runs["long"]))
     assert proc.returncode == 0 and "warning" not in proc.stderr
     row = _row(runs["root"], "long")
@@ -137,12 +140,12 @@ def test_more_tokens_per_page_is_slower_and_fails_the_gate(runs: dict[str, Any])
     result = json.loads(proc.stdout)
     assert result["time_source"] == "nsys"
     decode = next(s for s in result["stages"] if s["stage"] == "decode")
-    assert decode["verdict"] == "slower" and decode["time_ns"]["delta_pct"] > 100  # 11 decode steps vs 1
+    assert decode["verdict"] == "slower" and decode["time_ns"]["delta_pct"] > 100  # 99 decode steps vs 1
     assert "decode" in [f["stage"] for f in result["gate"]["failing_stages"]]
     assert decode["mfu"] is None and decode["kernel_count"] is None
     for needle in (
         "neither run has a clean timing pass",
-        "the runs differ: max_new_tokens: 2 vs 12",
+        f"the runs differ: max_new_tokens: {SHORT_TOKENS} vs {LONG_TOKENS}",
         "neither run's nsys pass has CUDA kernels",
     ):
         assert any(needle in w for w in result["warnings"]), (needle, result["warnings"])

@@ -39,9 +39,12 @@ NO_RANGES = "no NVTX ranges of domain 'perfctl' arrived in the export although t
 def disabled_nvtx_run(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> tuple[Path, Any]:
     """`NVTX_DISABLE=1 perfctl capture`: the variable reaches the driver through nsys, and the nvtx
     package turns every call into a no-op."""
-    run = tmp_path_factory.mktemp("nvtx-disabled") / "run"
+    root = tmp_path_factory.mktemp("nvtx-disabled")  # the profiles folder: the registry is written there
     env = dict(os.environ, NVTX_DISABLE="1")
-    proc = run_perfctl("capture", "--out", str(run), *TINY, "--nsys", nsys_bin, env=env)
+    proc = run_perfctl(
+        "capture", "--profiles", str(root), "--run-id", "run", *TINY, "--nsys", nsys_bin, env=env
+    )
+    run = root / "run"
     return run, proc
 
 

@@ -86,7 +86,8 @@ def refused(export: Path, out: Path) -> str:
 def without_path_and_warnings(analysis: dict[str, Any]) -> dict[str, Any]:
     return {
         **{k: v for k, v in analysis.items() if k != "warnings"},
-        "export": {**analysis["export"], "path": None},
+        # where the export was read from (its path, and `source`: which file and why) names the file
+        "export": {**analysis["export"], "path": None, "source": None},
     }
 
 
