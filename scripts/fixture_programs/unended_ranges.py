@@ -22,6 +22,7 @@ OTHER_DOMAIN = "other"
 ENDED = "ended"  # the one range the program ends
 NEVER_ENDED = ("outer", "open_start_end", "open_inner")  # perfctl's, open when the program dies
 OTHER_NEVER_ENDED = "open_elsewhere"  # another domain's, open too
+FLUSH_WAIT_S = 3.0  # before the kill: see main()
 
 
 def main() -> None:
@@ -32,7 +33,10 @@ def main() -> None:
     nvtx.start_range(NEVER_ENDED[1], domain=DOMAIN)
     nvtx.push_range(NEVER_ENDED[2], domain=DOMAIN)
     nvtx.push_range(OTHER_NEVER_ENDED, domain=OTHER_DOMAIN)
-    time.sleep(0.05)
+    # nsys's injection hands NVTX events over from buffers it flushes now and then, and a SIGKILL loses
+    # what is still buffered: 50 ms sufficed on an idle machine, not on a loaded one (the last range
+    # went missing), so the program waits far longer than any flush takes before it dies
+    time.sleep(FLUSH_WAIT_S)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
