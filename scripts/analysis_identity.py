@@ -92,7 +92,8 @@ def analyze(tree: Path, target: Path, out_dir: Path) -> dict[str, bytes]:
     return result
 
 
-def compare_one(fixture: Path, base: Path, work: Path) -> list[str]:
+def compare_one(fixture: Path, base: Path, work: Path) -> tuple[list[str], str]:
+    """The differences between the two trees' results on `fixture`, and what was compared."""
     results = []
     for tree in (base, REPO):
         target = place_fixture(fixture, work / "fixture")
@@ -101,11 +102,14 @@ def compare_one(fixture: Path, base: Path, work: Path) -> list[str]:
         out_dir.mkdir()
         results.append(analyze(tree, target, out_dir))
     before, after = results
-    return [
+    differences = [
         f"{key}: {len(before.get(key, b''))} bytes before, {len(after.get(key, b''))} after"
         for key in sorted(set(before) | set(after))
         if before.get(key) != after.get(key)
     ]
+    written = [name for name in OUTPUTS if name in before]
+    compared = ", ".join(written) if written else f"refused, exit status {before['exit status'].decode()}"
+    return differences, compared
 
 
 def main() -> int:
@@ -113,18 +117,21 @@ def main() -> int:
     parser.add_argument("--base", help="revision to compare against [default: merge base with main]")
     parser.add_argument("--keep", type=Path, help="work folder to use and keep (default: a temporary one)")
     args = parser.parse_args()
-    base_rev = args.base or subprocess.run(
-        ["git", "-C", str(REPO), "merge-base", "HEAD", "main"], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    base_rev = (
+        args.base
+        or subprocess.run(
+            ["git", "-C", str(REPO), "merge-base", "HEAD", "main"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
     work = args.keep or Path(tempfile.mkdtemp(prefix="perfctl-analysis-identity-"))
     work.mkdir(parents=True, exist_ok=True)
     base = unpack_tree(base_rev, work / "base-tree")
     differing = 0
     try:
         for fixture in fixtures():
-            differences = compare_one(fixture, base, work)
+            differences, compared = compare_one(fixture, base, work)
             differing += bool(differences)
-            verdict = "identical" if not differences else "DIFFERENT: " + "; ".join(differences)
+            verdict = f"identical ({compared})" if not differences else "DIFFERENT: " + "; ".join(differences)
             print(f"{fixture.name}: {verdict}", flush=True)
     finally:
         if args.keep is None:
