@@ -31,7 +31,7 @@ stop_load() {
 }
 trap stop_load EXIT
 
-start_load() {
+start_load() {  # $1: the run's number, in the captures' run ids (each run's captures get new folders)
   python3 -c 'while True: pass' &
   spin_pid=$!
   # a new process group, so that stopping it stops the capture it is running too
@@ -39,11 +39,11 @@ start_load() {
     n=0
     while true; do
       n=$((n + 1))
-      "$0/.venv/bin/perfctl" capture --quiet --device cpu --profiles "$1" --run-id "beside-$n" \
+      "$0/.venv/bin/perfctl" capture --quiet --device cpu --profiles "$1" --run-id "beside-$2-$n" \
         >>"$1/captures.log" 2>&1
-      echo "capture beside-$n exit $?" >>"$1/captures.log"
+      echo "capture beside-$2-$n exit $?" >>"$1/captures.log"
       sleep 2
-    done' "$repo" "$work/profiles" &
+    done' "$repo" "$work/profiles" "$1" &
   captures_pid=$!
 }
 
@@ -51,7 +51,7 @@ failed=0
 for i in $(seq 1 "$runs"); do
   clone="$work/clone-$i"
   git clone -q "file://$repo" "$clone" || { say "run $i: git clone failed"; failed=1; continue; }
-  start_load
+  start_load "$i"
   t0=$(date +%s)
   (cd "$clone" && bash .ci/run) >"$work/run-$i.log" 2>&1
   rc=$?
@@ -61,6 +61,7 @@ for i in $(seq 1 "$runs"); do
   beside_failed=$(grep '^capture beside-' "$work/profiles/captures.log" 2>/dev/null | grep -vc 'exit 0$')
   summary=$(grep -E '^=+ .*(passed|failed|error).* =+$' "$work/run-$i.log" | tail -n 1)
   say "run $i of $runs: rc $rc in $(((t1 - t0) / 60)) min $(((t1 - t0) % 60)) s; ${summary:-no pytest summary}; captures beside so far: ${beside:-0} ok, ${beside_failed:-0} not ok (stopped ones included)"
+  grep -h '^status: failed' "$work/profiles/captures.log" | sort | uniq -c | sed 's/^/ci-under-load:   beside, /' | tee -a "$work/results.txt"
   [ "$rc" -eq 0 ] || failed=1
   rm -rf "$clone/.venv"
 done
