@@ -17,7 +17,6 @@ REV defaults to `git merge-base HEAD main`. Prints one line per fixture and exit
 from __future__ import annotations
 
 import argparse
-import lzma
 import os
 import shutil
 import subprocess
@@ -28,7 +27,9 @@ from io import BytesIO
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "tests" / "fixtures"
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import FIXTURES, copy_run_fixture, decompress_fixture  # noqa: E402  (the tests' own copying)
+
 OUTPUTS = ("analysis.json", "summary.md", "report.html")
 # what a tree needs to run perfctl from source: its package, and the bundled folders resources.py finds
 # beside it in a checkout
@@ -61,16 +62,8 @@ def place_fixture(fixture: Path, at: Path) -> Path:
         shutil.rmtree(at)
     at.mkdir(parents=True)
     if fixture.is_file():
-        target = at / fixture.name.removesuffix(".xz")
-        with lzma.open(fixture) as src, target.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-        return target
-    run_dir = at / fixture.name
-    shutil.copytree(fixture, run_dir, ignore=shutil.ignore_patterns("*.xz"))
-    for packed in fixture.glob("*.xz"):
-        with lzma.open(packed) as src, (run_dir / packed.name.removesuffix(".xz")).open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return run_dir
+        return decompress_fixture(fixture.name, at)
+    return copy_run_fixture(fixture.name, at / fixture.name)
 
 
 def analyze(tree: Path, target: Path, out_dir: Path) -> dict[str, bytes]:
@@ -127,8 +120,9 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     base = unpack_tree(base_rev, work / "base-tree")
     differing = 0
+    every = fixtures()
     try:
-        for fixture in fixtures():
+        for fixture in every:
             differences, compared = compare_one(fixture, base, work)
             differing += bool(differences)
             verdict = f"identical ({compared})" if not differences else "DIFFERENT: " + "; ".join(differences)
@@ -136,7 +130,7 @@ def main() -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"{len(fixtures()) - differing} of {len(fixtures())} fixtures identical to {base_rev[:12]}")
+    print(f"{len(every) - differing} of {len(every)} fixtures identical to {base_rev[:12]}")
     return 1 if differing else 0
 
 

@@ -61,7 +61,7 @@ for i in $(seq 1 "$runs"); do
   beside_failed=$(grep '^capture beside-' "$work/profiles/captures.log" 2>/dev/null | grep -vc 'exit 0$')
   summary=$(grep -E '^=+ .*(passed|failed|error).* =+$' "$work/run-$i.log" | tail -n 1)
   say "run $i of $runs: rc $rc in $(((t1 - t0) / 60)) min $(((t1 - t0) % 60)) s; ${summary:-no pytest summary}; captures beside so far: ${beside:-0} ok, ${beside_failed:-0} not ok (stopped ones included)"
-  grep -h '^status: failed' "$work/profiles/captures.log" | sort | uniq -c | sed 's/^/ci-under-load:   beside, /' | tee -a "$work/results.txt"
+  grep -h '^status: failed' "$work/profiles/captures.log" | sort | uniq -c | sed 's/^/ci-under-load:   failed beside so far: /' | tee -a "$work/results.txt"
   [ "$rc" -eq 0 ] || failed=1
   rm -rf "$clone/.venv"
 done
