@@ -34,7 +34,7 @@ from perfctl.nsys_export import pages
 from perfctl.nsys_export.checks import RowChecks, check_sum
 from perfctl.nsys_export.events import Activities, string_values
 from perfctl.nsys_export.names import head_sql, read_name, size_sql
-from perfctl.nsys_export.nvtx import load_nvtx_ranges, session_end, unended_range_ids
+from perfctl.nsys_export.nvtx import load_nvtx_ranges, session_end, session_stop_recorded, unended_range_ids
 from perfctl.nsys_export.schema import ExportSchema, connect_readonly, quote_identifier, read_schema
 from perfctl.nsys_export.windows import (
     NotWindowable,
@@ -131,11 +131,11 @@ def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
         conn = connect_readonly(path)
         try:
             schema = read_schema(conn, path)
-            end = session_end(conn, schema)
+            end, stop_recorded = session_end(conn, schema), session_stop_recorded(conn, schema)
         finally:
             conn.close()
         fallbacks: list[str] = []  # where the engine leaves its fast path, filled as windows are read
-        checks = RowChecks(path, end)  # what the untrusted rows held, filled as they are read
+        checks = RowChecks(path, end, stop_recorded)  # what the untrusted rows held, filled as they are read
         # the readers start now, beside what follows
         windows = activity_windows(schema, fallbacks=fallbacks, checks=checks)
         try:

@@ -18,8 +18,9 @@ a sound export pays nothing more.
 
 GPU activities that end past the session's end recorded in ANALYSIS_DETAILS are counted too: nsys
 ends the ranges the program never ended exactly there, so an activity or a range ending later is a
-real event of an inconsistent export (a tiled one, say). They are kept, as `nsys stats` keeps them,
-and the analysis warns once.
+real event of an inconsistent export (a tiled one, say), or an event of a session whose stop nsys did
+not record (nvtx.session_stop_recorded), whose recorded end may be too early. They are kept, as
+`nsys stats` keeps them, and the analysis warns once, naming the missing stop where it is missing.
 """
 
 from __future__ import annotations
@@ -218,9 +219,10 @@ class RowChecks:
     table, say) loses its bad rows silently: the counted pass said what they were.
     """
 
-    def __init__(self, path: Path, session_end: int | None = None) -> None:
+    def __init__(self, path: Path, session_end: int | None = None, stop_recorded: bool | None = None) -> None:
         self.path = path
         self.session_end = session_end
+        self.stop_recorded = stop_recorded  # nvtx.session_stop_recorded: False names the likely cause
         self.bad: dict[str, BadRows] = {}
         self.past_session_end: Counter[str] = Counter()  # table -> activities ending past it
         self.ranges_past_session_end = 0
@@ -274,7 +276,16 @@ class RowChecks:
                 raise bad.refusal(self.path)
             out.append(bad.warning())
         activities = sum(self.past_session_end.values())
-        if activities or self.ranges_past_session_end:
+        if (activities or self.ranges_past_session_end) and self.stop_recorded is False:
+            out.append(
+                f"the export is inconsistent: nsys did not record the stop of this session (no "
+                f"'Profiling has stopped.' in DIAGNOSTIC_EVENT; seen with nsys 2024.2 when another nsys "
+                f"session ran at the same time), and {self.ranges_past_session_end:,} NVTX ranges and "
+                f"{activities:,} GPU activities end after the session's end it recorded in ANALYSIS_DETAILS "
+                f"({self.session_end:,} ns from its start); they are analyzed as recorded, as nsys stats "
+                "counts them, and ranges the program never ended cannot be told from ended ones here"
+            )
+        elif activities or self.ranges_past_session_end:
             out.append(
                 f"the export is inconsistent: {self.ranges_past_session_end:,} NVTX ranges and "
                 f"{activities:,} GPU activities end after the session's end recorded in ANALYSIS_DETAILS "

@@ -268,12 +268,37 @@ def session_end(conn: sqlite3.Connection, schema: ExportSchema) -> int | None:
     return int(duration) + shift
 
 
+# nsys 2024.2 records its session's start and stop as diagnostic messages (nsys 2022.4 and 2023.4
+# write no DIAGNOSTIC_EVENT table); the stop, where recorded, is at ANALYSIS_DETAILS.duration
+SESSION_STARTED, SESSION_STOPPED = "Profiling has started.", "Profiling has stopped."
+
+
+def session_stop_recorded(conn: sqlite3.Connection, schema: ExportSchema) -> bool | None:
+    """Whether nsys recorded the stop of the session it recorded the start of; None where the export
+    records neither. Measured with scripts/probe_unended_range_ends.py (nsys 2024.2.3.38, a second
+    nsys session profiling beside each capture): some exports then lack the stop message, and in
+    some of those ANALYSIS_DETAILS.duration is far short of the session (1.51 s of a program that
+    ran 3.1 s) while the ranges the program never ended end at its real end, past `duration`."""
+    if not (
+        schema.has_column("DIAGNOSTIC_EVENT", "text") and schema.has_column("DIAGNOSTIC_EVENT", "timestamp")
+    ):
+        return None
+    started, stopped = conn.execute(
+        """SELECT count(CASE WHEN text = ? THEN 1 END), count(CASE WHEN text = ? THEN 1 END)
+           FROM DIAGNOSTIC_EVENT""",
+        (SESSION_STARTED, SESSION_STOPPED),
+    ).fetchone()
+    return None if not started else bool(stopped)
+
+
 def unended_range_ids(conn: sqlite3.Connection, schema: ExportSchema) -> frozenset[int]:
     """The `range_id`s of ranges that were never ended: the program stopped inside them (a crash, a
     kill, Ctrl-C). Some nsys versions leave their end NULL; nsys 2022.4, 2023.4 and 2024.2 end them
     exactly at the end of the session (`session_end`), where no real end can be. A range ending after
-    that is a real range of an inconsistent export (a tiled one): `nsys stats` counts it, and so does
-    perfctl (checks.RowChecks warns)."""
+    that is a real range of an inconsistent export (a tiled one), or, where nsys did not record its
+    session's stop (`session_stop_recorded`), possibly a never-ended one that nsys ended past a
+    `duration` recorded too short: nothing in the export tells which, so `nsys stats` counts it and
+    so does perfctl (checks.RowChecks warns, naming the cause it can see)."""
     if not schema.has("NVTX_EVENTS"):
         return frozenset()
     names = ("NvtxPushPopRange", "NvtxtPushPopRange", "NvtxStartEndRange", "NvtxtStartEndRange")
