@@ -125,6 +125,7 @@ if sys.argv[1:3] != ["-m", "perfctl.driver"]:
 open({waiting!r}, "a").close()
 while not os.path.exists({gate!r}):
     time.sleep(0.05)
+os.unlink({waiting!r})  # this driver is through (DriverGate.let_one_through)
 sys.argv = [sys.argv[0], *sys.argv[3:]]  # as `python -m perfctl.driver ...` leaves it
 runpy.run_module("perfctl.driver", run_name="__main__", alter_sys=True)
 """
@@ -157,6 +158,17 @@ class DriverGate:
 
     def open(self) -> None:
         self.gate.touch()
+
+    def let_one_through(self, timeout: float = 600) -> None:
+        """Open the gate for the driver waiting at it, then close it again behind that driver: the
+        capture's next pass waits at it in turn."""
+        self.open()
+        deadline = time.monotonic() + timeout
+        while self.waiting.exists():
+            if time.monotonic() > deadline:
+                pytest.fail(f"the driver did not go through the gate in {timeout} s")
+            time.sleep(0.02)
+        self.gate.unlink()
 
 
 class Capture:

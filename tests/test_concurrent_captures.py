@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from typing import Any
 import pytest
 
 from conftest import run_perfctl
-from faults_support import Capture, DriverGate, ForeignNsysSession, HeldNsysLock, own_nsys_session
-from perfctl.capture.nsys_lock import LOCK_PATH_VAR
+from faults_support import Capture, DriverGate, ForeignNsysSession, HeldNsysLock, driver_of, own_nsys_session
+from perfctl.capture.nsys_lock import LOCK_PATH_VAR, NsysSessionLock
 
 pytestmark = [pytest.mark.nsys, pytest.mark.slow]
 
@@ -186,10 +187,87 @@ def test_a_session_beside_the_nsys_pass_is_noted(tmp_path: Path, nsys_bin: str) 
     assert " profile --trace=osrt " in seen[foreign.pid]["command"]
     # two sessions at once lose NVTX ranges at random: either outcome, each one explained
     assert (code, manifest["status"]) in ((0, "ok"), (1, "failed")), manifest.get("reason")
-    if manifest["status"] == "failed" and "no NVTX ranges" in manifest["reason"]:
-        assert "another nsys session ran during the pass (pid " in manifest["reason"]
-        assert f"pid {foreign.pid} " in manifest["reason"]
+    if manifest["status"] == "failed":  # whatever failed, the reason names the session beside it
+        assert f"pid {foreign.pid} " in manifest["reason"], manifest["reason"]
+        during = "the pass" if "no NVTX ranges" in manifest["reason"] else "the nsys pass"
+        assert f"another nsys session ran during {during} (pid " in manifest["reason"], manifest["reason"]
     assert capture.processes() == {}
+
+
+def test_a_failure_beside_a_foreign_session_names_it(tmp_path: Path, nsys_bin: str) -> None:
+    """A capture that fails for a reason of its own (its driver killed at the gate) while a foreign
+    session runs: the reason says what failed, then names the session beside it as evidence (two nsys
+    sessions at once fail at random, in ways nsys's own messages do not attribute)."""
+    gate = DriverGate(tmp_path / "gate")
+    run = tmp_path / "run"
+    capture = Capture("--out", str(run), *TINY, "--driver-python", str(gate.python), "--nsys", nsys_bin)
+    gate.wait_for_driver(capture)
+    foreign = ForeignNsysSession(nsys_bin, tmp_path / "foreign")
+    try:
+        os.kill(driver_of(capture, run), signal.SIGKILL)
+        code = capture.finish()
+    finally:
+        foreign.stop()
+    manifest = _manifest(run)
+    reason = manifest["reason"]
+    assert (code, manifest["status"]) == (1, "failed"), reason
+    assert reason.startswith("the driver finished 0 of 1 pages") or reason.startswith("nsys wrote no"), reason
+    assert f"; another nsys session ran during the nsys pass (pid {foreign.pid} (user " in reason, reason
+    assert reason.endswith("two nsys sessions at once fail at random: capture again once it has ended")
+    assert f"status: failed ({reason})" in capture.stdout
+    assert capture.processes() == {}
+
+
+def test_the_passes_after_the_nsys_pass_leave_the_nsys_lock_free(tmp_path: Path, nsys_bin: str) -> None:
+    """--tool all: the nsys lock is held for the nsys pass alone. The clean timing pass and the
+    torch.profiler pass run no nsys, so another capture's nsys pass may run beside them (each pass's
+    driver held at a gate while the test looks)."""
+    gate = DriverGate(tmp_path / "gate")
+    run = tmp_path / "run"
+    args = (
+        "--out",
+        str(run),
+        *TINY,
+        "--tool",
+        "all",
+        "--driver-python",
+        str(gate.python),
+        "--nsys",
+        nsys_bin,
+    )
+    capture = Capture(*args)
+    gate.wait_for_driver(capture)  # the nsys pass: the capture holds the lock
+    with NsysSessionLock("pytest: a look at the lock during the nsys pass") as look:
+        busy = look.try_take()
+    assert busy is not None and f"held by perfctl pid {capture.proc.pid}" in busy, busy
+    gate.let_one_through()
+    for later in ("timing", "torch"):
+        gate.wait_for_driver(capture)  # the driver of the next pass, at the gate
+        assert _manifest(run)["nsys"].get("ended_at"), f"the {later} pass started before the nsys pass ended"
+        with NsysSessionLock(f"pytest: a look at the lock during the {later} pass") as look:
+            busy = look.try_take()
+        # free: taken at once (or, at most, a foreign nsys of this machine named; never the capture)
+        assert busy is None or "held by" not in busy, busy
+        gate.let_one_through()
+    assert capture.finish() == 0, capture.stdout + capture.stderr
+    assert _manifest(run)["status"] == "ok"
+    assert capture.processes() == {}
+
+
+def test_no_wait_lets_a_torch_only_capture_run_while_the_lock_is_held(tmp_path: Path, nsys_bin: str) -> None:
+    """--tool torch runs no nsys: the nsys lock is none of its business, so --no-wait refuses nothing
+    while another perfctl holds it (and nothing of the lock goes into its manifest)."""
+    holder = HeldNsysLock("someone-else")
+    try:
+        run = tmp_path / "torch-only"
+        proc = run_perfctl(
+            "capture", "--tool", "torch", "--no-wait", "--out", str(run), *TINY, "--nsys", nsys_bin
+        )
+    finally:
+        holder.release()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = _manifest(run)
+    assert manifest["status"] == "ok" and "nsys" not in manifest
 
 
 def _wait_until_waiting_for(capture: Capture, run: Path, needle: str) -> None:

@@ -219,6 +219,40 @@ def test_a_range_ending_past_the_session_end_is_counted_and_said(
     ]
 
 
+def test_a_range_left_without_an_end_is_set_aside_as_never_ended(
+    killed_export: Path, nsys_bin: str, tmp_path: Path
+) -> None:
+    """Some nsys versions leave the end of a range the program never ended NULL instead of ending it at
+    the session's end (none installed here does: the real export altered as they write it). perfctl's
+    own such ranges are the same never-ended ones, set aside and said; another domain's is counted as
+    `nsys stats` counts it (one instance of 0 ns); no bad-row warning."""
+    export = copy(killed_export, tmp_path / "null-ends.sqlite")
+    duration, _ = _ends(export)
+    with sqlite3.connect(export) as conn:
+        nulled = conn.execute(
+            f'UPDATE NVTX_EVENTS SET "end" = NULL WHERE eventType IN {RANGE_TYPES} AND "end" = ?', (duration,)
+        ).rowcount
+    conn.close()
+    assert nulled == len(UNENDED.NEVER_ENDED) + 1  # perfctl's never-ended ranges and the other domain's
+    proc, analysis = analyze_json(export, tmp_path / "out", NO_KERNELS)
+    assert proc.returncode == 0, proc.stderr
+    assert set(_ranges(analysis)) == {
+        (UNENDED.DOMAIN, UNENDED.ENDED),
+        (UNENDED.OTHER_DOMAIN, UNENDED.OTHER_NEVER_ENDED),
+    }
+    kept, expected = perfctl_nvtx_totals(analysis), run_nvtx_sum(nsys_bin, export, tmp_path)
+    assert kept == {k: expected[k] for k in kept}
+    assert _ranges(analysis)[(UNENDED.OTHER_DOMAIN, UNENDED.OTHER_NEVER_ENDED)] == (1, 0)
+    never = ", ".join(sorted(UNENDED.NEVER_ENDED))
+    assert (
+        f"perfctl ranges {never} never ended (the program stopped inside): left out of every figure"
+        in analysis["warnings"]
+    )
+    assert not [w for w in analysis["warnings"] if "cannot be" in w or "inconsistent" in w], analysis[
+        "warnings"
+    ]
+
+
 def _count(export: Path, sql: str) -> int:
     with sqlite3.connect(f"file:{export}?mode=ro", uri=True) as conn:
         return int(conn.execute(sql).fetchone()[0])

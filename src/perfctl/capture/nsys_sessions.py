@@ -160,6 +160,28 @@ def _owner(entry: Path) -> str:
         return str(uid)
 
 
+def describe_recorded(process: dict[str, Any]) -> str:
+    """NsysProcess.describe() of a process as a manifest recorded it (`to_json`)."""
+    try:
+        return NsysProcess(**process).describe()
+    except TypeError:  # a manifest written by another version
+        return str(process)
+
+
+def sessions_seen_note(seen: list[dict[str, Any]]) -> str:
+    """For the reason of a capture that failed: the foreign sessions its watcher saw (manifest
+    `nsys.foreign_sessions_seen`), as evidence and not as the cause; "" when it saw none. Two nsys
+    sessions at once fail at random and in many ways (no NVTX_EVENTS table, `sem_open` failed, "Local
+    Endpoint is not available"), so a failure beside one is not to be trusted as the program's own."""
+    if not seen:
+        return ""
+    described = "; ".join(describe_recorded(p) for p in seen[:3])
+    return (
+        f"; another nsys session ran during the nsys pass ({described}), and two nsys sessions at "
+        "once fail at random: capture again once it has ended"
+    )
+
+
 class SessionWatcher:
     """Notes the session processes that do not belong to `own_holder` while perfctl waits for its nsys:
     `wait(proc)` waits for a process, scanning /proc every `period_s` meanwhile; `tick()` scans when a

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perfctl.capture.nsys_sessions import describe_recorded
 from perfctl.driver.nvtx_compat import PairVerdict, pair_verdict
 from perfctl.errors import BadInput, CaptureFailed
 from perfctl.stages import DOMAIN
@@ -95,7 +96,7 @@ def gather_evidence(export: ExportNvtx, manifest: dict[str, Any]) -> NvtxEvidenc
         nvtx_enabled=driver.get("nvtx_enabled"),
         ranges_pushed=driver.get("nvtx_ranges_pushed"),
         export=export,
-        foreign_sessions=[_describe(p) for p in nsys.get("foreign_sessions_seen") or []],
+        foreign_sessions=[describe_recorded(p) for p in nsys.get("foreign_sessions_seen") or []],
     )
 
 
@@ -142,12 +143,3 @@ def _export_fact(export: ExportNvtx) -> str:
         listed = ", ".join(f"{d}: {n}" for d, n in others.items())
         return f"the export holds NVTX ranges of other domains ({listed}); domain '{DOMAIN}' {created}"
     return f"the export has an NVTX_EVENTS table but no range of any domain; domain '{DOMAIN}' {created}"
-
-
-def _describe(process: dict[str, Any]) -> str:
-    from perfctl.capture.nsys_sessions import NsysProcess
-
-    try:
-        return NsysProcess(**process).describe()
-    except TypeError:  # a manifest written by another version
-        return str(process)

@@ -53,7 +53,7 @@ from perfctl.capture.nsys import (
     stream_left_elsewhere,
 )
 from perfctl.capture.nsys_lock import NsysSessionLock, no_wait_refusal
-from perfctl.capture.nsys_sessions import SessionWatcher
+from perfctl.capture.nsys_sessions import SessionWatcher, sessions_seen_note
 from perfctl.capture.nvtx_evidence import explain_missing_ranges, gather_evidence, read_export_nvtx
 from perfctl.capture.processes import (
     Interrupted,
@@ -552,6 +552,8 @@ def _finalize(
     except CaptureFailed as exc:
         if status == "ok":
             status, reason = "failed", str(exc)
+            if "nvtx_evidence" not in manifest:  # that explanation weighs the foreign sessions itself
+                reason += sessions_seen_note(manifest["nsys"].get("foreign_sessions_seen") or [])
     if exit_code < 0 and report.is_file():
         manifest["nsys"]["note"] = (
             f"nsys's command-line process was {exit_description(exit_code)}; its agent wrote the report "
