@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from perfctl.analysis.instrumentation import BASELINE, overhead_summary, rotated
-from perfctl.capture.manifest import host_identity, package_versions, utc_now, write_json_atomic
 from perfctl.errors import BadInput, PerfctlError
+from perfctl.files import utc_now, write_json_atomic
+from perfctl.hardware.host import host_identity, package_versions
 from perfctl.stages import PAGE
 from perfctl.workloads.models import ModelSpec, resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages

@@ -332,7 +332,8 @@ def test_the_report_renders_whatever_field_is_missing_or_null(
     """Every declared field of the manifest, in turn removed and set to null (a wrong type for most:
     then left out): the HTML report renders (its template shows some fields unconditionally)."""
     from perfctl.report.html import render_html
-    from perfctl.run_manifest import MANIFEST_FIELDS, read_run_manifest, report_view
+    from perfctl.run_folder import RunFolder
+    from perfctl.run_manifest import MANIFEST_FIELDS, report_view
 
     real = _real_manifest(ALL)
     paths = [p for p in _field_paths(MANIFEST_FIELDS) if _has(real, p)]
@@ -348,7 +349,7 @@ def test_the_report_renders_whatever_field_is_missing_or_null(
             else:
                 holder[path[-1]] = None
             (tmp_path / "manifest.json").write_text(json.dumps(edited))
-            found = read_run_manifest(tmp_path)
+            found = RunFolder(tmp_path).read_manifest()
             html = render_html(
                 reference["analysis"], report_view(found.data if found.data is not None else {})
             )

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from faults_support import Capture, DriverGate
-from perfctl.capture.run_folder import claim_run_dir
+from perfctl.capture.claim import claim_run_dir
 
 ARGS = ("--num-pages", "2", "--max-new-tokens", "8", "--warmup", "0", "--device", "cpu")
 

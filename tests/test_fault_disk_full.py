@@ -115,8 +115,8 @@ def test_capture_onto_a_disk_too_full_for_the_report_keeps_the_stream(tmp_path: 
 
 
 def test_no_temporary_file_survives_a_failed_atomic_write(tmp_path: Path) -> None:
-    from perfctl.capture.manifest import write_json_atomic
     from perfctl.errors import OutputFailed
+    from perfctl.files import write_json_atomic
 
     with small_filesystem(tmp_path / "fs", "64k") as fs:
         target = fs / "manifest.json"

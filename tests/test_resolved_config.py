@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from perfctl.flops import RESOLVED_CONFIG_FILE, count_flops, read_model_config, resolved_config_json
+from perfctl.flops import count_flops, read_model_config, resolved_config_json
+from perfctl.run_folder import RESOLVED_CONFIG_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = [

@@ -31,29 +31,34 @@ from perfctl.analysis.efficiency import efficiency
 from perfctl.analysis.findings import cost_centres, findings
 from perfctl.analysis.lazy_loading import first_use_evidence
 from perfctl.analysis.operators import join_operators_to_kernels
-from perfctl.analysis.repeatability import CLEAN_PASS_DIR, CleanPass, load_clean_pass, timing_statistics
+from perfctl.analysis.repeatability import CleanPass, load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
-from perfctl.capture.manifest import disk_note
 from perfctl.capture.run import profiled_page_count
-from perfctl.capture.run_folder import capture_running_in
 from perfctl.errors import BadInput, OutputFailed
 from perfctl.export_source import make_export, plan_export
-from perfctl.hardware.calibrate import CALIBRATION_FILE, Calibration, load_calibration
+from perfctl.files import disk_note
+from perfctl.hardware.calibrate import Calibration, load_calibration
 from perfctl.nsys_export.events import kernel_mangled_names
 from perfctl.nsys_export.names import bound_strings
 from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.records import read_page_records
 from perfctl.report.html import render_html
 from perfctl.report.markdown import render_markdown
-from perfctl.run_manifest import (
-    DRIVER_INFO_NAME,
-    RecordFile,
-    read_driver_info,
-    read_run_manifest,
-    report_view,
+from perfctl.run_folder import (
+    ANALYSIS_FILE,
+    DRIVER_INFO_FILE,
+    OPERATORS_FILE,
+    OUTPUT_NAMES,
+    PAGES_FILE,
+    REPORT_HTML_FILE,
+    SUMMARY_FILE,
+    TIMING_PASS,
+    TORCH_PASS,
+    RunFolder,
 )
+from perfctl.run_manifest import RecordFile, report_view
 
-OUTPUT_NAMES = ("analysis.json", "report.html", "summary.md")
+OPERATORS_SOURCE = f"torch.profiler pass ({TORCH_PASS}/{OPERATORS_FILE})"  # analysis.json operators.source
 
 
 @dataclass(frozen=True)
@@ -66,28 +71,23 @@ class AnalyzeResult:
     run_dir: Path | None = None  # the perfctl run folder analyzed (its manifest usable), for the registry
 
 
-def run_folder_of(path: Path) -> Path:
-    """The folder whose run records belong to PATH: PATH itself when it is a folder, else its folder."""
-    return path if path.is_dir() else path.parent
-
-
 def _fill_unfinished(manifest: dict[str, Any], run_dir: Path, warnings: list[str]) -> None:
     """A capture that never recorded its outcome (perfctl itself killed, or still running) left a
     manifest without it: take what the run folder shows instead (in memory; the file is not changed)."""
     workload = manifest.get("workload") or {}
     manifest.setdefault("reason", None)
     if "driver" not in manifest:
-        info = read_driver_info(run_dir / DRIVER_INFO_NAME)
+        info = RunFolder(run_dir).nsys_pass.read_driver_info()
         manifest["driver"] = info.data
         warnings += [w for w in [info.warning()] if w]
-    manifest.setdefault("pages_completed", len(_page_records(run_dir / "pages.jsonl", warnings)))
+    manifest.setdefault("pages_completed", len(_page_records(RunFolder(run_dir).nsys_pass.pages, warnings)))
     manifest.setdefault("pages_expected", profiled_page_count(workload, len(manifest.get("pages") or [])))
 
 
 def _driver_from_info(manifest: dict[str, Any], run_dir: Path, warnings: list[str]) -> None:
     """The manifest's driver record was unusable: the driver's own driver-info.json says the same (the
     capture copied it into the manifest), so it is used instead when it is there, and said so."""
-    info = read_driver_info(run_dir / DRIVER_INFO_NAME)
+    info = RunFolder(run_dir).nsys_pass.read_driver_info()
     warnings += [w for w in [info.warning()] if w]
     if info.data is not None:
         manifest["driver"] = info.data
@@ -106,7 +106,7 @@ def _page_records(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
 def checked_clean_pass(run_dir: Path, manifest: dict[str, Any]) -> tuple[CleanPass | None, list[str]]:
     """The run's clean timing pass (repeatability.load_clean_pass) with its driver-info.json checked
     (run_manifest), and the warnings about what was left out of it."""
-    info = read_driver_info(run_dir / CLEAN_PASS_DIR / DRIVER_INFO_NAME)
+    info = RunFolder(run_dir).timing.read_driver_info()
     warnings = [w for w in [info.warning()] if w]
     if info.state == "unusable":
         return None, [*warnings, "the clean timing pass is left out: what its driver saw is unknown"]
@@ -114,7 +114,7 @@ def checked_clean_pass(run_dir: Path, manifest: dict[str, Any]) -> tuple[CleanPa
         clean = load_clean_pass(run_dir, manifest)
     except (OSError, ValueError) as exc:  # its pages.jsonl is damaged
         reason = " ".join(str(exc).split())
-        return None, [*warnings, f"the clean timing pass is left out: {CLEAN_PASS_DIR}/pages.jsonl: {reason}"]
+        return None, [*warnings, f"the clean timing pass is left out: {TIMING_PASS}/{PAGES_FILE}: {reason}"]
     return (None if clean is None else replace(clean, info=info.data or {})), warnings
 
 
@@ -126,7 +126,7 @@ def clean_efficiency(
     if clean is not None and not isinstance(clean.info.get("device"), str):
         return {
             "available": False,
-            "reason": f"MFU not computed: {CLEAN_PASS_DIR}/{DRIVER_INFO_NAME} does not say which device "
+            "reason": f"MFU not computed: {TIMING_PASS}/{DRIVER_INFO_FILE} does not say which device "
             "the clean pass ran on",
         }
     return efficiency(clean, manifest, run_dir=run_dir, **kwargs)
@@ -163,12 +163,13 @@ def analyze_path(
     folder's calibration.json, when capture --calibrate stored one).
     """
     check_peaks(peak_tflops, peak_bandwidth_gbs)
-    run_dir = run_folder_of(path)
-    found = read_run_manifest(run_dir)
+    given = RunFolder.find(path)
+    run_dir = given.folder.path
+    found = given.folder.read_manifest()
     manifest = found.data
-    if path.is_dir() and manifest is not None and manifest.get("tool") == "torch":
+    if given.kind == "run_folder" and manifest is not None and manifest.get("tool") == "torch":
         return _analyze_torch_run(path, found, out_dir)
-    export, how = make_export(plan_export(path, found, out_dir), nsys_path)
+    export, how = make_export(plan_export(given, found, out_dir), nsys_path)
     measured = _calibration(calibration, run_dir)
     progress.step(f"reading {export}")
     analysis = analyze_export(export, top_n=top_n)
@@ -187,7 +188,7 @@ def analyze_path(
         if manifest.get("status") == "running":
             analysis["warnings"].append(
                 "a capture is still writing this run: what is analyzed is what it has written so far"
-                if capture_running_in(run_dir)
+                if given.folder.capture_running()
                 else "the capture ended without recording how (perfctl itself was killed): the manifest "
                 "still says running"
             )
@@ -200,22 +201,24 @@ def analyze_path(
                 "pass": "clean",
                 "statistics": timing_statistics(clean.records, first_use=first_use),
                 "telemetry": page_telemetry(
-                    run_dir / CLEAN_PASS_DIR / "telemetry.jsonl",
+                    given.folder.timing.telemetry,
                     clean.records,
                     clean.info.get("telemetry"),
                 ),
             }
-        nsys_records = _page_records(run_dir / "pages.jsonl", warnings)
+        nsys_records = _page_records(given.folder.nsys_pass.pages, warnings)
         if (manifest.get("nsys") or {}).get("telemetry"):
             analysis["nsys_pass"] = {
                 "telemetry": page_telemetry(
-                    run_dir / "telemetry.jsonl", nsys_records, (manifest.get("driver") or {}).get("telemetry")
+                    given.folder.nsys_pass.telemetry,
+                    nsys_records,
+                    (manifest.get("driver") or {}).get("telemetry"),
                 )
             }
         operators = _operators(run_dir, manifest, warnings)
         if operators is not None:
             analysis["operators"] = {
-                "source": "torch.profiler pass (torch/operators.json)",
+                "source": OPERATORS_SOURCE,
                 "stages": join_operators_to_kernels(operators, analysis["stages"], _mangled_names(export)),
             }
         pages = max(len(analysis["pages"]), 1)
@@ -244,14 +247,14 @@ def analyze_path(
     analysis["cost_centres"] = cost_centres(analysis)
     analysis["findings"] = findings(analysis)
     target = export.parent if out_dir is None else out_dir
-    progress.step(f"writing {target / 'analysis.json'}, report.html and summary.md")
+    progress.step(f"writing {target / ANALYSIS_FILE}, {REPORT_HTML_FILE} and {SUMMARY_FILE}")
     result = _write_outputs(export, analysis, _report_run(found, manifest), target)
     return replace(result, run_dir=run_dir if manifest is not None else None)
 
 
 def _operators(run_dir: Path, manifest: dict[str, Any], warnings: list[str]) -> dict[str, Any] | None:
     """The torch.profiler pass's operators.json when that pass ended well; a damaged one is a warning."""
-    path = run_dir / "torch" / "operators.json"
+    path = RunFolder(run_dir).torch.operators
     if (manifest.get("torch") or {}).get("status") != "ok" or not path.is_file():
         return None
     try:
@@ -298,16 +301,18 @@ def _analyze_torch_run(run_dir: Path, found: RecordFile, out_dir: Path | None) -
     is no nsys export, so nothing is attributed to NVTX ranges and no kernel is joined to nsys."""
     manifest = found.data or {}
     torch_pass = manifest.get("torch") or {}
-    path = run_dir / "torch" / "operators.json"
+    path = RunFolder(run_dir).torch.operators
     if torch_pass.get("status") != "ok" or not path.is_file():
-        why = torch_pass.get("reason") or manifest.get("reason") or "torch/operators.json is missing"
+        why = (
+            torch_pass.get("reason") or manifest.get("reason") or f"{TORCH_PASS}/{OPERATORS_FILE} is missing"
+        )
         raise BadInput(f"{run_dir}: its torch.profiler pass did not finish: {why}")
     warnings = [w for w in [found.warning()] if w]
     operators = _operators(run_dir, manifest, warnings)
     if operators is None:  # the operator tables are all this run has
         raise BadInput(f"{run_dir}: nothing to analyze: {warnings[-1]}")
     if "driver" not in manifest:  # captured before capture recorded these
-        info = read_driver_info(run_dir / "torch" / DRIVER_INFO_NAME)
+        info = RunFolder(run_dir).torch.read_driver_info()
         warnings += [w for w in [info.warning()] if w]
         if info.data is not None:
             manifest = manifest | {"driver": info.data}
@@ -319,8 +324,8 @@ def _analyze_torch_run(run_dir: Path, found: RecordFile, out_dir: Path | None) -
         "export, so no kernel attribution to NVTX ranges",
         "run": _run_identity(manifest),
         "run_manifest": manifest_note(found, warnings),
-        "operators": {"source": "torch.profiler pass (torch/operators.json)", "stages": operators},
-        "trace": str(run_dir / "torch" / "trace.json.gz"),
+        "operators": {"source": OPERATORS_SOURCE, "stages": operators},
+        "trace": str(RunFolder(run_dir).torch.torch_trace_gz),
         "warnings": warnings,
     }
     analysis["findings"] = findings(analysis)
@@ -406,8 +411,8 @@ def write_all_or_none(texts: dict[Path, str]) -> None:
 
 def _calibration(path: Path | None, run_dir: Path) -> tuple[Calibration, str] | None:
     """The measured ceilings to use and where they came from: the file given, else the run folder's."""
-    if path is None and (run_dir / CALIBRATION_FILE).is_file():
-        path = run_dir / CALIBRATION_FILE
+    if path is None and RunFolder(run_dir).calibration.is_file():
+        path = RunFolder(run_dir).calibration
     return None if path is None else (load_calibration(path), str(path))
 
 

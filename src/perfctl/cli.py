@@ -407,7 +407,7 @@ def calibrate(device: str, fmt: str, out: Path | None) -> None:
       perfctl calibrate --device cuda:0 --out h100.json
       perfctl analyze profiles/<run-id> --calibration h100.json
     """
-    from perfctl.capture.manifest import write_json_atomic
+    from perfctl.files import write_json_atomic
     from perfctl.hardware.calibrate import measure
 
     try:

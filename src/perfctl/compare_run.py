@@ -25,9 +25,7 @@ from perfctl import progress
 from perfctl.analysis.compare import compare_analyses, gate
 from perfctl.analysis.repeatability import timing_statistics
 from perfctl.errors import BadInput, PerfctlError
-from perfctl.run_manifest import read_run_manifest
-
-ANALYSIS_NAME = "analysis.json"
+from perfctl.run_folder import ANALYSIS_FILE, RunFolder
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
     identity, `timing`, `efficiency`), or None when it has no usable manifest or no clean pass."""
     from perfctl.analyze_run import checked_clean_pass, clean_efficiency, manifest_note
 
-    found = read_run_manifest(run_dir)
+    found = RunFolder(run_dir).read_manifest()
     manifest = found.data
     if manifest is None:
         return None
@@ -83,21 +81,20 @@ def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
 
 def load_run(path: Path) -> LoadedRun:
     """The analysis behind one RUN argument (see the module docstring)."""
-    from perfctl.analyze_run import analyze_path, run_folder_of
+    from perfctl.analyze_run import analyze_path
     from perfctl.export_source import plan_export
 
-    if not path.exists():
-        raise BadInput(f"no such file or folder: {path}")
-    if path.is_file() and path.suffix == ".json":
+    given = RunFolder.find(path)
+    if given.kind == "analysis":
         analysis, origin = _analysis_file(path), str(path)
-    elif path.is_dir() and (path / ANALYSIS_NAME).is_file():
-        analysis, origin = _analysis_file(path / ANALYSIS_NAME), str(path / ANALYSIS_NAME)
+    elif given.kind == "run_folder" and given.folder.analysis.is_file():
+        analysis, origin = _analysis_file(given.folder.analysis), str(given.folder.analysis)
     else:
-        found = read_run_manifest(run_folder_of(path))
+        found = given.folder.read_manifest()
         try:
-            plan_export(path, found)  # is there an export (or a report to export)? nothing is written
+            plan_export(given, found)  # is there an export (or a report to export)? nothing is written
         except BadInput as no_export:
-            partial = clean_pass_only(path) if path.is_dir() else None
+            partial = clean_pass_only(path) if given.kind == "run_folder" else None
             if partial is None:
                 damaged = found.warning()
                 if damaged:
@@ -105,7 +102,7 @@ def load_run(path: Path) -> LoadedRun:
                 raise
             analysis, origin = partial, f"{path}: clean timing pass only (no nsys export)"
         else:
-            progress.step(f"{path} has no {ANALYSIS_NAME}: analyzing it")
+            progress.step(f"{path} has no {ANALYSIS_FILE}: analyzing it")
             with tempfile.TemporaryDirectory(prefix="perfctl-compare-") as tmp:
                 analysis = analyze_path(path, out_dir=Path(tmp)).analysis
             origin = f"{path}, analyzed now (not written)"

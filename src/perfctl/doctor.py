@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from perfctl import __version__, progress
-from perfctl.capture.manifest import nvml_gpus
 from perfctl.capture.nsys import DEFAULT_TRACE, INSTALL_HINT, Nsys, find_nsys
 from perfctl.capture.nsys_lock import NsysSessionLock
 from perfctl.capture.nsys_sessions import NsysProcess, SessionWatcher
 from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
 from perfctl.errors import PerfctlError
+from perfctl.hardware.nvml import nvml_gpus
 from perfctl.stages import DOMAIN
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -230,7 +230,7 @@ def check_transformers() -> CheckResult:
 
 def check_nvml(nvml: list[dict[str, Any]] | str, cuda_available: bool) -> CheckResult:
     """NVML (clocks, power and GPU identity in the clean pass): needed on a GPU, irrelevant on a CPU.
-    `nvml` is what perfctl.capture.manifest.nvml_gpus returned: GPUs, or why there are none."""
+    `nvml` is what perfctl.hardware.nvml.nvml_gpus returned: GPUs, or why there are none."""
     if isinstance(nvml, str):
         fix = (
             "pip install nvidia-ml-py"

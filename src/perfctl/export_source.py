@@ -27,15 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from perfctl import __version__, progress
-from perfctl.capture.manifest import file_sha256, utc_now, write_json_atomic
 from perfctl.capture.nsys import NsysCouldNotRead, find_nsys
 from perfctl.errors import BadInput, OutputFailed
+from perfctl.files import file_sha256, utc_now, write_json_atomic
+from perfctl.run_folder import EXPORT_SUFFIX, REPORT_BASE, REPORT_SUFFIX, FoundPath, RunFolder
 from perfctl.run_manifest import COUNT, TEXT, Field, RecordFile, read_record
 
-REPORT_BASE = "run"  # a run folder's report and export: run.nsys-rep, run.sqlite (capture.run)
 SIDECAR_SUFFIX = ".source.json"
 OWN_TAG = ".perfctl"  # perfctl's own name for an export or import beside a file it did not write
-REPORT, EXPORT, STREAM = ".nsys-rep", ".sqlite", ".qdstrm"
 
 _FILE_IDENTITY = Field(
     (dict,), fields={"name": TEXT, "path": TEXT, "size": COUNT, "mtime_ns": COUNT, "sha256": TEXT}
@@ -119,7 +118,7 @@ def _capture_wrote(report: Path, sqlite: Path, manifest: RecordFile) -> bool:
     return (
         exported
         and manifest.path.parent == report.parent == sqlite.parent
-        and (report.name, sqlite.name) == (f"{REPORT_BASE}{REPORT}", f"{REPORT_BASE}{EXPORT}")
+        and (report, sqlite) == (RunFolder(report.parent).report, RunFolder(report.parent).export)
         and files.get(report.name) == report.stat().st_size
         and files.get(sqlite.name) == sqlite.stat().st_size
     )
@@ -157,29 +156,28 @@ def target_for(source: Path, suffix: str, into: Path | None, stem: str | None) -
     )
 
 
-def plan_export(path: Path, manifest: RecordFile, out_dir: Path | None = None) -> ExportPlan:
-    """The export behind PATH (a .sqlite, a .nsys-rep, a .qdstrm, or a run folder), without writing:
-    BadInput when there is none. `manifest`: the run folder's (or the file's folder's) manifest."""
-    if not path.exists():
-        raise BadInput(f"no such file or folder: {path}")
-    if path.is_dir():
-        return _plan_run_folder(path, manifest, out_dir)
-    if path.suffix == REPORT:
+def plan_export(found: FoundPath, manifest: RecordFile, out_dir: Path | None = None) -> ExportPlan:
+    """The export behind PATH (a .sqlite, a .nsys-rep, a .qdstrm, or a run folder: `RunFolder.find`),
+    without writing: BadInput when there is none. `manifest`: its run folder's manifest."""
+    path = found.path
+    if found.kind == "run_folder":
+        return _plan_run_folder(found.folder, manifest, out_dir)
+    if found.kind == "report":
         return _plan_report(path, manifest, out_dir)
-    if path.suffix == STREAM:
+    if found.kind == "stream":
         return _plan_stream(path, manifest, out_dir, None)
     return ExportPlan(sqlite=path, why=f"{path}, the export given")
 
 
 def _plan_report(report: Path, manifest: RecordFile, into: Path | None) -> ExportPlan:
-    beside = report.with_suffix(EXPORT)
+    beside = report.with_suffix(EXPORT_SUFFIX)
     if beside.is_file() and _capture_wrote(report, beside, manifest):
         why = (
             f"{beside}, the run's own export (nsys profile wrote it beside {report.name}; "
             "manifest.json records both at their sizes)"
         )
         return ExportPlan(sqlite=beside, why=why)
-    fresh = _fresh(report, EXPORT, into, None)
+    fresh = _fresh(report, EXPORT_SUFFIX, into, None)
     if fresh is not None:
         why = f"{fresh}, exported by perfctl from {report} (its size and sha256 unchanged since)"
         return ExportPlan(sqlite=fresh, why=why)
@@ -187,15 +185,14 @@ def _plan_report(report: Path, manifest: RecordFile, into: Path | None) -> Expor
 
 
 def _plan_stream(stream: Path, manifest: RecordFile, into: Path | None, stem: str | None) -> ExportPlan:
-    imported = _fresh(stream, REPORT, into, stem)
+    imported = _fresh(stream, REPORT_SUFFIX, into, stem)
     if imported is not None:
         return _plan_report(imported, manifest, into)
     return ExportPlan(stream=stream, into=into, stem=stem)
 
 
-def _plan_run_folder(run_dir: Path, manifest: RecordFile, out_dir: Path | None) -> ExportPlan:
-    sqlite, report = run_dir / f"{REPORT_BASE}{EXPORT}", run_dir / f"{REPORT_BASE}{REPORT}"
-    qdstrm = run_dir / f"{REPORT_BASE}{STREAM}"
+def _plan_run_folder(folder: RunFolder, manifest: RecordFile, out_dir: Path | None) -> ExportPlan:
+    run_dir, sqlite, report, qdstrm = folder.path, folder.export, folder.report, folder.stream
     if report.is_file():
         return _plan_report(report, manifest, out_dir)
     if sqlite.is_file():
@@ -205,10 +202,14 @@ def _plan_run_folder(run_dir: Path, manifest: RecordFile, out_dir: Path | None) 
     left = ((manifest.data or {}).get("nsys") or {}).get("stream_left_at")
     if left and Path(left).is_file():  # nsys could not move its stream into the run folder: import it there
         return _plan_stream(Path(left), manifest, out_dir or run_dir, REPORT_BASE)
-    reports = [p for p in sorted(run_dir.glob(f"*{REPORT}")) if not p.name.endswith(f"{OWN_TAG}{REPORT}")]
+    reports = [
+        p
+        for p in sorted(run_dir.glob(f"*{REPORT_SUFFIX}"))
+        if not p.name.endswith(f"{OWN_TAG}{REPORT_SUFFIX}")
+    ]
     if len(reports) == 1:
         return _plan_report(reports[0], manifest, out_dir)
-    exports = sorted(run_dir.glob(f"*{EXPORT}"))
+    exports = sorted(run_dir.glob(f"*{EXPORT_SUFFIX}"))
     if not reports and len(exports) == 1:
         return ExportPlan(sqlite=exports[0], why=f"{exports[0]}, the folder's only export")
     status = (manifest.data or {}).get("status")
@@ -219,8 +220,7 @@ def _plan_run_folder(run_dir: Path, manifest: RecordFile, out_dir: Path | None) 
         f"; its manifest.json is unusable ({manifest.problems[0]})" if manifest.state == "unusable" else ""
     )
     raise BadInput(
-        f"{run_dir} holds no {REPORT_BASE}{EXPORT} / {REPORT_BASE}{REPORT} (is it a perfctl run folder?)"
-        f"{unusable}"
+        f"{run_dir} holds no {sqlite.name} / {report.name} (is it a perfctl run folder?){unusable}"
     )
 
 
@@ -238,12 +238,12 @@ def make_export(plan: ExportPlan, nsys_path: str | None) -> tuple[Path, str]:
         report, said = plan.report, ""
         if report is None:
             assert plan.stream is not None
-            report, left = target_for(plan.stream, REPORT, plan.into, plan.stem)
+            report, left = target_for(plan.stream, REPORT_SUFFIX, plan.into, plan.stem)
             progress.step(f"import: {plan.stream.name} into {report}")
             find_nsys(nsys_path).import_qdstrm(plan.stream, report)
             record_derivation(plan.stream, report, "QdstrmImporter")
             said = f"{report} imported now from {plan.stream}{_left_alone(left)}; "
-        sqlite, left = target_for(report, EXPORT, plan.into, None)
+        sqlite, left = target_for(report, EXPORT_SUFFIX, plan.into, None)
         progress.step(f"export: {report.name} to SQLite ({sqlite})")
         nsys = find_nsys(nsys_path)
         nsys.export_sqlite(report, sqlite)

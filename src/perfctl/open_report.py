@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perfctl.capture.nsys import nsys_candidate
-from perfctl.capture.run import REPORT_BASE
 from perfctl.errors import BadInput
+from perfctl.run_folder import REPORT_SUFFIX, RunFolder
 
 UI_NAME = "nsys-ui"
-REPORT_SUFFIX = ".nsys-rep"
 
 
 @dataclass(frozen=True)
@@ -33,18 +32,17 @@ class OpenOutcome:
 
 def find_report(path: Path) -> Path:
     """The .nsys-rep behind RUN: the file itself, or a run folder's run.nsys-rep (or its only one)."""
-    if not path.exists():
-        raise BadInput(f"no such file or folder: {path}")
-    if path.is_dir():
-        report = path / f"{REPORT_BASE}{REPORT_SUFFIX}"
+    found = RunFolder.find(path)
+    if found.kind == "run_folder":
+        report = found.folder.report
         if report.is_file():
             return report.resolve()
-        found = sorted(path.glob(f"*{REPORT_SUFFIX}"))
-        if len(found) == 1:
-            return found[0].resolve()
-        what = "several" if found else "no"
+        reports = sorted(path.glob(f"*{REPORT_SUFFIX}"))
+        if len(reports) == 1:
+            return reports[0].resolve()
+        what = "several" if reports else "no"
         raise BadInput(f"{path} holds {what} {REPORT_SUFFIX} reports (is it a perfctl run folder?)")
-    if path.suffix != REPORT_SUFFIX:
+    if found.kind != "report":
         raise BadInput(f"{path} is not an Nsight Systems report ({REPORT_SUFFIX}) or a run folder")
     return path.resolve()
 

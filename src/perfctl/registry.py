@@ -31,12 +31,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from perfctl.capture.manifest import utc_now
 from perfctl.errors import BadInput
-from perfctl.run_manifest import read_run_manifest
+from perfctl.files import utc_now
+from perfctl.run_folder import INDEX_FILE, RunFolder
 from perfctl.stages import STAGES
 
-INDEX_NAME = "index.db"
 TABLE = "runs"
 BUSY_TIMEOUT_S = 30.0
 STATUSES = ("running", "ok", "failed", "interrupted")
@@ -82,7 +81,7 @@ def registry_for(run_dir: Path, profiles_root: Path | None) -> Placement:
     """The registry of `run_dir`: its parent's index.db when the parent is the profiles folder given
     (`profiles_root`) or already holds perfctl's registry; else none (see the module docstring)."""
     parent = run_dir.resolve().parent
-    index = parent / INDEX_NAME
+    index = parent / INDEX_FILE
     if profiles_root is not None and parent == profiles_root.resolve():
         return Placement(index)
     problem = registry_problem(index)
@@ -221,7 +220,7 @@ def record_capture_failure(
 ) -> bool:
     """Record a capture that an exception ended: the manifest on disk when it says how it ended,
     else failed or interrupted with the exception as the reason."""
-    on_disk = read_run_manifest(run_dir).data
+    on_disk = RunFolder(run_dir).read_manifest().data
     if on_disk is not None and on_disk.get("status") not in (None, "running"):
         return record_capture(run_dir, on_disk, profiles_root)
     return record_capture(run_dir, manifest | ended_by(exc), profiles_root)
@@ -256,7 +255,7 @@ def record_analysis(
         _note(placement.why_not)
         return False
     path = placement.path
-    found = read_run_manifest(run_dir)
+    found = RunFolder(run_dir).read_manifest()
     if found.data is None:
         _warn(path, f"{found.path} is {'missing' if not found.present else 'unusable'}")
         return False
@@ -296,7 +295,7 @@ def list_runs(
         raise BadInput(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
     if not profiles.is_dir():
         raise BadInput(f"no such profiles folder: {profiles}")
-    path = profiles / INDEX_NAME
+    path = profiles / INDEX_FILE
     if not os.path.lexists(path):
         return []
     problem = registry_problem(path)

@@ -2,8 +2,9 @@
 warning naming the file and what was not.
 
 Every reader of a run folder's records (analyze, compare, the registry, `--force`) goes through
-`read_run_manifest` / `read_driver_info`, never `json.loads` of its own. Each file is checked against
-the declared schema of the fields perfctl reads (`MANIFEST_FIELDS`, `DRIVER_INFO_FIELDS`):
+`RunFolder.read_manifest` (perfctl.run_folder) / `read_driver_info`, never `json.loads` of its own.
+Each file is checked against the declared schema of the fields perfctl reads (`MANIFEST_FIELDS`,
+`DRIVER_INFO_FIELDS`):
 
 - unreadable (truncated, random bytes, not UTF-8, a folder by that name), not a JSON object (a list,
   null), or an object holding none of the declared fields: *unusable*, as if absent, with a warning;
@@ -22,14 +23,11 @@ import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from perfctl.nsys_export.names import bound_strings
 
-MANIFEST_NAME = "manifest.json"
-DRIVER_INFO_NAME = "driver-info.json"
 # how many bad fields a warning lists by name before it counts the rest, and how much of a bad value
 # it shows: a warning stays one readable line whatever the file holds
 NAMED_PROBLEMS = 8
@@ -332,41 +330,10 @@ def read_record(path: Path, fields: Mapping[str, Field]) -> RecordFile:
     return RecordFile(path, "partial" if problems else "ok", kept, problems)
 
 
-def read_run_manifest(run_dir: Path) -> RecordFile:
-    """The run folder's manifest.json, checked against MANIFEST_FIELDS."""
-    return read_record(run_dir / MANIFEST_NAME, MANIFEST_FIELDS)
-
-
 def read_driver_info(path: Path) -> RecordFile:
     """A pass's driver-info.json (the run folder's, timing/'s or torch/'s), checked against
     DRIVER_INFO_FIELDS."""
     return read_record(path, DRIVER_INFO_FIELDS)
-
-
-def why_not_made_by_perfctl(run_dir: Path) -> str | None:
-    """Why `run_dir` is not a run folder perfctl made, or None when it is one: its manifest.json is a
-    JSON object with perfctl's `perfctl_version` and `started_at` (an ISO time) and its `run_id`, which
-    capture sets to the folder's name (a run folder copied or renamed under another name is not one:
-    the manifest is then someone's copy, not the record of this folder)."""
-    manifest = read_run_manifest(run_dir)
-    if manifest.data is None:
-        return f"{manifest.path} {'does not exist' if not manifest.present else 'is unusable'}" + (
-            f" ({manifest.problems[0]})" if manifest.problems else ""
-        )
-    data = manifest.data
-    missing = [k for k in ("perfctl_version", "run_id", "started_at") if not isinstance(data.get(k), str)]
-    if missing:
-        return f"{manifest.path} has no {', '.join(missing)} as perfctl writes them"
-    try:
-        datetime.fromisoformat(data["started_at"])
-    except ValueError:
-        return f"{manifest.path} has started_at {data['started_at']!r}, which is no time perfctl wrote"
-    if data["run_id"] != run_dir.name:
-        return (
-            f"its manifest.json is of run {data['run_id']!r}, not of this folder (a copy or a renamed run "
-            "folder: remove it yourself if you mean to)"
-        )
-    return None
 
 
 # What the report's template shows without asking whether it is there (templates/report.html.j2):

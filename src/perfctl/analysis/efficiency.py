@@ -19,11 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from perfctl.analysis.repeatability import CLEAN_PASS_DIR, CleanPass
-from perfctl.capture.manifest import MODEL_CONFIG_FILE
+from perfctl.analysis.repeatability import CleanPass
 from perfctl.errors import BadInput
 from perfctl.flops.decoder import DecoderShape
 from perfctl.hardware.calibrate import Calibration
+from perfctl.run_folder import MODEL_CONFIG_FILE, RESOLVED_CONFIG_FILE, TIMING_PASS
 from perfctl.stages import DECODE, PREFILL, STAGES, VISION
 
 BYTES_PER_VALUE = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -50,11 +50,9 @@ def model_config_source(run_dir: Path | None, manifest: dict[str, Any]) -> tuple
     """(what to read the config from, how to say so): the config the clean pass's transformers
     resolved (read without importing transformers), else the copy in the run folder, else the
     built-in name or the folder the manifest names (runs made before capture kept a copy)."""
-    from perfctl.flops import RESOLVED_CONFIG_FILE
-
-    resolved = run_dir / CLEAN_PASS_DIR / RESOLVED_CONFIG_FILE if run_dir is not None else None
+    resolved = run_dir / TIMING_PASS / RESOLVED_CONFIG_FILE if run_dir is not None else None
     if resolved is not None and resolved.is_file():
-        said = f"{CLEAN_PASS_DIR}/{RESOLVED_CONFIG_FILE} (as the clean pass's transformers resolved it)"
+        said = f"{TIMING_PASS}/{RESOLVED_CONFIG_FILE} (as the clean pass's transformers resolved it)"
         return str(resolved), said
     if run_dir is not None and (run_dir / MODEL_CONFIG_FILE).is_file():
         return str(run_dir / MODEL_CONFIG_FILE), f"{MODEL_CONFIG_FILE} in the run folder"

@@ -35,6 +35,7 @@ from perfctl.nsys_export.events import load_nvtx_ranges, string_ids_matching, st
 from perfctl.nsys_export.pages import RowFilter
 from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.records import read_page_records
+from perfctl.run_folder import PAGES_FILE
 from perfctl.stages import DOMAIN, PAGE, STAGES, WARMUP
 from perfctl.workloads.shapes import shape_key
 
@@ -220,7 +221,7 @@ def first_use_evidence(export: Path, run_dir: Path, fallbacks: list[str] | None 
         return FirstUseEvidence([], None)
     records = {
         r["sequence"]: r
-        for r in read_page_records(run_dir / "pages.jsonl")
+        for r in read_page_records(run_dir / PAGES_FILE)
         if isinstance(r, dict) and isinstance(r.get("sequence"), int)
     }
     pages = ranges.get(PAGE)

@@ -18,6 +18,7 @@ import numpy as np
 
 from perfctl.analysis.lazy_loading import FirstUseEvidence, PageEvidence, first_seen_flag, first_use_hint
 from perfctl.records import read_page_records
+from perfctl.run_folder import DRIVER_INFO_FILE, PAGES_FILE, TIMING_PASS
 from perfctl.stages import DECODE, STAGES
 
 DEFAULT_THRESHOLD = 0.10
@@ -34,9 +35,6 @@ _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.045, 2.042]  # fmt: skip
 
 
-CLEAN_PASS_DIR = "timing"  # the clean timing pass's folder in a run folder (capture.run DRIVER_PASSES)
-
-
 @dataclass(frozen=True)
 class CleanPass:
     """What the clean timing pass left: its measured pages' records and what its driver saw."""
@@ -49,10 +47,10 @@ def load_clean_pass(run_dir: Path, manifest: dict[str, Any]) -> CleanPass | None
     """The run's clean timing pass, or None when it has no successful one with a finished page."""
     if (manifest.get("timing") or {}).get("status") != "ok":
         return None
-    records = read_page_records(run_dir / CLEAN_PASS_DIR / "pages.jsonl")
+    records = read_page_records(run_dir / TIMING_PASS / PAGES_FILE)
     if not records:
         return None
-    info_path = run_dir / CLEAN_PASS_DIR / "driver-info.json"
+    info_path = run_dir / TIMING_PASS / DRIVER_INFO_FILE
     info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return CleanPass(records, info)
 

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import perfctl
-from perfctl.capture.manifest import package_versions
 from perfctl.errors import BadInput
+from perfctl.hardware.host import package_versions
+from perfctl.run_folder import DRIVER_PYTHONPATH_DIR
 
 DRIVER_PACKAGES = ["torch", "transformers", "tokenizers", "torchvision", "nvtx", "pillow"]
-PYTHONPATH_DIR = ".driver-pythonpath"  # in the run folder: a link to perfctl's package, nothing else
 PROBE_TIMEOUT_S = 60
 
 # Run by the other interpreter: its versions, and whether it finds perfctl's driver on the path given.
@@ -121,6 +121,6 @@ def driver_command(
     python = manifest.get("driver_python") or {}
     if python.get("own_interpreter", True):
         return [sys.executable, "-m", "perfctl.driver", str(workload)], {}
-    entry = driver_env_path(run_dir / PYTHONPATH_DIR)
+    entry = driver_env_path(run_dir / DRIVER_PYTHONPATH_DIR)
     env = {"PYTHONPATH": pythonpath_with(entry)}
     return [str(python["path"]), "-m", "perfctl.driver", str(workload)], env

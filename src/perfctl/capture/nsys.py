@@ -10,9 +10,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from perfctl.capture.manifest import disk_note
 from perfctl.errors import BadInput, CaptureFailed
+from perfctl.files import disk_note
 from perfctl.nsys_export.schema import readonly_uri
+from perfctl.run_folder import STREAM_SUFFIX
 
 INSTALL_HINT = (
     "install it with scripts/install-nsys.sh (Debian/Ubuntu), or from "
@@ -150,7 +151,7 @@ def stream_left_elsewhere(log: Path, run_dir: Path) -> Path | None:
         return None
     for line in reversed(text.replace("\r", "\n").splitlines()):
         path = Path(line.strip())
-        if path.suffix == ".qdstrm" and path.is_absolute() and path.parent != run_dir and path.is_file():
+        if path.suffix == STREAM_SUFFIX and path.is_absolute() and path.parent != run_dir and path.is_file():
             return path
     return None
 

@@ -38,7 +38,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from perfctl.capture.manifest import utc_now
 from perfctl.capture.nsys_sessions import (
     COMMAND_CHARS,
     HOLDER_VAR,
@@ -48,6 +47,7 @@ from perfctl.capture.nsys_sessions import (
     foreign_sessions,
 )
 from perfctl.errors import BadInput
+from perfctl.files import utc_now
 
 LOCK_PATH_VAR = "PERFCTL_NSYS_LOCK"
 DEFAULT_LOCK_PATH = Path("/tmp/perfctl-nsys-session.lock")

@@ -33,16 +33,6 @@ from typing import Any
 
 from perfctl import __version__, progress, registry
 from perfctl.capture.driver_python import DriverPython, driver_command, probe_interpreter
-from perfctl.capture.manifest import (
-    MODEL_CONFIG_FILE,
-    disk_note,
-    file_sha256,
-    host_identity,
-    package_versions,
-    utc_now,
-    write_json_atomic,
-    write_text_atomic,
-)
 from perfctl.capture.nsys import (
     DEFAULT_TRACE,
     Nsys,
@@ -67,16 +57,30 @@ from perfctl.capture.processes import (
     wait_until_gone,
 )
 from perfctl.capture.processes import start as start_child
-from perfctl.capture.run_folder import check_run_dir_choice, claim_run_dir, lock_run_dir, unlock_run_dir
 from perfctl.errors import BadInput, CaptureFailed, PerfctlError
-from perfctl.hardware.calibrate import CALIBRATION_FILE
+from perfctl.files import disk_note, file_sha256, utc_now, write_json_atomic, write_text_atomic
+from perfctl.hardware.host import host_identity, package_versions
 from perfctl.records import read_page_records
+from perfctl.run_folder import (
+    CALIBRATION_FILE,
+    DRIVER_INFO_FILE,
+    DRIVER_LOG_FILE,
+    EXPORT_SUFFIX,
+    MODEL_CONFIG_FILE,
+    NSYS_LOG_FILE,
+    PAGES_FILE,
+    REPORT_BASE,
+    REPORT_SUFFIX,
+    STREAM_SUFFIX,
+    TELEMETRY_FILE,
+    WORKLOAD_FILE,
+    RunFolder,
+)
 from perfctl.run_manifest import read_driver_info
 from perfctl.workloads.deepseek_ocr_v1 import check_capture_mode
 from perfctl.workloads.models import ModelSpec, is_v1_spec, resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
 
-REPORT_BASE = "run"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TOOLS = ("nsys", "torch", "all")
@@ -152,7 +156,7 @@ def validate_numbers(opts: CaptureOptions) -> None:
     if opts.dtype not in DTYPES:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {opts.dtype!r}")
     if opts.out is not None or opts.run_id is not None:  # refused here, before nsys or the driver runs
-        check_run_dir_choice(opts.profiles_root, opts.run_id, opts.out, opts.force)
+        RunFolder.check_choice(opts.profiles_root, opts.run_id, opts.out, opts.force)
     if opts.profile_pages is not None and opts.profile_pages < 1:
         raise BadInput(f"--profile-pages must be at least 1, got {opts.profile_pages}")
 
@@ -205,8 +209,10 @@ def _claim_and_capture(
     session: NsysSessionLock | None,
 ) -> CaptureResult:
     with interrupts_raise():
-        run_dir = claim_run_dir(opts.profiles_root, opts.model, opts.run_id, opts.out, opts.force).resolve()
-        lock = lock_run_dir(run_dir)
+        run_dir = RunFolder.claim(
+            opts.profiles_root, opts.model, opts.run_id, opts.out, opts.force
+        ).path.resolve()
+        lock = RunFolder(run_dir).lock()
         if session is not None:  # waiters read which run holds (or waits for) the nsys lock
             session.name_run(run_dir.name)
         manifest: dict[str, Any] = {"run_id": run_dir.name, "status": "running", "started_at": utc_now()}
@@ -218,7 +224,7 @@ def _claim_and_capture(
                 registry.record_capture(run_dir, result.manifest, opts.profiles_root)
                 return result
         finally:
-            unlock_run_dir(run_dir, lock)
+            RunFolder(run_dir).unlock(lock)
 
 
 def _capture(
@@ -243,11 +249,11 @@ def _capture(
         "device": opts.device,
         "dtype": opts.dtype,
         "seed": opts.seed,
-        "records": str(run_dir / "pages.jsonl"),
-        "driver_info": str(run_dir / "driver-info.json"),
-        "log": str(run_dir / "driver.log"),
+        "records": str(run_dir / PAGES_FILE),
+        "driver_info": str(run_dir / DRIVER_INFO_FILE),
+        "log": str(run_dir / DRIVER_LOG_FILE),
     }
-    sampled = {"telemetry": str(run_dir / "telemetry.jsonl")} if opts.nsys_telemetry else {}
+    sampled = {"telemetry": str(run_dir / TELEMETRY_FILE)} if opts.nsys_telemetry else {}
     # the profiled passes' own workload: with --profile-pages, its first pages once each
     profiled = workload | (
         {"pages": page_paths[: opts.profile_pages], "repeats": 1} if opts.profile_pages else {}
@@ -274,14 +280,14 @@ def _capture(
     passes = {"timing": (workload, expected), "torch": (profiled, profiled_expected)}
     try:
         if nsys is None or session is None:  # --tool torch: the torch.profiler pass alone
-            write_json_atomic(run_dir / "workload.json", workload)
-            write_json_atomic(run_dir / "manifest.json", manifest)
+            write_json_atomic(run_dir / WORKLOAD_FILE, workload)
+            RunFolder(run_dir).write_manifest(manifest)
             registry.record_capture(run_dir, manifest, opts.profiles_root, started=True)
             result = CaptureResult(run_dir, "ok", None, manifest)
             later = ["torch"]
         else:
-            write_json_atomic(run_dir / "workload.json", nsys_workload)
-            driver_cmd, driver_env = driver_command(run_dir, manifest, run_dir / "workload.json")
+            write_json_atomic(run_dir / WORKLOAD_FILE, nsys_workload)
+            driver_cmd, driver_env = driver_command(run_dir, manifest, run_dir / WORKLOAD_FILE)
             nsys_cmd = nsys.profile_command(run_dir / REPORT_BASE, opts.trace, driver_cmd)
             manifest["nsys"] = {
                 "path": str(nsys.path),
@@ -290,11 +296,11 @@ def _capture(
                 "importer_found": importer_present(nsys),
                 "telemetry": opts.nsys_telemetry,
             }
-            write_json_atomic(run_dir / "manifest.json", manifest)
+            RunFolder(run_dir).write_manifest(manifest)
             registry.record_capture(run_dir, manifest, opts.profiles_root, started=True)
             _take_nsys_turn(session, run_dir, manifest, opts.no_wait)
             progress.step(
-                f"nsys pass: {profiled_expected} pages under nsys profile (log: {run_dir / 'driver.log'})"
+                f"nsys pass: {profiled_expected} pages under nsys profile (log: {run_dir / DRIVER_LOG_FILE})"
             )
             try:
                 env = driver_env | session.child_env()
@@ -308,7 +314,7 @@ def _capture(
                 result = run_driver_pass(run_dir, pass_workload, result.manifest, pass_pages, name)
         if result.manifest["status"] == "running":  # no nsys pass to conclude it: every pass went well
             result.manifest["status"], result.manifest["reason"] = "ok", None
-            write_json_atomic(run_dir / "manifest.json", result.manifest)
+            RunFolder(run_dir).write_manifest(result.manifest)
             result = CaptureResult(run_dir, "ok", None, result.manifest)
         if opts.calibrate and result.status == "ok":
             result = run_calibration(
@@ -331,7 +337,7 @@ def run_calibration(run_dir: Path, manifest: dict[str, Any], device: str | None)
     manifest["calibration"] = {"command": cmd, "status": "ok" if ok else "failed", "reason": reason}
     if not ok:
         manifest["status"], manifest["reason"] = "failed", reason
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    RunFolder(run_dir).write_manifest(manifest)
     return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
 
 
@@ -343,7 +349,7 @@ def _take_nsys_turn(session: NsysSessionLock, run_dir: Path, manifest: dict[str,
     def waiting(line: str) -> None:
         progress.step(line)
         manifest["nsys"]["session_lock"] = session.record() | {"waiting": True}
-        write_json_atomic(run_dir / "manifest.json", manifest)
+        RunFolder(run_dir).write_manifest(manifest)
 
     try:
         session.take(wait=not no_wait, report=waiting)
@@ -360,7 +366,7 @@ def _take_nsys_turn(session: NsysSessionLock, run_dir: Path, manifest: dict[str,
         raise
     finally:
         manifest["nsys"]["session_lock"] = session.record()
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    RunFolder(run_dir).write_manifest(manifest)
 
 
 def _signal_of(exc: BaseException) -> int:
@@ -374,7 +380,7 @@ def _record_interrupted(run_dir: Path, manifest: dict[str, Any], signum: int) ->
         manifest["status"] = "interrupted"
         manifest["reason"] = f"stopped by {describe_signal(signum)} while the capture ran"
     manifest["finished_at"] = utc_now()
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    RunFolder(run_dir).write_manifest(manifest)
     return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
 
 
@@ -382,7 +388,7 @@ def _record_interrupted(run_dir: Path, manifest: dict[str, Any], signum: int) ->
 # folder -> (what to say in errors, workload settings, extra outputs: workload key -> file in the
 # folder, "" for the folder itself).
 DRIVER_PASSES: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
-    "timing": ("the clean timing pass", {"sync_stage_edges": True}, {"telemetry": "telemetry.jsonl"}),
+    "timing": ("the clean timing pass", {"sync_stage_edges": True}, {"telemetry": TELEMETRY_FILE}),
     "torch": ("the torch.profiler pass", {}, {"torch_profiler": ""}),
 }
 
@@ -394,13 +400,13 @@ def run_driver_pass(
     synchronized at every stage edge, NVML sampled: the stage times MFU divides by; nsys slows
     launch-bound decode markedly) or `torch` (under torch.profiler: operators and a Chrome trace)."""
     label, settings, outputs = DRIVER_PASSES[name]
-    progress.step(f"{label}: {expected_pages} pages (log: {run_dir / name / 'driver.log'})")
+    progress.step(f"{label}: {expected_pages} pages (log: {run_dir / name / DRIVER_LOG_FILE})")
     folder = run_dir / name
     folder.mkdir()
-    files = {"records": "pages.jsonl", "driver_info": "driver-info.json", "log": "driver.log", **outputs}
+    files = {"records": PAGES_FILE, "driver_info": DRIVER_INFO_FILE, "log": DRIVER_LOG_FILE, **outputs}
     where = {key: str(folder / file) for key, file in files.items()}
-    write_json_atomic(folder / "workload.json", workload | settings | where)
-    cmd, env = driver_command(run_dir, manifest, folder / "workload.json")
+    write_json_atomic(folder / WORKLOAD_FILE, workload | settings | where)
+    cmd, env = driver_command(run_dir, manifest, folder / WORKLOAD_FILE)
     token = new_token()
     interrupted_by = None
     proc = start_child(cmd, token, signal.SIGTERM, folder, drop_env=("PERFCTL_NSYS_VERSION",), set_env=env)
@@ -411,7 +417,7 @@ def run_driver_pass(
         exit_code = stop_child(proc, signal.SIGINT, DRIVER_STOP_S)
     with deferred_interrupts():  # the outcome is recorded whole; a signal meanwhile counts after
         stop_processes(token)
-        done = len(read_page_records(folder / "pages.jsonl"))
+        done = len(read_page_records(folder / PAGES_FILE))
         status, reason = "ok", None
         if interrupted_by is not None:
             status = "interrupted"
@@ -421,9 +427,9 @@ def run_driver_pass(
             status = "failed"
             reason = (
                 f"{label} finished {done} of {expected_pages} pages (driver {exit_description(exit_code)}); "
-                f"{name}/driver.log ends: {_last_line(folder / 'driver.log')}"
+                f"{name}/driver.log ends: {_last_line(folder / DRIVER_LOG_FILE)}"
             )
-        info = read_driver_info(folder / "driver-info.json")
+        info = read_driver_info(folder / DRIVER_INFO_FILE)
         if "driver" not in manifest and info.data is not None:  # --tool torch: no nsys pass said what it saw
             manifest["driver"] = info.data
         manifest.setdefault("pages_completed", done)  # the nsys pass's own count, when there is one
@@ -440,7 +446,7 @@ def run_driver_pass(
         if status != "ok":
             manifest["status"], manifest["reason"] = status, reason
         manifest["finished_at"] = utc_now()
-        write_json_atomic(run_dir / "manifest.json", manifest)
+        RunFolder(run_dir).write_manifest(manifest)
         return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
 
 
@@ -457,7 +463,7 @@ def _run_and_finalize(
     # any other nsys session that runs beside this one is noted: evidence if ranges go missing
     watcher = SessionWatcher(own_holder=os.getpid())
     manifest["nsys"]["started_at"] = utc_now()
-    with (run_dir / "nsys.log").open("w") as log:
+    with (run_dir / NSYS_LOG_FILE).open("w") as log:
         proc = start_child(cmd, token, signal.SIGINT, run_dir, stdout=log, set_env=env)
         try:
             exit_code = watcher.wait(proc)
@@ -488,11 +494,11 @@ def _finalize(
     exit_code: int,
     interrupted_by: int | None,
 ) -> CaptureResult:
-    report, sqlite = run_dir / f"{REPORT_BASE}.nsys-rep", run_dir / f"{REPORT_BASE}.sqlite"
-    driver_info = read_driver_info(run_dir / "driver-info.json")  # a damaged one: no driver record
+    report, sqlite = run_dir / f"{REPORT_BASE}{REPORT_SUFFIX}", run_dir / f"{REPORT_BASE}{EXPORT_SUFFIX}"
+    driver_info = read_driver_info(run_dir / DRIVER_INFO_FILE)  # a damaged one: no driver record
     if driver_info.data is not None:
         manifest["driver"] = driver_info.data
-    pages_done = len(read_page_records(run_dir / "pages.jsonl"))
+    pages_done = len(read_page_records(run_dir / PAGES_FILE))
     manifest["pages_completed"] = pages_done
     manifest["pages_expected"] = expected_pages
 
@@ -518,16 +524,17 @@ def _finalize(
                 "that finished"
             )
         if not report.is_file():
-            qdstrm = run_dir / f"{REPORT_BASE}.qdstrm"
+            qdstrm = run_dir / f"{REPORT_BASE}{STREAM_SUFFIX}"
             if qdstrm.is_file():
                 raise CaptureFailed(
                     f"nsys wrote {qdstrm.name} but no report: its importer {nsys.importer()} is missing "
                     f"(run scripts/install-nsys.sh); `perfctl analyze {run_dir}` imports it once it is there"
                 )
             said = (
-                nsys_log_error(run_dir / "nsys.log") or f"nsys.log ends: {_last_line(run_dir / 'nsys.log')}"
+                nsys_log_error(run_dir / NSYS_LOG_FILE)
+                or f"nsys.log ends: {_last_line(run_dir / NSYS_LOG_FILE)}"
             )
-            stream = stream_left_elsewhere(run_dir / "nsys.log", run_dir)
+            stream = stream_left_elsewhere(run_dir / NSYS_LOG_FILE, run_dir)
             if stream is not None:  # it could not move its stream into the run folder (a full disk)
                 manifest["nsys"]["stream_left_at"] = str(stream)
                 raise CaptureFailed(
@@ -538,7 +545,7 @@ def _finalize(
                 f"nsys wrote no .nsys-rep (nsys {exit_description(exit_code)}; {said}){disk_note(run_dir)}"
             )
         if status == "ok" and pages_done < expected_pages:
-            tail = _last_line(run_dir / "driver.log")
+            tail = _last_line(run_dir / DRIVER_LOG_FILE)
             raise CaptureFailed(
                 f"the driver finished {pages_done} of {expected_pages} pages "
                 f"({_driver_end(exit_code)}); driver.log ends: {tail}"
@@ -567,7 +574,7 @@ def _finalize(
         for p in sorted(run_dir.iterdir())
         if p.is_file() and not p.name.startswith(".")
     }
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    RunFolder(run_dir).write_manifest(manifest)
     return CaptureResult(run_dir, status, reason, manifest)
 
 

@@ -21,7 +21,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from perfctl.capture.manifest import write_json_atomic
 from perfctl.driver.markers import NvtxEmitter, RangeEmitter, StageMarker
 from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
 from perfctl.driver.stage_probes import (
@@ -32,8 +31,10 @@ from perfctl.driver.stage_probes import (
 )
 from perfctl.driver.telemetry import TelemetrySampler
 from perfctl.driver.torch_pass import RecordFunctionEmitter, finish_profiler, start_profiler
-from perfctl.flops import RESOLVED_CONFIG_FILE, resolved_config_json
+from perfctl.files import write_json_atomic
+from perfctl.flops import resolved_config_json
 from perfctl.records import append_page_record
+from perfctl.run_folder import RESOLVED_CONFIG_FILE
 from perfctl.stages import LOAD, PAGE, STAGES, WARMUP
 from perfctl.workloads.loader import load_workload
 from perfctl.workloads.models import ModelSpec

@@ -24,9 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from perfctl.capture.manifest import write_text_atomic
 from perfctl.driver.markers import RangeEmitter
 from perfctl.driver.torch_events import CpuEvent, read_cpu_events
+from perfctl.files import write_text_atomic
+from perfctl.run_folder import OPERATORS_FILE, TORCH_TRACE_FILE, TORCH_TRACE_GZ_FILE
 
 RANGE_PREFIX = "perfctl:"
 KERNELS_PER_OPERATOR = 5
@@ -81,13 +82,13 @@ def finish_profiler(prof: Any, folder: Path, stages: list[str], top_n: int = 30)
     prof.__exit__(None, None, None)
     lap("stop")
     folder.mkdir(parents=True, exist_ok=True)
-    trace = folder / "trace.json"
+    trace = folder / TORCH_TRACE_FILE
     prof.export_chrome_trace(str(trace))
     lap("trace_export")
     with ThreadPoolExecutor(max_workers=1) as pool:
-        compressed = pool.submit(_compress_trace, trace, folder / "trace.json.gz")
+        compressed = pool.submit(_compress_trace, trace, folder / TORCH_TRACE_GZ_FILE)
         table = operator_table(read_cpu_events(prof), stages, top_n)
-        write_text_atomic(folder / "operators.json", json.dumps(table, indent=1))
+        write_text_atomic(folder / OPERATORS_FILE, json.dumps(table, indent=1))
         lap("operators")
         seconds["trace_gzip"] = compressed.result()
     lap("trace_gzip_wait")

@@ -26,6 +26,7 @@ from perfctl.flops.deepseek_ocr import (
 from perfctl.flops.deepseek_ocr2 import deepseek_ocr2_flops
 from perfctl.flops.terms import Term, total
 from perfctl.resources import builtin_model_dir, builtin_model_names
+from perfctl.run_folder import RESOLVED_CONFIG_FILE
 
 CONVENTIONS = (
     "2 FLOPs per multiply-accumulate; matrix products only (linear layers, convolutions, attention "
@@ -38,12 +39,6 @@ CONVENTIONS = (
 )
 MAX_TILES = 6
 OCR2, OCR1, CAUSAL_LM = "deepseek-ocr2", "deepseek-ocr", "causal-lm"
-
-
-# The config as the driver's transformers resolved it (every default filled in), written by the driver
-# beside its driver-info.json: the FLOP model reads it without importing transformers (and torch),
-# which cost analyze seconds and hundreds of MB on a GPU host.
-RESOLVED_CONFIG_FILE = "model-config.resolved.json"
 
 
 class ConfigView:

@@ -25,7 +25,6 @@ from typing import Any
 from perfctl.errors import BadInput
 
 FORMAT = "perfctl-calibration/1"
-CALIBRATION_FILE = "calibration.json"  # in a run folder (capture --calibrate)
 MATMUL_SIZES = (4096, 8192, 16384)
 MATMUL_CALLS, WARMUP_CALLS = 20, 3
 COPY_BYTES = 1 << 30  # 1 GiB source, 1 GiB destination
@@ -70,7 +69,7 @@ def measure(device: str = "cuda") -> Calibration:
         )
     import torch
 
-    from perfctl.capture.manifest import utc_now
+    from perfctl.files import utc_now
 
     if not torch.cuda.is_available():
         raise BadInput(f"no CUDA GPU to calibrate: this torch ({torch.__version__}) sees none")

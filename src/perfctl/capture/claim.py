@@ -1,11 +1,12 @@
-"""The run folder's name and ownership: run ids, claiming a folder, and the lock a capture holds.
+"""A run folder's name and ownership: run ids, claiming a folder, and the lock a capture holds (the
+entry point is perfctl.run_folder.RunFolder: claim, check_choice, lock, unlock, capture_running).
 
 A capture owns its run folder from the moment it creates it (exclusively: of two captures racing for
 one name, one is refused) until it ends; the lock file says so to `--force` and to `perfctl analyze`
 (which then warns that what it reads is still being written).
 
 `--force` replaces only a run folder perfctl made (its manifest.json, as capture writes it, names the
-folder: `run_manifest.why_not_made_by_perfctl`), and never a symbolic link, the root folder, the home
+folder: `RunFolder.why_not_made_by_perfctl`), and never a symbolic link, the root folder, the home
 folder, the working directory or a folder above it, the profiles folder given (`--profiles`) or any
 folder that is itself a profiles folder (it holds a registry, index.db, or run folders of its own).
 Each refusal is one line (BadInput) and comes before anything is deleted, and before nsys or the
@@ -23,11 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from perfctl.errors import BadInput
-from perfctl.registry import INDEX_NAME
-from perfctl.run_manifest import MANIFEST_NAME, why_not_made_by_perfctl
+from perfctl.run_folder import INDEX_FILE, LOCK_FILE, MANIFEST_FILE, RunFolder
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-LOCK_FILE = ".capture.lock"  # held (flock) while a capture writes into its run folder
 # how many of a profiles folder's run folders a refusal names
 NAMED_RUN_FOLDERS = 3
 
@@ -99,7 +98,7 @@ def check_replaceable(run_dir: Path, profiles_root: Path) -> None:
         raise BadInput(f"{run_dir} exists and is not a folder")
     if capture_running_in(resolved):
         raise BadInput(f"a capture is still writing into {run_dir}; --force does not replace it")
-    not_ours = why_not_made_by_perfctl(resolved)
+    not_ours = RunFolder(resolved).why_not_made_by_perfctl()
     if not_ours:
         raise BadInput(f"--force replaces only a run folder perfctl made, and {run_dir} is none: {not_ours}")
 
@@ -117,12 +116,12 @@ def _protected(folder: Path, profiles_root: Path) -> str | None:
         return "it is the home folder"
     if folder == profiles_root.resolve():
         return "it is the profiles folder (--profiles)"
-    if os.path.lexists(folder / INDEX_NAME):
-        return f"it is a profiles folder: it holds a run registry ({INDEX_NAME})"
+    if os.path.lexists(folder / INDEX_FILE):
+        return f"it is a profiles folder: it holds a run registry ({INDEX_FILE})"
     runs = sorted(
         p.name
         for p in _subfolders(folder)
-        if (p / MANIFEST_NAME).is_file() and why_not_made_by_perfctl(p) is None
+        if (p / MANIFEST_FILE).is_file() and RunFolder(p).why_not_made_by_perfctl() is None
     )
     if runs:
         named = ", ".join(runs[:NAMED_RUN_FOLDERS]) + (", ..." if len(runs) > NAMED_RUN_FOLDERS else "")
