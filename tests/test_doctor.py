@@ -17,7 +17,7 @@ from conftest import run_perfctl
 from perfctl.capture.nsys import find_nsys
 from perfctl.capture.nsys_lock import LOCK_PATH_VAR, NsysSessionLock
 from perfctl.capture.nsys_sessions import NsysProcess
-from perfctl.doctor import STATUSES, Gpu, check_gpu_peaks, check_nvml, judge_selftest, read_back
+from perfctl.commands.doctor import STATUSES, Gpu, check_gpu_peaks, check_nvml, judge_selftest, read_back
 from perfctl.hardware.nvml import nvml_gpus
 
 CHECKS = ["nsys", "nvtx", "torch", "cuda", "transformers", "nvml", "gpu_peak", "selftest"]

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import FIXTURES, decompress_fixture
 from perfctl.analysis.analyze import analyze_export, analyze_tables, load_export
-from perfctl.analyze_run import analyze_path
+from perfctl.commands.analyze import analyze_path
 from perfctl.nsys_export import pages
 from perfctl.nsys_export.windows import activity_windows
 

@@ -16,7 +16,7 @@ from perfctl.analysis.findings import (
     cost_centres,
     findings,
 )
-from perfctl.analyze_run import analyze_path
+from perfctl.commands.analyze import analyze_path
 from report_inputs import FIXTURES, clean_pass_only, tiny_all_run
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_perfctl
-from perfctl.analyze_run import analyze_path
+from perfctl.commands.analyze import analyze_path
 from perfctl.errors import BadInput
 
 TRIALS = 40

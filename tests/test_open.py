@@ -15,7 +15,7 @@ import pytest
 
 from conftest import run_perfctl
 from faults_support import own_nsys_session
-from perfctl.open_report import find_nsys_ui
+from perfctl.commands.open import find_nsys_ui
 
 RECORDER = """#!/bin/sh
 # records how it was started, as nsys-ui would be

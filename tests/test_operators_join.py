@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from perfctl.analysis.operators import cxx_demangle
-from perfctl.analyze_run import analyze_path
+from perfctl.commands.analyze import analyze_path
 
 RUN = Path(__file__).parent / "fixtures" / "h100-tiny-ocr2-all"
 

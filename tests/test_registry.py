@@ -133,7 +133,7 @@ def test_a_new_capture_of_a_run_id_starts_a_fresh_row(tmp_path: Path) -> None:
 
 
 def _clean_only(run: Path) -> dict[str, Any]:
-    from perfctl.compare_run import clean_pass_only
+    from perfctl.commands.compare import clean_pass_only
 
     partial = clean_pass_only(run)
     assert partial is not None

@@ -12,7 +12,7 @@ import pytest
 
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.findings import findings
-from perfctl.analyze_run import analyze_path
+from perfctl.commands.analyze import analyze_path
 from perfctl.report.charts import BAR_W, page_bars
 from perfctl.report.html import SECTIONS, render_html
 from report_inputs import FIXTURES, clean_pass_only, tiny_all_run

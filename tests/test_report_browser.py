@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from perfctl.analyze_run import analyze_path
+from perfctl.commands.analyze import analyze_path
 from perfctl.report.html import SECTIONS, render_html
 from report_inputs import (
     FIXTURES,

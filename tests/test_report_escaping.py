@@ -22,7 +22,7 @@ import pytest
 from markupsafe import escape
 
 from conftest import run_perfctl
-from perfctl.analyze_run import analyze_path
+from perfctl.commands.analyze import analyze_path
 from perfctl.report.formatting import INVISIBLE, visible
 from perfctl.report.markdown import NAME_LIMIT, md_text, render_markdown
 from report_inputs import (

@@ -120,9 +120,9 @@ RUN_FOLDER_NAMES = {
 PASS_NAMES = {folder for folder in PASS_FOLDERS.values() if folder}
 # (module, literal) -> why it stays spelled out there
 ALLOWED = {
-    ("doctor.py", "nsys.log"): "doctor's self-test writes into a scratch folder of its own, not a run folder",
-    ("doctor.py", ".nsys-rep"): "the self-test's own report, in its scratch folder",
-    ("doctor.py", ".sqlite"): "the self-test's own export, in its scratch folder",
+    ("commands/doctor.py", "nsys.log"): "the self-test's own nsys log, in a scratch folder (no run folder)",
+    ("commands/doctor.py", ".nsys-rep"): "the self-test's own report, in its scratch folder",
+    ("commands/doctor.py", ".sqlite"): "the self-test's own export, in its scratch folder",
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from perfctl.analyze_run import analyze_path
+from perfctl.commands.analyze import analyze_path
 from perfctl.report.formatting import ms, pct
 from perfctl.report.markdown import MAX_ACTIONS, render_markdown
 from report_inputs import FIXTURES, clean_pass_only, tiny_all_run

@@ -359,13 +359,14 @@ def analyze(
       perfctl analyze profiles/20261126-101500-deepseek-ocr2-tiny-1a2b3c
       perfctl analyze my.sqlite --format json | jq '.ranges[] | {name, kernel_time_ns}'
     """
-    from perfctl.analyze_run import analyze_path
+    from perfctl.commands.analyze import analyze as analyze_command
     from perfctl.report.text import render_text
 
     progress.configure(quiet)
     try:
-        result = analyze_path(
+        result = analyze_command(
             path,
+            profiles_root,
             nsys_path=nsys_path,
             top_n=top_n,
             out_dir=out_dir,
@@ -376,10 +377,6 @@ def analyze(
         )
     except PerfctlError as exc:
         _fail(exc)
-    if result.run_dir is not None:  # a perfctl run folder (a usable manifest.json): into its registry
-        from perfctl.registry import record_analysis
-
-        record_analysis(result.run_dir, result.analysis, result.json_path, profiles_root)
     progress.finish()
     if fmt == "json":
         click.echo(json.dumps(result.analysis, default=str))
@@ -407,25 +404,17 @@ def calibrate(device: str, fmt: str, out: Path | None) -> None:
       perfctl calibrate --device cuda:0 --out h100.json
       perfctl analyze profiles/<run-id> --calibration h100.json
     """
-    from perfctl.files import write_json_atomic
-    from perfctl.hardware.calibrate import measure
+    from perfctl.commands.calibrate import calibrate as calibrate_command
+    from perfctl.report.calibrate import render_calibration_text
 
     try:
-        result = measure(device)
+        result = calibrate_command(device, out)
     except PerfctlError as exc:
         _fail(exc)
-    data = result.to_json()
-    if out is not None:
-        write_json_atomic(out, data)
     if fmt == "json":
-        click.echo(json.dumps(data))
+        click.echo(json.dumps(result.to_json()))
     else:
-        sizes = ", ".join(f"n={s['n']}: {s['tflops']:,.1f}" for s in data["matmul"]["sizes"])
-        click.echo(
-            f"{data['gpu_name']} ({data['gpu_sm_count']} SMs, {data['device']}), torch {data['torch']}"
-        )
-        click.echo(f"bf16 matmul: {result.matmul_tflops:,.1f} TFLOP/s best ({sizes})")
-        click.echo(f"device copy: {result.bandwidth_gbs:,.1f} GB/s (bytes read + written)")
+        click.echo(render_calibration_text(result))
     if out is not None:
         click.echo(f"wrote {out}", err=fmt == "json")
 
@@ -474,32 +463,17 @@ def flops(
       perfctl flops deepseek-ocr --mode gundam-6
       perfctl flops /models/Qwen2.5-7B --prompt-tokens 512 --new-tokens 128
     """
-    from perfctl.flops import count_flops
+    from perfctl.commands.flops import flops as flops_command
+    from perfctl.report.flops import render_flops_text
 
     try:
-        report = count_flops(
-            model, tiles=tiles, mode=mode, prompt_tokens=prompt_tokens, new_tokens=new_tokens
-        )
+        data = flops_command(model, tiles, mode, prompt_tokens, new_tokens, breakdown)
     except PerfctlError as exc:
         _fail(exc)
-    data = report.to_json(breakdown=breakdown)
     if fmt == "json":
         click.echo(json.dumps(data))
-        return
-    f, t = data["flops"], data["tokens"]
-    click.echo(
-        f"{data['model']}: {t['image']} image + {t['prompt_total'] - t['image']} text tokens, {t['new']} new"
-    )
-    for stage in ("vision", "prefill", "decode"):
-        click.echo(f"{stage:<8} {_flop_text(f[stage]):>22}")
-    steps = f["decode_per_token"]
-    if steps:
-        click.echo(f"decode per token: {_flop_text(steps[0])} (first step) to {_flop_text(steps[-1])} (last)")
-    click.echo(data["conventions"])
-
-
-def _flop_text(flops: float) -> str:
-    return f"{flops / 1e9:,.2f} GFLOP" if flops >= 1e8 or flops == 0 else f"{flops / 1e6:,.3f} MFLOP"
+    else:
+        click.echo(render_flops_text(data))
 
 
 COMPARE_EXIT_CODES = (
@@ -549,7 +523,7 @@ def compare(
       perfctl compare profiles/baseline profiles/candidate
       perfctl compare base/analysis.json new/analysis.json --fail-if-slower 5 --format md
     """
-    from perfctl.compare_run import compare_paths
+    from perfctl.commands.compare import compare_paths
     from perfctl.report.compare import (
         gate_line,
         render_compare_html,
@@ -608,11 +582,11 @@ def runs(
       perfctl runs --status failed --since 2026-11-01
       perfctl runs --gpu h100 --model deepseek-ocr2 --format json
     """
-    from perfctl.registry import list_runs
+    from perfctl.commands.runs import runs as runs_command
     from perfctl.report.runs import render_runs_text
 
     try:
-        found = list_runs(profiles_root, model=model, status=status, gpu=gpu, since=since)
+        found = runs_command(profiles_root, model=model, status=status, gpu=gpu, since=since)
     except PerfctlError as exc:
         _fail(exc)
     if fmt == "json":
@@ -651,19 +625,15 @@ def doctor(nsys_path: str | None, fmt: str, skip_capture: bool, quiet: bool) -> 
       perfctl doctor --nsys /opt/nsys/bin/nsys --format json
       perfctl doctor --skip-capture
     """
-    from perfctl.doctor import exit_code, report_json, run_checks
+    from perfctl.commands.doctor import exit_code, report_json, run_checks
+    from perfctl.report.doctor import render_doctor_text
 
     progress.configure(quiet)
     results = run_checks(nsys_path, skip_capture=skip_capture)
     if fmt == "json":
         click.echo(json.dumps(report_json(results), default=str))
     else:
-        for r in results:
-            click.echo(f"{r.status:<5} {r.name:<13} {r.found}")
-            if r.fix and r.status in ("warn", "fail"):
-                click.echo(f"{'':<19}fix: {r.fix}")
-        counts = report_json(results)["counts"]
-        click.echo(", ".join(f"{n} {s}" for s, n in counts.items() if n))
+        click.echo(render_doctor_text(results))
     sys.exit(exit_code(results))
 
 
@@ -685,7 +655,7 @@ def open_command(run: Path, nsys_path: str | None) -> None:
       perfctl open profiles/20261126-101500-deepseek-ocr2-tiny-1a2b3c
       perfctl open my-capture.nsys-rep --nsys /opt/nvidia/nsight-systems/2025.3.1/bin/nsys
     """
-    from perfctl.open_report import open_report
+    from perfctl.commands.open import open_report
 
     try:
         outcome = open_report(run, nsys_path)

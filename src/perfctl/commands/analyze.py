@@ -457,3 +457,33 @@ def _mangled_names(export: Path) -> dict[str, str]:
         return kernel_mangled_names(conn, read_schema(conn, export))
     finally:
         conn.close()
+
+
+def analyze(
+    path: Path,
+    profiles_root: Path,
+    nsys_path: str | None = None,
+    top_n: int = 10,
+    out_dir: Path | None = None,
+    allow_no_kernels: bool = False,
+    peak_tflops: float | None = None,
+    peak_bandwidth_gbs: float | None = None,
+    calibration: Path | None = None,
+) -> AnalyzeResult:
+    """`perfctl analyze PATH`: analyze_path, then the run recorded in its profiles folder's registry
+    when PATH is a perfctl run folder (its manifest.json usable)."""
+    result = analyze_path(
+        path,
+        nsys_path=nsys_path,
+        top_n=top_n,
+        out_dir=out_dir,
+        allow_no_kernels=allow_no_kernels,
+        peak_tflops=peak_tflops,
+        peak_bandwidth_gbs=peak_bandwidth_gbs,
+        calibration=calibration,
+    )
+    if result.run_dir is not None:
+        from perfctl.registry import record_analysis
+
+        record_analysis(result.run_dir, result.analysis, result.json_path, profiles_root)
+    return result

@@ -54,7 +54,7 @@ def _analysis_file(path: Path) -> dict[str, Any]:
 def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
     """A run folder without its export: the parts of an analysis its clean timing pass gives (run
     identity, `timing`, `efficiency`), or None when it has no usable manifest or no clean pass."""
-    from perfctl.analyze_run import checked_clean_pass, clean_efficiency, manifest_note
+    from perfctl.commands.analyze import checked_clean_pass, clean_efficiency, manifest_note
 
     found = RunFolder(run_dir).read_manifest()
     manifest = found.data
@@ -81,7 +81,7 @@ def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
 
 def load_run(path: Path) -> LoadedRun:
     """The analysis behind one RUN argument (see the module docstring)."""
-    from perfctl.analyze_run import analyze_path
+    from perfctl.commands.analyze import analyze_path
     from perfctl.export_source import plan_export
 
     given = RunFolder.find(path)
