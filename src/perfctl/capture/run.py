@@ -27,7 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ from perfctl.capture.processes import (
 )
 from perfctl.capture.processes import start as start_child
 from perfctl.errors import BadInput, CaptureFailed, PerfctlError
-from perfctl.files import disk_note, file_sha256, utc_now, write_json_atomic, write_text_atomic
+from perfctl.files import disk_note, file_sha256, utc_now, write_text_atomic
 from perfctl.hardware.host import host_identity, package_versions
 from perfctl.records import read_page_records
 from perfctl.run_folder import (
@@ -72,7 +72,6 @@ from perfctl.run_folder import (
     REPORT_BASE,
     REPORT_SUFFIX,
     STREAM_SUFFIX,
-    TELEMETRY_FILE,
     WORKLOAD_FILE,
     RunFolder,
 )
@@ -80,6 +79,7 @@ from perfctl.run_manifest import read_driver_info
 from perfctl.workloads.deepseek_ocr_v1 import check_capture_mode
 from perfctl.workloads.models import ModelSpec, is_v1_spec, resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
+from perfctl.workloads.workload import DriverOutputs, Workload
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -162,8 +162,9 @@ def validate_numbers(opts: CaptureOptions) -> None:
 
 
 def profiled_page_count(workload: dict[str, Any], n_pages: int) -> int:
-    """How many pages the profiled passes (nsys, torch.profiler) run: every page x repeats, or the
-    first `profile_pages` once each."""
+    """How many pages the profiled passes (nsys, torch.profiler) ran, from a manifest's `workload`
+    object: every page x repeats, or the first `profile_pages` once each (a capture counts its
+    Workload's `page_runs`)."""
     limit = workload.get("profile_pages")
     return min(int(limit), n_pages) if limit else n_pages * int(workload.get("repeats", 1))
 
@@ -237,36 +238,29 @@ def _capture(
     driver: DriverPython,
     session: NsysSessionLock | None = None,
 ) -> CaptureResult:
-    page_paths = [str(p.resolve()) for p in pages]
-    workload: dict[str, Any] = {
-        "model": asdict(spec) | {"folder": str(spec.folder)},
-        "pages": page_paths,
-        "repeats": opts.repeats,
-        "max_new_tokens": opts.max_new_tokens,
-        "tiles": opts.tiles,
-        **({"mode": opts.mode} if opts.mode is not None else {}),
-        "warmup": opts.warmup,
-        "device": opts.device,
-        "dtype": opts.dtype,
-        "seed": opts.seed,
-        "records": str(run_dir / PAGES_FILE),
-        "driver_info": str(run_dir / DRIVER_INFO_FILE),
-        "log": str(run_dir / DRIVER_LOG_FILE),
-    }
-    sampled = {"telemetry": str(run_dir / TELEMETRY_FILE)} if opts.nsys_telemetry else {}
-    # the profiled passes' own workload: with --profile-pages, its first pages once each
-    profiled = workload | (
-        {"pages": page_paths[: opts.profile_pages], "repeats": 1} if opts.profile_pages else {}
+    # the nsys pass's outputs are the run folder's own; the later passes write into their folders
+    workload = Workload(
+        model=spec,
+        pages=tuple(p.resolve() for p in pages),
+        repeats=opts.repeats,
+        max_new_tokens=opts.max_new_tokens,
+        tiles=opts.tiles,
+        mode=opts.mode,
+        warmup=opts.warmup,
+        device=opts.device,
+        dtype=opts.dtype,
+        seed=opts.seed,
+        outputs=DriverOutputs.in_folder(run_dir, telemetry=opts.nsys_telemetry),
     )
-    nsys_workload = profiled | sampled
+    # the profiled passes' own workload: with --profile-pages, its first pages once each
+    profiled = workload.profiled(opts.profile_pages)
     write_text_atomic(run_dir / MODEL_CONFIG_FILE, (spec.folder / "config.json").read_text())
     manifest.update(
         {
             "perfctl_version": __version__,
             "tool": opts.tool,
             "perfctl_command": opts.argv,
-            "workload": {k: v for k, v in workload.items() if k not in ("records", "driver_info", "log")}
-            | {"profile_pages": opts.profile_pages},
+            "workload": workload.manifest_json(opts.profile_pages),
             "model_spec": spec.to_json(),
             "model_config": MODEL_CONFIG_FILE,
             "pages": [{"file": p.name, "path": str(p.resolve()), "sha256": file_sha256(p)} for p in pages],
@@ -275,18 +269,17 @@ def _capture(
             "driver_python": driver.to_json(),
         }
     )
-    expected = len(pages) * opts.repeats
-    profiled_expected = profiled_page_count(manifest["workload"], len(pages))
-    passes = {"timing": (workload, expected), "torch": (profiled, profiled_expected)}
+    profiled_expected = profiled.page_runs
+    passes = {"timing": workload, "torch": profiled}
     try:
         if nsys is None or session is None:  # --tool torch: the torch.profiler pass alone
-            write_json_atomic(run_dir / WORKLOAD_FILE, workload)
+            workload.save(run_dir / WORKLOAD_FILE)
             RunFolder(run_dir).write_manifest(manifest)
             registry.record_capture(run_dir, manifest, opts.profiles_root, started=True)
             result = CaptureResult(run_dir, "ok", None, manifest)
             later = ["torch"]
         else:
-            write_json_atomic(run_dir / WORKLOAD_FILE, nsys_workload)
+            profiled.save(run_dir / WORKLOAD_FILE)
             driver_cmd, driver_env = driver_command(run_dir, manifest, run_dir / WORKLOAD_FILE)
             nsys_cmd = nsys.profile_command(run_dir / REPORT_BASE, opts.trace, driver_cmd)
             manifest["nsys"] = {
@@ -310,8 +303,7 @@ def _capture(
             later = ["timing", "torch"] if opts.tool == "all" else []
         for name in later:
             if result.status == "ok":
-                pass_workload, pass_pages = passes[name]
-                result = run_driver_pass(run_dir, pass_workload, result.manifest, pass_pages, name)
+                result = run_driver_pass(run_dir, passes[name], result.manifest, name)
         if result.manifest["status"] == "running":  # no nsys pass to conclude it: every pass went well
             result.manifest["status"], result.manifest["reason"] = "ok", None
             RunFolder(run_dir).write_manifest(result.manifest)
@@ -384,28 +376,35 @@ def _record_interrupted(run_dir: Path, manifest: dict[str, Any], signum: int) ->
     return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
 
 
-# The passes that run the driver again without nsys, each in its own sub-folder of the run:
-# folder -> (what to say in errors, workload settings, extra outputs: workload key -> file in the
-# folder, "" for the folder itself).
-DRIVER_PASSES: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
-    "timing": ("the clean timing pass", {"sync_stage_edges": True}, {"telemetry": TELEMETRY_FILE}),
-    "torch": ("the torch.profiler pass", {}, {"torch_profiler": ""}),
+@dataclass(frozen=True)
+class DriverPass:
+    """A pass that runs the driver again without nsys, in its own sub-folder of the run."""
+
+    label: str  # what errors and progress call it
+    sync_stage_edges: bool = False  # the GPU waited for at every stage edge: true stage clocks
+    telemetry: bool = False  # NVML sampled into telemetry.jsonl
+    torch_profiler: bool = False  # under torch.profiler: operators and a trace into the folder
+
+
+DRIVER_PASSES: dict[str, DriverPass] = {
+    "timing": DriverPass("the clean timing pass", sync_stage_edges=True, telemetry=True),
+    "torch": DriverPass("the torch.profiler pass", torch_profiler=True),
 }
 
 
-def run_driver_pass(
-    run_dir: Path, workload: dict[str, Any], manifest: dict[str, Any], expected_pages: int, name: str
-) -> CaptureResult:
+def run_driver_pass(run_dir: Path, workload: Workload, manifest: dict[str, Any], name: str) -> CaptureResult:
     """The same workload again without nsys, into run_dir/<name>/: `timing` (no profiler at all, GPU
     synchronized at every stage edge, NVML sampled: the stage times MFU divides by; nsys slows
     launch-bound decode markedly) or `torch` (under torch.profiler: operators and a Chrome trace)."""
-    label, settings, outputs = DRIVER_PASSES[name]
+    driver_pass = DRIVER_PASSES[name]
+    label, expected_pages = driver_pass.label, workload.page_runs
     progress.step(f"{label}: {expected_pages} pages (log: {run_dir / name / DRIVER_LOG_FILE})")
     folder = run_dir / name
     folder.mkdir()
-    files = {"records": PAGES_FILE, "driver_info": DRIVER_INFO_FILE, "log": DRIVER_LOG_FILE, **outputs}
-    where = {key: str(folder / file) for key, file in files.items()}
-    write_json_atomic(folder / WORKLOAD_FILE, workload | settings | where)
+    outputs = DriverOutputs.in_folder(
+        folder, telemetry=driver_pass.telemetry, torch_profiler=driver_pass.torch_profiler
+    )
+    workload.for_pass(outputs, sync_stage_edges=driver_pass.sync_stage_edges).save(folder / WORKLOAD_FILE)
     cmd, env = driver_command(run_dir, manifest, folder / WORKLOAD_FILE)
     token = new_token()
     interrupted_by = None
@@ -437,7 +436,7 @@ def run_driver_pass(
         manifest[name] = {
             "command": cmd,
             "exit_code": exit_code,
-            **settings,
+            **({"sync_stage_edges": True} if driver_pass.sync_stage_edges else {}),
             "pages_completed": done,
             "pages_expected": expected_pages,
             "status": status,

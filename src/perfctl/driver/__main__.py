@@ -6,12 +6,12 @@ The workload file (written by `perfctl capture`) names the model, pages, repeats
 settings, and where to write: per-page records (JSON lines, appended as each page finishes so that a
 crash keeps the pages already done), `driver-info.json` (versions, device, model facts; once the
 pages are done, `nvtx_ranges_pushed`: how many NVTX ranges the driver handed to nvtx) and the log.
-Exit status: 0 ok, 3 NVTX ranges would be invisible to this nsys, 1 anything else.
+Exit status: 0 ok, 2 the workload file is not a perfctl workload (`perfctl.workloads.workload`),
+3 NVTX ranges would be invisible to this nsys, 1 anything else.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -31,21 +31,22 @@ from perfctl.driver.stage_probes import (
 )
 from perfctl.driver.telemetry import TelemetrySampler
 from perfctl.driver.torch_pass import RecordFunctionEmitter, finish_profiler, start_profiler
+from perfctl.errors import BadInput
 from perfctl.files import write_json_atomic
 from perfctl.flops import resolved_config_json
 from perfctl.records import append_page_record
 from perfctl.run_folder import RESOLVED_CONFIG_FILE
 from perfctl.stages import LOAD, PAGE, STAGES, WARMUP
 from perfctl.workloads.loader import load_workload
-from perfctl.workloads.models import ModelSpec
 from perfctl.workloads.shapes import describe_shape, input_shape, plan_warmup
+from perfctl.workloads.workload import Workload
 
 EXIT_NVTX_INVISIBLE = 3
 
 
-def _redirect_output(log_path: str | None) -> None:
+def _redirect_output(log_path: Path | None) -> None:
     """Send this process's stdout/stderr (C libraries included) to the run's driver log."""
-    if not log_path:
+    if log_path is None:
         return
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
@@ -122,7 +123,7 @@ def stage_marker(
     return StageMarker(emitter, sync=sync, probe=probe), probe
 
 
-def run(workload: dict[str, Any]) -> int:
+def run(workload: Workload) -> int:
     problem = nvtx_problem(installed_nvtx_version(), os.environ.get("PERFCTL_NSYS_VERSION"))
     if problem:
         _log(f"error: {problem}")
@@ -130,8 +131,9 @@ def run(workload: dict[str, Any]) -> int:
 
     import torch
 
-    device, dtype = resolve_device_dtype(workload["device"], workload["dtype"])
-    spec = ModelSpec.from_json(workload["model"])
+    device, dtype = resolve_device_dtype(workload.device, workload.dtype)
+    spec = workload.model
+    outputs = workload.outputs
     nvtx_emitter = NvtxEmitter()
     emitter: RangeEmitter = nvtx_emitter
     _log(
@@ -139,18 +141,16 @@ def run(workload: dict[str, Any]) -> int:
     )
     emitter.push(LOAD)
     t0 = time.perf_counter()
-    work = load_workload(
-        spec, device, dtype, int(workload.get("seed", 0)), int(workload.get("tiles", 0)), workload.get("mode")
-    )
+    work = load_workload(spec, device, dtype, workload.seed, workload.tiles, workload.mode)
     _synchronize(device)
     emitter.pop()
     load_s = time.perf_counter() - t0
 
-    pages = [Path(p) for p in workload["pages"]]
+    pages = list(workload.pages)
     prepared = [work.prepare(p) for p in pages]
     # the warm-up runs every distinct input shape of the measured pages (workloads.shapes: first use of
     # a shape loads kernels lazily), --warmup rounds of each
-    plan = plan_warmup([input_shape(page.inputs) for page in prepared], int(workload.get("warmup", 0)))
+    plan = plan_warmup([input_shape(page.inputs) for page in prepared], workload.warmup)
     info = {
         **device_identity(device),
         "dtype": dtype,
@@ -163,21 +163,17 @@ def run(workload: dict[str, Any]) -> int:
         "attn_implementation": getattr(work.model.config, "_attn_implementation", None),
         "image_tokens_per_page": prepared[0].image_tokens,
         "local_tiles_per_page": work.tiles,
-        **(
-            {"mode": workload.get("mode"), "flops_mode": prepared[0].flops_mode}
-            if prepared[0].flops_mode
-            else {}
-        ),
+        **({"mode": workload.mode, "flops_mode": prepared[0].flops_mode} if prepared[0].flops_mode else {}),
         "prompt_tokens_per_page": prepared[0].prompt_tokens,
         "prompt_source": work.prompt_source,
         "load_seconds": round(load_s, 3),
-        "decode_ranges_per_page": workload["max_new_tokens"] - 1,
+        "decode_ranges_per_page": workload.max_new_tokens - 1,
         **plan.to_json(),
     }
-    write_json_atomic(Path(workload["driver_info"]), info)
+    write_json_atomic(outputs.driver_info, info)
     # the config as this transformers resolved it, so that analysis reads it without transformers
     write_json_atomic(
-        Path(workload["driver_info"]).with_name(RESOLVED_CONFIG_FILE), resolved_config_json(work.model.config)
+        outputs.driver_info.with_name(RESOLVED_CONFIG_FILE), resolved_config_json(work.model.config)
     )
     _log(
         f"model: {info['parameters'] / 1e6:.1f} M parameters, {prepared[0].prompt_tokens} prompt tokens/page"
@@ -187,28 +183,28 @@ def run(workload: dict[str, Any]) -> int:
     if plan.not_warmed_up():
         _log(f"no warm-up of the shapes of pages {plan.not_warmed_up()}: their first runs include first use")
 
-    torch_folder: str | None = workload.get("torch_profiler")  # the torch.profiler pass
-    if torch_folder:
+    torch_folder = outputs.torch_profiler  # the torch.profiler pass
+    if torch_folder is not None:
         emitter = RecordFunctionEmitter(emitter)
-    marker, probe = stage_marker(emitter, device, bool(workload.get("sync_stage_edges")))
+    marker, probe = stage_marker(emitter, device, workload.sync_stage_edges)
     sampler = None
-    if workload.get("telemetry"):  # the clean timing pass samples NVML; nothing else perturbs it
+    if outputs.telemetry is not None:  # the clean timing pass samples NVML; nothing else perturbs it
         if device.startswith("cuda"):
-            sampler = TelemetrySampler(Path(workload["telemetry"]), _device_index(device))
+            sampler = TelemetrySampler(outputs.telemetry, _device_index(device))
             why_not = sampler.start()
             info["telemetry"] = why_not or f"NVML, every {sampler.period_s * 1000:.0f} ms"
             sampler = None if why_not else sampler
         else:
             info["telemetry"] = "absent: the workload runs on the CPU"
-        write_json_atomic(Path(workload["driver_info"]), info)
+        write_json_atomic(outputs.driver_info, info)
     decoder, vision = work.stage_modules()
     marker.attach(work.model, decoder, vision)
-    n_new = int(workload["max_new_tokens"])
+    n_new = workload.max_new_tokens
     # Fixed-length generation: every page does the same amount of work, so stages are comparable
     # across pages and runs (random weights would otherwise stop at an arbitrary EOS).
     gen_args = {"max_new_tokens": n_new, "min_new_tokens": n_new, "do_sample": False}
 
-    records = Path(workload["records"])
+    records = outputs.records
 
     shapes_run: set[int] = set()  # the shapes this process has run a generate of
 
@@ -266,15 +262,15 @@ def run(workload: dict[str, Any]) -> int:
             )
             emitter.pop()
         sequence = 0
-        profiler = start_profiler(device) if torch_folder else None  # after warm-up
-        for repeat in range(int(workload["repeats"])):
+        profiler = start_profiler(device) if torch_folder is not None else None  # after warm-up
+        for repeat in range(workload.repeats):
             for index, (path, page) in enumerate(zip(pages, prepared, strict=True)):
                 emitter.push(PAGE, sequence)
                 run_page(path, page, {"sequence": sequence, "repeat": repeat, "page_index": index}, False)
                 emitter.pop()
                 sequence += 1
-        if profiler is not None and torch_folder:
-            seconds = finish_profiler(profiler, Path(torch_folder), list(STAGES))
+        if profiler is not None and torch_folder is not None:
+            seconds = finish_profiler(profiler, torch_folder, list(STAGES))
             steps = ", ".join(f"{step} {s:.1f} s" for step, s in seconds.items())
             _log(f"torch.profiler: operators and trace written to {torch_folder} ({steps})")
     marker.detach()
@@ -283,7 +279,7 @@ def run(workload: dict[str, Any]) -> int:
     # the ranges this driver handed to nvtx (load, warm-up, pages, stages): the capture's evidence
     # should none arrive in the export
     info["nvtx_ranges_pushed"] = nvtx_emitter.pushed
-    write_json_atomic(Path(workload["driver_info"]), info)
+    write_json_atomic(outputs.driver_info, info)
     return 0
 
 
@@ -292,8 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    workload = json.loads(Path(args[0]).read_text())
-    _redirect_output(workload.get("log"))
+    try:
+        workload = Workload.load(Path(args[0]))
+    except BadInput as exc:  # before the log is known: one line on stderr, perfctl's exit status for it
+        print(f"perfctl.driver: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    _redirect_output(workload.outputs.log)
     try:
         return run(workload)
     except Exception:  # the log must say why; the capture reads our exit status

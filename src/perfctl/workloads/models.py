@@ -57,19 +57,8 @@ class ModelSpec:
     has_weights: bool
     random_weights: bool
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
-        """Inverse of `dataclasses.asdict` as written into workload.json."""
-        return cls(
-            name=str(data["name"]),
-            folder=Path(data["folder"]),
-            builtin=bool(data["builtin"]),
-            model_type=str(data["model_type"]),
-            has_weights=bool(data["has_weights"]),
-            random_weights=bool(data["random_weights"]),
-        )
-
     def to_json(self) -> dict[str, Any]:
+        """The manifest's `model_spec` (workload.json keeps every field: perfctl.workloads.workload)."""
         return {
             "name": self.name,
             "folder": str(self.folder),
