@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from perfctl.analysis.repeatability import spread, t95
+from perfctl.analysis.result import Analysis, StageSummary
 from perfctl.analysis.runs import KERNEL_NAMES_KEPT
 from perfctl.stages import STAGES
 
@@ -91,10 +92,11 @@ def difference(a: Sample, b: Sample, words: tuple[str, str]) -> dict[str, Any]:
     return out | {"ci95_low": low, "ci95_high": high, "df": df, "change": change}
 
 
-def clean_stage_samples(analysis: dict[str, Any], events: bool = False) -> dict[str, Sample] | None:
+def clean_stage_samples(analysis: Analysis, events: bool = False) -> dict[str, Sample] | None:
     """Per-page stage and page times of the clean pass (`timing.statistics`): with `events`, the
     stages' CUDA-event times (on a GPU; the times MFU divides by), None when the run has none."""
-    stats = (analysis.get("timing") or {}).get("statistics")
+    timing = analysis.get("timing")
+    stats = timing.get("statistics") if timing else None
     if not stats:
         return None
     out: dict[str, Sample] = {}
@@ -102,8 +104,7 @@ def clean_stage_samples(analysis: dict[str, Any], events: bool = False) -> dict[
         item = stats["stages"][stage]
         if not events:
             out[stage] = Sample(item["mean"], item["std"], item["count"])
-        elif item.get("cuda_events"):
-            ev = item["cuda_events"]
+        elif ev := item.get("cuda_events"):
             out[stage] = Sample(ev["mean"], (ev.get("cv") or 0.0) * ev["mean"], item["count"])
         else:
             return None
@@ -111,19 +112,21 @@ def clean_stage_samples(analysis: dict[str, Any], events: bool = False) -> dict[
     return out
 
 
-def clean_clock(a: dict[str, Any], *others: dict[str, Any]) -> str:
+def clean_clock(a: Analysis, *others: Analysis) -> str:
     """The clean pass's stage clock every run given has: CUDA events (GPU runs since perfctl records
     them) or the host clock between synchronized stage edges."""
     runs = (a, *others)
     return CUDA_EVENTS if all(clean_stage_samples(r, events=True) for r in runs) else HOST_CLOCK
 
 
-def page_samples(analysis: dict[str, Any], field: str) -> dict[str, Sample] | None:
+def page_samples(analysis: Analysis, field: PageField) -> dict[str, Sample] | None:
     """Per-page figures of the nsys pass (`pages[]`): stage `field` (wall_ns, kernel_count, ...)."""
     pages = analysis.get("pages") or []
     if not pages:
         return None
-    labels = [int(p["sequence"]) for p in pages]
+    # a page range without a sequence number (no payload) is labelled by its place: labels name
+    # outliers, which a Sample does not keep
+    labels = [i if p["sequence"] is None else p["sequence"] for i, p in enumerate(pages)]
     out: dict[str, Sample] = {}
     for stage in STAGES:
         out[stage] = _sample([float(p["stages"][stage][field]) for p in pages], labels)
@@ -132,7 +135,10 @@ def page_samples(analysis: dict[str, Any], field: str) -> dict[str, Sample] | No
     return out
 
 
-def headline_times(analysis: dict[str, Any]) -> tuple[str | None, dict[str, Sample] | None]:
+PageField = Literal["wall_ns", "kernel_count", "kernel_time_ns"]  # the figures compared per page
+
+
+def headline_times(analysis: Analysis) -> tuple[str | None, dict[str, Sample] | None]:
     """One run's stage and page times per page: the clean pass's when it has one (CUDA-event stage
     times when it has them), else the nsys pass's."""
     clean = clean_stage_samples(analysis, events=clean_clock(analysis) == CUDA_EVENTS)
@@ -147,7 +153,7 @@ def _sample(values: list[float], labels: list[int]) -> Sample:
     return Sample(s["mean"], s["std"], s["count"])
 
 
-def time_source(a: dict[str, Any], b: dict[str, Any]) -> tuple[str | None, list[str]]:
+def time_source(a: Analysis, b: Analysis) -> tuple[str | None, list[str]]:
     """Which stage times both runs can be compared on, and notes about the choice."""
     clean_a, clean_b = clean_stage_samples(a) is not None, clean_stage_samples(b) is not None
     if clean_a and clean_b:
@@ -168,14 +174,15 @@ def time_source(a: dict[str, Any], b: dict[str, Any]) -> tuple[str | None, list[
 
 
 def _efficiency_samples(
-    analysis: dict[str, Any], times: dict[str, Sample], key: str
+    analysis: Analysis, times: dict[str, Sample], key: Literal["mfu", "achieved_tflops"]
 ) -> dict[str, Sample | None]:
     """MFU or achieved TFLOP/s per stage with the clean time's relative spread (delta method:
     value = FLOPs / mean time, so its standard error is value × SE(time) / time)."""
-    eff = analysis.get("efficiency") or {}
+    eff = analysis.get("efficiency")
     out: dict[str, Sample | None] = {}
     for stage in STAGES:
-        value = ((eff.get("stages") or {}).get(stage) or {}).get(key) if eff.get("available") else None
+        figures = (eff.get("stages") or {}).get(stage) if eff and eff.get("available") else None
+        value = figures.get(key) if figures else None
         t = times[stage]
         if value is None or not t.mean:
             out[stage] = None
@@ -184,26 +191,34 @@ def _efficiency_samples(
     return out
 
 
-def _identity(analysis: dict[str, Any], label: str) -> dict[str, Any]:
-    run = analysis.get("run") or {}
-    driver = run.get("driver") or {}
-    gpus = (analysis.get("export") or {}).get("gpus") or []
+def _identity(analysis: Analysis, label: str) -> dict[str, Any]:
+    run = analysis.get("run")
+    driver = (run.get("driver") if run else None) or {}
+    export = analysis.get("export")
+    gpus = (export.get("gpus") if export else None) or []
     gpu = driver.get("gpu_name") or (gpus[0].get("name") if gpus else None)
-    workload = run.get("workload") or {}
+    workload = (run.get("workload") if run else None) or {}
     return {
         "label": label,
-        "run_id": run.get("run_id"),
-        "status": run.get("status"),
-        "reason": run.get("reason"),
-        "model": (run.get("model_spec") or {}).get("name"),
+        "run_id": run.get("run_id") if run else None,
+        "status": run.get("status") if run else None,
+        "reason": run.get("reason") if run else None,
+        "model": ((run.get("model_spec") if run else None) or {}).get("name"),
         "gpu": gpu,
         "device": driver.get("device") or workload.get("device"),
         "dtype": driver.get("dtype") or workload.get("dtype"),
         "workload": {k: workload.get(k, WORKLOAD_DEFAULTS.get(k)) for k in WORKLOAD_KEYS}
         | {"pages": len(workload.get("pages") or [])},
-        "clean_pages": ((analysis.get("timing") or {}).get("statistics") or {}).get("page", {}).get("count"),
+        "clean_pages": _clean_pages(analysis),
         "nsys_pages": len(analysis.get("pages") or []) or None,
     }
+
+
+def _clean_pages(analysis: Analysis) -> int | None:
+    timing = analysis.get("timing")
+    stats = timing.get("statistics") if timing else None
+    page = stats.get("page") if stats else None
+    return page.get("count") if page else None
 
 
 def _differences(ia: dict[str, Any], ib: dict[str, Any]) -> list[str]:
@@ -218,32 +233,34 @@ def _differences(ia: dict[str, Any], ib: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _stage_item(analysis: dict[str, Any], stage: str) -> dict[str, Any]:
-    return next((s for s in analysis.get("stages") or [] if s["stage"] == stage), {})
+def _stage_item(analysis: Analysis, stage: str) -> StageSummary | None:
+    return next((s for s in analysis.get("stages") or [] if s["stage"] == stage), None)
 
 
-def _kernel_totals(item: dict[str, Any]) -> dict[str, tuple[float, float]]:
+def _kernel_totals(item: StageSummary | None) -> dict[str, tuple[float, float]]:
     """name -> (calls, time_ns) of a stage's kernels over the whole run, as far as they are named."""
+    if item is None:
+        return {}
     out = {name: (float(c), float(ns)) for name, (c, ns) in (item.get("kernel_time_by_name") or {}).items()}
     out.update({k["name"]: (float(k["count"]), float(k["time_ns"])) for k in item.get("top_kernels") or []})
     return out
 
 
-def top_kernel_deltas(a: dict[str, Any], b: dict[str, Any], stage: str, top: int) -> list[dict[str, Any]]:
+def top_kernel_deltas(a: Analysis, b: Analysis, stage: str, top: int) -> list[dict[str, Any]]:
     """The kernels among either run's top kernels of a stage whose time per page changed most.
 
     A kernel missing from one run is absent there (0) when that run names all its kernels of the
     stage; beyond its KERNEL_NAMES_KEPT names it is unknown (null)."""
     items = _stage_item(a, stage), _stage_item(b, stage)
     totals = [_kernel_totals(i) for i in items]
-    complete = [len(i.get("kernel_time_by_name") or {}) < KERNEL_NAMES_KEPT for i in items]
+    complete = [len((i.get("kernel_time_by_name") if i else None) or {}) < KERNEL_NAMES_KEPT for i in items]
     pages = [len(x.get("pages") or []) or 1 for x in (a, b)]
     meta = {
         k["name"]: (k.get("short_name") or k["name"], k.get("category") or "")
         for i in reversed(items)
-        for k in i.get("top_kernels") or []
+        for k in (i.get("top_kernels") if i else None) or []
     }
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, (short_name, category) in meta.items():
         per_page: list[tuple[float, float] | None] = []
         for side in (0, 1):
@@ -275,7 +292,7 @@ def top_kernel_deltas(a: dict[str, Any], b: dict[str, Any], stage: str, top: int
 
 
 def compare_analyses(
-    a: dict[str, Any], b: dict[str, Any], label_a: str = "A", label_b: str = "B", top: int = 5
+    a: Analysis, b: Analysis, label_a: str = "A", label_b: str = "B", top: int = 5
 ) -> dict[str, Any]:
     """The comparison of run B against run A (baseline); see docs/compare.md for every key.
 
@@ -296,7 +313,7 @@ def compare_analyses(
     warnings = [f"the runs differ: {d}" for d in _differences(ia, ib)] + notes
     kernels_a, kernels_b = page_samples(a, "kernel_count"), page_samples(b, "kernel_count")
     has_kernels = bool(kernels_a and kernels_b) and any(
-        ((x.get("totals") or {}).get("kernels") or 0) > 0 for x in (a, b)
+        ((totals.get("kernels") if (totals := x.get("totals")) else None) or 0) > 0 for x in (a, b)
     )
     ktime_a, ktime_b = page_samples(a, "kernel_time_ns"), page_samples(b, "kernel_time_ns")
     eff = {
