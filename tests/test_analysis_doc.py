@@ -153,3 +153,37 @@ def test_the_reader_refuses_a_damaged_analysis_in_one_line(text: str, says: str,
         result.read_analysis(path)
     message = str(refused.value)
     assert message.startswith(says.format(path=path)) and "\n" not in message
+
+
+def test_shapes_the_producer_can_write_are_shown_not_crashed_on() -> None:
+    """A NULL GPU name (TARGET_INFO_GPU allows it) and a page range without a sequence number."""
+    from perfctl.analysis.compare import page_samples
+    from perfctl.report.text import render_text
+    from perfctl.stages import STAGES
+
+    stage = {"instances": 1, "wall_ns": 5, "kernel_count": 1, "kernel_time_ns": 2, "gpu_busy_ns": 2}
+    pages = [
+        {
+            "sequence": s,
+            "start_ns": 0,
+            "wall_ns": 10,
+            "gpu_busy_ns": 2,
+            "stages": dict.fromkeys(STAGES, stage),
+        }
+        for s in (None, 1)
+    ]
+    analysis: Any = {
+        "perfctl_version": "x",
+        "warnings": [],
+        "export": {
+            "path": "run.sqlite",
+            "schema_version": None,
+            "nsys_version": None,
+            "gpus": [{"name": None}],
+        },
+        "stages": [],
+        "pages": pages,
+    }
+    assert "(nsys None, schema None; ?)" in render_text(analysis)
+    samples = page_samples(analysis, "wall_ns")
+    assert samples is not None and samples["page"].count == 2 and samples["page"].mean == 10
