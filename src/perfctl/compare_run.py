@@ -18,10 +18,10 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from perfctl import progress
-from perfctl.analysis.compare import compare_analyses, gate
+from perfctl.analysis.compare import Comparison, compare_analyses, gate
 from perfctl.analysis.repeatability import timing_statistics
 from perfctl.analysis.result import Analysis, read_analysis
 from perfctl.analysis.result_passes import Efficiency
@@ -110,7 +110,7 @@ def _run_warnings(run: LoadedRun, label: str) -> list[str]:
 
 def compare_paths(
     run_a: Path, run_b: Path, top: int = 5, fail_if_slower_pct: float | None = None
-) -> dict[str, Any]:
+) -> Comparison:
     """Load both runs, compare B against A and, with a threshold, add the gate's verdict."""
     a, b = load_run(run_a), load_run(run_b)
     try:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
 from perfctl.analysis.repeatability import spread, t95
 from perfctl.analysis.result import Analysis, StageSummary
@@ -59,6 +59,99 @@ WORKLOAD_KEYS = ("max_new_tokens", "tiles", "mode", "repeats", "dtype", "device"
 WORKLOAD_DEFAULTS = {"tiles": 0}  # runs made before --tiles existed had none: the global view only
 
 
+class SampleRecord(TypedDict):
+    mean: float
+    std: float
+    count: int
+
+
+class Difference(TypedDict):
+    """B - A of one figure, with its 95 % confidence interval (null with fewer than two pages)."""
+
+    a: SampleRecord
+    b: SampleRecord
+    delta: float
+    delta_pct: float | None
+    ci95_low: float | None
+    ci95_high: float | None
+    df: float | None
+    change: str
+
+
+class RunSide(TypedDict):
+    """Who one run is (`a`, `b`): what `_identity` reads of its analysis, and where it came from."""
+
+    label: str
+    run_id: str | None
+    status: str | None
+    reason: str | None
+    model: str | None
+    gpu: str | None
+    device: str | None
+    dtype: str | None
+    workload: dict[str, Any]
+    clean_pages: int | None
+    nsys_pages: int | None
+    origin: NotRequired[str]  # compare_run: the file, or how the analysis was made
+
+
+class KernelDelta(TypedDict):
+    name: str
+    short_name: str
+    category: str
+    in_a: bool
+    in_b: bool
+    a_calls_per_page: float | None
+    b_calls_per_page: float | None
+    a_time_ns_per_page: float | None
+    b_time_ns_per_page: float | None
+    delta_ns_per_page: float | None
+    delta_pct: float | None
+
+
+class StageComparison(TypedDict):
+    stage: str
+    verdict: str
+    time_ns: Difference
+    mfu: Difference | None
+    achieved_tflops: Difference | None
+    kernel_count: Difference | None
+    kernel_time_ns: Difference | None
+    top_kernels: list[KernelDelta]
+
+
+class PageComparison(TypedDict):
+    verdict: str
+    time_ns: Difference
+
+
+class FailingStage(TypedDict):
+    stage: str
+    delta_pct: float | None
+
+
+class Gate(TypedDict):
+    fail_if_slower_pct: float
+    failed: bool
+    failing_stages: list[FailingStage]
+
+
+class Comparison(TypedDict):
+    """The comparison of run B against run A (docs/compare.md)."""
+
+    a: RunSide
+    b: RunSide
+    time_source: str
+    clean_clock: str | None
+    time_source_text: str
+    kernel_source: str | None
+    method: str
+    warnings: list[str]
+    stages: list[StageComparison]
+    page: PageComparison
+    gate: NotRequired[Gate]  # with a threshold (compare_run)
+
+
 @dataclass(frozen=True)
 class Sample:
     """One run's per-page values of a figure, summarized: what Welch's test needs."""
@@ -67,21 +160,25 @@ class Sample:
     std: float
     count: int
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> SampleRecord:
         return {"mean": self.mean, "std": self.std, "count": self.count}
 
 
-def difference(a: Sample, b: Sample, words: tuple[str, str]) -> dict[str, Any]:
+def difference(a: Sample, b: Sample, words: tuple[str, str]) -> Difference:
     """B - A with its 95 % confidence interval (Welch) and a change word: up, down, within noise."""
     delta = b.mean - a.mean
-    out: dict[str, Any] = {
+    out: Difference = {
         "a": a.to_json(),
         "b": b.to_json(),
         "delta": delta,
         "delta_pct": 100 * delta / a.mean if a.mean else None,
+        "ci95_low": None,
+        "ci95_high": None,
+        "df": None,
+        "change": UNKNOWN,
     }
     if a.count < 2 or b.count < 2:
-        return out | {"ci95_low": None, "ci95_high": None, "df": None, "change": UNKNOWN}
+        return out
     va, vb = a.std**2 / a.count, b.std**2 / b.count
     se = math.sqrt(va + vb)
     denominator = va**2 / (a.count - 1) + vb**2 / (b.count - 1)
@@ -89,7 +186,8 @@ def difference(a: Sample, b: Sample, words: tuple[str, str]) -> dict[str, Any]:
     half = t95(df) * se
     low, high = delta - half, delta + half
     change = words[0] if low > 0 else words[1] if high < 0 else WITHIN
-    return out | {"ci95_low": low, "ci95_high": high, "df": df, "change": change}
+    out["ci95_low"], out["ci95_high"], out["df"], out["change"] = low, high, df, change
+    return out
 
 
 def clean_stage_samples(analysis: Analysis, events: bool = False) -> dict[str, Sample] | None:
@@ -191,7 +289,7 @@ def _efficiency_samples(
     return out
 
 
-def _identity(analysis: Analysis, label: str) -> dict[str, Any]:
+def _identity(analysis: Analysis, label: str) -> RunSide:
     run = analysis.get("run")
     driver = (run.get("driver") if run else None) or {}
     export = analysis.get("export")
@@ -221,7 +319,7 @@ def _clean_pages(analysis: Analysis) -> int | None:
     return page.get("count") if page else None
 
 
-def _differences(ia: dict[str, Any], ib: dict[str, Any]) -> list[str]:
+def _differences(ia: RunSide, ib: RunSide) -> list[str]:
     notes = []
     for key in ("model", "gpu", "device", "dtype"):
         if ia[key] != ib[key]:
@@ -246,7 +344,7 @@ def _kernel_totals(item: StageSummary | None) -> dict[str, tuple[float, float]]:
     return out
 
 
-def top_kernel_deltas(a: Analysis, b: Analysis, stage: str, top: int) -> list[dict[str, Any]]:
+def top_kernel_deltas(a: Analysis, b: Analysis, stage: str, top: int) -> list[KernelDelta]:
     """The kernels among either run's top kernels of a stage whose time per page changed most.
 
     A kernel missing from one run is absent there (0) when that run names all its kernels of the
@@ -260,7 +358,7 @@ def top_kernel_deltas(a: Analysis, b: Analysis, stage: str, top: int) -> list[di
         for i in reversed(items)
         for k in (i.get("top_kernels") if i else None) or []
     }
-    rows: list[dict[str, Any]] = []
+    rows: list[KernelDelta] = []
     for name, (short_name, category) in meta.items():
         per_page: list[tuple[float, float] | None] = []
         for side in (0, 1):
@@ -293,7 +391,7 @@ def top_kernel_deltas(a: Analysis, b: Analysis, stage: str, top: int) -> list[di
 
 def compare_analyses(
     a: Analysis, b: Analysis, label_a: str = "A", label_b: str = "B", top: int = 5
-) -> dict[str, Any]:
+) -> Comparison:
     """The comparison of run B against run A (baseline); see docs/compare.md for every key.
 
     Raises ValueError when the two analyses have no stage times in common.
@@ -320,21 +418,30 @@ def compare_analyses(
         key: (_efficiency_samples(a, times_a, key), _efficiency_samples(b, times_b, key))
         for key in ("mfu", "achieved_tflops")
     }
-    stages = []
+    stages: list[StageComparison] = []
     for stage in STAGES:
         time = difference(times_a[stage], times_b[stage], WORDS["time"])
-        row: dict[str, Any] = {"stage": stage, "verdict": time["change"], "time_ns": time}
+        efficiency: dict[str, Difference | None] = {}
         for key, (ea, eb) in eff.items():
             sa, sb = ea[stage], eb[stage]
-            row[key] = difference(sa, sb, WORDS[key]) if source == CLEAN and sa and sb else None
-        if has_kernels and kernels_a and kernels_b and ktime_a and ktime_b:
-            row["kernel_count"] = difference(kernels_a[stage], kernels_b[stage], WORDS["kernel_count"])
-            row["kernel_time_ns"] = difference(ktime_a[stage], ktime_b[stage], WORDS["kernel_time"])
-            row["top_kernels"] = top_kernel_deltas(a, b, stage, top)
-        else:
-            row["kernel_count"] = row["kernel_time_ns"] = None
-            row["top_kernels"] = []
-        stages.append(row)
+            efficiency[key] = difference(sa, sb, WORDS[key]) if source == CLEAN and sa and sb else None
+        kernels = bool(has_kernels and kernels_a and kernels_b and ktime_a and ktime_b)
+        stages.append(
+            {
+                "stage": stage,
+                "verdict": time["change"],
+                "time_ns": time,
+                "mfu": efficiency["mfu"],
+                "achieved_tflops": efficiency["achieved_tflops"],
+                "kernel_count": difference(kernels_a[stage], kernels_b[stage], WORDS["kernel_count"])
+                if kernels and kernels_a and kernels_b
+                else None,
+                "kernel_time_ns": difference(ktime_a[stage], ktime_b[stage], WORDS["kernel_time"])
+                if kernels and ktime_a and ktime_b
+                else None,
+                "top_kernels": top_kernel_deltas(a, b, stage, top) if kernels else [],
+            }
+        )
     if not (kernels_a and kernels_b):
         warnings.append("kernel figures need the nsys export of both runs: not compared")
     elif not has_kernels:
@@ -358,9 +465,9 @@ def compare_analyses(
     }
 
 
-def gate(comparison: dict[str, Any], fail_if_slower_pct: float) -> dict[str, Any]:
+def gate(comparison: Comparison, fail_if_slower_pct: float) -> Gate:
     """The regression gate: failed when a stage is slower beyond noise by more than the threshold."""
-    failing = [
+    failing: list[FailingStage] = [
         {"stage": s["stage"], "delta_pct": s["time_ns"]["delta_pct"]}
         for s in comparison["stages"]
         if s["verdict"] == WORDS["time"][0]
