@@ -28,8 +28,9 @@ from types import ModuleType
 from typing import Any
 
 from perfctl import __version__
+from perfctl.analysis.cost_centres import cost_centres
 from perfctl.analysis.efficiency import efficiency
-from perfctl.analysis.findings import cost_centres, findings
+from perfctl.analysis.findings import findings
 from perfctl.analysis.repeatability import load_clean_pass, timing_statistics
 from perfctl.analysis.telemetry import page_telemetry
 

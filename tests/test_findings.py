@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from perfctl.analysis.cost_centres import cost_centres
 from perfctl.analysis.findings import (
     LAUNCH_BOUND_BUSY_SHARE,
     LOW_MBU,
     LOW_MFU,
-    cost_centres,
     findings,
 )
 from perfctl.commands.analyze import analyze_path

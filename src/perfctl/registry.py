@@ -29,12 +29,15 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perfctl.errors import BadInput
 from perfctl.files import utc_now
 from perfctl.run_folder import INDEX_FILE, RunFolder
 from perfctl.stages import STAGES
+
+if TYPE_CHECKING:  # the analysis code is not loaded for a capture
+    from perfctl.analysis.result import Analysis
 
 TABLE = "runs"
 BUSY_TIMEOUT_S = 30.0
@@ -226,27 +229,28 @@ def record_capture_failure(
     return record_capture(run_dir, manifest | ended_by(exc), profiles_root)
 
 
-def analysis_row(analysis: dict[str, Any]) -> dict[str, Any]:
+def analysis_row(analysis: Analysis) -> dict[str, Any]:
     """The headline metrics of an analysis: stage times per page (mean), MFU, kernels, wall time."""
     from perfctl.analysis.compare import headline_times  # analysis code: not loaded for a capture
 
     source, times = headline_times(analysis)
-    eff = analysis.get("efficiency") or {}
-    mfu = {s: ((eff.get("stages") or {}).get(s) or {}).get("mfu") for s in STAGES}
-    mfu["page"] = (eff.get("page") or {}).get("mfu")
+    eff = analysis.get("efficiency")
+    stages = (eff.get("stages") if eff else None) or {}
+    mfu = {s: figures.get("mfu") if (figures := stages.get(s)) else None for s in STAGES}
+    mfu["page"] = page.get("mfu") if eff and (page := eff.get("page")) else None
     pages = analysis.get("pages") or []
     return {
         "analyzed_at": utc_now(),
         "time_source": source,
         **{f"{s}_mean_ns": (times[s].mean if times else None) for s in (*STAGES, "page")},
-        **{f"{s}_mfu": (mfu[s] if eff.get("available") else None) for s in (*STAGES, "page")},
-        "kernel_count": (analysis.get("totals") or {}).get("kernels"),
+        **{f"{s}_mfu": (mfu[s] if eff and eff.get("available") else None) for s in (*STAGES, "page")},
+        "kernel_count": totals.get("kernels") if (totals := analysis.get("totals")) else None,
         "wall_ns": sum(int(p["wall_ns"]) for p in pages) if pages else None,
     }
 
 
 def record_analysis(
-    run_dir: Path, analysis: dict[str, Any], analysis_path: Path, profiles_root: Path | None
+    run_dir: Path, analysis: Analysis, analysis_path: Path, profiles_root: Path | None
 ) -> bool:
     """Record an analysis of a perfctl run folder (one with a usable manifest.json; other exports are
     no run and are not recorded). False (and a warning, or a note) when not recorded."""

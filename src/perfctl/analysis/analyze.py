@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -27,6 +27,15 @@ from perfctl.analysis.ranges import (
     name_codes,
     name_figures,
     summarize_names,
+)
+from perfctl.analysis.result import (
+    Analysis,
+    Gpu,
+    PageStage,
+    PageSummary,
+    RangeSummary,
+    StageSummary,
+    Totals,
 )
 from perfctl.analysis.runs import STAT_KEYS, RunIndex, sum_by
 from perfctl.errors import BadInput
@@ -71,7 +80,7 @@ class ExportTables:
 
     schema: ExportSchema
     ranges: pd.DataFrame
-    gpus: list[dict[str, Any]]
+    gpus: list[Gpu]
     unended: frozenset[int] = frozenset()  # range_ids of ranges that never ended (a run cut short)
 
 
@@ -91,7 +100,7 @@ def load_export(
     return ExportTables(schema, ranges, gpus, unended)
 
 
-def _gpus(conn: sqlite3.Connection, schema: ExportSchema) -> list[dict[str, Any]]:
+def _gpus(conn: sqlite3.Connection, schema: ExportSchema) -> list[Gpu]:
     """TARGET_INFO_GPU's rows: names bounded (nsys_export.names), the other columns integers or
     NULL (else the export is refused, naming the row)."""
     if not schema.has("TARGET_INFO_GPU"):
@@ -106,7 +115,7 @@ def _gpus(conn: sqlite3.Connection, schema: ExportSchema) -> list[dict[str, Any]
             select += [q, f"typeof({q})"]
     gpus = []
     for row in conn.execute(f"SELECT rowid, {', '.join(select)} FROM TARGET_INFO_GPU").fetchall():
-        gpu: dict[str, Any] = {}
+        gpu: dict[str, Any] = {}  # (the columns this schema has: a Gpu)
         for i, c in enumerate(cols):
             value, extra = row[1 + 2 * i], row[2 + 2 * i]
             if c in GPU_TEXT_COLUMNS:
@@ -120,11 +129,11 @@ def _gpus(conn: sqlite3.Connection, schema: ExportSchema) -> list[dict[str, Any]
                     f"{schema.path} is not a usable nsys export: TARGET_INFO_GPU rowid {row[0]}: {c} is "
                     f"{extra}, not an integer"
                 )
-        gpus.append(gpu)
+        gpus.append(cast(Gpu, gpu))
     return gpus
 
 
-def analyze_export(path: Path, top_n: int = 10) -> dict[str, Any]:
+def analyze_export(path: Path, top_n: int = 10) -> Analysis:
     """The analysis of one export. A file that SQLite or the page reader find damaged mid-read (a corrupt
     page, a mangled schema, text that is not UTF-8) is bad input: BadInput with the reader's reason."""
     try:
@@ -172,7 +181,7 @@ def analyze_tables(
     top_n: int = 10,
     fallbacks: Sequence[str] = (),
     checks: RowChecks | None = None,
-) -> dict[str, Any]:
+) -> Analysis:
     """The analysis of the export's tables and its GPU activities, window by window: each window's
     figures are added to the others' (windows are cut where the GPU is idle, so busy times add up).
     `fallbacks`: where the engine left its fast path (a table read through SQLite, an export not cut
@@ -245,12 +254,15 @@ def analyze_tables(
             "gpus": tables.gpus,
         },
         "warnings": warnings,
-        "totals": {
-            "nvtx_ranges": len(tables.ranges),
-            **totals,
-            "graph_launches": graph_launches,
-            "graph_launches_without_activity": graph_launches_without_activity,
-        },
+        "totals": cast(  # (kernel_totals' figures, summed over the windows)
+            Totals,
+            {
+                "nvtx_ranges": len(tables.ranges),
+                **totals,
+                "graph_launches": graph_launches,
+                "graph_launches_without_activity": graph_launches_without_activity,
+            },
+        ),
         "ranges": names,
         "stages": stage_summaries(names),
         "pages": summarize_pages(ranges, instances),
@@ -294,10 +306,10 @@ def kernel_totals(acts: Activities, index: RunIndex) -> dict[str, int]:
     }
 
 
-def stage_summaries(names: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def stage_summaries(names: list[RangeSummary]) -> list[StageSummary]:
     """perfctl's stages (vision, prefill, decode) in the order a page runs them; zeros when absent."""
     by_name = {r["name"]: r for r in names if r["domain"] == DOMAIN}
-    out = []
+    out: list[StageSummary] = []
     for stage in STAGES:
         item = by_name.get(stage) or _empty_summary(stage)
         out.append(
@@ -310,7 +322,7 @@ def stage_summaries(names: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _empty_summary(name: str) -> dict[str, Any]:
+def _empty_summary(name: str) -> RangeSummary:
     zero_stats = dict.fromkeys(STAT_KEYS, 0.0)
     item: dict[str, Any] = {
         "domain": DOMAIN,
@@ -334,10 +346,10 @@ def _empty_summary(name: str) -> dict[str, Any]:
     item["top_kernels"] = []
     item["kernel_time_by_category"] = dict.fromkeys(CATEGORIES, 0)
     item["kernel_time_by_name"] = {}
-    return item
+    return cast(RangeSummary, item)  # (the memory keys are spelled per label)
 
 
-def summarize_pages(ranges: pd.DataFrame, instances: pd.DataFrame) -> list[dict[str, Any]]:
+def summarize_pages(ranges: pd.DataFrame, instances: pd.DataFrame) -> list[PageSummary]:
     """Per page instance: its wall time and, per stage inside it, wall and attributed kernel time."""
     import pandas as pd
 
@@ -362,7 +374,7 @@ def summarize_pages(ranges: pd.DataFrame, instances: pd.DataFrame) -> list[dict[
     starts = ranges["start"].to_numpy(np.int64)[page_rows]
     walls = instances["wall_ns"].to_numpy(np.int64)[page_rows]
     busy = instances["gpu_busy_ns"].to_numpy(np.int64)[page_rows]
-    result = []
+    result: list[PageSummary] = []
     for i in range(len(page_rows)):
         result.append(
             {
@@ -371,7 +383,7 @@ def summarize_pages(ranges: pd.DataFrame, instances: pd.DataFrame) -> list[dict[
                 "wall_ns": int(walls[i]),
                 "gpu_busy_ns": int(busy[i]),
                 "stages": {
-                    stage: {key: int(sums[key][i * len(STAGES) + j]) for key in sums}
+                    stage: cast(PageStage, {key: int(sums[key][i * len(STAGES) + j]) for key in sums})
                     for j, stage in enumerate(STAGES)
                 },
             }

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 from perfctl.analysis.repeatability import spread, t95
+from perfctl.analysis.result import Analysis, StageSummary
 from perfctl.analysis.runs import KERNEL_NAMES_KEPT
 from perfctl.stages import STAGES
 
@@ -58,6 +59,99 @@ WORKLOAD_KEYS = ("max_new_tokens", "tiles", "mode", "repeats", "dtype", "device"
 WORKLOAD_DEFAULTS = {"tiles": 0}  # runs made before --tiles existed had none: the global view only
 
 
+class SampleRecord(TypedDict):
+    mean: float
+    std: float
+    count: int
+
+
+class Difference(TypedDict):
+    """B - A of one figure, with its 95 % confidence interval (null with fewer than two pages)."""
+
+    a: SampleRecord
+    b: SampleRecord
+    delta: float
+    delta_pct: float | None
+    ci95_low: float | None
+    ci95_high: float | None
+    df: float | None
+    change: str
+
+
+class RunSide(TypedDict):
+    """Who one run is (`a`, `b`): what `_identity` reads of its analysis, and where it came from."""
+
+    label: str
+    run_id: str | None
+    status: str | None
+    reason: str | None
+    model: str | None
+    gpu: str | None
+    device: str | None
+    dtype: str | None
+    workload: dict[str, Any]
+    clean_pages: int | None
+    nsys_pages: int | None
+    origin: NotRequired[str]  # compare_run: the file, or how the analysis was made
+
+
+class KernelDelta(TypedDict):
+    name: str
+    short_name: str
+    category: str
+    in_a: bool
+    in_b: bool
+    a_calls_per_page: float | None
+    b_calls_per_page: float | None
+    a_time_ns_per_page: float | None
+    b_time_ns_per_page: float | None
+    delta_ns_per_page: float | None
+    delta_pct: float | None
+
+
+class StageComparison(TypedDict):
+    stage: str
+    verdict: str
+    time_ns: Difference
+    mfu: Difference | None
+    achieved_tflops: Difference | None
+    kernel_count: Difference | None
+    kernel_time_ns: Difference | None
+    top_kernels: list[KernelDelta]
+
+
+class PageComparison(TypedDict):
+    verdict: str
+    time_ns: Difference
+
+
+class FailingStage(TypedDict):
+    stage: str
+    delta_pct: float | None
+
+
+class Gate(TypedDict):
+    fail_if_slower_pct: float
+    failed: bool
+    failing_stages: list[FailingStage]
+
+
+class Comparison(TypedDict):
+    """The comparison of run B against run A (docs/compare.md)."""
+
+    a: RunSide
+    b: RunSide
+    time_source: str
+    clean_clock: str | None
+    time_source_text: str
+    kernel_source: str | None
+    method: str
+    warnings: list[str]
+    stages: list[StageComparison]
+    page: PageComparison
+    gate: NotRequired[Gate]  # with a threshold (compare_run)
+
+
 @dataclass(frozen=True)
 class Sample:
     """One run's per-page values of a figure, summarized: what Welch's test needs."""
@@ -66,21 +160,25 @@ class Sample:
     std: float
     count: int
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> SampleRecord:
         return {"mean": self.mean, "std": self.std, "count": self.count}
 
 
-def difference(a: Sample, b: Sample, words: tuple[str, str]) -> dict[str, Any]:
+def difference(a: Sample, b: Sample, words: tuple[str, str]) -> Difference:
     """B - A with its 95 % confidence interval (Welch) and a change word: up, down, within noise."""
     delta = b.mean - a.mean
-    out: dict[str, Any] = {
+    out: Difference = {
         "a": a.to_json(),
         "b": b.to_json(),
         "delta": delta,
         "delta_pct": 100 * delta / a.mean if a.mean else None,
+        "ci95_low": None,
+        "ci95_high": None,
+        "df": None,
+        "change": UNKNOWN,
     }
     if a.count < 2 or b.count < 2:
-        return out | {"ci95_low": None, "ci95_high": None, "df": None, "change": UNKNOWN}
+        return out
     va, vb = a.std**2 / a.count, b.std**2 / b.count
     se = math.sqrt(va + vb)
     denominator = va**2 / (a.count - 1) + vb**2 / (b.count - 1)
@@ -88,13 +186,15 @@ def difference(a: Sample, b: Sample, words: tuple[str, str]) -> dict[str, Any]:
     half = t95(df) * se
     low, high = delta - half, delta + half
     change = words[0] if low > 0 else words[1] if high < 0 else WITHIN
-    return out | {"ci95_low": low, "ci95_high": high, "df": df, "change": change}
+    out["ci95_low"], out["ci95_high"], out["df"], out["change"] = low, high, df, change
+    return out
 
 
-def clean_stage_samples(analysis: dict[str, Any], events: bool = False) -> dict[str, Sample] | None:
+def clean_stage_samples(analysis: Analysis, events: bool = False) -> dict[str, Sample] | None:
     """Per-page stage and page times of the clean pass (`timing.statistics`): with `events`, the
     stages' CUDA-event times (on a GPU; the times MFU divides by), None when the run has none."""
-    stats = (analysis.get("timing") or {}).get("statistics")
+    timing = analysis.get("timing")
+    stats = timing.get("statistics") if timing else None
     if not stats:
         return None
     out: dict[str, Sample] = {}
@@ -102,8 +202,7 @@ def clean_stage_samples(analysis: dict[str, Any], events: bool = False) -> dict[
         item = stats["stages"][stage]
         if not events:
             out[stage] = Sample(item["mean"], item["std"], item["count"])
-        elif item.get("cuda_events"):
-            ev = item["cuda_events"]
+        elif ev := item.get("cuda_events"):
             out[stage] = Sample(ev["mean"], (ev.get("cv") or 0.0) * ev["mean"], item["count"])
         else:
             return None
@@ -111,19 +210,21 @@ def clean_stage_samples(analysis: dict[str, Any], events: bool = False) -> dict[
     return out
 
 
-def clean_clock(a: dict[str, Any], *others: dict[str, Any]) -> str:
+def clean_clock(a: Analysis, *others: Analysis) -> str:
     """The clean pass's stage clock every run given has: CUDA events (GPU runs since perfctl records
     them) or the host clock between synchronized stage edges."""
     runs = (a, *others)
     return CUDA_EVENTS if all(clean_stage_samples(r, events=True) for r in runs) else HOST_CLOCK
 
 
-def page_samples(analysis: dict[str, Any], field: str) -> dict[str, Sample] | None:
+def page_samples(analysis: Analysis, field: PageField) -> dict[str, Sample] | None:
     """Per-page figures of the nsys pass (`pages[]`): stage `field` (wall_ns, kernel_count, ...)."""
     pages = analysis.get("pages") or []
     if not pages:
         return None
-    labels = [int(p["sequence"]) for p in pages]
+    # a page range without a sequence number (no payload) is labelled by its place: labels name
+    # outliers, which a Sample does not keep
+    labels = [i if p["sequence"] is None else p["sequence"] for i, p in enumerate(pages)]
     out: dict[str, Sample] = {}
     for stage in STAGES:
         out[stage] = _sample([float(p["stages"][stage][field]) for p in pages], labels)
@@ -132,7 +233,10 @@ def page_samples(analysis: dict[str, Any], field: str) -> dict[str, Sample] | No
     return out
 
 
-def headline_times(analysis: dict[str, Any]) -> tuple[str | None, dict[str, Sample] | None]:
+PageField = Literal["wall_ns", "kernel_count", "kernel_time_ns"]  # the figures compared per page
+
+
+def headline_times(analysis: Analysis) -> tuple[str | None, dict[str, Sample] | None]:
     """One run's stage and page times per page: the clean pass's when it has one (CUDA-event stage
     times when it has them), else the nsys pass's."""
     clean = clean_stage_samples(analysis, events=clean_clock(analysis) == CUDA_EVENTS)
@@ -147,7 +251,7 @@ def _sample(values: list[float], labels: list[int]) -> Sample:
     return Sample(s["mean"], s["std"], s["count"])
 
 
-def time_source(a: dict[str, Any], b: dict[str, Any]) -> tuple[str | None, list[str]]:
+def time_source(a: Analysis, b: Analysis) -> tuple[str | None, list[str]]:
     """Which stage times both runs can be compared on, and notes about the choice."""
     clean_a, clean_b = clean_stage_samples(a) is not None, clean_stage_samples(b) is not None
     if clean_a and clean_b:
@@ -168,14 +272,15 @@ def time_source(a: dict[str, Any], b: dict[str, Any]) -> tuple[str | None, list[
 
 
 def _efficiency_samples(
-    analysis: dict[str, Any], times: dict[str, Sample], key: str
+    analysis: Analysis, times: dict[str, Sample], key: Literal["mfu", "achieved_tflops"]
 ) -> dict[str, Sample | None]:
     """MFU or achieved TFLOP/s per stage with the clean time's relative spread (delta method:
     value = FLOPs / mean time, so its standard error is value × SE(time) / time)."""
-    eff = analysis.get("efficiency") or {}
+    eff = analysis.get("efficiency")
     out: dict[str, Sample | None] = {}
     for stage in STAGES:
-        value = ((eff.get("stages") or {}).get(stage) or {}).get(key) if eff.get("available") else None
+        figures = (eff.get("stages") or {}).get(stage) if eff and eff.get("available") else None
+        value = figures.get(key) if figures else None
         t = times[stage]
         if value is None or not t.mean:
             out[stage] = None
@@ -184,29 +289,37 @@ def _efficiency_samples(
     return out
 
 
-def _identity(analysis: dict[str, Any], label: str) -> dict[str, Any]:
-    run = analysis.get("run") or {}
-    driver = run.get("driver") or {}
-    gpus = (analysis.get("export") or {}).get("gpus") or []
+def _identity(analysis: Analysis, label: str) -> RunSide:
+    run = analysis.get("run")
+    driver = (run.get("driver") if run else None) or {}
+    export = analysis.get("export")
+    gpus = (export.get("gpus") if export else None) or []
     gpu = driver.get("gpu_name") or (gpus[0].get("name") if gpus else None)
-    workload = run.get("workload") or {}
+    workload = (run.get("workload") if run else None) or {}
     return {
         "label": label,
-        "run_id": run.get("run_id"),
-        "status": run.get("status"),
-        "reason": run.get("reason"),
-        "model": (run.get("model_spec") or {}).get("name"),
+        "run_id": run.get("run_id") if run else None,
+        "status": run.get("status") if run else None,
+        "reason": run.get("reason") if run else None,
+        "model": ((run.get("model_spec") if run else None) or {}).get("name"),
         "gpu": gpu,
         "device": driver.get("device") or workload.get("device"),
         "dtype": driver.get("dtype") or workload.get("dtype"),
         "workload": {k: workload.get(k, WORKLOAD_DEFAULTS.get(k)) for k in WORKLOAD_KEYS}
         | {"pages": len(workload.get("pages") or [])},
-        "clean_pages": ((analysis.get("timing") or {}).get("statistics") or {}).get("page", {}).get("count"),
+        "clean_pages": _clean_pages(analysis),
         "nsys_pages": len(analysis.get("pages") or []) or None,
     }
 
 
-def _differences(ia: dict[str, Any], ib: dict[str, Any]) -> list[str]:
+def _clean_pages(analysis: Analysis) -> int | None:
+    timing = analysis.get("timing")
+    stats = timing.get("statistics") if timing else None
+    page = stats.get("page") if stats else None
+    return page.get("count") if page else None
+
+
+def _differences(ia: RunSide, ib: RunSide) -> list[str]:
     notes = []
     for key in ("model", "gpu", "device", "dtype"):
         if ia[key] != ib[key]:
@@ -218,32 +331,34 @@ def _differences(ia: dict[str, Any], ib: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _stage_item(analysis: dict[str, Any], stage: str) -> dict[str, Any]:
-    return next((s for s in analysis.get("stages") or [] if s["stage"] == stage), {})
+def _stage_item(analysis: Analysis, stage: str) -> StageSummary | None:
+    return next((s for s in analysis.get("stages") or [] if s["stage"] == stage), None)
 
 
-def _kernel_totals(item: dict[str, Any]) -> dict[str, tuple[float, float]]:
+def _kernel_totals(item: StageSummary | None) -> dict[str, tuple[float, float]]:
     """name -> (calls, time_ns) of a stage's kernels over the whole run, as far as they are named."""
+    if item is None:
+        return {}
     out = {name: (float(c), float(ns)) for name, (c, ns) in (item.get("kernel_time_by_name") or {}).items()}
     out.update({k["name"]: (float(k["count"]), float(k["time_ns"])) for k in item.get("top_kernels") or []})
     return out
 
 
-def top_kernel_deltas(a: dict[str, Any], b: dict[str, Any], stage: str, top: int) -> list[dict[str, Any]]:
+def top_kernel_deltas(a: Analysis, b: Analysis, stage: str, top: int) -> list[KernelDelta]:
     """The kernels among either run's top kernels of a stage whose time per page changed most.
 
     A kernel missing from one run is absent there (0) when that run names all its kernels of the
     stage; beyond its KERNEL_NAMES_KEPT names it is unknown (null)."""
     items = _stage_item(a, stage), _stage_item(b, stage)
     totals = [_kernel_totals(i) for i in items]
-    complete = [len(i.get("kernel_time_by_name") or {}) < KERNEL_NAMES_KEPT for i in items]
+    complete = [len((i.get("kernel_time_by_name") if i else None) or {}) < KERNEL_NAMES_KEPT for i in items]
     pages = [len(x.get("pages") or []) or 1 for x in (a, b)]
     meta = {
         k["name"]: (k.get("short_name") or k["name"], k.get("category") or "")
         for i in reversed(items)
-        for k in i.get("top_kernels") or []
+        for k in (i.get("top_kernels") if i else None) or []
     }
-    rows = []
+    rows: list[KernelDelta] = []
     for name, (short_name, category) in meta.items():
         per_page: list[tuple[float, float] | None] = []
         for side in (0, 1):
@@ -275,8 +390,8 @@ def top_kernel_deltas(a: dict[str, Any], b: dict[str, Any], stage: str, top: int
 
 
 def compare_analyses(
-    a: dict[str, Any], b: dict[str, Any], label_a: str = "A", label_b: str = "B", top: int = 5
-) -> dict[str, Any]:
+    a: Analysis, b: Analysis, label_a: str = "A", label_b: str = "B", top: int = 5
+) -> Comparison:
     """The comparison of run B against run A (baseline); see docs/compare.md for every key.
 
     Raises ValueError when the two analyses have no stage times in common.
@@ -296,28 +411,37 @@ def compare_analyses(
     warnings = [f"the runs differ: {d}" for d in _differences(ia, ib)] + notes
     kernels_a, kernels_b = page_samples(a, "kernel_count"), page_samples(b, "kernel_count")
     has_kernels = bool(kernels_a and kernels_b) and any(
-        ((x.get("totals") or {}).get("kernels") or 0) > 0 for x in (a, b)
+        ((totals.get("kernels") if (totals := x.get("totals")) else None) or 0) > 0 for x in (a, b)
     )
     ktime_a, ktime_b = page_samples(a, "kernel_time_ns"), page_samples(b, "kernel_time_ns")
     eff = {
         key: (_efficiency_samples(a, times_a, key), _efficiency_samples(b, times_b, key))
         for key in ("mfu", "achieved_tflops")
     }
-    stages = []
+    stages: list[StageComparison] = []
     for stage in STAGES:
         time = difference(times_a[stage], times_b[stage], WORDS["time"])
-        row: dict[str, Any] = {"stage": stage, "verdict": time["change"], "time_ns": time}
+        efficiency: dict[str, Difference | None] = {}
         for key, (ea, eb) in eff.items():
             sa, sb = ea[stage], eb[stage]
-            row[key] = difference(sa, sb, WORDS[key]) if source == CLEAN and sa and sb else None
-        if has_kernels and kernels_a and kernels_b and ktime_a and ktime_b:
-            row["kernel_count"] = difference(kernels_a[stage], kernels_b[stage], WORDS["kernel_count"])
-            row["kernel_time_ns"] = difference(ktime_a[stage], ktime_b[stage], WORDS["kernel_time"])
-            row["top_kernels"] = top_kernel_deltas(a, b, stage, top)
-        else:
-            row["kernel_count"] = row["kernel_time_ns"] = None
-            row["top_kernels"] = []
-        stages.append(row)
+            efficiency[key] = difference(sa, sb, WORDS[key]) if source == CLEAN and sa and sb else None
+        kernels = bool(has_kernels and kernels_a and kernels_b and ktime_a and ktime_b)
+        stages.append(
+            {
+                "stage": stage,
+                "verdict": time["change"],
+                "time_ns": time,
+                "mfu": efficiency["mfu"],
+                "achieved_tflops": efficiency["achieved_tflops"],
+                "kernel_count": difference(kernels_a[stage], kernels_b[stage], WORDS["kernel_count"])
+                if kernels and kernels_a and kernels_b
+                else None,
+                "kernel_time_ns": difference(ktime_a[stage], ktime_b[stage], WORDS["kernel_time"])
+                if kernels and ktime_a and ktime_b
+                else None,
+                "top_kernels": top_kernel_deltas(a, b, stage, top) if kernels else [],
+            }
+        )
     if not (kernels_a and kernels_b):
         warnings.append("kernel figures need the nsys export of both runs: not compared")
     elif not has_kernels:
@@ -341,9 +465,9 @@ def compare_analyses(
     }
 
 
-def gate(comparison: dict[str, Any], fail_if_slower_pct: float) -> dict[str, Any]:
+def gate(comparison: Comparison, fail_if_slower_pct: float) -> Gate:
     """The regression gate: failed when a stage is slower beyond noise by more than the threshold."""
-    failing = [
+    failing: list[FailingStage] = [
         {"stage": s["stage"], "delta_pct": s["time_ns"]["delta_pct"]}
         for s in comparison["stages"]
         if s["verdict"] == WORDS["time"][0]

@@ -5,17 +5,16 @@ that ran to their end, and the analysis says which pages did not complete and wh
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
+from perfctl.analysis.result import Completion, IncompletePage
 from perfctl.stages import DOMAIN, PAGE
 
 
 def set_aside_unfinished(
     ranges: pd.DataFrame, unended: frozenset[int]
-) -> tuple[pd.DataFrame, dict[str, Any], list[str]]:
+) -> tuple[pd.DataFrame, Completion, list[str]]:
     """(the ranges to analyze, the completion summary, warnings).
 
     perfctl's ranges that never ended are left out (their end is the session's, not theirs), and so
@@ -32,7 +31,7 @@ def set_aside_unfinished(
     start = ranges["start"].to_numpy(np.int64)
 
     drop = ours & never_ended
-    incomplete: list[dict[str, Any]] = []
+    incomplete: list[IncompletePage] = []
     warnings = []
     for row in np.flatnonzero(is_page & never_ended):
         inside = ours & (thread == thread[row]) & (start >= start[row])
@@ -57,7 +56,7 @@ def set_aside_unfinished(
             f"{foreign} NVTX ranges of other domains never ended: they end at the end of the session, "
             "as nsys counts them"
         )
-    completion = {
+    completion: Completion = {
         "complete": complete,
         "incomplete": incomplete,
         "expected": None,
@@ -66,7 +65,7 @@ def set_aside_unfinished(
     return ranges[~drop].reset_index(drop=True), completion, warnings
 
 
-def with_expected_pages(completion: dict[str, Any], expected: int | None) -> list[str]:
+def with_expected_pages(completion: Completion, expected: int | None) -> list[str]:
     """Fill in what the run's manifest knows (how many pages it was to run); the warning about the
     pages that never started, if any."""
     if expected is None:

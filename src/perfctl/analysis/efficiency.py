@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from perfctl.analysis.repeatability import CleanPass
+from perfctl.analysis.result_passes import Efficiency, EfficiencyStage, MeasuredCeiling
 from perfctl.errors import BadInput
 from perfctl.flops.decoder import DecoderShape
 from perfctl.hardware.calibrate import Calibration
@@ -113,7 +114,7 @@ def efficiency(
     run_dir: Path | None = None,
     calibration: tuple[Calibration, str] | None = None,
     nsys_page_indices: set[int] | None = None,
-) -> dict[str, Any]:
+) -> Efficiency:
     """The `efficiency` block of analysis.json (see docs/analysis-json.md). `calibration`: a measured
     ceiling and where it came from (a file name). `nsys_page_indices`: which of the workload's pages
     the nsys pass ran (all of them, or the first few with --profile-pages): the profiler overhead
@@ -147,7 +148,7 @@ def efficiency(
     measured = measured_ceiling(calibration, info) if calibration is not None else None
     measured_tflops = measured.get("matmul_tflops") if measured else None
 
-    stages: dict[str, Any] = {}
+    stages: dict[str, EfficiencyStage] = {}
     for stage in STAGES:
         seconds = clean["stage_ns"][stage] / 1e9
         achieved = stage_flops[stage] / seconds / 1e12 if seconds > 0 else None
@@ -168,7 +169,7 @@ def efficiency(
     page_flops = sum(stage_flops.values())
     page_seconds = clean["page_ns"] / 1e9
     page_achieved = page_flops / page_seconds / 1e12
-    result: dict[str, Any] = {
+    result: Efficiency = {
         "available": True,
         "stages": stages,
         "page": {
@@ -226,12 +227,12 @@ def efficiency(
     return result
 
 
-def measured_ceiling(calibration: tuple[Calibration, str], info: dict[str, Any]) -> dict[str, Any]:
+def measured_ceiling(calibration: tuple[Calibration, str], info: dict[str, Any]) -> MeasuredCeiling:
     """The measured ceilings to divide by, or nulls with the reason when they do not apply: measured
     on another GPU model, a run on the CPU, or a compute dtype other than the calibration's bf16."""
     found, source = calibration
     data = found.to_json()
-    out: dict[str, Any] = {
+    out: MeasuredCeiling = {
         "source": source,
         "gpu": data.get("gpu_name"),
         "measured_at": data.get("measured_at"),

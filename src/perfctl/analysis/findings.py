@@ -1,18 +1,14 @@
-"""Findings and cost centres: what an analysis says, each with the numbers behind it.
+"""Findings: what an analysis says, each with the numbers behind it.
 
-`findings(analysis)` and `cost_centres(analysis)` are pure functions of the analysis dict (the content
-of analysis.json, see docs/analysis-json.md); `perfctl analyze` stores their results under the keys
-`findings` and `cost_centres`, and the HTML report and summary.md show them. A finding is a dict:
-
-  id        what kind of finding (launch_bound, low_mfu, low_mbu, largest_category, dominant_kernel,
-            unstable, first_use, profiler_overhead, no_kernels, no_clean_pass, peak_unknown)
-  severity  "high" (most of a stage's time is lost), "medium" (the numbers cannot be trusted as they
-            are), "info" (where the time goes, what is missing)
-  stage     the stage it is about, or null
-  title     one line
-  text      the evidence as a sentence, every number with its unit
-  evidence  the raw numbers (ns, fractions, counts) the text was made from
-  next      what to do about it, or null
+`findings(analysis)` is a pure function of the analysis (the content of analysis.json, see
+docs/analysis-json.md); `perfctl analyze` stores its result under the key `findings`, and the HTML
+report and summary.md show them. A finding is a `result.Finding`: its `id` (launch_bound, low_mfu,
+low_mbu, largest_category, dominant_kernel, unstable, first_use, profiler_overhead, no_kernels,
+no_clean_pass, peak_unknown), `severity` ("high": most of a stage's time is lost; "medium": the
+numbers cannot be trusted as they are; "info": where the time goes, what is missing), `stage`,
+`title` (one line), `text` (the evidence as a sentence, every number with its unit), `evidence` (the
+raw numbers the text was made from) and `next` (what to do about it, or null). The cost centres are
+perfctl.analysis.cost_centres'.
 
 Every threshold is a named constant below, with the reason for its value.
 """
@@ -21,6 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from perfctl.analysis.cost_centres import largest_kernel
+from perfctl.analysis.result import Analysis, Finding, StageSummary
+from perfctl.analysis.result_passes import EfficiencyStage
 from perfctl.report.formatting import ms, number, pct
 from perfctl.stages import DECODE, STAGES
 
@@ -63,7 +62,7 @@ def _finding(
     text: str,
     evidence: dict[str, Any],
     next_step: str | None,
-) -> dict[str, Any]:
+) -> Finding:
     return {
         "id": kind,
         "severity": severity,
@@ -75,32 +74,36 @@ def _finding(
     }
 
 
-def _stages(analysis: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _stages(analysis: Analysis) -> dict[str, StageSummary]:
     return {s["stage"]: s for s in analysis.get("stages") or []}
 
 
-def _clean_stage(analysis: dict[str, Any], stage: str) -> dict[str, Any] | None:
-    eff = analysis.get("efficiency") or {}
-    if not eff.get("available"):
+def _clean_stage(analysis: Analysis, stage: str) -> EfficiencyStage | None:
+    eff = analysis.get("efficiency")
+    if not eff or not eff.get("available"):
         return None
-    result: dict[str, Any] | None = (eff.get("stages") or {}).get(stage)
-    return result
+    return (eff.get("stages") or {}).get(stage)
 
 
 def _us(ns: float) -> str:
     return f"{ns / 1e3:,.1f} µs"
 
 
-def _launch_api(analysis: dict[str, Any], stage: str) -> dict[str, float] | None:
+def _launch_api(analysis: Analysis, stage: str) -> dict[str, float] | None:
     """The torch pass's CUDA launch calls in a stage: how many and their CPU time, or None."""
-    table = ((analysis.get("operators") or {}).get("stages") or {}).get(stage) or {}
-    rows = [op for op in table.get("top", []) if op["name"].startswith(("cudaLaunch", "cuLaunch"))]
+    operators = analysis.get("operators")
+    table = (operators.get("stages") or {}).get(stage) if operators else None
+    rows = [
+        op
+        for op in (table.get("top", []) if table else [])
+        if op["name"].startswith(("cudaLaunch", "cuLaunch"))
+    ]
     if not rows:
         return None
     return {"calls": sum(op["calls"] for op in rows), "self_cpu_us": sum(op["self_cpu_us"] for op in rows)}
 
 
-def _launch_bound(analysis: dict[str, Any], s: dict[str, Any]) -> dict[str, Any] | None:
+def _launch_bound(analysis: Analysis, s: StageSummary) -> Finding | None:
     stage, wall, busy, kernels = s["stage"], s["wall_ns"], s["gpu_busy_ns"], s["kernel_count"]
     if kernels == 0 or wall <= 0 or not s["instances"]:
         return None
@@ -156,13 +159,14 @@ def _launch_bound(analysis: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]
     )
 
 
-def _low_mfu(analysis: dict[str, Any], stage: str, launch_bound: bool) -> dict[str, Any] | None:
+def _low_mfu(analysis: Analysis, stage: str, launch_bound: bool) -> Finding | None:
     clean = _clean_stage(analysis, stage)
-    if clean is None or clean.get("mfu") is None or clean["mfu"] >= LOW_MFU:
+    mfu = clean.get("mfu") if clean else None
+    if clean is None or mfu is None or mfu >= LOW_MFU:
         return None
     inputs = analysis["efficiency"]["inputs"]
     evidence = {
-        "mfu": clean["mfu"],
+        "mfu": mfu,
         "threshold": LOW_MFU,
         "achieved_tflops": clean["achieved_tflops"],
         "peak_tflops": inputs["peak_tflops"],
@@ -180,17 +184,16 @@ def _low_mfu(analysis: dict[str, Any], stage: str, launch_bound: bool) -> dict[s
         if launch_bound
         else "look at its top kernels in Nsight Compute (tensor-core use, occupancy); batch pages"
     )
-    return _finding(
-        "low_mfu", "high", stage, f"{stage} reaches {pct(clean['mfu'])} MFU", text, evidence, advice
-    )
+    return _finding("low_mfu", "high", stage, f"{stage} reaches {pct(mfu)} MFU", text, evidence, advice)
 
 
-def _low_mbu(analysis: dict[str, Any]) -> dict[str, Any] | None:
-    eff = analysis.get("efficiency") or {}
-    mbu = (eff.get("decode_mbu") or {}) if eff.get("available") else {}
-    if mbu.get("mbu") is None or mbu["mbu"] >= LOW_MBU:
+def _low_mbu(analysis: Analysis) -> Finding | None:
+    eff = analysis.get("efficiency")
+    mbu = eff.get("decode_mbu") if eff and eff.get("available") else None
+    value = mbu.get("mbu") if mbu else None
+    if mbu is None or value is None or value >= LOW_MBU:
         return None
-    evidence = {
+    evidence: dict[str, Any] = {
         key: mbu[key]
         for key in ("mbu", "bytes_per_step", "clean_seconds_per_step", "achieved_gbs", "peak_bandwidth_gbs")
     }
@@ -204,14 +207,14 @@ def _low_mbu(analysis: dict[str, Any]) -> dict[str, Any] | None:
         "low_mbu",
         "high",
         DECODE,
-        f"decode reaches {pct(mbu['mbu'])} MBU",
+        f"decode reaches {pct(value)} MBU",
         text,
         evidence,
         "decode several pages together (one weight read serves several tokens) and cut launches per step",
     )
 
 
-def _largest_category(s: dict[str, Any]) -> dict[str, Any] | None:
+def _largest_category(s: StageSummary) -> Finding | None:
     by_category = s.get("kernel_time_by_category") or {}
     if not s["kernel_time_ns"] or not by_category:
         return None
@@ -222,7 +225,7 @@ def _largest_category(s: dict[str, Any]) -> dict[str, Any] | None:
         "category": category,
         "time_ns": time_ns,
         "share_of_stage_kernel_time": share,
-        "largest_kernel": largest and {k: largest[k] for k in ("short_name", "name", "count", "time_ns")},
+        "largest_kernel": largest_kernel(largest),
     }
     text = f"{category} kernels take {ms(time_ns)}, {pct(share)} of {s['stage']}'s kernel time"
     if largest:
@@ -239,11 +242,11 @@ def _largest_category(s: dict[str, Any]) -> dict[str, Any] | None:
     )
 
 
-def _dominant_kernel(s: dict[str, Any]) -> dict[str, Any] | None:
-    top = (s.get("top_kernels") or [None])[0]
+def _dominant_kernel(s: StageSummary) -> Finding | None:
+    top = s["top_kernels"][0] if s.get("top_kernels") else None
     if not top or top["share_of_range_kernel_time"] <= DOMINANT_KERNEL_SHARE:
         return None
-    evidence = {k: top[k] for k in ("name", "short_name", "category", "count", "time_ns")}
+    evidence: dict[str, Any] = {k: top[k] for k in ("name", "short_name", "category", "count", "time_ns")}
     evidence |= {
         "share_of_stage_kernel_time": top["share_of_range_kernel_time"],
         "threshold": DOMINANT_KERNEL_SHARE,
@@ -259,14 +262,16 @@ def _dominant_kernel(s: dict[str, Any]) -> dict[str, Any] | None:
     )
 
 
-def _unstable(analysis: dict[str, Any]) -> list[dict[str, Any]]:
-    timing = analysis.get("timing") or {}
-    stats = timing.get("statistics") or {}
-    telemetry = timing.get("telemetry") or {}
+def _unstable(analysis: Analysis) -> list[Finding]:
+    timing = analysis.get("timing")
+    if not timing or not timing.get("statistics"):
+        return []
+    stats = timing["statistics"]
+    telemetry = timing.get("telemetry")
     out = []
     for stage, st in (stats.get("stages") or {}).items():
-        verdict = st.get("verdict") or {}
-        if verdict.get("stable") is not False:
+        verdict = st.get("verdict")
+        if not verdict or verdict.get("stable") is not False:
             continue
         evidence: dict[str, Any] = {
             "cv": st["cv"],
@@ -286,12 +291,14 @@ def _unstable(analysis: dict[str, Any]) -> list[dict[str, Any]]:
             "beyond it"
         )
         first_use = verdict.get("first_use")
-        rest_cv = (first_use or {}).get("cv_without_those_pages")
+        rest_cv = first_use.get("cv_without_those_pages") if first_use else None
         if first_use:  # the verdict named first use of an input shape: that, not the host, comes first
             evidence["first_use"] = first_use
             advice = f"{WARM_UP_EVERY_SHAPE}; " + advice
-        if telemetry.get("available") and not (
-            first_use and (rest_cv is None or rest_cv <= stats["threshold_cv"])
+        if (
+            telemetry
+            and telemetry.get("available")
+            and not (first_use and (rest_cv is None or rest_cv <= stats["threshold_cv"]))
         ):
             evidence["sm_clock_spread"] = telemetry["sm_clock_spread"]
             evidence["gpu_util_mean_percent"] = telemetry["gpu_util_mean"]
@@ -320,13 +327,13 @@ WARM_UP_EVERY_SHAPE = (
 )
 
 
-def _first_use(analysis: dict[str, Any]) -> dict[str, Any] | None:
+def _first_use(analysis: Analysis) -> Finding | None:
     """Measured pages of the nsys pass that were the first of their input shape or loaded kernels
     (analysis.lazy_loading): their ranges' times include that one-off work."""
-    found = analysis.get("first_use") or {}
-    pages, first_seen = found.get("nsys_pages_with_first_use"), found.get("nsys_pages_first_of_shape")
-    if not pages:
+    found = analysis.get("first_use")
+    if not found or not found.get("nsys_pages_with_first_use"):
         return None
+    pages, first_seen = found["nsys_pages_with_first_use"], found.get("nsys_pages_first_of_shape")
     calls = found["calls_in_those_pages"]
     loads = ", ".join(f"{n:,} {api}" for api, n in calls["module_loads"].items()) or "none"
     attribute_calls = sum(calls["kernel_attribute_calls"].values())
@@ -345,12 +352,13 @@ def _first_use(analysis: dict[str, Any]) -> dict[str, Any] | None:
     return _finding("first_use", "medium", None, title, text, evidence, WARM_UP_EVERY_SHAPE)
 
 
-def _profiler_overhead(analysis: dict[str, Any]) -> dict[str, Any] | None:
-    ratios = {}
+def _profiler_overhead(analysis: Analysis) -> Finding | None:
+    ratios: dict[str, float] = {}
     for stage in STAGES:
         clean = _clean_stage(analysis, stage)
-        if clean and clean.get("nsys_over_clean"):
-            ratios[stage] = clean["nsys_over_clean"]
+        ratio = clean.get("nsys_over_clean") if clean else None
+        if ratio:
+            ratios[stage] = ratio
     high = {s: r for s, r in ratios.items() if r > HIGH_PROFILER_OVERHEAD}
     if not high:
         return None
@@ -367,11 +375,12 @@ def _profiler_overhead(analysis: dict[str, Any]) -> dict[str, Any] | None:
     )
 
 
-def _missing(analysis: dict[str, Any]) -> list[dict[str, Any]]:
+def _missing(analysis: Analysis) -> list[Finding]:
     out = []
     totals = analysis.get("totals")
     if totals is not None and totals["kernels"] == 0:
-        device = ((analysis.get("run") or {}).get("driver") or {}).get("device")
+        run = analysis.get("run")
+        device = ((run.get("driver") if run else None) or {}).get("device")
         out.append(
             _finding(
                 "no_kernels",
@@ -393,7 +402,11 @@ def _missing(analysis: dict[str, Any]) -> list[dict[str, Any]]:
                 None,
                 "no clean timing pass",
                 "MFU, MBU, the stability verdicts, telemetry and the profiler overhead are not measured.",
-                {"reason": (eff or {}).get("reason", "not a perfctl run folder")},
+                {
+                    "reason": eff.get("reason", "not a perfctl run folder")
+                    if eff
+                    else "not a perfctl run folder"
+                },
                 "capture with --tool all",
             )
         )
@@ -412,14 +425,14 @@ def _missing(analysis: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _impact(finding: dict[str, Any]) -> float:
+def _impact(finding: Finding) -> float:
     ev = finding["evidence"]
     return float(ev.get("wall_ns") or ev.get("time_ns") or ev.get("mean_ns") or 0)
 
 
-def findings(analysis: dict[str, Any]) -> list[dict[str, Any]]:
+def findings(analysis: Analysis) -> list[Finding]:
     """Findings of an analysis, most severe first; within a severity, largest time first."""
-    out: list[dict[str, Any]] = []
+    out: list[Finding] = []
     stages = _stages(analysis)
     bound = set()
     for stage in STAGES:
@@ -445,55 +458,3 @@ def findings(analysis: dict[str, Any]) -> list[dict[str, Any]]:
     out.extend(_missing(analysis))
     out.sort(key=lambda f: (SEVERITY_ORDER.index(f["severity"]), -_impact(f)))
     return out
-
-
-def cost_centres(analysis: dict[str, Any]) -> list[dict[str, Any]]:
-    """The pieces of the stages' wall time (nsys pass), largest first: per stage, the time the GPU was
-    idle (host side: Python, launches, synchronization) and the kernel time of each kernel category,
-    with the largest kernel of that category. Without kernels, the stages' wall times themselves."""
-    stages = [s for s in analysis.get("stages") or [] if s["wall_ns"] > 0]
-    total = sum(s["wall_ns"] for s in stages)
-    pieces: list[dict[str, Any]] = []
-    for s in stages:
-        if not s["kernel_count"]:
-            pieces.append(_piece(s, "stage_wall", None, s["wall_ns"], total, None))
-            continue
-        pieces.append(_piece(s, "gpu_idle", None, max(s["wall_ns"] - s["gpu_busy_ns"], 0), total, None))
-        for category, time_ns in (s.get("kernel_time_by_category") or {}).items():
-            if time_ns > 0:
-                largest = next((k for k in s.get("top_kernels", []) if k.get("category") == category), None)
-                pieces.append(_piece(s, "kernel_category", category, time_ns, total, largest))
-    pieces.sort(key=lambda p: -p["time_ns"])
-    return pieces
-
-
-def _piece(
-    s: dict[str, Any],
-    kind: str,
-    category: str | None,
-    time_ns: int,
-    total: int,
-    largest: dict[str, Any] | None,
-) -> dict[str, Any]:
-    return {
-        "stage": s["stage"],
-        "kind": kind,
-        "category": category,
-        "time_ns": time_ns,
-        "share_of_stage_wall": time_ns / s["wall_ns"],
-        "share_of_all_stages": time_ns / total,
-        "largest_kernel": largest and {k: largest[k] for k in ("short_name", "name", "count", "time_ns")},
-    }
-
-
-def describe_cost_centre(piece: dict[str, Any]) -> str:
-    """A cost centre in words (renderers escape it)."""
-    if piece["kind"] == "gpu_idle":
-        return "GPU idle between kernels (host side: Python, kernel launches, synchronization)"
-    if piece["kind"] == "stage_wall":
-        return "stage wall time (no kernel data)"
-    text = f"{piece['category']} kernels"
-    if piece["largest_kernel"]:
-        k = piece["largest_kernel"]
-        text += f" (largest: {k['short_name']}, {k['count']:,} calls, {ms(k['time_ns'])})"
-    return text

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from perfctl.analysis.result_passes import CallTotals, FirstUse, FirstUseVerdict, NsysPageCalls
 from perfctl.nsys_export import pages as pages_reader
 from perfctl.nsys_export.columns import table_chunks
 from perfctl.nsys_export.events import load_nvtx_ranges, string_ids_matching, string_values
@@ -97,7 +98,7 @@ class CallFigures:
         )
         return self.loads >= MODULE_LOADS_NOTABLE or slow_attributes
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> CallTotals:
         return {
             "module_loads": dict(sorted(self.module_loads.items())),
             "module_load_ns": self.module_load_ns,
@@ -130,7 +131,7 @@ class PageCalls:
     page: CallFigures
     stages: dict[str, CallFigures]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> NsysPageCalls:
         return {
             "sequence": self.sequence,
             "page_index": self.page_index,
@@ -186,7 +187,7 @@ class FirstUseEvidence:
         )
         return PageEvidence(first_seen_flag(record), same)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> FirstUse:
         flagged = [p for p in self.nsys_pages if p.shape_first_seen or p.page.lazy_loading()]
         together = CallFigures()
         for p in flagged:
@@ -372,7 +373,7 @@ class FirstUseHint:
 
     text: str
     explained: list[int]
-    evidence: dict[str, Any]
+    evidence: FirstUseVerdict
 
 
 def first_use_hint(

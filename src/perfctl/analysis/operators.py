@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from typing import Any
+from typing import Any, cast
+
+from perfctl.analysis.result import StageSummary
+from perfctl.analysis.result_passes import OperatorStage
 
 
 def _key(name: str) -> str:
@@ -47,8 +50,8 @@ def cxx_demangle(mangled: str) -> str | None:
 
 
 def join_operators_to_kernels(
-    operators: dict[str, Any], stages: list[dict[str, Any]], mangled: dict[str, str]
-) -> dict[str, Any]:
+    operators: dict[str, Any], stages: list[StageSummary], mangled: dict[str, str]
+) -> dict[str, OperatorStage]:
     """`operators` (torch/operators.json) with `nsys_calls` and `nsys_time_ns` on every kernel of every
     top operator: the same kernel's count and time in that stage of the nsys capture, or None when
     the nsys pass did not record it under that stage. `mangled`: nsys demangled -> mangled names."""
@@ -66,4 +69,4 @@ def join_operators_to_kernels(
             for kernel in op.get("kernels", []):
                 calls, time_ns = lookup.get(_key(kernel["name"]), (None, None))
                 kernel["nsys_calls"], kernel["nsys_time_ns"] = calls, time_ns
-    return operators
+    return cast(dict[str, OperatorStage], operators)  # (torch/operators.json's tables, now joined)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,7 @@ import numpy.typing as npt
 from perfctl.analysis.attribution import Slices
 from perfctl.analysis.grouping import merge_runs
 from perfctl.analysis.kernel_categories import CATEGORIES
+from perfctl.analysis.result import RangeSummary
 from perfctl.analysis.runs import DistinctFigures, RunIndex, describe, reduce_runs, sum_by, top_kernels
 
 # pandas is imported where it is used: its import takes half a second, which `perfctl analyze`
@@ -136,7 +137,7 @@ def summarize_names(
     figures: NameFigures,
     names: Callable[[list[int]], dict[int, str]],
     top_n: int,
-) -> list[dict[str, Any]]:
+) -> list[RangeSummary]:
     """One dict per (domain, name), sorted by domain then name."""
     n = len(uniques)
     distinct = figures.distinct
@@ -148,7 +149,7 @@ def summarize_names(
     order = np.argsort(codes, kind="stable")
     rows_of = np.split(order, np.searchsorted(codes[order], np.arange(1, n)))
     zero_stats = describe([])
-    out = []
+    out: list[RangeSummary] = []
     for c, (domain, name) in enumerate(uniques):
         inst = instances.iloc[rows_of[c]]
         span = int(distinct.last_end[c] - distinct.first_start[c]) if distinct.first_start[c] >= 0 else 0
@@ -182,7 +183,7 @@ def summarize_names(
         item["top_kernels"] = top.get(c, [])
         item["kernel_time_by_category"] = by_category.get(c, dict.fromkeys(CATEGORIES, 0))
         item["kernel_time_by_name"] = by_name.get(c, {})
-        out.append(item)
+        out.append(cast(RangeSummary, item))  # (the memory keys are spelled per label)
     return out
 
 

@@ -12,11 +12,21 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from perfctl.analysis.lazy_loading import FirstUseEvidence, PageEvidence, first_seen_flag, first_use_hint
+from perfctl.analysis.result_passes import (
+    BriefSpread,
+    HostSummary,
+    MemorySummary,
+    Spread,
+    StageMemory,
+    StageTiming,
+    TimingStatistics,
+    Verdict,
+)
 from perfctl.records import read_page_records
 from perfctl.run_folder import DRIVER_INFO_FILE, PAGES_FILE, TIMING_PASS
 from perfctl.stages import DECODE, STAGES
@@ -61,7 +71,7 @@ def t95(degrees_of_freedom: float) -> float:
     return _T95[df - 1] if df <= len(_T95) else 1.96
 
 
-def spread(values: list[float], labels: list[int]) -> dict[str, Any]:
+def spread(values: list[float], labels: list[int]) -> Spread:
     """Mean, std, CV, min, median, p95, max, the 95 % confidence interval of the mean, outliers."""
     v = np.asarray(values, dtype=np.float64)
     n = len(v)
@@ -143,14 +153,14 @@ def _host_hints(
 
 
 def _verdict(
-    stats: dict[str, Any],
+    stats: Spread,
     values: list[float],
     labels: list[int],
     threshold: float,
     records: list[dict[str, Any]] | None = None,
     evidence: list[PageEvidence] | None = None,
     stage: str | None = None,
-) -> dict[str, Any]:
+) -> Verdict:
     """Stable or not and why. First-use evidence (a page's first run of its input shape, lazy kernel
     loading inside it under nsys: analysis.lazy_loading) is weighed first: the pages it explains are
     named and set aside, and only the spread of the others is judged on the rest of the evidence (the
@@ -193,7 +203,7 @@ def _verdict(
 
 
 def _spread_hints(
-    stats: dict[str, Any],
+    stats: Spread,
     values: list[float],
     labels: list[int],
     records: list[dict[str, Any]],
@@ -225,7 +235,7 @@ def timing_statistics(
     records: list[dict[str, Any]],
     threshold: float = DEFAULT_THRESHOLD,
     first_use: FirstUseEvidence | None = None,
-) -> dict[str, Any]:
+) -> TimingStatistics:
     """The `timing.statistics` block of analysis.json from the clean pass's page records. `first_use`:
     the nsys pass's evidence of lazy kernel loading per page (without it, the records' own word on
     which page was the first of its input shape still counts)."""
@@ -234,24 +244,22 @@ def timing_statistics(
         first_use.for_record(r) if first_use is not None else PageEvidence(first_seen_flag(r), None)
         for r in records
     ]
-    stages: dict[str, Any] = {}
+    stages: dict[str, StageTiming] = {}
     for stage in STAGES:
         values = [float(r["stage_wall_ns"][stage]) for r in records]
         stats = spread(values, labels)
-        stages[stage] = {
-            **stats,
-            "verdict": _verdict(stats, values, labels, threshold, records, evidence, stage),
-        }
+        stages[stage] = _judged(stats, _verdict(stats, values, labels, threshold, records, evidence, stage))
         if all("stage_gpu_ns" in r for r in records):
             events = spread([float(r["stage_gpu_ns"].get(stage, 0)) for r in records], labels)
-            stages[stage]["cuda_events"] = {k: events[k] for k in ("mean", "cv", "min", "max")}
+            stages[stage]["cuda_events"] = _brief(events)
     pages = [float(r["wall_ns"]) for r in records]
     page_stats = spread(pages, labels)
-    out: dict[str, Any] = {
+    page = _judged(page_stats, _verdict(page_stats, pages, labels, threshold, records, evidence))
+    out: TimingStatistics = {
         "unit": "ns",
         "threshold_cv": threshold,
         "stages": stages,
-        "page": {**page_stats, "verdict": _verdict(page_stats, pages, labels, threshold, records, evidence)},
+        "page": page,
     }
     host = host_summary(records)
     if host:
@@ -284,15 +292,24 @@ def timing_statistics(
     return out
 
 
-def host_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _judged(stats: Spread, verdict: Verdict) -> StageTiming:
+    """A spread with its verdict after it."""
+    return cast(StageTiming, {**stats, "verdict": verdict})
+
+
+def _brief(stats: Spread) -> BriefSpread:
+    return {"mean": stats["mean"], "cv": stats["cv"], "min": stats["min"], "max": stats["max"]}
+
+
+def host_summary(records: list[dict[str, Any]]) -> HostSummary:
     """The host's side of the pass: its CPU speed probe (ns) and steal share over pages, and the
     share of each page's wall time the driver process spent on a CPU."""
     host = [r.get("host_cpu") or {} for r in records]
-    out: dict[str, Any] = {}
+    out: HostSummary = {}
     probe = [h["speed_probe_ns"] for h in host if h.get("speed_probe_ns")]
     if probe:
         s = spread([float(p) for p in probe], list(range(len(probe))))
-        out["speed_probe_ns"] = {k: s[k] for k in ("mean", "cv", "min", "max")}
+        out["speed_probe_ns"] = _brief(s)
     steal = [h["steal_share"] for h in host if h.get("steal_share") is not None]
     if steal:
         out["steal_share_max"] = max(steal)
@@ -304,13 +321,13 @@ def host_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def stage_memory(records: list[dict[str, Any]]) -> dict[str, Any]:
+def stage_memory(records: list[dict[str, Any]]) -> MemorySummary | None:
     """Per stage, the highest allocated device memory seen inside it over all pages (bytes; the
     allocator's peak counter, reset as the stage opens) and how far that rose above what was
     allocated when the page began (weights, caches: the stage's own working memory)."""
     with_peaks = [r for r in records if r.get("stage_peak_allocated_bytes")]
     if not with_peaks:
-        return {}
+        return None
     out: dict[str, Any] = {"unit": "bytes", "source": "torch.cuda.max_memory_allocated per stage"}
     for stage in STAGES:
         peaks = [
@@ -319,8 +336,8 @@ def stage_memory(records: list[dict[str, Any]]) -> dict[str, Any]:
         ]
         peaks = [(p, start) for p, start in peaks if p is not None]
         if peaks:
-            out[stage] = {
-                "peak_allocated_bytes": max(p for p, _ in peaks),
-                "above_page_start_bytes": max(p - start for p, start in peaks),
-            }
-    return out
+            out[stage] = StageMemory(
+                peak_allocated_bytes=max(p for p, _ in peaks),
+                above_page_start_bytes=max(p - start for p, start in peaks),
+            )
+    return cast(MemorySummary, out)  # (its keys are the stages')

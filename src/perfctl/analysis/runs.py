@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,7 @@ import numpy.typing as npt
 from perfctl.analysis import spill
 from perfctl.analysis.grouping import chunked_runs, group_union, prefix_sums, segments
 from perfctl.analysis.kernel_categories import CATEGORIES, categorize
+from perfctl.analysis.result import TopKernel
 from perfctl.analysis.spill import GroupValues
 from perfctl.nsys_export.events import KERNEL, MEMCPY, MEMSET, Activities
 
@@ -329,9 +330,7 @@ def _sum_tallies(tallies: list[pd.DataFrame]) -> pd.DataFrame:
     )
 
 
-KernelTables = tuple[
-    dict[int, list[dict[str, Any]]], dict[int, dict[str, int]], dict[int, dict[str, list[int]]]
-]
+KernelTables = tuple[dict[int, list[TopKernel]], dict[int, dict[str, int]], dict[int, dict[str, list[int]]]]
 
 
 def top_kernels(
@@ -358,7 +357,7 @@ def top_kernels(
             int(row.time),
         ]
     top = ordered.groupby("g").head(top_n)
-    result: dict[int, list[dict[str, Any]]] = {}
+    result: dict[int, list[TopKernel]] = {}
     for row in top.itertuples(index=False):
         total = int(totals[row.g])
         result.setdefault(int(row.g), []).append(

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from perfctl.analysis.result_passes import PageTelemetry, Telemetry
+
 
 def _samples(path: Path) -> dict[str, np.ndarray] | None:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -23,7 +25,7 @@ def _samples(path: Path) -> dict[str, np.ndarray] | None:
     return {key: np.array([r[key] for r in rows], dtype=np.float64) for key in rows[0]}
 
 
-def page_telemetry(path: Path, records: list[dict[str, Any]], reason: str | None) -> dict[str, Any]:
+def page_telemetry(path: Path, records: list[dict[str, Any]], reason: str | None) -> Telemetry:
     """The `timing.telemetry` block of analysis.json (and `nsys_pass.telemetry` when the nsys pass
     was sampled too): `path` is the pass's telemetry.jsonl, `records` its measured pages."""
     samples = _samples(path) if path.is_file() else None
@@ -31,7 +33,7 @@ def page_telemetry(path: Path, records: list[dict[str, Any]], reason: str | None
         if reason and not reason.startswith("absent"):  # the driver sampled ("NVML, every 50 ms"): file lost
             reason = f"no samples in {path.parent.name}/{path.name}, though the driver recorded {reason}"
         return {"available": False, "reason": reason or "no telemetry samples in this run"}
-    pages = []
+    pages: list[PageTelemetry] = []
     for r in records:
         if r.get("started_ns") is None:
             continue

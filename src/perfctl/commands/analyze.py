@@ -22,16 +22,19 @@ import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from perfctl import __version__, progress
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.completion import with_expected_pages
+from perfctl.analysis.cost_centres import cost_centres
 from perfctl.analysis.efficiency import efficiency
-from perfctl.analysis.findings import cost_centres, findings
+from perfctl.analysis.findings import findings
 from perfctl.analysis.lazy_loading import first_use_evidence
 from perfctl.analysis.operators import join_operators_to_kernels
 from perfctl.analysis.repeatability import CleanPass, load_clean_pass, timing_statistics
+from perfctl.analysis.result import Analysis, RunIdentity, RunManifestNote, dump_analysis
+from perfctl.analysis.result_passes import Efficiency
 from perfctl.analysis.telemetry import page_telemetry
 from perfctl.capture.run import profiled_page_count
 from perfctl.errors import BadInput, OutputFailed
@@ -64,7 +67,7 @@ OPERATORS_SOURCE = f"torch.profiler pass ({TORCH_PASS}/{OPERATORS_FILE})"  # ana
 @dataclass(frozen=True)
 class AnalyzeResult:
     export: Path
-    analysis: dict[str, Any]
+    analysis: Analysis
     json_path: Path
     html_path: Path
     summary_path: Path
@@ -120,7 +123,7 @@ def checked_clean_pass(run_dir: Path, manifest: dict[str, Any]) -> tuple[CleanPa
 
 def clean_efficiency(
     clean: CleanPass | None, manifest: dict[str, Any], run_dir: Path, **kwargs: Any
-) -> dict[str, Any]:
+) -> Efficiency:
     """analysis.efficiency.efficiency, unless the clean pass's driver-info.json does not say which
     device it ran on (then MFU is unknown, not a CPU's)."""
     if clean is not None and not isinstance(clean.info.get("device"), str):
@@ -132,7 +135,7 @@ def clean_efficiency(
     return efficiency(clean, manifest, run_dir=run_dir, **kwargs)
 
 
-def manifest_note(manifest: RecordFile, warnings: list[str]) -> dict[str, Any]:
+def manifest_note(manifest: RecordFile, warnings: list[str]) -> RunManifestNote:
     """analysis.json's `run_manifest`: the run folder's manifest.json, what became of it (`state`: ok,
     partial or unusable; `problems`: the fields left out), and every warning about the run folder's
     records (the manifest, driver-info.json, timing/, torch/operators.json), as in `warnings`."""
@@ -282,8 +285,8 @@ RUN_IDENTITY_KEYS = (
 )
 
 
-def _run_identity(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {k: manifest.get(k) for k in RUN_IDENTITY_KEYS}
+def _run_identity(manifest: dict[str, Any]) -> RunIdentity:
+    return cast(RunIdentity, {k: manifest.get(k) for k in RUN_IDENTITY_KEYS})
 
 
 def _report_run(found: RecordFile, manifest: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -318,7 +321,7 @@ def _analyze_torch_run(run_dir: Path, found: RecordFile, out_dir: Path | None) -
             manifest = manifest | {"driver": info.data}
     done = {k: torch_pass.get(k) for k in ("pages_completed", "pages_expected", "reason")}
     manifest = done | manifest
-    analysis: dict[str, Any] = {
+    analysis: Analysis = {
         "perfctl_version": __version__,
         "source": "torch.profiler pass alone (captured with --tool torch): operators per stage, no nsys "
         "export, so no kernel attribution to NVTX ranges",
@@ -334,7 +337,7 @@ def _analyze_torch_run(run_dir: Path, found: RecordFile, out_dir: Path | None) -
 
 
 def _write_outputs(
-    source: Path, analysis: dict[str, Any], report_run: dict[str, Any] | None, target: Path
+    source: Path, analysis: Analysis, report_run: dict[str, Any] | None, target: Path
 ) -> AnalyzeResult:
     """analysis.json, report.html and summary.md into `target`: all three rendered first, then put in
     place together (all three new, or none changed)."""
@@ -345,7 +348,7 @@ def _write_outputs(
     json_path, html_path, summary_path = (target / n for n in OUTPUT_NAMES)
     try:
         texts = {
-            json_path: json.dumps(analysis, indent=2, default=str) + "\n",
+            json_path: dump_analysis(analysis),
             html_path: render_html(analysis, report_run),
             summary_path: render_markdown(analysis),
         }
@@ -430,9 +433,7 @@ def check_peaks(peak_tflops: float | None, peak_bandwidth_gbs: float | None) -> 
             )
 
 
-def _check_attributable(
-    export: Path, analysis: dict[str, Any], found: RecordFile, allow_no_kernels: bool
-) -> None:
+def _check_attributable(export: Path, analysis: Analysis, found: RecordFile, allow_no_kernels: bool) -> None:
     totals = analysis["totals"]
     if totals["nvtx_ranges"] == 0:
         raise BadInput(

@@ -15,43 +15,28 @@ what it held (perfctl.run_manifest); the comparison's warnings name the file.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from perfctl import progress
-from perfctl.analysis.compare import compare_analyses, gate
+from perfctl.analysis.compare import Comparison, compare_analyses, gate
 from perfctl.analysis.repeatability import timing_statistics
+from perfctl.analysis.result import Analysis, read_analysis
+from perfctl.analysis.result_passes import Efficiency
 from perfctl.errors import BadInput, PerfctlError
 from perfctl.run_folder import ANALYSIS_FILE, RunFolder
 
 
 @dataclass(frozen=True)
 class LoadedRun:
-    analysis: dict[str, Any]
+    analysis: Analysis
     label: str  # how the run is named in the output: its run id, else the path given
     origin: str  # where the analysis came from, in words
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BadInput(f"cannot read {path} as JSON: {exc}") from None
-
-
-def _analysis_file(path: Path) -> dict[str, Any]:
-    data = _read_json(path)
-    if isinstance(data, dict) and {"stages", "timing"} & set(data):
-        return data
-    if isinstance(data, dict) and "perfctl_version" in data:
-        raise BadInput(f"{path} holds no stage times to compare (a --tool torch run has operators only)")
-    raise BadInput(f"{path} is not a perfctl analysis.json (no 'stages' or 'timing')")
-
-
-def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
+def clean_pass_only(run_dir: Path) -> Analysis | None:
     """A run folder without its export: the parts of an analysis its clean timing pass gives (run
     identity, `timing`, `efficiency`), or None when it has no usable manifest or no clean pass."""
     from perfctl.commands.analyze import checked_clean_pass, clean_efficiency, manifest_note
@@ -65,18 +50,20 @@ def clean_pass_only(run_dir: Path) -> dict[str, Any] | None:
     clean, warnings = checked_clean_pass(run_dir, manifest)
     if clean is None:
         return None
+    eff: Efficiency
     try:
         eff = clean_efficiency(clean, manifest, run_dir, stages_under_nsys={})
     except (PerfctlError, ValueError, OSError) as exc:  # e.g. the model folder is not on this host
         eff = {"available": False, "reason": f"MFU not computed: {exc}"}
     said = [w for w in [found.warning(), *warnings] if w]
-    return {
+    partial = {  # an analysis without perfctl_version (never written) and with the whole manifest as run
         "run": manifest,
         "run_manifest": manifest_note(found, said),
         "timing": {"pass": "clean", "statistics": timing_statistics(clean.records)},
         "efficiency": eff,
         "warnings": said,
     }
+    return cast(Analysis, partial)
 
 
 def load_run(path: Path) -> LoadedRun:
@@ -86,9 +73,9 @@ def load_run(path: Path) -> LoadedRun:
 
     given = RunFolder.find(path)
     if given.kind == "analysis":
-        analysis, origin = _analysis_file(path), str(path)
+        analysis, origin = read_analysis(path), str(path)
     elif given.kind == "run_folder" and given.folder.analysis.is_file():
-        analysis, origin = _analysis_file(given.folder.analysis), str(given.folder.analysis)
+        analysis, origin = read_analysis(given.folder.analysis), str(given.folder.analysis)
     else:
         found = given.folder.read_manifest()
         try:
@@ -106,20 +93,21 @@ def load_run(path: Path) -> LoadedRun:
             with tempfile.TemporaryDirectory(prefix="perfctl-compare-") as tmp:
                 analysis = analyze_path(path, out_dir=Path(tmp)).analysis
             origin = f"{path}, analyzed now (not written)"
-    run_id = (analysis.get("run") or {}).get("run_id")
+    run = analysis.get("run")
+    run_id = run.get("run_id") if run else None
     return LoadedRun(analysis, str(run_id or path), origin)
 
 
 def _run_warnings(run: LoadedRun, label: str) -> list[str]:
     """What a run folder's own records lacked (a damaged manifest.json or driver-info.json, each
     naming its file), for the comparison's warnings."""
-    note = run.analysis.get("run_manifest") or {}
-    return [f"run {label}: {w}" for w in note.get("record_warnings") or []]
+    note = run.analysis.get("run_manifest")
+    return [f"run {label}: {w}" for w in (note.get("record_warnings") if note else None) or []]
 
 
 def compare_paths(
     run_a: Path, run_b: Path, top: int = 5, fail_if_slower_pct: float | None = None
-) -> dict[str, Any]:
+) -> Comparison:
     """Load both runs, compare B against A and, with a threshold, add the gate's verdict."""
     a, b = load_run(run_a), load_run(run_b)
     try:

@@ -10,7 +10,7 @@ label carries its unit.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,7 +113,7 @@ class Segment:
     busy_ns: int
 
 
-def page_bars(pages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def page_bars(pages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Geometry of the per-page stage bars, one scale for all pages (the longest page fills BAR_W):
     each stage's wall time as a segment, its GPU busy time as the solid part at the segment's start."""
     longest = max((p["wall_ns"] for p in pages), default=0)
@@ -143,7 +143,7 @@ def page_bars(pages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return bars
 
 
-def page_timeline(pages: list[dict[str, Any]]) -> Markup | None:
+def page_timeline(pages: Sequence[Mapping[str, Any]]) -> Markup | None:
     """One bar per page: vision / prefill / decode wall time side by side, each split into GPU busy
     (solid) and GPU idle (pale), over a grey bar of the whole page (the rest is time outside the
     stages). None without pages."""
@@ -222,7 +222,7 @@ def hbars(
     return _svg(axis_y + 22, label, body)
 
 
-def category_bars(stages: list[dict[str, Any]]) -> Markup | None:
+def category_bars(stages: Sequence[Mapping[str, Any]]) -> Markup | None:
     """Per stage, its kernel time split by kernel category, as shares of 100 %."""
     rows = [s for s in stages if s["kernel_time_ns"] > 0]
     if not rows:
@@ -256,14 +256,14 @@ def category_bars(stages: list[dict[str, Any]]) -> Markup | None:
     return _svg(axis_y + 22, "kernel time per stage by kernel category", body)
 
 
-def spread_chart(stages: dict[str, dict[str, Any]]) -> Markup | None:
+def spread_chart(stages: Mapping[str, Mapping[str, Any]]) -> Markup | None:
     """Per stage, the clean pass's page times relative to their mean: min-max whisker, 95 % CI of the
     mean as a box, median as a tick; one symmetric axis in % from the mean."""
     rows = [(name, st) for name, st in stages.items() if st.get("count", 0) >= 2 and st.get("mean")]
     if not rows:
         return None
 
-    def rel(st: dict[str, Any], key: str) -> float:
+    def rel(st: Mapping[str, Any], key: str) -> float:
         return 100.0 * (float(st[key]) - float(st["mean"])) / float(st["mean"])
 
     keys = ("min", "max", "ci95_low", "ci95_high")

@@ -8,8 +8,9 @@ for Markdown and HTML; the HTML page is self-contained (inline CSS, no scripts, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from perfctl.analysis.compare import Comparison, Difference, RunSide
 from perfctl.report import formatting
 from perfctl.report.formatting import visible
 from perfctl.report.html import template_environment
@@ -39,7 +40,7 @@ def _signed_pct(value: float | None) -> str:
     return "–" if value is None else f"{value:+.1f} %"
 
 
-def _ci(diff: dict[str, Any], show: Any) -> str:
+def _ci(diff: Difference, show: Any) -> str:
     if diff["ci95_low"] is None:
         return "– (fewer than 2 pages)"
     return f"[{show(diff['ci95_low'])}, {show(diff['ci95_high'])}]"
@@ -66,8 +67,11 @@ def _signed_kernels(value: float | None) -> str:
     return "–" if value is None else f"{value:+,.1f}"
 
 
+MetricKey = Literal["time_ns", "mfu", "achieved_tflops", "kernel_count", "kernel_time_ns"]
+
+
 def _metric_table(
-    comparison: dict[str, Any], key: str, title: str, show: Any, signed: Any, note: str
+    comparison: Comparison, key: MetricKey, title: str, show: Any, signed: Any, note: str
 ) -> Table:
     table = Table(title, ["stage", "A", "B", "B − A", "change %", "95 % CI of B − A", "verdict"], note=note)
     rows = [(s["stage"], s[key]) for s in comparison["stages"]]
@@ -90,7 +94,7 @@ def _metric_table(
     return table
 
 
-def comparison_tables(comparison: dict[str, Any]) -> list[Table]:
+def comparison_tables(comparison: Comparison) -> list[Table]:
     """The tables every format shows, in order; a table with nothing to compare keeps its note."""
     a, b = comparison["a"], comparison["b"]
     samples = f"A: {a['clean_pages'] if comparison['time_source'] == 'clean' else a['nsys_pages']} pages, "
@@ -154,13 +158,13 @@ def comparison_tables(comparison: dict[str, Any]) -> list[Table]:
     return tables
 
 
-def _run_line(side: str, run: dict[str, Any]) -> str:
+def _run_line(side: str, run: RunSide) -> str:
     where = run.get("gpu") or run.get("device") or "device unknown"
     origin = f" from {run['origin']}" if run.get("origin") else ""
     return f"{side}: {run['label']} ({run.get('model') or 'model unknown'}, {where}){origin}"
 
 
-def gate_line(comparison: dict[str, Any]) -> str | None:
+def gate_line(comparison: Comparison) -> str | None:
     """One sentence on the gate, or None when no threshold was given."""
     g = comparison.get("gate")
     if g is None:
@@ -172,7 +176,7 @@ def gate_line(comparison: dict[str, Any]) -> str | None:
     return f"gate FAILED: slower beyond noise by more than {threshold}: {stages}"
 
 
-def header_lines(comparison: dict[str, Any]) -> list[str]:
+def header_lines(comparison: Comparison) -> list[str]:
     lines = [_run_line("A", comparison["a"]), _run_line("B", comparison["b"])]
     verdicts = ", ".join(f"{s['stage']} {s['verdict']}" for s in comparison["stages"])
     lines.append(f"verdict (B against A): {verdicts}")
@@ -191,7 +195,7 @@ def _cut(name: str) -> str:
     return name[:TEXT_NAME_HEAD] + "…" + name[-TEXT_NAME_TAIL:]
 
 
-def render_compare_text(comparison: dict[str, Any]) -> str:
+def render_compare_text(comparison: Comparison) -> str:
     out = [visible(line) for line in header_lines(comparison)]
     for table in comparison_tables(comparison):
         out += ["", f"{table.title}" + (f" ({table.note})" if table.note else "")]
@@ -213,7 +217,7 @@ def markdown_cell(text: str) -> str:
     return md_text(text, limit=None)
 
 
-def render_compare_markdown(comparison: dict[str, Any]) -> str:
+def render_compare_markdown(comparison: Comparison) -> str:
     out = ["# perfctl compare", ""]
     out += [f"- {markdown_cell(line)}" for line in header_lines(comparison)]
     for table in comparison_tables(comparison):
@@ -229,7 +233,7 @@ def render_compare_markdown(comparison: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_compare_html(comparison: dict[str, Any]) -> str:
+def render_compare_html(comparison: Comparison) -> str:
     # the report's environment: kernel names, run ids and paths come from the runs, always escaped,
     # their bidirectional overrides and control characters shown as escapes
     return (

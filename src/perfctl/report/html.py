@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from perfctl.analysis.result import Analysis
 from perfctl.report import charts, formatting
 from perfctl.resources import templates_dir
 from perfctl.stages import STAGES
@@ -63,7 +64,7 @@ def template_environment() -> jinja2.Environment:
     return env
 
 
-def _charts(analysis: dict[str, Any]) -> dict[str, Markup | None]:
+def _charts(analysis: Analysis) -> dict[str, Markup | None]:
     out: dict[str, Markup | None] = {"timeline": charts.page_timeline(analysis.get("pages") or [])}
     stages = analysis.get("stages") or []
     out["categories"] = charts.category_bars(stages)
@@ -77,8 +78,8 @@ def _charts(analysis: dict[str, Any]) -> dict[str, Markup | None]:
             f"top kernels of {s['stage']} by time",
             colors=[charts.CATEGORY_COLORS.get(k["category"], "#7f7f7f") for k in s["top_kernels"]],
         )
-    eff = analysis.get("efficiency") or {}
-    if eff.get("available"):
+    eff = analysis.get("efficiency")
+    if eff and eff.get("available"):
         rows = [
             (stage, None if st["mfu"] is None else 100 * st["mfu"], formatting.pct(st["mfu"]) + " of peak")
             for stage, st in eff["stages"].items()
@@ -95,11 +96,11 @@ def _charts(analysis: dict[str, Any]) -> dict[str, Markup | None]:
         out["overhead"] = charts.hbars(
             ratios, "×", "stage time under nsys / clean time", reference=(1.0, "1× = no overhead")
         )
-    timing = analysis.get("timing") or {}
+    timing = analysis.get("timing")
     if timing:
         out["spread"] = charts.spread_chart(timing["statistics"]["stages"])
-        tel = timing.get("telemetry") or {}
-        if tel.get("available"):
+        tel = timing.get("telemetry")
+        if tel and tel.get("available"):
             out["energy"] = charts.hbars(
                 [
                     (
@@ -115,10 +116,11 @@ def _charts(analysis: dict[str, Any]) -> dict[str, Markup | None]:
     return out
 
 
-def top_memory_operators(analysis: dict[str, Any], n: int = 10) -> list[dict[str, Any]]:
+def top_memory_operators(analysis: Analysis, n: int = 10) -> list[dict[str, Any]]:
     """The torch pass's operators that allocated the most device memory (self), across stages."""
-    stages = (analysis.get("operators") or {}).get("stages") or {}
-    rows = [
+    operators = analysis.get("operators")
+    stages = (operators.get("stages") if operators else None) or {}
+    rows: list[dict[str, Any]] = [
         {"stage": stage, **op}
         for stage, table in stages.items()
         for op in table.get("top", [])
@@ -127,7 +129,7 @@ def top_memory_operators(analysis: dict[str, Any], n: int = 10) -> list[dict[str
     return sorted(rows, key=lambda op: -abs(op["self_device_memory_bytes"]))[:n]
 
 
-def render_html(analysis: dict[str, Any], manifest: dict[str, Any] | None) -> str:
+def render_html(analysis: Analysis, manifest: dict[str, Any] | None) -> str:
     return (
         template_environment()
         .get_template("report.html.j2")

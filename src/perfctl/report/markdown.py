@@ -10,9 +10,9 @@ shows (bidirectional overrides and control characters are shown as escapes).
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from perfctl.analysis.findings import describe_cost_centre
+from perfctl.analysis.cost_centres import describe_cost_centre
+from perfctl.analysis.result import Analysis, Finding
 from perfctl.report.formatting import ms, number, pct, visible
 
 NAME_LIMIT = 80  # characters of a name kept in a table cell; C++ template names run to thousands
@@ -43,12 +43,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def _identity(analysis: dict[str, Any]) -> list[str]:
-    run = analysis.get("run") or {}
-    driver = run.get("driver") or {}
-    workload = run.get("workload") or {}
-    model = (run.get("model_spec") or {}).get("name")
-    gpus = [g.get("name") for g in (analysis.get("export") or {}).get("gpus") or []]
+def _identity(analysis: Analysis) -> list[str]:
+    run = analysis.get("run")
+    driver = (run.get("driver") if run else None) or {}
+    workload = (run.get("workload") if run else None) or {}
+    model = ((run.get("model_spec") if run else None) or {}).get("name")
+    export = analysis.get("export")
+    gpus = [g.get("name") for g in (export.get("gpus") if export else None) or []]
     device = driver.get("gpu_name") or (gpus[0] if gpus else None) or driver.get("device")
     parts = []
     if model:
@@ -63,24 +64,23 @@ def _identity(analysis: dict[str, Any]) -> list[str]:
     if pages:
         tokens = f" × {workload['max_new_tokens']} new tokens" if workload.get("max_new_tokens") else ""
         parts.append(f"{pages} pages{tokens} in the nsys pass")
-    export = analysis.get("export")
     if export:
         parts.append(f"nsys {md_text(export['nsys_version'])}")
     line = "; ".join(parts) or _no_identity(analysis)
     return [line + ". Details: `report.html`; every figure: `analysis.json`."]
 
 
-def _no_identity(analysis: dict[str, Any]) -> str:
+def _no_identity(analysis: Analysis) -> str:
     """Why there is no run identity: no manifest.json at all, or one that could not be used."""
-    note = analysis.get("run_manifest") or {}
-    if note.get("state") == "unusable":
+    note = analysis.get("run_manifest")
+    if note and note.get("state") == "unusable":
         return "No run identity (the run's manifest.json is unusable; see the warnings in analysis.json)"
     if note:
         return "No run identity (the run's manifest.json names no model, device or pages)"
     return "No run identity (no manifest.json beside the export)"
 
 
-def _cost_centres(analysis: dict[str, Any]) -> list[str]:
+def _cost_centres(analysis: Analysis) -> list[str]:
     centres = analysis.get("cost_centres")
     out = ["## Where the time goes", ""]
     if not centres:
@@ -114,11 +114,12 @@ def _cost_centres(analysis: dict[str, Any]) -> list[str]:
     return out
 
 
-def _clean_stage_times(analysis: dict[str, Any]) -> list[str]:
+def _clean_stage_times(analysis: Analysis) -> list[str]:
     """Without nsys stage figures: the stages' mean clean-pass times, the next best answer."""
     why = "No nsys stage figures in this analysis" if analysis.get("export") else "No nsys export analyzed"
-    stats = ((analysis.get("timing") or {}).get("statistics")) or {}
-    if not stats.get("stages") or not stats["page"].get("mean"):
+    timing = analysis.get("timing")
+    stats = timing.get("statistics") if timing else None
+    if not stats or not stats.get("stages") or not stats["page"].get("mean"):
         return [f"{why}, and no clean timing pass: where the time goes is unknown."]
     page = stats["page"]["mean"]
     rows = [
@@ -129,7 +130,7 @@ def _clean_stage_times(analysis: dict[str, Any]) -> list[str]:
     return [text, "", *_table(["stage", "mean per page", "share of the page"], rows)]
 
 
-def _mfu(analysis: dict[str, Any]) -> list[str]:
+def _mfu(analysis: Analysis) -> list[str]:
     out = ["## MFU per stage", ""]
     eff = analysis.get("efficiency")
     if not eff:
@@ -154,8 +155,8 @@ def _mfu(analysis: dict[str, Any]) -> list[str]:
         for stage, st in eff["stages"].items()
     ]
     out += _table(["stage", "work per page", "clean time per page", "achieved", "MFU"], rows)
-    mbu = eff.get("decode_mbu") or {}
-    if mbu.get("mbu") is not None:
+    mbu = eff.get("decode_mbu")
+    if mbu and mbu.get("mbu") is not None:
         out += [
             "",
             f"Decode MBU {pct(mbu['mbu'])}: {number(mbu['achieved_gbs'])} GB/s of "
@@ -164,7 +165,7 @@ def _mfu(analysis: dict[str, Any]) -> list[str]:
     return out
 
 
-def _stability(analysis: dict[str, Any]) -> list[str]:
+def _stability(analysis: Analysis) -> list[str]:
     out = ["## Stability", ""]
     timing = analysis.get("timing")
     if not timing:
@@ -172,15 +173,17 @@ def _stability(analysis: dict[str, Any]) -> list[str]:
     stats = timing["statistics"]
     rows = []
     for stage, st in [*stats["stages"].items(), ("whole page", stats["page"])]:
-        verdict = st.get("verdict") or {}
-        word = {True: "stable", False: "**not stable**", None: "no verdict"}[verdict.get("stable")]
+        verdict = st.get("verdict")
+        word = {True: "stable", False: "**not stable**", None: "no verdict"}[
+            verdict.get("stable") if verdict else None
+        ]
         rows.append(
             [
                 md_text(stage),
                 ms(st.get("mean")),
                 pct(st.get("cv")),
                 word,
-                md_text(verdict.get("why"), limit=None),
+                md_text(verdict.get("why") if verdict else None, limit=None),
             ]
         )
     out.append(
@@ -190,12 +193,12 @@ def _stability(analysis: dict[str, Any]) -> list[str]:
     return out + _table(["stage", "mean", "CV", "verdict", "why"], rows)
 
 
-def _next_steps(analysis: dict[str, Any]) -> list[str]:
+def _next_steps(analysis: Analysis) -> list[str]:
     found = analysis.get("findings")
     out = ["## What to do next", ""]
     if found is None:
         return [*out, "Findings were not computed for this analysis."]
-    actions: list[dict[str, Any]] = []
+    actions: list[Finding] = []
     seen: set[str] = set()
     for f in found:
         if f["next"] and f["next"] not in seen and len(actions) < MAX_ACTIONS:
@@ -214,8 +217,9 @@ def _next_steps(analysis: dict[str, Any]) -> list[str]:
     return out
 
 
-def render_markdown(analysis: dict[str, Any]) -> str:
-    run_id = (analysis.get("run") or {}).get("run_id")
+def render_markdown(analysis: Analysis) -> str:
+    run = analysis.get("run")
+    run_id = run.get("run_id") if run else None
     title = f"# perfctl summary: {md_text(run_id)}" if run_id else "# perfctl summary"
     sections = [[title, "", *_identity(analysis)], _cost_centres(analysis), _mfu(analysis)]
     sections += [_stability(analysis), _next_steps(analysis)]

@@ -4,17 +4,17 @@ name ranges) has its control characters and bidirectional overrides shown as esc
 
 from __future__ import annotations
 
-from typing import Any
-
+from perfctl.analysis.result import Analysis
 from perfctl.report.formatting import count, ms, visible
 
 
-def render_text(analysis: dict[str, Any]) -> str:
+def render_text(analysis: Analysis) -> str:
     if "export" not in analysis:  # a --tool torch run: operators only
         return render_operators_text(analysis)
     lines = []
     export = analysis["export"]
-    gpus = ", ".join(g.get("name", "?") for g in export["gpus"]) or "no GPU in the export"
+    names = [g.get("name") for g in export["gpus"]]  # a NULL name (TARGET_INFO_GPU allows it) shows as ?
+    gpus = ", ".join("?" if name is None else name for name in names) or "no GPU in the export"
     lines.append(
         visible(
             f"export {export['path']} (nsys {export['nsys_version']}, schema {export['schema_version']}; "
@@ -34,7 +34,7 @@ def render_text(analysis: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_operators_text(analysis: dict[str, Any]) -> str:
+def render_operators_text(analysis: Analysis) -> str:
     """Per stage, the operators' summed self times and the top operator, for a torch-only run."""
     lines = [analysis.get("source", "torch.profiler pass")]
     lines.append(f"{'stage':<10}{'operators':>10}{'self CPU':>16}{'self device':>16}  top operator")

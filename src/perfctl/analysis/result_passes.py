@@ -1,0 +1,279 @@
+"""The records of analysis.json that the run folder's passes give (perfctl.analysis.result has the
+rest, the whole and its JSON round trip): first use of an input shape (analysis.lazy_loading), the
+clean timing pass's statistics and telemetry (analysis.repeatability, analysis.telemetry), MFU and MBU
+(analysis.efficiency), the torch.profiler pass's operators (analysis.operators). TypedDicts, as there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+# --- first use of an input shape / lazy kernel loading (analysis.lazy_loading) -------------------
+
+
+class CallTotals(TypedDict):
+    module_loads: dict[str, int]  # API -> calls
+    module_load_ns: int
+    kernel_attribute_calls: dict[str, int]  # API -> calls
+    kernel_attribute_ns: int
+    lazy_loading: bool
+
+
+class NsysPageCalls(CallTotals):
+    sequence: int
+    page_index: int | None
+    repeat: int | None
+    shape_first_seen: bool | None
+    stages: dict[str, CallTotals]
+
+
+class FirstUseThresholds(TypedDict):
+    module_loads: int
+    kernel_attribute_ns_per_call: int
+
+
+class FirstUse(TypedDict):
+    source: str
+    thresholds: FirstUseThresholds
+    warmup: CallTotals | None
+    nsys_pages: list[NsysPageCalls]
+    nsys_pages_with_first_use: list[int]
+    nsys_pages_first_of_shape: list[int]
+    calls_in_those_pages: CallTotals
+
+
+# --- the clean timing pass (analysis.repeatability, analysis.telemetry) ------------------------------
+
+
+class Spread(TypedDict):
+    """A figure over the clean pass's pages (repeatability.spread); only `count` without pages."""
+
+    count: int
+    mean: NotRequired[float]
+    std: NotRequired[float]
+    cv: NotRequired[float | None]
+    min: NotRequired[float]
+    median: NotRequired[float]
+    p95: NotRequired[float]
+    max: NotRequired[float]
+    ci95_low: NotRequired[float]
+    ci95_high: NotRequired[float]
+    outliers: NotRequired[list[int]]
+    cv_without_outliers: NotRequired[float | None]
+
+
+class FirstUseVerdict(TypedDict):
+    pages: list[int]
+    shape_first_seen: list[int]
+    slowdown: list[float | None]
+    module_loads: dict[str, int]
+    module_load_ns: int
+    kernel_attribute_calls: int
+    kernel_attribute_ns: int
+    cv_without_those_pages: NotRequired[float | None]
+
+
+class Verdict(TypedDict):
+    stable: bool | None
+    why: str
+    cause: NotRequired[str]
+    first_use: NotRequired[FirstUseVerdict]
+
+
+class BriefSpread(TypedDict):
+    mean: float
+    cv: float | None
+    min: float
+    max: float
+
+
+class PageTiming(Spread):
+    verdict: Verdict
+
+
+class StageTiming(PageTiming):
+    cuda_events: NotRequired[BriefSpread]
+
+
+class HostSummary(TypedDict, total=False):
+    speed_probe_ns: BriefSpread
+    steal_share_max: float
+    process_cpu_share_mean: float
+
+
+class StageMemory(TypedDict):
+    peak_allocated_bytes: int
+    above_page_start_bytes: int
+
+
+class MemorySummary(TypedDict):
+    """Per stage (the keys of perfctl.stages.STAGES), when the pages recorded it."""
+
+    unit: str
+    source: str
+    vision: NotRequired[StageMemory]
+    prefill: NotRequired[StageMemory]
+    decode: NotRequired[StageMemory]
+
+
+class DecodeStepLatency(TypedDict):
+    count: int
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+
+class TimingStatistics(TypedDict):
+    unit: str
+    threshold_cv: float
+    stages: dict[str, StageTiming]
+    page: PageTiming
+    host: NotRequired[HostSummary]
+    memory: NotRequired[MemorySummary]
+    time_to_first_token: NotRequired[Spread]
+    decode_tokens_per_second: NotRequired[Spread]
+    decode_step_latency: NotRequired[DecodeStepLatency]
+
+
+class PageTelemetry(TypedDict):
+    sequence: int
+    samples: int
+    sm_mhz_mean: float
+    sm_mhz_min: float
+    mem_mhz_mean: float
+    power_w_mean: float
+    energy_j: float
+    energy_j_per_new_token: float | None
+    temp_c_max: float
+    gpu_util_mean: float
+    mem_used_max_bytes: int
+
+
+class Telemetry(TypedDict):
+    available: bool
+    reason: NotRequired[str]
+    pages: NotRequired[list[PageTelemetry]]
+    sm_mhz_page_mean_range: NotRequired[list[float]]
+    sm_clock_spread: NotRequired[float]
+    gpu_util_mean: NotRequired[float]
+    note: NotRequired[str]
+    energy_j_per_page_mean: NotRequired[float]
+
+
+# "pass" is a Python keyword: this record is declared the functional way
+Timing = TypedDict(
+    "Timing", {"pass": str, "statistics": TimingStatistics, "telemetry": NotRequired[Telemetry]}
+)
+
+
+class NsysPass(TypedDict):
+    telemetry: Telemetry
+
+
+# --- efficiency: MFU and MBU (analysis.efficiency) ---------------------------------------------------
+
+
+class EfficiencyStage(TypedDict):
+    flops_per_page: float
+    clean_seconds_per_page: float
+    achieved_tflops: float | None
+    mfu: float | None
+    nsys_over_clean: float | None
+    mfu_measured: NotRequired[float | None]
+
+
+class EfficiencyPage(TypedDict):
+    flops: float
+    clean_seconds: float
+    achieved_tflops: float
+    mfu: float | None
+    mfu_measured: NotRequired[float | None]
+
+
+class MeasuredCeiling(TypedDict):
+    source: str
+    gpu: str | None
+    measured_at: str | None
+    matmul_tflops: float | None
+    matmul_dtype: str | None
+    bandwidth_gbs: float | None
+    reason: str | None
+
+
+class EfficiencyInputs(TypedDict):
+    gpu: str | None
+    sm_count: int | None
+    dtype: str
+    peak_tflops: float | None
+    peak_source: str
+    clean_pages: int
+    clean_time_source: str
+    overhead_clean_pages: int
+    tokens: dict[str, Any]  # the FLOP report's tokens (image, prompt_total, new)
+    prompt_tokens_per_page: list[int]
+    model_config: str
+    flop_conventions: Any  # the FLOP model's conventions (perfctl.flops.CONVENTIONS)
+    measured: NotRequired[MeasuredCeiling]
+
+
+class DecodeMbu(TypedDict):
+    mbu: float | None
+    bytes_per_step: NotRequired[float]
+    weight_bytes_per_step: NotRequired[float]
+    kv_bytes_per_step_mean: NotRequired[float]
+    clean_seconds_per_step: NotRequired[float]
+    achieved_gbs: NotRequired[float]
+    peak_bandwidth_gbs: NotRequired[float]
+    peak_source: NotRequired[str]
+    mbu_measured: NotRequired[float | None]
+    reason: NotRequired[str]
+
+
+class Efficiency(TypedDict):
+    available: bool
+    reason: NotRequired[str]  # when not available
+    model_config: NotRequired[str]  # when not available because the FLOPs are unknown
+    stages: NotRequired[dict[str, EfficiencyStage]]
+    page: NotRequired[EfficiencyPage]
+    inputs: NotRequired[EfficiencyInputs]
+    decode_mbu: NotRequired[DecodeMbu]
+
+
+# --- the torch.profiler pass's operators (torch/operators.json, joined to nsys) ---------------------
+
+
+class OperatorKernel(TypedDict):
+    name: str
+    calls: int
+    device_us: float
+    nsys_calls: NotRequired[int | None]
+    nsys_time_ns: NotRequired[int | None]
+
+
+class OperatorRow(TypedDict):
+    name: str
+    calls: int
+    self_cpu_us: float
+    cpu_total_us: float
+    self_device_us: float
+    device_total_us: float
+    self_cpu_memory_bytes: int
+    self_device_memory_bytes: int
+    input_shapes: list[Any]
+    kernels: list[OperatorKernel]
+
+
+class OperatorStage(TypedDict):
+    operators: int
+    self_cpu_us: float
+    self_device_us: float
+    top: list[OperatorRow]
+    self_cpu_memory_bytes: NotRequired[int]
+    self_device_memory_bytes: NotRequired[int]
+
+
+class Operators(TypedDict):
+    source: str
+    stages: dict[str, OperatorStage]  # stage (or "other") -> its operator table
