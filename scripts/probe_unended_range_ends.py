@@ -31,25 +31,21 @@ def _spin() -> None:
         pass
 
 
+def _profile_command(nsys: str, output: Path, *python_args: str) -> list[str]:
+    """`nsys profile` of this Python running `python_args`, NVTX traced only, into `output`."""
+    return [
+        nsys, "profile", "--trace=nvtx", "--sample=none", "--cpuctxsw=none", "--force-overwrite=true",
+        "-o", str(output), sys.executable, *python_args,
+    ]  # fmt: skip
+
+
 def _nsys_beside(nsys: str, folder: Path) -> None:
     """Another nsys session, one after another, for as long as the probe runs."""
     index = 0
     while True:
         index += 1
         subprocess.run(
-            [
-                nsys,
-                "profile",
-                "--trace=nvtx",
-                "--sample=none",
-                "--cpuctxsw=none",
-                "--force-overwrite=true",
-                "-o",
-                str(folder / f"beside{index % 2}"),
-                sys.executable,
-                "-c",
-                "import time; time.sleep(2)",
-            ],
+            _profile_command(nsys, folder / f"beside{index % 2}", "-c", "import time; time.sleep(2)"),
             capture_output=True,
             check=False,
             timeout=300,
@@ -59,18 +55,7 @@ def _nsys_beside(nsys: str, folder: Path) -> None:
 def _capture(nsys: str, folder: Path, index: int) -> Path:
     report = folder / f"run{index}.nsys-rep"
     proc = subprocess.run(
-        [
-            nsys,
-            "profile",
-            "--trace=nvtx",
-            "--sample=none",
-            "--cpuctxsw=none",
-            "--force-overwrite=true",
-            "-o",
-            str(report.with_suffix("")),
-            sys.executable,
-            str(PROGRAM),
-        ],
+        _profile_command(nsys, report.with_suffix(""), str(PROGRAM)),
         capture_output=True,
         check=False,
         timeout=300,
