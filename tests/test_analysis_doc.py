@@ -1,5 +1,5 @@
-"""docs/analysis-json.md against the typed records of analysis.json (perfctl.analysis.result and
-result_passes), both ways, and real analyses against the records: a key that the code writes is
+"""docs/analysis-json.md against the typed records of analysis.json (perfctl.analysis.result,
+result_passes and result_ncu), both ways, and real analyses against the records: a key that the code writes is
 typed and documented, a documented key is typed, and a fixture's analysis.json holds typed keys only.
 
 The doc's convention: a heading that starts with a record's name in backticks (optionally
@@ -19,7 +19,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import pytest
 
 from conftest import copy_run_fixture, decompress_fixture, run_perfctl
-from perfctl.analysis import result, result_passes
+from perfctl.analysis import result, result_ncu, result_passes
 from perfctl.errors import BadInput
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "analysis-json.md"
@@ -27,10 +27,10 @@ HEADING = re.compile(r"^#+ `(\w+)`(?: \(extends `(\w+)`\))?(?::|$)")
 
 
 def typed_records() -> dict[str, type]:
-    """Every TypedDict of the two modules, by name."""
+    """Every TypedDict of the record modules, by name."""
     return {
         name: value
-        for module in (result, result_passes)
+        for module in (result, result_passes, result_ncu)
         for name, value in vars(module).items()
         if typing.is_typeddict(value) and value.__module__ == module.__name__
     }

@@ -20,7 +20,18 @@ from perfctl.capture.nsys_sessions import NsysProcess
 from perfctl.commands.doctor import STATUSES, Gpu, check_gpu_peaks, check_nvml, judge_selftest, read_back
 from perfctl.hardware.nvml import nvml_gpus
 
-CHECKS = ["nsys", "nvtx", "torch", "cuda", "transformers", "nvml", "gpu_peak", "selftest"]
+CHECKS = [
+    "nsys",
+    "nvtx",
+    "torch",
+    "cuda",
+    "transformers",
+    "nvml",
+    "gpu_peak",
+    "ncu",
+    "ncu-report",
+    "selftest",
+]
 
 
 def _cuda_available() -> bool:
@@ -67,6 +78,7 @@ def test_doctor_on_this_machine(nsys_bin: str) -> None:
         assert "kernels: not applicable on CPU" in selftest["found"]
         assert selftest["details"]["kernels"] == 0
         assert checks["cuda"]["status"] == "warn" and checks["gpu_peak"]["status"] == "skip"
+        assert checks["ncu"]["status"] in ("warn", "skip")  # no ncu here, or one that cannot look
         assert checks["nvml"]["status"] in ("warn", "ok")  # a CPU box may still have the NVIDIA driver
 
 
@@ -172,3 +184,24 @@ def test_nvml_missing_fails_only_where_torch_sees_a_gpu() -> None:
         pytest.skip("NVML works here")
     assert check_nvml(reason, cuda_available=False).status == "warn"
     assert check_nvml(reason, cuda_available=True).status == "fail"
+
+
+def test_the_ncu_check_without_a_gpu(tmp_path: Path) -> None:
+    """Missing ncu: a warning with the install fix (only the ncu pass needs it); an ncu on a machine
+    without a GPU: found, its counters not checked."""
+    from perfctl.commands.doctor_ncu import check_ncu
+
+    missing = check_ncu(cuda_available=False, skip_capture=False)
+    if missing.status == "warn":  # (an ncu may be on this machine's PATH)
+        assert "needed only by capture --tool ncu" in missing.found and missing.fix
+    fake = tmp_path / "ncu"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo 'NVIDIA (R) Nsight Compute Command Line Profiler'\n"
+        "echo 'Version 2025.3.1.0 (build 1)'\n"
+    )
+    fake.chmod(0o755)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NCU", str(fake))
+        found = check_ncu(cuda_available=False, skip_capture=False)
+    assert found.status == "skip" and "ncu 2025.3.1.0" in found.found and "no CUDA GPU" in found.found

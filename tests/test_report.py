@@ -13,7 +13,7 @@ import pytest
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.findings import findings
 from perfctl.commands.analyze import analyze_path
-from perfctl.report.charts import BAR_W, page_bars
+from perfctl.report.charts import BAR_W, page_bars, page_timeline
 from perfctl.report.html import SECTIONS, render_html
 from report_inputs import FIXTURES, clean_pass_only, tiny_all_run
 
@@ -92,6 +92,17 @@ def test_page_bars_scale_to_the_longest_page() -> None:
     assert [seg.x for seg in bars[0]["segments"]] == [0, BAR_W * 0.1, BAR_W * 0.3]
     assert [seg.busy_width for seg in bars[0]["segments"]] == [BAR_W * 0.05, BAR_W * 0.2, BAR_W * 0.06]
     assert page_bars([]) == []
+
+
+def test_a_page_without_a_sequence_number_is_named_by_its_place() -> None:
+    cells = {s: {"wall_ns": 10, "gpu_busy_ns": 5} for s in ("vision", "prefill", "decode")}
+    pages = [
+        {"sequence": 4, "wall_ns": 40, "stages": cells},
+        {"sequence": None, "wall_ns": 40, "stages": cells},
+    ]
+    assert [bar["label"] for bar in page_bars(pages)] == ["page 4", "unnumbered #2"]
+    svg = str(page_timeline(pages))
+    assert "page None" not in svg and "unnumbered #2" in svg
 
 
 def test_report_of_an_export_without_manifest(tiny_gpu_export: Path) -> None:

@@ -13,6 +13,7 @@ import click
 from perfctl import __version__, progress
 from perfctl.capture.processes import Interrupted
 from perfctl.errors import PerfctlError
+from perfctl.ncu_rep.metrics import NCU_CLOCKS, NCU_SETS
 
 EXIT_CODES = (
     "Exit codes: 0 ok, 1 a check, capture or analysis failed, 2 bad input (a one-line reason is printed)."
@@ -102,12 +103,52 @@ def main() -> None:
 @main.command(epilog=EXIT_CODES)
 @click.option(
     "--tool",
-    type=click.Choice(["nsys", "torch", "all"]),
+    type=click.Choice(["nsys", "torch", "all", "ncu"]),
     default="nsys",
     show_default=True,
     help="nsys: the Nsight Systems pass. all: nsys, then a clean timing pass with no profiler (the "
     "stage times MFU uses), then a torch.profiler pass (operators per stage). torch: the torch.profiler "
-    "pass alone (operators, memory and a Chrome trace; no kernel attribution without nsys).",
+    "pass alone (operators, memory and a Chrome trace; no kernel attribution without nsys). ncu: the "
+    "nsys pass, then Nsight Compute on the kernels that hold each stage's time (needs a GPU and ncu).",
+)
+@click.option("--ncu", "ncu_pass", is_flag=True, help="With --tool all: the Nsight Compute pass last.")
+@click.option(
+    "--ncu-set",
+    type=click.Choice(list(NCU_SETS)),
+    default=NCU_SETS[0],
+    show_default=True,
+    help="What ncu collects per kernel: perfctl (SpeedOfLight, Occupancy, LaunchStats and the FLOP and "
+    "DRAM counters; 14 replay passes on an H200) or one of ncu's sets (full: 38 passes), always with "
+    "perfctl's counters added.",
+)
+@click.option(
+    "--ncu-kernels",
+    type=click.IntRange(1, 200),
+    default=10,
+    show_default=True,
+    help="Kernels profiled per stage at most (the largest by time in the nsys pass).",
+)
+@click.option(
+    "--ncu-coverage",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.8,
+    show_default=True,
+    help="Stop choosing a stage's kernels once they cover this share of its kernel time.",
+)
+@click.option(
+    "--ncu-instances",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Instances profiled per launch configuration of each chosen kernel.",
+)
+@click.option(
+    "--ncu-clock",
+    type=click.Choice(list(NCU_CLOCKS)),
+    default=NCU_CLOCKS[0],
+    show_default=True,
+    help="ncu's --clock-control: base locks the GPU at its base clock (ncu's default, repeatable "
+    "figures; perfctl scales the roofs to that clock), none leaves the clocks as they run.",
 )
 @click.option(
     "--model",
@@ -236,6 +277,12 @@ def capture(
     calibrate_gpu: bool,
     no_wait: bool,
     quiet: bool,
+    ncu_pass: bool,
+    ncu_set: str,
+    ncu_kernels: int,
+    ncu_coverage: float,
+    ncu_instances: int,
+    ncu_clock: str,
 ) -> None:
     """Run the NVTX-instrumented driver under nsys into a new run folder (with --tool all, then again
     without a profiler for clean stage times and MFU, and under torch.profiler for operators).
@@ -249,7 +296,9 @@ def capture(
       perfctl capture --model deepseek-ocr2 --device cuda --num-pages 3 --max-new-tokens 64 --tool all
       perfctl capture --model /models/DeepSeek-OCR-2 --pages ./scans --repeats 3 --out profiles/scan-r3
       perfctl capture --model deepseek-ocr2 --num-pages 10 --repeats 3 --profile-pages 2 --tool all
+      perfctl capture --model deepseek-ocr2 --device cuda --num-pages 1 --tool all --ncu
     """
+    from perfctl.capture.ncu import NcuSettings
     from perfctl.capture.run import CaptureOptions, capture_run
 
     progress.configure(quiet)
@@ -278,10 +327,16 @@ def capture(
         nsys_telemetry=nsys_telemetry,
         calibrate=calibrate_gpu,
         no_wait=no_wait,
+        ncu=NcuSettings(ncu_set, ncu_kernels, ncu_coverage, ncu_instances, ncu_clock)
+        if ncu_pass or tool == "ncu"
+        else None,
         argv=["perfctl", *sys.argv[1:]],
     )
     if tool == "all":
-        click.echo("passes: nsys, then a clean timing pass, then a torch.profiler pass")
+        then_ncu = ", then an Nsight Compute pass" if ncu_pass else ""
+        click.echo(f"passes: nsys, then a clean timing pass, then a torch.profiler pass{then_ncu}")
+    elif tool == "ncu":
+        click.echo("passes: nsys, then an Nsight Compute pass on the kernels it chose")
     try:
         result = capture_run(opts)
     except PerfctlError as exc:
@@ -352,17 +407,28 @@ def analyze(
     profiles_root: Path,
     quiet: bool,
 ) -> None:
-    """Analyze an nsys export (.sqlite), report (.nsys-rep) or perfctl run folder.
+    """Analyze an nsys export (.sqlite), report (.nsys-rep) or perfctl run folder (with its Nsight
+    Compute pass, when ncu/ holds one), or an Nsight Compute report (.ncu-rep) on its own.
 
     \b
     Examples:
       perfctl analyze profiles/20261126-101500-deepseek-ocr2-tiny-1a2b3c
       perfctl analyze my.sqlite --format json | jq '.ranges[] | {name, kernel_time_ns}'
+      perfctl analyze profiles/<run>/ncu/run.ncu-rep --format json | jq '.kernels[] | {name, bound}'
     """
     from perfctl.commands.analyze import analyze as analyze_command
+    from perfctl.commands.analyze_ncu import analyze_ncu_report, is_ncu_report
+    from perfctl.report.kernels_md import render_ncu_report
     from perfctl.report.text import render_text
 
     progress.configure(quiet)
+    if is_ncu_report(path):
+        try:
+            report = analyze_ncu_report(path)
+        except PerfctlError as exc:
+            _fail(exc)
+        click.echo(json.dumps(report) if fmt == "json" else render_ncu_report(report))
+        return
     try:
         result = analyze_command(
             path,
@@ -382,7 +448,10 @@ def analyze(
         click.echo(json.dumps(result.analysis, default=str))
     else:
         click.echo(render_text(result.analysis))
-    click.echo(f"wrote {result.json_path}, {result.html_path} and {result.summary_path}", err=fmt == "json")
+    kernels = f", {result.kernels_path}" if result.kernels_path else ""
+    click.echo(
+        f"wrote {result.json_path}, {result.html_path}{kernels} and {result.summary_path}", err=fmt == "json"
+    )
 
 
 @main.command(epilog=EXIT_CODES)

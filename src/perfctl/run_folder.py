@@ -56,21 +56,29 @@ REPORT_SUFFIX, EXPORT_SUFFIX, STREAM_SUFFIX = ".nsys-rep", ".sqlite", ".qdstrm"
 ANALYSIS_FILE, REPORT_HTML_FILE, SUMMARY_FILE = "analysis.json", "report.html", "summary.md"
 OUTPUT_NAMES = (ANALYSIS_FILE, REPORT_HTML_FILE, SUMMARY_FILE)
 INDEX_FILE = "index.db"  # a profiles folder's run registry (perfctl.registry)
+# the Nsight Compute pass's files, in ncu/: its report, ncu's own log (the driver's is driver.log),
+# the kernels the nsys pass chose for it, and the exact command with its settings and estimate
+NCU_REPORT_BASE, NCU_REPORT_SUFFIX = "run", ".ncu-rep"
+NCU_LOG_FILE = "ncu.log"
+NCU_SELECTION_FILE = "selection.json"
+NCU_COMMAND_FILE = "command.json"
+KERNELS_FILE = "kernels.md"  # what `perfctl analyze` writes beside summary.md when the run has ncu/
 
 PassName = Literal["nsys", "timing", "torch", "ncu", "ranks"]
 NSYS_PASS: PassName = "nsys"
 TIMING_PASS: PassName = "timing"
 TORCH_PASS: PassName = "torch"
+NCU_PASS: PassName = "ncu"
 # pass -> its folder in the run folder ("": the run folder itself, where the nsys pass writes)
 PASS_FOLDERS: dict[PassName, str] = {
     "nsys": "",
     "timing": "timing",
     "torch": "torch",
-    "ncu": "ncu",  # Nsight Compute (declared for the issue that adds it)
+    "ncu": "ncu",  # the Nsight Compute pass
     "ranks": "ranks",  # one folder per rank of a multi-rank run (declared likewise)
 }
 
-PathKind = Literal["run_folder", "analysis", "report", "export", "stream"]
+PathKind = Literal["run_folder", "analysis", "report", "export", "stream", "ncu_report"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,26 @@ class PassFolder:
     def torch_trace_gz(self) -> Path:
         return self.path / TORCH_TRACE_GZ_FILE
 
+    @property
+    def ncu_report(self) -> Path:
+        return self.path / (NCU_REPORT_BASE + NCU_REPORT_SUFFIX)
+
+    @property
+    def ncu_report_base(self) -> Path:  # what ncu --export takes (it adds the suffix)
+        return self.path / NCU_REPORT_BASE
+
+    @property
+    def ncu_log(self) -> Path:
+        return self.path / NCU_LOG_FILE
+
+    @property
+    def ncu_selection(self) -> Path:
+        return self.path / NCU_SELECTION_FILE
+
+    @property
+    def ncu_command(self) -> Path:
+        return self.path / NCU_COMMAND_FILE
+
     def read_driver_info(self) -> RecordFile:
         """This pass's driver-info.json, checked against DRIVER_INFO_FIELDS (perfctl.run_manifest)."""
         return read_driver_info(self.driver_info)
@@ -134,7 +162,8 @@ class RunFolder:
     def find(path: Path) -> FoundPath:
         """What `path` is: a folder (a run folder, or any folder to look into), an analysis.json (any
         .json file), an Nsight Systems report (.nsys-rep), nsys's raw stream (.qdstrm), else an export
-        (.sqlite or any other file). BadInput when nothing is there."""
+        (.sqlite or any other file), or an Nsight Compute report (.ncu-rep). BadInput when nothing is
+        there."""
         if not path.exists():
             raise BadInput(f"no such file or folder: {path}")
         if path.is_dir():
@@ -146,6 +175,8 @@ class RunFolder:
             kind = "report"
         elif path.suffix == STREAM_SUFFIX:
             kind = "stream"
+        elif path.suffix == NCU_REPORT_SUFFIX:
+            kind = "ncu_report"
         return FoundPath(path, kind, RunFolder(path.parent))
 
     def pass_folder(self, name: PassName) -> PassFolder:
@@ -163,6 +194,11 @@ class RunFolder:
     @property
     def torch(self) -> PassFolder:
         return self.pass_folder(TORCH_PASS)
+
+    @property
+    def ncu(self) -> PassFolder:
+        """The Nsight Compute pass's folder (ncu/run.ncu-rep and what chose its kernels)."""
+        return self.pass_folder(NCU_PASS)
 
     @property
     def manifest_path(self) -> Path:

@@ -105,6 +105,21 @@ def _page_flops(
     return mean, first.to_json(), first.decoder, prompts
 
 
+def analytic_stage_flops(
+    run_dir: Path, manifest: dict[str, Any], records: list[dict[str, Any]], info: dict[str, Any]
+) -> dict[str, float] | None:
+    """The FLOP model's mean FLOPs per page per stage over `records` (a pass's pages), or None when
+    the model or its config is unknown (what `efficiency` says as its reason)."""
+    measured = [r for r in records if not r.get("warmup")]
+    if not measured:
+        return None
+    model_ref, _ = model_config_source(run_dir, manifest)
+    try:
+        return _page_flops(model_ref, measured, info, manifest.get("workload") or {})[0]
+    except BadInput:
+        return None
+
+
 def efficiency(
     clean_pass: CleanPass | None,
     manifest: dict[str, Any],

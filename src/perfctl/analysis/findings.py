@@ -18,7 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 from perfctl.analysis.cost_centres import largest_kernel
+from perfctl.analysis.ncu_findings import ncu_findings
 from perfctl.analysis.result import Analysis, Finding, StageSummary
+from perfctl.analysis.result import new_finding as _finding
 from perfctl.analysis.result_passes import EfficiencyStage
 from perfctl.report.formatting import ms, number, pct
 from perfctl.stages import DECODE, STAGES
@@ -52,26 +54,6 @@ _CATEGORY_ADVICE = {
     "reduction": "fuse norms and softmax into their neighbours (fused RMSNorm / LayerNorm kernels)",
     "communication": "overlap collectives with compute, or shard less",
 }
-
-
-def _finding(
-    kind: str,
-    severity: str,
-    stage: str | None,
-    title: str,
-    text: str,
-    evidence: dict[str, Any],
-    next_step: str | None,
-) -> Finding:
-    return {
-        "id": kind,
-        "severity": severity,
-        "stage": stage,
-        "title": title,
-        "text": text,
-        "evidence": evidence,
-        "next": next_step,
-    }
 
 
 def _stages(analysis: Analysis) -> dict[str, StageSummary]:
@@ -456,5 +438,6 @@ def findings(analysis: Analysis) -> list[Finding]:
             out.extend(x for x in (_largest_category(s), _dominant_kernel(s)) if x)
     out.extend(x for x in [_profiler_overhead(analysis)] if x)
     out.extend(_missing(analysis))
+    out.extend(ncu_findings(analysis))
     out.sort(key=lambda f: (SEVERITY_ORDER.index(f["severity"]), -_impact(f)))
     return out

@@ -20,6 +20,7 @@ import typing
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints
 
+from perfctl.analysis.result_ncu import NcuPass
 from perfctl.analysis.result_passes import Efficiency, FirstUse, NsysPass, Operators, Timing
 from perfctl.errors import BadInput
 
@@ -234,11 +235,33 @@ class Analysis(TypedDict):
     nsys_pass: NotRequired[NsysPass]
     operators: NotRequired[Operators]
     efficiency: NotRequired[Efficiency]
+    ncu: NotRequired[NcuPass]  # the Nsight Compute pass (run folders with ncu/)
     run_manifest: NotRequired[RunManifestNote]
     cost_centres: NotRequired[list[CostCentre]]
     findings: NotRequired[list[Finding]]
     source: NotRequired[str]  # a --tool torch run: what the analysis is of
     trace: NotRequired[str]  # a --tool torch run: its Chrome trace
+
+
+def new_finding(
+    kind: str,
+    severity: str,
+    stage: str | None,
+    title: str,
+    text: str,
+    evidence: dict[str, Any],
+    next_step: str | None,
+) -> Finding:
+    """A finding (analysis.findings, analysis.ncu_findings): `kind` is its id, `next_step` its advice."""
+    return {
+        "id": kind,
+        "severity": severity,
+        "stage": stage,
+        "title": title,
+        "text": text,
+        "evidence": evidence,
+        "next": next_step,
+    }
 
 
 # --- the one writer and the one reader ---------------------------------------------------------------

@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from perfctl.capture.tool_cli import tool_version
 from perfctl.errors import BadInput, CaptureFailed
 from perfctl.files import disk_note
 from perfctl.nsys_export.schema import readonly_uri
@@ -163,22 +164,10 @@ def nsys_candidate(explicit: str | None = None) -> str | None:
 
 def find_nsys(explicit: str | None = None) -> Nsys:
     """The nsys to use: --nsys, then $NSYS, then PATH. Raises BadInput with the install hint."""
-    candidate = nsys_candidate(explicit)
-    if not candidate:
-        raise BadInput(f"nsys (Nsight Systems CLI) not found: {INSTALL_HINT}")
-    path = Path(candidate)
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        raise BadInput(f"nsys at {path} is not an executable file: {INSTALL_HINT}")
-    try:
-        out = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=60, check=False
-        )
-    except OSError as exc:
-        raise BadInput(f"cannot run {path}: {exc}") from None
-    match = re.search(r"(\d{4}\.\d+(?:\.\d+)*)", out.stdout + out.stderr)
-    if not match:
-        raise BadInput(f"{path} does not look like nsys (its --version said: {out.stdout.strip()[:80]!r})")
-    return Nsys(path=path, version=match.group(1))
+    path, version = tool_version(
+        nsys_candidate(explicit), "nsys", "Nsight Systems CLI", INSTALL_HINT, r"(\d{4}\.\d+(?:\.\d+)*)"
+    )
+    return Nsys(path=path, version=version)
 
 
 def importer_present(nsys: Nsys) -> bool:

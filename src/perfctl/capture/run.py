@@ -32,7 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from perfctl import __version__, progress, registry
+from perfctl.capture.driver_pass import (
+    CaptureResult,
+    last_line,
+    last_text_line,
+    run_driver_pass,
+    run_ncu_pass,
+    signal_of,
+)
 from perfctl.capture.driver_python import DriverPython, driver_command, probe_interpreter
+from perfctl.capture.ncu import Ncu, NcuSettings, find_ncu
 from perfctl.capture.nsys import (
     DEFAULT_TRACE,
     Nsys,
@@ -83,10 +92,9 @@ from perfctl.workloads.workload import DriverOutputs, Workload
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-TOOLS = ("nsys", "torch", "all")
+TOOLS = ("nsys", "torch", "all", "ncu")
 PACKAGES = ["perfctl", "torch", "transformers", "nvtx", "pandas", "nvidia-ml-py"]
 NSYS_FINALIZE_S = 600  # how long nsys may take to write its report after a stop signal
-DRIVER_STOP_S = 30  # how long a pass's driver may take to exit after a stop signal
 
 
 @dataclass
@@ -121,15 +129,9 @@ class CaptureOptions:
     # another nsys session on the machine (perfctl's, under the nsys lock, or a foreign one): refuse
     # at once (BadInput) instead of waiting for it
     no_wait: bool = False
+    # the Nsight Compute pass after the others (--tool ncu: after the nsys pass alone; --tool all --ncu)
+    ncu: NcuSettings | None = None
     argv: list[str] = field(default_factory=list)
-
-
-@dataclass
-class CaptureResult:
-    run_dir: Path
-    status: str
-    reason: str | None
-    manifest: dict[str, Any]
 
 
 def validate_numbers(opts: CaptureOptions) -> None:
@@ -185,9 +187,21 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
     pages = list_pages(opts.pages_dir, opts.num_pages, text=not takes_page_images(spec.model_type))
     if opts.profile_pages is not None and opts.profile_pages > len(pages):
         raise BadInput(f"--profile-pages {opts.profile_pages} is more than the {len(pages)} pages given")
+    if opts.tool == "ncu" and opts.ncu is None:
+        opts.ncu = NcuSettings()
+    if opts.ncu is not None and opts.tool not in ("ncu", "all"):
+        raise BadInput(
+            f"--ncu is for --tool all (or use --tool ncu); --tool {opts.tool} runs no nsys pass to "
+            "choose the kernels from"
+        )
+    if opts.ncu is not None and opts.device == "cpu":
+        raise BadInput(
+            "the Nsight Compute pass profiles CUDA kernels: it needs --device cuda (or auto on a GPU)"
+        )
+    ncu = find_ncu() if opts.ncu is not None else None
     nsys = find_nsys(opts.nsys) if opts.tool != "torch" else None
     if nsys is None:
-        return _claim_and_capture(opts, nsys, spec, pages, driver, None)
+        return _claim_and_capture(opts, nsys, spec, pages, driver, None, ncu)
     # the nsys lock is tried before the run folder is claimed: --no-wait refuses with nothing made;
     # a capture that has to wait claims its folder first (a clash of names is refused at once) and
     # waits at its nsys pass, the manifest saying for whom (nsys.session_lock)
@@ -195,7 +209,7 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
         busy = session.try_take()
         if busy is not None and opts.no_wait:
             raise no_wait_refusal(busy)
-        return _claim_and_capture(opts, nsys, spec, pages, driver, session)
+        return _claim_and_capture(opts, nsys, spec, pages, driver, session, ncu)
 
 
 NSYS_PASS_WHAT = "perfctl capture, nsys pass"
@@ -208,6 +222,7 @@ def _claim_and_capture(
     pages: list[Path],
     driver: DriverPython,
     session: NsysSessionLock | None,
+    ncu: Ncu | None,
 ) -> CaptureResult:
     with interrupts_raise():
         run_dir = RunFolder.claim(
@@ -218,10 +233,10 @@ def _claim_and_capture(
             session.name_run(run_dir.name)
         manifest: dict[str, Any] = {"run_id": run_dir.name, "status": "running", "started_at": utc_now()}
         try:
-            return _capture(opts, nsys, spec, pages, run_dir, manifest, driver, session)
+            return _capture(opts, nsys, spec, pages, run_dir, manifest, driver, session, ncu)
         except (KeyboardInterrupt, Interrupted) as exc:
             with deferred_interrupts():
-                result = _record_interrupted(run_dir, manifest, _signal_of(exc))
+                result = _record_interrupted(run_dir, manifest, signal_of(exc))
                 registry.record_capture(run_dir, result.manifest, opts.profiles_root)
                 return result
         finally:
@@ -237,6 +252,7 @@ def _capture(
     manifest: dict[str, Any],
     driver: DriverPython,
     session: NsysSessionLock | None = None,
+    ncu: Ncu | None = None,
 ) -> CaptureResult:
     # the nsys pass's outputs are the run folder's own; the later passes write into their folders
     workload = Workload(
@@ -304,6 +320,8 @@ def _capture(
         for name in later:
             if result.status == "ok":
                 result = run_driver_pass(run_dir, passes[name], result.manifest, name)
+        if ncu is not None and opts.ncu is not None and result.status == "ok":
+            result = run_ncu_pass(run_dir, profiled, result.manifest, ncu, opts.ncu)
         if result.manifest["status"] == "running":  # no nsys pass to conclude it: every pass went well
             result.manifest["status"], result.manifest["reason"] = "ok", None
             RunFolder(run_dir).write_manifest(result.manifest)
@@ -325,7 +343,7 @@ def run_calibration(run_dir: Path, manifest: dict[str, Any], device: str | None)
     cmd = [sys.executable, "-m", "perfctl", "calibrate", "--device", device or "cuda", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     ok = proc.returncode == 0 and out.is_file()
-    reason = None if ok else f"perfctl calibrate exited {proc.returncode}: {_last_text_line(proc.stderr)}"
+    reason = None if ok else f"perfctl calibrate exited {proc.returncode}: {last_text_line(proc.stderr)}"
     manifest["calibration"] = {"command": cmd, "status": "ok" if ok else "failed", "reason": reason}
     if not ok:
         manifest["status"], manifest["reason"] = "failed", reason
@@ -352,17 +370,13 @@ def _take_nsys_turn(session: NsysSessionLock, run_dir: Path, manifest: dict[str,
     except (KeyboardInterrupt, Interrupted) as exc:
         manifest["status"] = "interrupted"
         manifest["reason"] = (
-            f"stopped by {describe_signal(_signal_of(exc))} while waiting for "
+            f"stopped by {describe_signal(signal_of(exc))} while waiting for "
             f"{session.waited_for[-1] if session.waited_for else 'the nsys lock'}"
         )
         raise
     finally:
         manifest["nsys"]["session_lock"] = session.record()
     RunFolder(run_dir).write_manifest(manifest)
-
-
-def _signal_of(exc: BaseException) -> int:
-    return exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
 
 
 def _record_interrupted(run_dir: Path, manifest: dict[str, Any], signum: int) -> CaptureResult:
@@ -374,79 +388,6 @@ def _record_interrupted(run_dir: Path, manifest: dict[str, Any], signum: int) ->
     manifest["finished_at"] = utc_now()
     RunFolder(run_dir).write_manifest(manifest)
     return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
-
-
-@dataclass(frozen=True)
-class DriverPass:
-    """A pass that runs the driver again without nsys, in its own sub-folder of the run."""
-
-    label: str  # what errors and progress call it
-    sync_stage_edges: bool = False  # the GPU waited for at every stage edge: true stage clocks
-    telemetry: bool = False  # NVML sampled into telemetry.jsonl
-    torch_profiler: bool = False  # under torch.profiler: operators and a trace into the folder
-
-
-DRIVER_PASSES: dict[str, DriverPass] = {
-    "timing": DriverPass("the clean timing pass", sync_stage_edges=True, telemetry=True),
-    "torch": DriverPass("the torch.profiler pass", torch_profiler=True),
-}
-
-
-def run_driver_pass(run_dir: Path, workload: Workload, manifest: dict[str, Any], name: str) -> CaptureResult:
-    """The same workload again without nsys, into run_dir/<name>/: `timing` (no profiler at all, GPU
-    synchronized at every stage edge, NVML sampled: the stage times MFU divides by; nsys slows
-    launch-bound decode markedly) or `torch` (under torch.profiler: operators and a Chrome trace)."""
-    driver_pass = DRIVER_PASSES[name]
-    label, expected_pages = driver_pass.label, workload.page_runs
-    progress.step(f"{label}: {expected_pages} pages (log: {run_dir / name / DRIVER_LOG_FILE})")
-    folder = run_dir / name
-    folder.mkdir()
-    outputs = DriverOutputs.in_folder(
-        folder, telemetry=driver_pass.telemetry, torch_profiler=driver_pass.torch_profiler
-    )
-    workload.for_pass(outputs, sync_stage_edges=driver_pass.sync_stage_edges).save(folder / WORKLOAD_FILE)
-    cmd, env = driver_command(run_dir, manifest, folder / WORKLOAD_FILE)
-    token = new_token()
-    interrupted_by = None
-    proc = start_child(cmd, token, signal.SIGTERM, folder, drop_env=("PERFCTL_NSYS_VERSION",), set_env=env)
-    try:
-        exit_code = proc.wait()
-    except (KeyboardInterrupt, Interrupted) as exc:
-        interrupted_by = _signal_of(exc)
-        exit_code = stop_child(proc, signal.SIGINT, DRIVER_STOP_S)
-    with deferred_interrupts():  # the outcome is recorded whole; a signal meanwhile counts after
-        stop_processes(token)
-        done = len(read_page_records(folder / PAGES_FILE))
-        status, reason = "ok", None
-        if interrupted_by is not None:
-            status = "interrupted"
-            stopper = describe_signal(interrupted_by)
-            reason = f"stopped by {stopper} during {label}, after {done} of {expected_pages} pages"
-        elif exit_code != 0 or done < expected_pages:
-            status = "failed"
-            reason = (
-                f"{label} finished {done} of {expected_pages} pages (driver {exit_description(exit_code)}); "
-                f"{name}/driver.log ends: {_last_line(folder / DRIVER_LOG_FILE)}"
-            )
-        info = read_driver_info(folder / DRIVER_INFO_FILE)
-        if "driver" not in manifest and info.data is not None:  # --tool torch: no nsys pass said what it saw
-            manifest["driver"] = info.data
-        manifest.setdefault("pages_completed", done)  # the nsys pass's own count, when there is one
-        manifest.setdefault("pages_expected", expected_pages)
-        manifest[name] = {
-            "command": cmd,
-            "exit_code": exit_code,
-            **({"sync_stage_edges": True} if driver_pass.sync_stage_edges else {}),
-            "pages_completed": done,
-            "pages_expected": expected_pages,
-            "status": status,
-            "reason": reason,
-        }
-        if status != "ok":
-            manifest["status"], manifest["reason"] = status, reason
-        manifest["finished_at"] = utc_now()
-        RunFolder(run_dir).write_manifest(manifest)
-        return CaptureResult(run_dir, manifest["status"], manifest.get("reason"), manifest)
 
 
 def _run_and_finalize(
@@ -473,7 +414,7 @@ def _run_and_finalize(
         except (KeyboardInterrupt, Interrupted) as exc:
             # one SIGINT: nsys stops the driver and writes the report of what ran (a second one, or
             # the user's second Ctrl-C, makes it quit at once without a report)
-            interrupted_by = _signal_of(exc)
+            interrupted_by = signal_of(exc)
             exit_code = stop_child(proc, signal.SIGINT, NSYS_FINALIZE_S)
     with deferred_interrupts():  # the outcome is recorded whole; a signal meanwhile counts after
         # whatever of the run is still there (a driver nsys left behind, its agent) is stopped
@@ -531,7 +472,7 @@ def _finalize(
                 )
             said = (
                 nsys_log_error(run_dir / NSYS_LOG_FILE)
-                or f"nsys.log ends: {_last_line(run_dir / NSYS_LOG_FILE)}"
+                or f"nsys.log ends: {last_line(run_dir / NSYS_LOG_FILE)}"
             )
             stream = stream_left_elsewhere(run_dir / NSYS_LOG_FILE, run_dir)
             if stream is not None:  # it could not move its stream into the run folder (a full disk)
@@ -544,7 +485,7 @@ def _finalize(
                 f"nsys wrote no .nsys-rep (nsys {exit_description(exit_code)}; {said}){disk_note(run_dir)}"
             )
         if status == "ok" and pages_done < expected_pages:
-            tail = _last_line(run_dir / DRIVER_LOG_FILE)
+            tail = last_line(run_dir / DRIVER_LOG_FILE)
             raise CaptureFailed(
                 f"the driver finished {pages_done} of {expected_pages} pages "
                 f"({_driver_end(exit_code)}); driver.log ends: {tail}"
@@ -583,15 +524,3 @@ def _driver_end(nsys_exit: int) -> str:
     if killed.startswith("killed"):
         return f"the driver was {killed}, nsys exit {nsys_exit}"
     return f"nsys exit {nsys_exit}"
-
-
-def _last_line(path: Path) -> str:
-    try:
-        return _last_text_line(path.read_text(errors="replace"))
-    except OSError:
-        return "(no driver.log)"
-
-
-def _last_text_line(text: str) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "(empty)"

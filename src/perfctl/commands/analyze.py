@@ -28,8 +28,9 @@ from perfctl import __version__, progress
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.completion import with_expected_pages
 from perfctl.analysis.cost_centres import cost_centres
-from perfctl.analysis.efficiency import efficiency
+from perfctl.analysis.efficiency import analytic_stage_flops, efficiency
 from perfctl.analysis.findings import findings
+from perfctl.analysis.kernel_level import ncu_pass_or_warning
 from perfctl.analysis.lazy_loading import first_use_evidence
 from perfctl.analysis.operators import join_operators_to_kernels
 from perfctl.analysis.repeatability import CleanPass, load_clean_pass, timing_statistics
@@ -46,10 +47,12 @@ from perfctl.nsys_export.names import bound_strings
 from perfctl.nsys_export.schema import connect_readonly, read_schema
 from perfctl.records import read_page_records
 from perfctl.report.html import render_html
+from perfctl.report.kernels_md import render_kernels_md
 from perfctl.report.markdown import render_markdown
 from perfctl.run_folder import (
     ANALYSIS_FILE,
     DRIVER_INFO_FILE,
+    KERNELS_FILE,
     OPERATORS_FILE,
     OUTPUT_NAMES,
     PAGES_FILE,
@@ -72,6 +75,7 @@ class AnalyzeResult:
     html_path: Path
     summary_path: Path
     run_dir: Path | None = None  # the perfctl run folder analyzed (its manifest usable), for the registry
+    kernels_path: Path | None = None  # kernels.md, when the run has an Nsight Compute pass
 
 
 def _fill_unfinished(manifest: dict[str, Any], run_dir: Path, warnings: list[str]) -> None:
@@ -244,6 +248,20 @@ def analyze_path(
             )
         except ValueError as exc:  # an override that is not a positive number
             raise BadInput(str(exc)) from None
+        if given.folder.ncu.ncu_report.is_file():
+            progress.step(f"reading {given.folder.ncu.ncu_report}")
+            driver = manifest.get("driver") or {}
+            kernel_level = ncu_pass_or_warning(
+                given.folder,
+                export,
+                analysis,
+                analytic_stage_flops(run_dir, manifest, nsys_records, driver),
+                str(driver.get("dtype") or "bfloat16"),
+                peak_tflops=peak_tflops,
+                bandwidth_gbs=peak_bandwidth_gbs,
+            )
+            if kernel_level is not None:
+                analysis["ncu"] = kernel_level
     analysis["warnings"] += warnings
     if found.present:
         analysis["run_manifest"] = manifest_note(found, warnings)
@@ -346,19 +364,22 @@ def _write_outputs(
     except OSError as exc:
         raise OutputFailed(f"cannot create {target}: {exc.strerror or exc}") from None
     json_path, html_path, summary_path = (target / n for n in OUTPUT_NAMES)
+    kernels_path = target / KERNELS_FILE if analysis.get("ncu") else None
     try:
         texts = {
             json_path: dump_analysis(analysis),
             html_path: render_html(analysis, report_run),
             summary_path: render_markdown(analysis),
         }
+        if kernels_path is not None:
+            texts[kernels_path] = render_kernels_md(analysis)
     except Exception as exc:  # a renderer's bug must not leave a half-updated set or a traceback
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise OutputFailed(
             f"could not render the outputs ({type(exc).__name__}: {reason}); nothing written in {target}"
         ) from None
     write_all_or_none(texts)
-    return AnalyzeResult(source, analysis, json_path, html_path, summary_path)
+    return AnalyzeResult(source, analysis, json_path, html_path, summary_path, kernels_path=kernels_path)
 
 
 def write_all_or_none(texts: dict[Path, str]) -> None:

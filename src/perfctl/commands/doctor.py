@@ -434,6 +434,8 @@ def _by_hand(nsys: Nsys) -> str:
 
 def run_checks(nsys_path: str | None = None, skip_capture: bool = False) -> list[CheckResult]:
     """Every check, in the order the doctor prints them (the slow live capture last)."""
+    from perfctl.commands.doctor_ncu import check_ncu, check_ncu_report  # (it imports CheckResult)
+
     nsys_check, nsys = check_nsys(nsys_path)
     torch_info = probe_torch()
     nvml = nvml_gpus()
@@ -448,6 +450,8 @@ def run_checks(nsys_path: str | None = None, skip_capture: bool = False) -> list
         check_transformers(),
         check_nvml(nvml, torch_info.cuda_available),
         check_gpu_peaks(gpus),
+        check_ncu(torch_info.cuda_available, skip_capture),
+        check_ncu_report(),
     ]
     if skip_capture:
         results.append(CheckResult("selftest", "skip", "skipped (--skip-capture)"))

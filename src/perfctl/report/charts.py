@@ -120,7 +120,7 @@ def page_bars(pages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     if longest <= 0:
         return []
     bars = []
-    for page in pages:
+    for position, page in enumerate(pages, 1):
         x, segments = 0.0, []
         for stage in STAGES:
             cell = page["stages"][stage]
@@ -135,6 +135,10 @@ def page_bars(pages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         bars.append(
             {
                 "sequence": page["sequence"],
+                # a page range that carries no payload has no sequence number: named by its place
+                "label": f"page {page['sequence']}"
+                if page["sequence"] is not None
+                else f"unnumbered #{position}",
                 "wall_ns": page["wall_ns"],
                 "segments": segments,
                 "total_width": round(BAR_W * page["wall_ns"] / longest, 2),
@@ -163,15 +167,15 @@ def page_timeline(pages: Sequence[Mapping[str, Any]]) -> Markup | None:
     body.append(_text(x + 16, 15, "outside the stages · solid: GPU busy · pale: GPU idle", fill="#666"))
     for row, bar in enumerate(bars):
         y = top + row * ROW_H
-        body.append(_text(LABEL_W - 8, y + 15, f"page {bar['sequence']}", "end"))
+        body.append(_text(LABEL_W - 8, y + 15, bar["label"], "end"))
         outside = bar["wall_ns"] - sum(seg.wall_ns for seg in bar["segments"])
-        tip = f"page {bar['sequence']}: {bar['wall_ns'] / 1e6:,.3f} ms"
+        tip = f"{bar['label']}: {bar['wall_ns'] / 1e6:,.3f} ms"
         tip += f", {outside / 1e6:,.3f} ms outside the stages"
         body.append(_rect(LABEL_W, y + 7, bar["total_width"], 10, OUTSIDE_COLOR, tip))
         for seg in bar["segments"]:
             share = seg.busy_ns / seg.wall_ns if seg.wall_ns else 0.0
             tip = (
-                f"page {bar['sequence']} {seg.stage}: wall {seg.wall_ns / 1e6:,.3f} ms, GPU busy "
+                f"{bar['label']} {seg.stage}: wall {seg.wall_ns / 1e6:,.3f} ms, GPU busy "
                 f"{seg.busy_ns / 1e6:,.3f} ms ({share:.1%})"
             )
             body.append(_rect(LABEL_W + seg.x, y + 3, seg.width, 18, STAGE_COLORS[seg.stage], tip, 0.3))

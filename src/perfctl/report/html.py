@@ -14,8 +14,10 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from perfctl.analysis.ncu_findings import launch_config, per_page, roof_position
 from perfctl.analysis.result import Analysis
-from perfctl.report import charts, formatting
+from perfctl.analysis.result_ncu import NcuPass, RooflinePoint, Roofs
+from perfctl.report import charts, formatting, roofline
 from perfctl.resources import templates_dir
 from perfctl.stages import STAGES
 
@@ -33,6 +35,10 @@ SECTIONS = (
     ("overhead", "Profiler overhead"),
     ("ranges", "All NVTX ranges"),
 )
+# The Nsight Compute section, after "kernels": only in a report whose analysis has an ncu pass (most
+# runs have none, and a section saying so on every report would be noise).
+NCU_SECTION = ("ncu", "Kernel level (Nsight Compute)")
+NCU_TOP_KERNELS = 10  # kernels per stage in the report's table; kernels.md has them all
 
 
 def _shown(value: Any) -> Any:
@@ -116,6 +122,57 @@ def _charts(analysis: Analysis) -> dict[str, Markup | None]:
     return out
 
 
+def sections_of(analysis: Analysis) -> tuple[tuple[str, str], ...]:
+    """The report's sections in page order: SECTIONS, with NCU_SECTION after the kernels when the
+    analysis has an ncu pass."""
+    if not analysis.get("ncu"):
+        return SECTIONS
+    at = [sid for sid, _ in SECTIONS].index("kernels") + 1
+    return (*SECTIONS[:at], NCU_SECTION, *SECTIONS[at:])
+
+
+def _ncu_rows(points: list[RooflinePoint], roofs: Roofs) -> list[dict[str, Any]]:
+    """The table rows of the largest points (by share): each with its launch and roof position."""
+    top = sorted(points, key=lambda p: -p["share_of_stage_kernel_time"])[:NCU_TOP_KERNELS]
+    return [
+        {
+            "p": p,
+            "launch": launch_config(p["grid"], p["block"]),
+            "per_page": per_page(p["instances_per_page"]),
+            "position": roof_position(
+                p["arithmetic_intensity"], p["achieved_tflops"], roofs, p["sm_clock_hz"]
+            ),
+        }
+        for p in top
+    ]
+
+
+def _ncu(ncu: NcuPass | None) -> dict[str, Any] | None:
+    """What the Nsight Compute section shows: per stage its roofline and top kernels; a bare report
+    (no stages) its kernels weighed by their duration."""
+    if not ncu:
+        return None
+    roofs = ncu["roofs"]
+    stages = [
+        {
+            "work": work,
+            "chart": roofline.stage_roofline(work, roofs),
+            "rows": _ncu_rows(work["roofline"], roofs),
+            "more": max(len(work["roofline"]) - NCU_TOP_KERNELS, 0),
+        }
+        for work in ncu["stages"]
+    ]
+    report_only = None
+    if not ncu["stages"]:
+        points = roofline.report_points(ncu["kernels"])
+        report_only = {
+            "chart": roofline.report_roofline(ncu["kernels"], roofs),
+            "rows": _ncu_rows(points, roofs),
+            "more": max(len(points) - NCU_TOP_KERNELS, 0),
+        }
+    return {"data": ncu, "roofs": roofs, "stages": stages, "report_only": report_only}
+
+
 def top_memory_operators(analysis: Analysis, n: int = 10) -> list[dict[str, Any]]:
     """The torch pass's operators that allocated the most device memory (self), across stages."""
     operators = analysis.get("operators")
@@ -138,8 +195,9 @@ def render_html(analysis: Analysis, manifest: dict[str, Any] | None) -> str:
             run=manifest or {},
             colors=charts.STAGE_COLORS,
             stage_names=list(STAGES),
-            sections=SECTIONS,
+            sections=sections_of(analysis),
             charts=_charts(analysis),
             memory_operators=top_memory_operators(analysis),
+            ncu=_ncu(analysis.get("ncu")),
         )
     )

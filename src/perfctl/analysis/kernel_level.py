@@ -1,0 +1,106 @@
+"""A run folder's Nsight Compute pass, read and set beside its nsys pass: analysis.json's `ncu`.
+
+The report (ncu/run.ncu-rep) gives each profiled kernel instance's counters (ncu_rep.reader); the
+nsys pass's export says how often each launch configuration of those kernels ran per stage
+(nsys_export.kernel_configs); the FLOP model gives the analytic FLOPs per stage (from the clean
+pass's efficiency when the run has one, else from the nsys pass's own pages); measured_work puts
+them together, stage by stage, with the roofs the charts are drawn against.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from perfctl.analysis.measured_work import roofs_for, stage_measured_work
+from perfctl.analysis.result import Analysis
+from perfctl.analysis.result_ncu import NcuPass
+from perfctl.errors import BadInput
+from perfctl.ncu_rep.reader import read_ncu_report
+from perfctl.nsys_export.kernel_configs import kernel_configs_by_stage
+from perfctl.run_folder import RunFolder
+
+
+def _read_json(path: Path, what: str, warnings: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        warnings.append(f"{path} ({what}) is unreadable, left out: {exc}")
+        return None
+    if not isinstance(data, dict):
+        warnings.append(f"{path} ({what}) is not a JSON object, left out")
+        return None
+    return data
+
+
+def analyze_ncu_pass(
+    folder: RunFolder,
+    export: Path,
+    analysis: Analysis,
+    analytic_flops_per_page: dict[str, float] | None,
+    dtype: str,
+    peak_tflops: float | None = None,
+    bandwidth_gbs: float | None = None,
+) -> NcuPass:
+    """analysis.json's `ncu` for a run folder whose ncu/ holds a report (BadInput when it cannot be
+    read: the caller turns that into a warning, the rest of the analysis stands)."""
+    ncu = folder.ncu
+    report = read_ncu_report(ncu.ncu_report)
+    warnings = list(report["warnings"])
+    command = _read_json(ncu.ncu_command, "the ncu command", warnings) or {}
+    selection = _read_json(ncu.ncu_selection, "the kernels chosen for ncu", warnings)
+    kernels = report["kernels"]
+    outside = sum(1 for k in kernels if k["stage"] is None)
+    if outside:
+        warnings.append(f"{outside} profiled kernels ran outside perfctl's stage ranges: not in any stage")
+    names = {k["name"] for k in kernels if k["stage"] is not None}
+    configs = kernel_configs_by_stage(export, names)
+    stage_time = {s["stage"]: float(s["kernel_time_ns"]) for s in analysis.get("stages", [])}
+    if analytic_flops_per_page is None:
+        warnings.append("analytic FLOPs unknown for this run (see efficiency): measured FLOPs stand alone")
+    device = report["devices"][0] if report["devices"] else None
+    roofs = roofs_for(
+        kernels,
+        device["name"] if device else None,
+        device["sm_count"] if device else None,
+        dtype,
+        peak_tflops,
+        bandwidth_gbs,
+    )
+    result: NcuPass = {
+        "report": str(ncu.ncu_report),
+        "command": command.get("command") if isinstance(command.get("command"), list) else None,
+        "clock_control": command.get("clock_control")
+        if isinstance(command.get("clock_control"), str)
+        else None,
+        "kernels": kernels,
+        "stages": stage_measured_work(kernels, configs, stage_time, analytic_flops_per_page),
+        "roofs": roofs,
+        "warnings": warnings,
+    }
+    if selection is not None and isinstance(selection.get("stages"), dict):
+        result["selection"] = {
+            str(stage): [str(k.get("name")) for k in s.get("kernels", []) if isinstance(k, dict)]
+            for stage, s in selection["stages"].items()
+            if isinstance(s, dict)
+        }
+    return result
+
+
+def ncu_pass_or_warning(
+    folder: RunFolder,
+    export: Path,
+    analysis: Analysis,
+    analytic: dict[str, float] | None,
+    dtype: str,
+    **peaks: Any,
+) -> NcuPass | None:
+    """analyze_ncu_pass, or None with a warning in the analysis when the report cannot be read."""
+    try:
+        return analyze_ncu_pass(folder, export, analysis, analytic, dtype, **peaks)
+    except BadInput as exc:
+        analysis["warnings"].append(f"the Nsight Compute pass is left out: {exc}")
+        return None
