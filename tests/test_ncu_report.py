@@ -4,7 +4,6 @@ work: a real H200 report (tests/fixtures/h200-ncu-known-work.ncu-rep.xz) of a 40
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES, decompress_fixture
+from ncu_reference import NVTX_COLUMN, csv_flops, ncu_csv_rows
 from perfctl.analysis.result_ncu import FLOP_PRECISIONS, NcuKernel
 from perfctl.capture.ncu import ecmascript_escape
 from perfctl.ncu_rep import metrics
@@ -36,17 +36,7 @@ def kernels(report_path: Path) -> list[NcuKernel]:
 
 
 def ncu_answer() -> list[dict[str, str]]:
-    """ncu's CSV rows (header, then a units row, then one row per result), numbers without commas."""
-    with (FIXTURES / "h200-ncu-known-work.raw.csv").open(newline="") as f:
-        rows = list(csv.reader(f))
-    header, results = rows[0], rows[2:]
-    return [
-        {
-            h: v.replace(",", "") if h not in ("Grid Size", "Block Size") else v
-            for h, v in zip(header, r, strict=True)
-        }
-        for r in results
-    ]
+    return ncu_csv_rows(FIXTURES / "h200-ncu-known-work.raw.csv")
 
 
 def _csv_number(row: dict[str, str], metric: str) -> float:
@@ -74,9 +64,7 @@ def test_every_figure_equals_ncus_own_csv(kernels: list[NcuKernel]) -> None:
         assert kernel["duration_ns"] == _csv_number(row, metrics.DURATION)
         assert kernel["dram_bytes_read"] == _csv_number(row, metrics.DRAM_READ)
         assert kernel["dram_bytes_write"] == _csv_number(row, metrics.DRAM_WRITE)
-        for precision, counters in metrics.FLOP_COUNTERS.items():
-            expected = sum(_csv_number(row, name) * weight for name, weight in counters)
-            assert kernel["flops"][precision] == expected, precision  # type: ignore[literal-required]
+        assert dict(kernel["flops"]) == csv_flops(row)
         # the CSV prints percentages and clocks to 2 decimals
         for key, metric in (
             ("sm_throughput_pct", metrics.SM_THROUGHPUT),
@@ -90,8 +78,7 @@ def test_every_figure_equals_ncus_own_csv(kernels: list[NcuKernel]) -> None:
         assert row["Block Size"] == "({}, {}, {})".format(*kernel["block"])
         assert kernel["replay_passes"] == _csv_number(row, metrics.REPLAY_PASSES)
         assert kernel["short_name"] in row["Kernel Name"] or kernel["short_name"].startswith("nvjet")
-        stack = row["thread Domain:Push/Pop_Range:PL_Type:PL_Value:CLR_Type:Color:Msg_Type:Msg"]
-        assert f'"perfctl:{kernel["nvtx_range"]}:' in stack
+        assert f'"perfctl:{kernel["nvtx_range"]}:' in row[NVTX_COLUMN]
 
 
 def test_the_flop_counters_name_every_precision_once() -> None:

@@ -44,9 +44,11 @@ def analyze_ncu_pass(
     dtype: str,
     peak_tflops: float | None = None,
     bandwidth_gbs: float | None = None,
+    run_gpu: str | None = None,
 ) -> NcuPass:
     """analysis.json's `ncu` for a run folder whose ncu/ holds a report (BadInput when it cannot be
-    read: the caller turns that into a warning, the rest of the analysis stands)."""
+    read: the caller turns that into a warning, the rest of the analysis stands). `run_gpu`: the GPU
+    the run's driver reported, which the report's must be."""
     ncu = folder.ncu
     report = read_ncu_report(ncu.ncu_report)
     warnings = list(report["warnings"])
@@ -62,6 +64,11 @@ def analyze_ncu_pass(
     if analytic_flops_per_page is None:
         warnings.append("analytic FLOPs unknown for this run (see efficiency): measured FLOPs stand alone")
     device = report["devices"][0] if report["devices"] else None
+    if run_gpu and device and device["name"] and device["name"] != run_gpu:
+        warnings.append(
+            f"the Nsight Compute report ran on {device['name']}, this run on {run_gpu}: it is not this "
+            "run's report (copied in from elsewhere?), its figures are not this run's"
+        )
     roofs = roofs_for(
         kernels,
         device["name"] if device else None,

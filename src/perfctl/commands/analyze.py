@@ -259,6 +259,7 @@ def analyze_path(
                 str(driver.get("dtype") or "bfloat16"),
                 peak_tflops=peak_tflops,
                 bandwidth_gbs=peak_bandwidth_gbs,
+                run_gpu=driver.get("gpu_name") if isinstance(driver.get("gpu_name"), str) else None,
             )
             if kernel_level is not None:
                 analysis["ncu"] = kernel_level
