@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import decompress_fixture, run_perfctl
+from ncu_reference import stage_config_counts
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.kernel_selection import select_kernels, selected_names
 from perfctl.capture.ncu import (
@@ -59,6 +60,15 @@ def test_launch_configurations_add_up_to_the_engines_kernel_counts(export: Path)
             by_name[name] = (count + figures.count, time_ns + figures.time_ns)
         for kernel in stage["top_kernels"]:
             assert by_name[kernel["name"]] == (kernel["count"], kernel["time_ns"]), kernel["short_name"]
+
+
+def test_launch_configurations_equal_a_plain_sql_count(export: Path) -> None:
+    reference = stage_config_counts(export)
+    names = {key[0] for stage in reference.values() for key in stage}
+    mine = kernel_configs_by_stage(export, names)
+    for stage, counts in reference.items():
+        assert {key: f.count for key, f in mine.stages[stage].items()} == dict(counts), stage
+    assert sum(map(len, reference.values())) == 181  # (84 vision, 57 prefill, 40 decode configurations)
 
 
 def test_the_estimate_counts_each_configuration_once(export: Path) -> None:
