@@ -153,3 +153,20 @@ def test_hostile_names_set_in_the_analysis_are_escaped(tiny_gpu_export: Path) ->
     assert "<script>alert" not in html and "<img src=x" not in html and "<svg onload" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
     assert "&lt;svg onload=alert(1)&gt;" in html  # in the top-kernel chart's SVG text as well
+
+
+def test_compiled_templates_are_kept_where_they_can_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from perfctl.report.html import template_cache, template_environment
+
+    monkeypatch.setenv("PERFCTL_CACHE_DIR", str(tmp_path / "cache"))
+    template_environment().get_template("report.html.j2")
+    kept = list((tmp_path / "cache" / "templates").iterdir())
+    assert len(kept) == 1 and kept[0].stat().st_size > 0
+    template_environment().get_template("report.html.j2")  # read back, not compiled again
+    assert list((tmp_path / "cache" / "templates").iterdir()) == kept
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("PERFCTL_CACHE_DIR", str(blocked))
+    assert template_cache() is None  # (then templates are compiled each time, nothing fails)
