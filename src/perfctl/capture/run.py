@@ -163,14 +163,6 @@ def validate_numbers(opts: CaptureOptions) -> None:
         raise BadInput(f"--profile-pages must be at least 1, got {opts.profile_pages}")
 
 
-def profiled_page_count(workload: dict[str, Any], n_pages: int) -> int:
-    """How many pages the profiled passes (nsys, torch.profiler) ran, from a manifest's `workload`
-    object: every page x repeats, or the first `profile_pages` once each (a capture counts its
-    Workload's `page_runs`)."""
-    limit = workload.get("profile_pages")
-    return min(int(limit), n_pages) if limit else n_pages * int(workload.get("repeats", 1))
-
-
 def capture_run(opts: CaptureOptions) -> CaptureResult:
     """Run the passes `opts.tool` names into a new run folder; the result says how it ended."""
     # the user's inputs first, then the tools: a bad page is named even where nsys is missing

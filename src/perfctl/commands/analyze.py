@@ -37,7 +37,6 @@ from perfctl.analysis.repeatability import CleanPass, load_clean_pass, timing_st
 from perfctl.analysis.result import Analysis, RunIdentity, RunManifestNote, dump_analysis
 from perfctl.analysis.result_passes import Efficiency
 from perfctl.analysis.telemetry import page_telemetry
-from perfctl.capture.run import profiled_page_count
 from perfctl.errors import BadInput, OutputFailed
 from perfctl.export_source import make_export, plan_export
 from perfctl.files import disk_note
@@ -63,6 +62,7 @@ from perfctl.run_folder import (
     RunFolder,
 )
 from perfctl.run_manifest import RecordFile, report_view
+from perfctl.workloads.workload import profiled_page_count
 
 OPERATORS_SOURCE = f"torch.profiler pass ({TORCH_PASS}/{OPERATORS_FILE})"  # analysis.json operators.source
 

@@ -253,3 +253,11 @@ def _show(value: Any) -> str:
         return f"a list of {len(value)}"
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def profiled_page_count(workload: dict[str, Any], n_pages: int) -> int:
+    """How many pages the profiled passes (nsys, torch.profiler) ran, from a manifest's `workload`
+    object: every page x repeats, or the first `profile_pages` once each (a capture counts its
+    Workload's `page_runs`)."""
+    limit = workload.get("profile_pages")
+    return min(int(limit), n_pages) if limit else n_pages * int(workload.get("repeats", 1))
