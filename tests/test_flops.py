@@ -136,3 +136,34 @@ def test_cli_json_shape_and_bad_input() -> None:
     ):
         bad = run_perfctl("flops", *args)
         assert bad.returncode == 2 and needle in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("model", ["deepseek-ocr2", "deepseek-ocr2-tiny"])
+def test_a_builtin_models_shipped_resolved_config_gives_transformers_flops(model: str) -> None:
+    """The built-in models ship model-config.resolved.json (so `perfctl flops` needs no transformers):
+    every figure of its FLOP report equals the report from config.json read by this transformers."""
+    from perfctl.flops import read_model_config
+
+    shipped, by_transformers = read_model_config(model), read_model_config(model, shipped_resolved=False)
+    assert shipped.path.name == "model-config.resolved.json" and by_transformers.path.name == "config.json"
+    for tiles in (0, 2):
+        a = count_flops(model, tiles=tiles, prompt_tokens=11, new_tokens=8, config=shipped).to_json(
+            breakdown=True
+        )
+        b = count_flops(model, tiles=tiles, prompt_tokens=11, new_tokens=8, config=by_transformers)
+        assert a == b.to_json(breakdown=True)
+
+
+def test_flops_of_a_builtin_model_imports_neither_transformers_nor_torch() -> None:
+    code = (
+        "import sys; from perfctl.cli import main\n"
+        "try:\n    main(['flops', 'deepseek-ocr2', '--format', 'json'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"

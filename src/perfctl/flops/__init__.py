@@ -75,8 +75,12 @@ class ModelConfig:
     config: Any
 
 
-def _config_path(model: str) -> Path:
+def _config_path(model: str, shipped_resolved: bool = True) -> Path:
     builtin = builtin_model_dir(model)
+    # a built-in model ships its config as transformers resolved it (tests/test_flops.py holds the two
+    # to the same FLOPs): `perfctl flops deepseek-ocr2` needs no transformers and no torch (5 s)
+    if shipped_resolved and builtin is not None and (builtin / RESOLVED_CONFIG_FILE).is_file():
+        return builtin / RESOLVED_CONFIG_FILE
     path = builtin if builtin is not None else Path(model)
     if path.is_dir():
         path = path / "config.json"
@@ -88,10 +92,11 @@ def _config_path(model: str) -> Path:
     return path
 
 
-def read_model_config(model: str) -> ModelConfig:
+def read_model_config(model: str, shipped_resolved: bool = True) -> ModelConfig:
     """The config of a built-in name, a model folder or a config file (any name), with its family. A
-    RESOLVED_CONFIG_FILE is read as it stands, without transformers."""
-    path = _config_path(model)
+    RESOLVED_CONFIG_FILE is read as it stands, without transformers (a built-in model's own, unless
+    `shipped_resolved` is False: then its config.json through transformers)."""
+    path = _config_path(model, shipped_resolved)
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -127,8 +132,9 @@ def read_model_config(model: str) -> ModelConfig:
 
 
 def load_config(model: str) -> tuple[Any, str]:
-    """(config, model_type) of a built-in name, a model folder or a config file."""
-    found = read_model_config(model)
+    """(config, model_type) of a built-in name, a model folder or a config file: a transformers
+    config object (what a model is built from), read by transformers."""
+    found = read_model_config(model, shipped_resolved=False)
     return found.config, found.model_type
 
 
