@@ -37,11 +37,11 @@ DEFAULT_INSTANCES = 1  # per launch configuration: counters of one instance are 
 
 # Replay passes per kernel instance, and the seconds one profiled instance costs besides its own
 # kernel's passes (saving and restoring the memory it writes, reprogramming the counters, writing the
-# result), measured with ncu 2025.3.1 on an H200 by scripts/ncu_known_work.py under each collection,
-# 3 and 9 instances against none profiled (wall 9.06 s, 10.93 s against 6.56 s with perfctl's set,
-# 26.67 s for 9 with the full set): perfctl's collection 14 passes, 0.31 s per instance; the full set
-# 38 passes, 2.06 s; 1.6 s once per run. A set not measured is estimated as the full set (an upper
-# bound), and the estimate says so.
+# result), measured with ncu 2025.3.1 on an H200 by scripts/ncu_replay_cost.sh (ncu_known_work.py
+# under each collection: 3 and 9 instances against none profiled, wall 9.06 s and 10.93 s against
+# 6.56 s with perfctl's set, 26.67 s for 9 with the full set): perfctl's collection 14 passes, 0.31 s
+# per instance; the full set 38 passes, 2.06 s; 1.6 s once per run. A set not measured is estimated
+# as the full set (an upper bound), and the estimate says so.
 PASSES = {PERFCTL_SET: 14, "full": 38}
 SECONDS_PER_INSTANCE = {PERFCTL_SET: 0.31, "full": 2.06}
 SECONDS_PER_RUN = 1.6
