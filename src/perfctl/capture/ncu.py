@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from perfctl.analysis.kernel_selection import DEFAULT_COVERAGE, DEFAULT_MAX_KERNELS, Selection
+from perfctl.analysis.kernel_selection import DEFAULT_COVERAGE, DEFAULT_MAX_KERNELS, Selection, selected_names
 from perfctl.capture.tool_cli import tool_version
 from perfctl.ncu_rep.metrics import PERFCTL_METRICS, PERFCTL_SECTIONS, PERFCTL_SET
 from perfctl.nsys_export.kernel_configs import StageKernelConfigs
@@ -64,7 +64,7 @@ class Ncu:
     def profile_command(
         self, settings: NcuSettings, selection: Selection, output_base: Path, log: Path, program: list[str]
     ) -> list[str]:
-        names = sorted({k["name"] for s in selection["stages"].values() for k in s["kernels"]})
+        names = sorted(selected_names(selection))
         return [
             str(self.path),
             *collection_args(settings),
