@@ -240,8 +240,9 @@ def main() -> None:
     "--calibrate",
     "calibrate_gpu",
     is_flag=True,
-    help="After the passes, measure the GPU's bf16 matmul rate and bandwidth (perfctl calibrate) into "
-    "the run folder's calibration.json; analyze then shows MFU against it too. Not with --device cpu.",
+    help="After the passes, measure the device's matmul rate (in the run's dtype) and memory bandwidth "
+    "(perfctl calibrate) into the run folder's calibration.json; analyze then shows MFU and MBU against "
+    "them too. On the CPU, which has no datasheet peak, they are the only peaks.",
 )
 @click.option(
     "--no-wait",
@@ -455,7 +456,16 @@ def analyze(
 
 
 @main.command(epilog=EXIT_CODES)
-@click.option("--device", default="cuda", show_default=True, help="The GPU to measure: cuda or cuda:N.")
+@click.option(
+    "--device", default="cuda", show_default=True, help="What to measure: cuda, cuda:N, or cpu (this CPU)."
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["bfloat16", "float16", "float32"]),
+    default=None,
+    help="The matmul's dtype [default: bfloat16 on a GPU, float32 on the CPU: what perfctl's runs "
+    "compute in].",
+)
 @format_option
 @click.option(
     "--out",
@@ -463,21 +473,24 @@ def analyze(
     default=None,
     help="Also write the result (JSON) to this file, for `perfctl analyze --calibration FILE`.",
 )
-def calibrate(device: str, fmt: str, out: Path | None) -> None:
-    """Measure this GPU's achievable dense bf16 matmul rate and device memory bandwidth.
+def calibrate(device: str, dtype: str | None, fmt: str, out: Path | None) -> None:
+    """Measure the dense matmul rate and memory bandwidth this GPU (or this CPU) reaches.
 
     \b
-    A few large square bf16 GEMMs and a 1 GiB device-to-device copy, warmed up and timed with CUDA
-    events (bytes read + written). Without a CUDA GPU: a one-line reason, exit 2.
+    A GPU: a few large square GEMMs and a 1 GiB device-to-device copy, warmed up and timed with CUDA
+    events (bytes read + written). The CPU (--device cpu): smaller GEMMs and a 256 MiB copy on torch's
+    threads, the fastest of a few batches on the host clock; a busy CPU measures lower. Either way a
+    measured figure, not a datasheet one. A GPU asked for where torch sees none: one line, exit 2.
     Examples:
       perfctl calibrate --device cuda:0 --out h100.json
+      perfctl calibrate --device cpu --out this-cpu.json
       perfctl analyze profiles/<run-id> --calibration h100.json
     """
     from perfctl.commands.calibrate import calibrate as calibrate_command
     from perfctl.report.calibrate import render_calibration_text
 
     try:
-        result = calibrate_command(device, out)
+        result = calibrate_command(device, dtype, out)
     except PerfctlError as exc:
         _fail(exc)
     if fmt == "json":
@@ -663,6 +676,30 @@ def runs(
     else:
         filtered = any(x is not None for x in (model, status, gpu, since))
         click.echo(render_runs_text(found, profiles_root, filtered))
+
+
+@main.command(epilog="Exit codes: 0 copied, 2 bad input (a one-line reason is printed).")
+@profiles_option
+def shipped(profiles_root: Path) -> None:
+    """Copy the runs that come with perfctl (real runs on real GPUs) into a profiles folder, to analyze.
+
+    \b
+    Prints each copy's run folder on stdout, and on stderr what it is. A folder of the same name is
+    replaced only when it is an earlier copy of that shipped run. Every analysis and report of a
+    shipped run says it was shipped, not captured by you.
+    Examples:
+      perfctl shipped
+      perfctl analyze profiles/h200-deepseek-ocr2
+    """
+    from perfctl.shipped import copy_shipped_runs
+
+    try:
+        copied = copy_shipped_runs(profiles_root)
+    except PerfctlError as exc:
+        _fail(exc)
+    for run, folder in copied:
+        click.echo(str(folder))
+        click.echo(f"{run.name}: {run.label['label']}; next: perfctl analyze {folder}", err=True)
 
 
 # --- doctor and open (kept together at the end of the file) ---

@@ -1,7 +1,8 @@
-"""Where perfctl's bundled files live: built-in model configs, sample pages and report templates.
+"""Where perfctl's bundled files live: built-in model configs, sample pages, report templates and the
+shipped runs.
 
-In a source checkout (editable install) they are the top-level `models/` and `templates/` folders;
-in an installed wheel they travel as `perfctl/_bundled/...` (see pyproject's force-include).
+In a source checkout (editable install) they are the top-level `models/`, `templates/` and `shipped/`
+folders; in an installed wheel they travel as `perfctl/_bundled/...` (see pyproject's force-include).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def models_dir() -> Path:
 
 def templates_dir() -> Path:
     return _bundled_dir("templates")
+
+
+def shipped_dir() -> Path:
+    """The run folders that come with perfctl (perfctl.shipped)."""
+    return _bundled_dir("shipped")
 
 
 def builtin_model_names() -> list[str]:

@@ -7,6 +7,7 @@ A run folder holds, at its top, the nsys pass (capture.run's docstring says what
   manifest.json  workload.json  model-config.json  run.nsys-rep  run.sqlite (or run.qdstrm)
   pages.jsonl  driver-info.json  driver.log  nsys.log  telemetry.jsonl  calibration.json
   analysis.json  report.html  summary.md  (what `perfctl analyze` writes beside the export)
+  shipped.json  (only in a run that came with perfctl: perfctl.shipped)
 
 and one folder per pass that ran the driver again (`PASS_FOLDERS`): timing/ (the clean timing pass:
 workload.json, pages.jsonl, driver-info.json, driver.log, telemetry.jsonl, model-config.resolved.json),
@@ -63,6 +64,7 @@ NCU_LOG_FILE = "ncu.log"
 NCU_SELECTION_FILE = "selection.json"
 NCU_COMMAND_FILE = "command.json"
 KERNELS_FILE = "kernels.md"  # what `perfctl analyze` writes beside summary.md when the run has ncu/
+SHIPPED_FILE = "shipped.json"  # in a run folder that came with perfctl (perfctl.shipped), not the user's
 
 PassName = Literal["nsys", "timing", "torch", "ncu", "ranks"]
 NSYS_PASS: PassName = "nsys"
@@ -231,6 +233,10 @@ class RunFolder:
     @property
     def analysis(self) -> Path:
         return self.path / ANALYSIS_FILE
+
+    @property
+    def shipped_label(self) -> Path:
+        return self.path / SHIPPED_FILE
 
     def read_manifest(self) -> RecordFile:
         """The run folder's manifest.json, checked against MANIFEST_FIELDS (perfctl.run_manifest)."""

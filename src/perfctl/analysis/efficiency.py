@@ -28,6 +28,10 @@ from perfctl.run_folder import MODEL_CONFIG_FILE, RESOLVED_CONFIG_FILE, TIMING_P
 from perfctl.stages import DECODE, PREFILL, STAGES, VISION
 
 BYTES_PER_VALUE = {"bfloat16": 2, "float16": 2, "float32": 4}
+CPU_PEAK_UNKNOWN = (
+    "unknown: the clean pass ran on the CPU, which has no datasheet peak here; `perfctl calibrate "
+    "--device cpu` (or capture --calibrate) measures this CPU's"
+)
 
 
 def clean_stage_times(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -153,15 +157,30 @@ def efficiency(
     on_gpu = str(info.get("device", "")).startswith("cuda")
     peak = resolve_peak(info.get("gpu_name"), info.get("gpu_sm_count"), dtype, peak_tflops)
     bandwidth = resolve_bandwidth(info.get("gpu_name"), info.get("gpu_sm_count"), bandwidth_gbs)
-    if not on_gpu:
-        peak_value, peak_text = (
-            None,
-            "unknown: the clean pass ran on the CPU, which has no tensor-core peak here",
+    host = manifest.get("host") or {}
+    measured = measured_ceiling(calibration, info, host) if calibration is not None else None
+    measured_tflops = measured.get("matmul_tflops") if measured else None
+    # A CPU has no datasheet row here: its only peaks are the ones measured on it (perfctl calibrate
+    # --device cpu, which capture --calibrate runs on a CPU run), and MFU/MBU then divide by those.
+    bandwidth_value, bandwidth_text = bandwidth.value, bandwidth.describe()
+    if on_gpu:
+        peak_value, peak_text = peak.value, peak.describe()
+    elif measured is not None and measured_tflops:
+        peak_value = measured_tflops
+        peak_text = (
+            f"{dtype} matmul rate measured on this CPU ({measured.get('cpu')}) by perfctl calibrate "
+            f"({measured['source']}), not a datasheet figure: {measured_tflops * 1e3:,.1f} GFLOP/s"
         )
     else:
-        peak_value, peak_text = peak.value, peak.describe()
-    measured = measured_ceiling(calibration, info) if calibration is not None else None
-    measured_tflops = measured.get("matmul_tflops") if measured else None
+        peak_value, peak_text = None, CPU_PEAK_UNKNOWN + (f" ({measured['reason']})" if measured else "")
+    if not on_gpu:
+        cpu_gbs = measured.get("bandwidth_gbs") if measured is not None else None
+        bandwidth_value, bandwidth_text = cpu_gbs, CPU_PEAK_UNKNOWN
+        if measured is not None and cpu_gbs:
+            bandwidth_text = (
+                f"memory copy bandwidth measured on this CPU by perfctl calibrate ({measured['source']}), "
+                f"not a datasheet figure: {cpu_gbs:,.1f} GB/s"
+            )
 
     stages: dict[str, EfficiencyStage] = {}
     for stage in STAGES:
@@ -213,7 +232,7 @@ def efficiency(
         result["inputs"]["measured"] = measured
     steps = round(clean["decode_steps"])
     bytes_per_value = BYTES_PER_VALUE.get(dtype)
-    if steps and bytes_per_value and bandwidth.value and on_gpu:
+    if steps and bytes_per_value and bandwidth_value:
         read = [
             decode_step_bytes(shape, prompt + i, bytes_per_value)
             for prompt in prompts
@@ -227,9 +246,9 @@ def efficiency(
             "kv_bytes_per_step_mean": sum(kv for _, kv in read) / len(read),
             "clean_seconds_per_step": step_seconds,
             "achieved_gbs": mean_bytes / step_seconds / 1e9,
-            "mbu": mean_bytes / step_seconds / 1e9 / bandwidth.value,
-            "peak_bandwidth_gbs": bandwidth.value,
-            "peak_source": bandwidth.describe(),
+            "mbu": mean_bytes / step_seconds / 1e9 / bandwidth_value,
+            "peak_bandwidth_gbs": bandwidth_value,
+            "peak_source": bandwidth_text,
         }
         if measured is not None:
             gbs = measured.get("bandwidth_gbs")
@@ -237,14 +256,18 @@ def efficiency(
     else:
         result["decode_mbu"] = {
             "mbu": None,
-            "reason": "needs a GPU clean pass with a known bandwidth and dtype",
+            "reason": "needs a clean pass with a known peak bandwidth (a GPU's datasheet row or "
+            "override, or a CPU's calibration) and dtype",
         }
     return result
 
 
-def measured_ceiling(calibration: tuple[Calibration, str], info: dict[str, Any]) -> MeasuredCeiling:
+def measured_ceiling(
+    calibration: tuple[Calibration, str], info: dict[str, Any], host: dict[str, Any] | None = None
+) -> MeasuredCeiling:
     """The measured ceilings to divide by, or nulls with the reason when they do not apply: measured
-    on another GPU model, a run on the CPU, or a compute dtype other than the calibration's bf16."""
+    on another GPU model or CPU (`host`: the manifest's host, whose CPU a CPU run ran on), on a GPU for
+    a CPU run or the other way round, or in a compute dtype other than the run's (the rate only)."""
     found, source = calibration
     data = found.to_json()
     out: MeasuredCeiling = {
@@ -256,9 +279,22 @@ def measured_ceiling(calibration: tuple[Calibration, str], info: dict[str, Any])
         "bandwidth_gbs": found.bandwidth_gbs,
         "reason": None,
     }
+    if found.on_cpu:
+        out["cpu"] = data.get("cpu_name")
     reason = None
-    if not str(info.get("device", "")).startswith("cuda"):
-        reason = "the clean pass ran on the CPU"
+    run_on_cpu = not str(info.get("device", "")).startswith("cuda")
+    if run_on_cpu and not found.on_cpu:
+        reason = "the clean pass ran on the CPU, and this calibration measured a GPU"
+    elif found.on_cpu and not run_on_cpu:
+        reason = "this calibration measured a CPU, and the clean pass ran on a GPU"
+    elif found.on_cpu:
+        measured_on = (data.get("cpu_name"), data.get("cpu_count"))
+        ran_on = ((host or {}).get("cpu"), (host or {}).get("cpu_count"))
+        if measured_on != ran_on:
+            reason = (
+                f"measured on the CPU {measured_on[0]} ({measured_on[1]} logical CPUs), "
+                f"the run used {ran_on[0]} ({ran_on[1]} logical CPUs)"
+            )
     elif (data.get("gpu_name"), data.get("gpu_sm_count")) != (info.get("gpu_name"), info.get("gpu_sm_count")):
         reason = (
             f"measured on {data.get('gpu_name')} ({data.get('gpu_sm_count')} SMs), "
@@ -269,6 +305,7 @@ def measured_ceiling(calibration: tuple[Calibration, str], info: dict[str, Any])
     if str(info.get("dtype")) != data["matmul"].get("dtype"):
         out |= {
             "matmul_tflops": None,
-            "reason": f"the matmul rate was measured in bf16, the run computed in {info.get('dtype')}",
+            "reason": f"the matmul rate was measured in {data['matmul'].get('dtype')}, the run computed "
+            f"in {info.get('dtype')}",
         }
     return out

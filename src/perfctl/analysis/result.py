@@ -177,6 +177,16 @@ class RunIdentity(TypedDict):
     driver: dict[str, Any] | None
 
 
+class ShippedLabel(TypedDict):
+    """A run that came with perfctl (perfctl.shipped): its shipped.json, as analysis.json `shipped`."""
+
+    label: str  # one line: shipped with perfctl, not a run of the user's
+    captured: str  # when, on which hardware and software
+    command: str  # the capture command that made it
+    model: str  # which model and weights
+    left_out: str  # what of the capture is not shipped, and why
+
+
 class RunManifestNote(TypedDict):
     path: str
     state: str
@@ -230,6 +240,7 @@ class Analysis(TypedDict):
     pages: NotRequired[list[PageSummary]]
     completion: NotRequired[Completion]
     run: NotRequired[RunIdentity]
+    shipped: NotRequired[ShippedLabel]  # a run that came with perfctl, not the user's
     first_use: NotRequired[FirstUse]
     timing: NotRequired[Timing]
     nsys_pass: NotRequired[NsysPass]

@@ -200,6 +200,7 @@ class MeasuredCeiling(TypedDict):
     matmul_dtype: str | None
     bandwidth_gbs: float | None
     reason: str | None
+    cpu: NotRequired[str | None]  # a calibration of a CPU: its model name
 
 
 class EfficiencyInputs(TypedDict):

@@ -16,7 +16,7 @@ A run folder holds:
                     model-config.resolved.json: the config as its transformers resolved it);
                     its stage times are the ones MFU divides by
   torch/            with --tool all: the torch.profiler pass (operators.json per stage, trace.json.gz)
-  calibration.json  with --calibrate: the GPU's measured bf16 matmul rate and bandwidth (perfctl calibrate)
+  calibration.json  with --calibrate: the device's measured matmul rate and bandwidth (perfctl calibrate)
 """
 
 from __future__ import annotations
@@ -147,8 +147,6 @@ def validate_numbers(opts: CaptureOptions) -> None:
             raise BadInput(f"{flag} must be between {low} and {high}, got {value}")
     if opts.device not in DEVICES and not re.fullmatch(r"cuda:\d+", opts.device):
         raise BadInput(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {opts.device!r}")
-    if opts.calibrate and opts.device == "cpu":
-        raise BadInput("--calibrate measures the GPU, and --device cpu runs none")
     if "nvtx" not in opts.trace.split(","):
         raise BadInput(f"--trace {opts.trace!r} lacks nvtx: perfctl's stages are NVTX ranges")
     if opts.tool not in TOOLS:
@@ -319,9 +317,8 @@ def _capture(
             RunFolder(run_dir).write_manifest(result.manifest)
             result = CaptureResult(run_dir, "ok", None, result.manifest)
         if opts.calibrate and result.status == "ok":
-            result = run_calibration(
-                run_dir, result.manifest, result.manifest.get("driver", {}).get("device")
-            )
+            seen = result.manifest.get("driver") or {}
+            result = run_calibration(run_dir, result.manifest, seen.get("device"), seen.get("dtype"))
     except BaseException as exc:  # the registry learns how the run ended, whatever ended it
         registry.record_capture_failure(run_dir, manifest, exc, opts.profiles_root)
         raise
@@ -329,10 +326,16 @@ def _capture(
     return result
 
 
-def run_calibration(run_dir: Path, manifest: dict[str, Any], device: str | None) -> CaptureResult:
-    """`perfctl calibrate` on the GPU the driver used, into the run folder's calibration.json."""
+def run_calibration(
+    run_dir: Path, manifest: dict[str, Any], device: str | None, dtype: str | None
+) -> CaptureResult:
+    """`perfctl calibrate` on the device the driver used, into the run folder's calibration.json: on
+    the CPU in the run's dtype (the only peak a CPU run has), on a GPU in calibrate's bf16 (the
+    datasheet's dtype; analyze leaves the matmul rate out for a run in another dtype)."""
     out = run_dir / CALIBRATION_FILE
     cmd = [sys.executable, "-m", "perfctl", "calibrate", "--device", device or "cuda", "--out", str(out)]
+    if device == "cpu" and dtype:
+        cmd[-2:-2] = ["--dtype", dtype]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     ok = proc.returncode == 0 and out.is_file()
     reason = None if ok else f"perfctl calibrate exited {proc.returncode}: {last_text_line(proc.stderr)}"

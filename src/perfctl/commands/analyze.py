@@ -62,6 +62,7 @@ from perfctl.run_folder import (
     RunFolder,
 )
 from perfctl.run_manifest import RecordFile, report_view
+from perfctl.shipped import read_shipped_label
 from perfctl.workloads.workload import profiled_page_count
 
 OPERATORS_SOURCE = f"torch.profiler pass ({TORCH_PASS}/{OPERATORS_FILE})"  # analysis.json operators.source
@@ -191,6 +192,9 @@ def analyze_path(
     _check_attributable(export, analysis, found, allow_no_kernels)
     if manifest is not None:
         analysis["run"] = _run_identity(manifest)
+        shipped = read_shipped_label(given.folder)
+        if shipped is not None:
+            analysis["shipped"] = shipped
         analysis["warnings"] += with_expected_pages(analysis["completion"], manifest.get("pages_expected"))
         if manifest.get("status") == "running":
             analysis["warnings"].append(

@@ -221,6 +221,14 @@ def render_markdown(analysis: Analysis) -> str:
     run = analysis.get("run")
     run_id = run.get("run_id") if run else None
     title = f"# perfctl summary: {md_text(run_id)}" if run_id else "# perfctl summary"
-    sections = [[title, "", *_identity(analysis)], _cost_centres(analysis), _mfu(analysis)]
+    shipped = analysis.get("shipped")
+    label = []
+    if shipped:  # a run that came with perfctl: said before anything else
+        label = [
+            f"**{md_text(shipped['label'], limit=None)}.** "
+            f"Captured {md_text(shipped['captured'], limit=None)}.",
+            "",
+        ]
+    sections = [[title, "", *label, *_identity(analysis)], _cost_centres(analysis), _mfu(analysis)]
     sections += [_stability(analysis), _next_steps(analysis)]
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"

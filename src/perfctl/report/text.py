@@ -5,13 +5,14 @@ name ranges) has its control characters and bidirectional overrides shown as esc
 from __future__ import annotations
 
 from perfctl.analysis.result import Analysis
-from perfctl.report.formatting import count, ms, visible
+from perfctl.report.formatting import count, ms, pct, visible
 
 
 def render_text(analysis: Analysis) -> str:
     if "export" not in analysis:  # a --tool torch run: operators only
         return render_operators_text(analysis)
-    lines = []
+    shipped = analysis.get("shipped")
+    lines = [visible(f"{shipped['label']} (captured {shipped['captured']})")] if shipped else []
     export = analysis["export"]
     names = [g.get("name") for g in export["gpus"]]  # a NULL name (TARGET_INFO_GPU allows it) shows as ?
     gpus = ", ".join("?" if name is None else name for name in names) or "no GPU in the export"
@@ -31,7 +32,21 @@ def render_text(analysis: Analysis) -> str:
             f"{s['stage']:<10}{count(s['instances']):>10}{ms(s['wall_ns']):>16}"
             f"{count(s['kernel_count']):>10}{ms(s['kernel_time_ns']):>16}{ms(s['gpu_busy_ns']):>16}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + _mfu_lines(analysis))
+
+
+def _mfu_lines(analysis: Analysis) -> list[str]:
+    """MFU per stage from the clean pass, and the peak it divides by, when the run has both."""
+    eff = analysis.get("efficiency")
+    if not eff or not eff.get("available"):
+        return []
+    stages = eff["stages"]
+    mfus = ", ".join(f"{stage} {pct(stages[stage]['mfu'])}" for stage in stages)
+    mbu = eff["decode_mbu"].get("mbu")
+    return [
+        visible(f"MFU (clean pass): {mfus}; decode MBU {pct(mbu)}"),
+        visible(f"  against {eff['inputs']['peak_source']}"),
+    ]
 
 
 def render_operators_text(analysis: Analysis) -> str:
