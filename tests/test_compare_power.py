@@ -126,6 +126,19 @@ def test_efficiency_from_the_time_interval_by_hand() -> None:
     loose = from_time(wide, 1.0, 1.0, ("higher", "lower"))
     assert loose is not None and loose["ci95_high"] is None and loose["change"] == "within noise"
     assert math.isfinite(loose["ci95_low"] or math.nan)
+    # MFU on GPUs of different peaks (k = FLOPs / peak: B's k is half A's, a peak twice as high):
+    # A 10, B 500 / 150 = 3.333; interval [500 / 175.71 - 10, 500 / 124.29 - 10] = [-7.154, -5.977]
+    mfu = from_time(time, 1000.0, 500.0, ("higher", "lower"))
+    assert mfu is not None and mfu["change"] == "lower" and mfu["min_detectable_change_pct"] is None
+    assert mfu["ci95_low"] == pytest.approx(500 / 175.71 - 10, abs=1e-3)
+    assert mfu["ci95_high"] == pytest.approx(500 / 124.29 - 10, abs=1e-3)
+    assert (
+        mfu["min_detectable_change_reason"] is not None
+        and "peaks differ" in mfu["min_detectable_change_reason"]
+    )
+    # B's peak 2/3 of A's: B's MFU 1500 / 150 = 10, as A's: its interval straddles 0
+    even = from_time(time, 1000.0, 1500.0, ("higher", "lower"))
+    assert even is not None and even["change"] == "within noise" and even["delta"] == pytest.approx(0.0)
 
 
 # --- through the CLI, on the real runs ------------------------------------------------------------

@@ -89,18 +89,17 @@ def pages_needed(
 
 
 def from_time(time: Difference, k_a: float, k_b: float, words: tuple[str, str]) -> Difference | None:
-    """A figure k / time (achieved TFLOP/s, MFU) of a stage whose FLOPs per page are equal on both
-    sides (k_a == k_b up to the peak), from the stage time's interval: its interval is the time's
-    mapped through k / t (A's mean held, as the time's interval is of B - A), so it excludes zero
-    exactly when the time's does and the verdicts agree. `words`: (B higher, B lower)."""
+    """A figure k / time (achieved TFLOP/s; MFU, k = FLOPs / peak) of a stage whose FLOPs per page are
+    equal on both sides, from the stage time's interval: B's time ranges over A's mean + the time's
+    interval of B - A, so the figure's interval of B - A is k_b / (t_A + [high, low]) - k_a / t_A. With
+    k_a == k_b it excludes zero exactly when the time's does: the verdict is the time's mirrored. With
+    different k (MFU on GPUs of different peaks) the mapped interval judges it. `words`: (B higher,
+    B lower)."""
     ta, tb = time["a"], time["b"]
     if ta["mean"] <= 0 or tb["mean"] <= 0:
         return None
-
-    def value(t: float, k: float) -> float:
-        return k / t
-
-    ea, eb = value(ta["mean"], k_a), value(tb["mean"], k_b)
+    ea, eb = k_a / ta["mean"], k_b / tb["mean"]
+    same = k_a == k_b
     out: Difference = {
         # their std: the delta method's (k s / t²), for reading only: the interval is the time's
         "a": {"mean": ea, "std": k_a * ta["std"] / ta["mean"] ** 2, "count": ta["count"]},
@@ -110,20 +109,33 @@ def from_time(time: Difference, k_a: float, k_b: float, words: tuple[str, str]) 
         "ci95_low": None,
         "ci95_high": None,
         "df": time["df"],
-        "change": {"slower": words[1], "faster": words[0]}.get(time["change"], time["change"]),
+        "change": time["change"],
         "min_detectable_change_pct": None,
         "min_detectable_change_reason": time["min_detectable_change_reason"],
     }
     low, high = time["ci95_low"], time["ci95_high"]
-    if low is not None and high is not None:
-        out["ci95_low"] = value(ta["mean"] + high, k_a) - ea  # high >= B - A > -A: a positive time
-        # a time interval reaching down to 0 leaves the figure's upper end unbounded (null)
-        out["ci95_high"] = value(ta["mean"] + low, k_a) - ea if ta["mean"] + low > 0 else None
-    if (mdc := time["min_detectable_change_pct"]) is not None:
+    if low is None or high is None:
+        return out
+    lower = k_b / (ta["mean"] + high) - ea  # high >= B - A > -A: a positive time
+    out["ci95_low"] = lower
+    # a time interval reaching down to 0 leaves the figure's upper end unbounded (null)
+    upper = k_b / (ta["mean"] + low) - ea if ta["mean"] + low > 0 else None
+    out["ci95_high"] = upper
+    if same:
+        out["change"] = {"slower": words[1], "faster": words[0]}.get(time["change"], time["change"])
+    else:
+        beyond_up, beyond_down = lower > 0, upper is not None and upper < 0
+        out["change"] = words[0] if beyond_up else words[1] if beyond_down else "within noise"
+    mdc = time["min_detectable_change_pct"]
+    if mdc is not None and same:
         # time +h (of A) is the smallest change read beyond noise on the slow side: k / t then falls
         # by h / (1 + h), less than the rise by h / (1 - h) on the fast side
         h = mdc / 100
         out["min_detectable_change_pct"] = 100 * h / (1 + h)
+    elif mdc is not None:
+        out["min_detectable_change_reason"] = (
+            "the runs' peaks differ: the figure's change is not the time's alone, no minimum of it"
+        )
     return out
 
 
