@@ -28,6 +28,7 @@ from perfctl.analysis.compare_power import (
     pages_needed,
     welch,
 )
+from perfctl.analysis.result_compare import SampleRecord
 
 CLEAN10 = FIXTURES / "h100-full-ocr2-clean10"  # 10 pages x 32 new tokens, clean pass only
 
@@ -82,23 +83,23 @@ def test_min_detectable_change_by_hand() -> None:
 
 
 def test_pages_needed_by_hand() -> None:
-    a = {"mean": 100.0, "std": 10.0, "count": 2}
-    b = {"mean": 100.0, "std": 10.0, "count": 2}
+    a: SampleRecord = {"mean": 100.0, "std": 10.0, "count": 2}
+    b: SampleRecord = {"mean": 100.0, "std": 10.0, "count": 2}
     # n a side: df = (n - 1)(100 + 100)² / (100² + 100²) = 2(n - 1), half-width t · √(200 / n);
     # a 10 % gate needs it at most 10:
     #   n = 8: t(14) = 2.145 · √25 = 10.72 > 10;  n = 9: t(16) = 2.120 · √22.2 = 9.99 <= 10
-    assert pages_needed(a, b, 10.0) == 9  # type: ignore[arg-type]
+    assert pages_needed(a, b, 10.0) == 9
     # 43.03 % (the 2-page minimum above) is met by 2 pages already
-    assert pages_needed(a, b, 43.1) == 2  # type: ignore[arg-type]
+    assert pages_needed(a, b, 43.1) == 2
     # 0.1 %: with t at 1.96 (df > 30) n >= 200 · (1.96 / 0.1)² = 76,832 pages: beyond the cap
-    assert pages_needed(a, b, 0.1) is None and MAX_PAGES_NEEDED == 1000  # type: ignore[arg-type]
+    assert pages_needed(a, b, 0.1) is None and MAX_PAGES_NEEDED == 1000
     # the spreads of the two 2-page halves of the H100 run (prefill): sA = 0.4235 ms, sB = 2.5309 ms,
     # A's mean 20.868 ms; 5 % of it is 1.0434 ms. S = sA² + sB² = 6.5846e12 ns², df = (n-1) · 1.05597:
     #   n = 25: df 25.3 -> t(25) = 2.060 · √(S/25) 0.5132 ms = 1.0572 ms > 1.0434
     #   n = 26: df 26.4 -> t(26) = 2.056 · √(S/26) 0.5033 ms = 1.0347 ms <= 1.0434
-    ha = {"mean": 20867915.5, "std": 423537.87004764995, "count": 2}
-    hb = {"mean": 37513478.0, "std": 2530855.3780194554, "count": 2}
-    assert pages_needed(ha, hb, 5.0) == 26  # type: ignore[arg-type]
+    ha: SampleRecord = {"mean": 20867915.5, "std": 423537.87004764995, "count": 2}
+    hb: SampleRecord = {"mean": 37513478.0, "std": 2530855.3780194554, "count": 2}
+    assert pages_needed(ha, hb, 5.0) == 26
 
 
 def test_gate_exit_codes() -> None:
