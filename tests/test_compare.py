@@ -108,8 +108,12 @@ def test_gate_passes_below_its_threshold_and_within_noise() -> None:
 
 
 def test_run_against_itself_is_within_noise(tiny_run: Path, tiny_analysis: Path) -> None:
-    code, result, _ = _compare_json(str(tiny_analysis), str(tiny_run), "--fail-if-slower", "0")
-    assert code == 0 and not result["gate"]["failed"]
+    # a gate of 0 % asks for a power no run with any noise has: it cannot tell (exit 3), never passes
+    code, result, err = _compare_json(str(tiny_analysis), str(tiny_run), "--fail-if-slower", "0")
+    assert code == 3 and result["gate"]["outcome"] == "cannot tell" and result["gate"]["failing_stages"] == []
+    assert [u["stage"] for u in result["gate"]["undetermined_stages"]] == ["vision", "prefill", "decode"]
+    assert all(u["pages_needed"] is None for u in result["gate"]["undetermined_stages"])
+    assert err.startswith("perfctl: gate CANNOT TELL") and "more than 1000 pages per run" in err
     assert not (tiny_run / "analysis.json").exists(), "compare must not write into a run folder"
     assert result["b"]["origin"].endswith("analyzed now (not written)")
     assert result["warnings"] == []
@@ -131,13 +135,20 @@ def test_top_limits_the_kernel_rows(tiny_analysis: Path) -> None:
 
 
 def test_text_markdown_and_html(tiny_analysis: Path) -> None:
-    base = [str(tiny_analysis), str(tiny_analysis), "--fail-if-slower", "5"]
+    # the tiny run's 2 clean pages can detect stage-time changes of 15.8 % (vision), 1.8 % (prefill)
+    # and 12.7 % (decode): a 20 % gate can tell, and passes
+    base = [str(tiny_analysis), str(tiny_analysis), "--fail-if-slower", "20"]
     text = run_perfctl("compare", *base)
     assert text.returncode == 0
     assert (
         "verdict (B against A): vision within noise, prefill within noise, decode within noise" in text.stdout
     )
     assert "gate passed" in text.stdout and "Stage time per page" in text.stdout
+    assert (
+        "these runs can detect stage-time changes ≥ (95 %): vision 15.8 %, prefill 1.8 %, decode 12.7 %"
+        in (text.stdout)
+    )
+    assert "can detect ≥" in text.stdout
     md = run_perfctl("compare", *base, "--format", "md").stdout
     assert (
         md.startswith("# perfctl compare") and "| stage | A | B | B − A |" in md and "## MFU per stage" in md
@@ -309,5 +320,13 @@ def test_a_different_v1_resolution_mode_is_named(tmp_path: Path) -> None:
         manifest["workload"]["mode"] = mode
         (run / "manifest.json").write_text(json.dumps(manifest))
         runs.append(str(run))
-    code, result, _ = _compare_json(*runs)
+    # a different mode is a different workload (its image tokens): refused, one line naming it
+    refused = run_perfctl("compare", *runs)
+    _assert_bad_input(refused, "mode: base vs tiny")
+    assert len(refused.stderr.strip().splitlines()) == 1 and "--allow-different" in refused.stderr
+    code, result, _ = _compare_json(*runs, "--allow-different")
     assert code == 0 and "the runs differ: mode: base vs tiny" in result["warnings"]
+    assert result["allowed_different"] is True
+    assert {"key": "mode", "a": "base", "b": "tiny", "refused": True} in result["run_differences"]
+    text = run_perfctl("compare", *runs, "--allow-different").stdout
+    assert "compared as asked (--allow-different), though the workloads differ: mode: base vs tiny" in text

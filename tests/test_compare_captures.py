@@ -159,13 +159,22 @@ def test_sources_in_common(runs: dict[str, Any], tmp_path: Path) -> None:
     """A GPU run with a clean pass against a CPU run without: the nsys pass's times for both; a run
     with a clean pass only (no export) against one with an nsys pass only: nothing in common."""
     tiny = copy_run_fixture("h100-tiny-ocr2-all", tmp_path / "tiny")
-    proc = run_perfctl("compare", str(tiny), str(runs["long"]), "--format", "json")
+    # a GPU run against a CPU run is a different workload: refused (exit 2), unless allowed
+    refused = run_perfctl("compare", str(tiny), str(runs["long"]))
+    assert (
+        refused.returncode == 2
+        and "device: cuda vs cpu" in refused.stderr
+        and "Traceback" not in refused.stderr
+    )
+    proc = run_perfctl("compare", str(tiny), str(runs["long"]), "--format", "json", "--allow-different")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["time_source"] == "nsys"
+    assert result["time_source"] == "nsys" and result["allowed_different"] is True
     assert any("run B has no clean timing pass" in w for w in result["warnings"])
     assert any("device: cuda vs cpu" in w for w in result["warnings"])
-    none = run_perfctl("compare", str(FIXTURES / "h100-full-ocr2-run"), str(runs["long"]))
+    none = run_perfctl(
+        "compare", str(FIXTURES / "h100-full-ocr2-run"), str(runs["long"]), "--allow-different"
+    )
     assert (
         none.returncode == 2 and "no stage times in common" in none.stderr and "Traceback" not in none.stderr
     )

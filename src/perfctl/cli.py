@@ -560,7 +560,10 @@ def flops(
 
 COMPARE_EXIT_CODES = (
     "Exit codes: 0 compared (and the gate passed), 1 --fail-if-slower: a stage got slower beyond noise "
-    "by more than PCT, 2 bad input (a one-line reason is printed)."
+    "by more than PCT, 2 bad input (a one-line reason is printed; also runs of a different model, mode, "
+    "device, batch size or decode mode without --allow-different), 3 --fail-if-slower cannot tell: a "
+    "stage's runs cannot detect a change of PCT (too few pages for their noise; the line says how many "
+    "pages per run would)."
 )
 
 
@@ -581,7 +584,16 @@ COMPARE_EXIT_CODES = (
     type=click.FloatRange(min=0),
     default=None,
     metavar="PCT",
-    help="Exit 1 when a stage of B is slower than A's beyond noise and by more than PCT percent.",
+    help="Exit 1 when a stage of B is slower than A's beyond noise and by more than PCT percent; "
+    "exit 3 when a stage's runs cannot detect a PCT change (its minimum detectable change is above "
+    "PCT, or unknown with fewer than 2 pages).",
+)
+@click.option(
+    "--allow-different",
+    is_flag=True,
+    default=False,
+    help="Compare runs of a different model, mode, device, batch size or decode mode (refused "
+    "otherwise, exit 2); each difference is listed.",
 )
 @click.option(
     "--top",
@@ -592,11 +604,17 @@ COMPARE_EXIT_CODES = (
 )
 @quiet_option
 def compare(
-    run_a: Path, run_b: Path, fmt: str, fail_if_slower_pct: float | None, top: int, quiet: bool
+    run_a: Path,
+    run_b: Path,
+    fmt: str,
+    fail_if_slower_pct: float | None,
+    allow_different: bool,
+    top: int,
+    quiet: bool,
 ) -> None:
     """Compare run B against run A (the baseline): per-stage time, MFU, kernel count and top-kernel
-    deltas, each with a 95 % confidence interval from the pages of both runs (Welch's t-test), and a
-    verdict per stage: faster, slower or within noise.
+    deltas, each with a 95 % confidence interval from the pages of both runs (Welch's t-test), the
+    smallest change the runs can detect, and a verdict per stage: faster, slower or within noise.
 
     \b
     RUN_A, RUN_B: run folders or analysis.json files (a run folder without analysis.json is
@@ -615,7 +633,9 @@ def compare(
 
     progress.configure(quiet)
     try:
-        result = compare_paths(run_a, run_b, top=top, fail_if_slower_pct=fail_if_slower_pct)
+        result = compare_paths(
+            run_a, run_b, top=top, fail_if_slower_pct=fail_if_slower_pct, allow_different=allow_different
+        )
     except PerfctlError as exc:
         _fail(exc)
     progress.finish()
@@ -627,9 +647,10 @@ def compare(
         click.echo(render_compare_html(result), nl=False)
     else:
         click.echo(render_compare_text(result))
-    if result.get("gate", {}).get("failed"):
+    verdict = result.get("gate")
+    if verdict is not None and verdict["failed"]:
         click.echo(f"perfctl: {gate_line(result)}", err=True)
-        sys.exit(1)
+        sys.exit(verdict["exit_code"])
 
 
 @main.command(epilog="Exit codes: 0 listed (none is fine), 2 bad input (a one-line reason is printed).")

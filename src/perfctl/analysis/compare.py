@@ -7,25 +7,41 @@ pages of each run:
 - stage times: the clean timing pass (`timing.statistics`, mean/std/count over the measured pages)
   when both runs have one; otherwise the nsys pass's per-page stage times (`pages[]`) of both runs.
   One source for both sides, never one of each: stage times under nsys are 1.6-1.8x the clean ones.
-- MFU and achieved TFLOP/s (`efficiency`): their uncertainty is the clean time's (MFU = FLOPs / time),
-  carried over with the delta method.
+- MFU and achieved TFLOP/s (`efficiency`): FLOPs / clean time. With the same FLOPs per page on both
+  sides they are a function of the stage time, so their difference and interval are the time's mapped
+  through FLOPs / t (compare_power.from_time) and their verdict is the time's: a stage cannot be
+  "within noise" on time and "lower" on TFLOP/s. With different FLOPs per page (different work) they
+  are judged on their own, the clean time's uncertainty carried over with the delta method.
 - kernel count and kernel time per page: the nsys pass's `pages[]`.
 - top kernels: analysis.json keeps each kernel's total per stage, not its per-page spread, so their
   deltas are shown without a noise verdict.
 
 Each difference B - A gets a 95 % confidence interval from Welch's t-test (unequal variances, the
 Welch-Satterthwaite degrees of freedom): beyond noise when the interval excludes zero. With fewer
-than two pages on a side there is no spread to judge, and the verdict says "unknown".
+than two pages on a side there is no spread to judge, and the verdict says "unknown". Each
+difference also says the smallest change the two runs can tell from noise (`min_detectable_change_pct`,
+compare_power), which the gate holds against its threshold.
+
+Runs of different workloads (REFUSED: model, mode, device, batch size, decode mode) are refused
+unless the caller allows them; every difference is listed (`run_differences`).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Literal
 
-from perfctl.analysis.repeatability import spread, t95
+from perfctl.analysis.compare_power import Sample, from_time, min_detectable_change, welch
+from perfctl.analysis.repeatability import spread
 from perfctl.analysis.result import Analysis, StageSummary
+from perfctl.analysis.result_compare import (
+    Comparison,
+    Difference,
+    KernelDelta,
+    RunDifference,
+    RunSide,
+    StageComparison,
+)
+from perfctl.analysis.result_passes import EfficiencyStage
 from perfctl.analysis.runs import KERNEL_NAMES_KEPT
 from perfctl.stages import STAGES
 
@@ -55,118 +71,34 @@ WORDS = {
     "kernel_time": ("more", "less"),
 }
 WITHIN, UNKNOWN = "within noise", "unknown"
-WORKLOAD_KEYS = ("max_new_tokens", "tiles", "mode", "repeats", "dtype", "device", "seed")
-WORKLOAD_DEFAULTS = {"tiles": 0}  # runs made before --tiles existed had none: the global view only
-
-
-class SampleRecord(TypedDict):
-    mean: float
-    std: float
-    count: int
-
-
-class Difference(TypedDict):
-    """B - A of one figure, with its 95 % confidence interval (null with fewer than two pages)."""
-
-    a: SampleRecord
-    b: SampleRecord
-    delta: float
-    delta_pct: float | None
-    ci95_low: float | None
-    ci95_high: float | None
-    df: float | None
-    change: str
-
-
-class RunSide(TypedDict):
-    """Who one run is (`a`, `b`): what `_identity` reads of its analysis, and where it came from."""
-
-    label: str
-    run_id: str | None
-    status: str | None
-    reason: str | None
-    model: str | None
-    gpu: str | None
-    device: str | None
-    dtype: str | None
-    workload: dict[str, Any]
-    clean_pages: int | None
-    nsys_pages: int | None
-    origin: NotRequired[str]  # compare_run: the file, or how the analysis was made
-
-
-class KernelDelta(TypedDict):
-    name: str
-    short_name: str
-    category: str
-    in_a: bool
-    in_b: bool
-    a_calls_per_page: float | None
-    b_calls_per_page: float | None
-    a_time_ns_per_page: float | None
-    b_time_ns_per_page: float | None
-    delta_ns_per_page: float | None
-    delta_pct: float | None
-
-
-class StageComparison(TypedDict):
-    stage: str
-    verdict: str
-    time_ns: Difference
-    mfu: Difference | None
-    achieved_tflops: Difference | None
-    kernel_count: Difference | None
-    kernel_time_ns: Difference | None
-    top_kernels: list[KernelDelta]
-
-
-class PageComparison(TypedDict):
-    verdict: str
-    time_ns: Difference
-
-
-class FailingStage(TypedDict):
-    stage: str
-    delta_pct: float | None
-
-
-class Gate(TypedDict):
-    fail_if_slower_pct: float
-    failed: bool
-    failing_stages: list[FailingStage]
-
-
-class Comparison(TypedDict):
-    """The comparison of run B against run A (docs/compare.md)."""
-
-    a: RunSide
-    b: RunSide
-    time_source: str
-    clean_clock: str | None
-    time_source_text: str
-    kernel_source: str | None
-    method: str
-    warnings: list[str]
-    stages: list[StageComparison]
-    page: PageComparison
-    gate: NotRequired[Gate]  # with a threshold (compare_run)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One run's per-page values of a figure, summarized: what Welch's test needs."""
-
-    mean: float
-    std: float
-    count: int
-
-    def to_json(self) -> SampleRecord:
-        return {"mean": self.mean, "std": self.std, "count": self.count}
+WORKLOAD_KEYS = (
+    "max_new_tokens",
+    "tiles",
+    "mode",
+    "repeats",
+    "dtype",
+    "device",
+    "seed",
+    "batch_size",
+    "decode",
+)
+WORKLOAD_DEFAULTS: dict[str, object] = {
+    "tiles": 0,  # runs made before --tiles existed had none: the global view only
+    # runs made before the workload recorded them generated one page at a time with HF generate's
+    # eager decode loop: batch size 1, decode "eager"
+    "batch_size": 1,
+    "decode": "eager",
+}
+# what makes two runs different workloads, not two measurements of one: compare refuses them unless
+# --allow-different (a different GPU, dtype, token count or tile count stays a warning)
+REFUSED = ("model", "mode", "device", "batch_size", "decode")
 
 
 def difference(a: Sample, b: Sample, words: tuple[str, str]) -> Difference:
-    """B - A with its 95 % confidence interval (Welch) and a change word: up, down, within noise."""
+    """B - A with its 95 % confidence interval (Welch), a change word (up, down, within noise) and
+    the smallest change these runs could tell from noise (compare_power.min_detectable_change)."""
     delta = b.mean - a.mean
+    mdc, why = min_detectable_change(a, b)
     out: Difference = {
         "a": a.to_json(),
         "b": b.to_json(),
@@ -176,14 +108,13 @@ def difference(a: Sample, b: Sample, words: tuple[str, str]) -> Difference:
         "ci95_high": None,
         "df": None,
         "change": UNKNOWN,
+        "min_detectable_change_pct": mdc,
+        "min_detectable_change_reason": why,
     }
-    if a.count < 2 or b.count < 2:
+    found = welch(a, b)
+    if found is None:
         return out
-    va, vb = a.std**2 / a.count, b.std**2 / b.count
-    se = math.sqrt(va + vb)
-    denominator = va**2 / (a.count - 1) + vb**2 / (b.count - 1)
-    df = (va + vb) ** 2 / denominator if denominator > 0 else float(a.count + b.count - 2)
-    half = t95(df) * se
+    half, df = found
     low, high = delta - half, delta + half
     change = words[0] if low > 0 else words[1] if high < 0 else WITHIN
     out["ci95_low"], out["ci95_high"], out["df"], out["change"] = low, high, df, change
@@ -305,11 +236,15 @@ def _identity(analysis: Analysis, label: str) -> RunSide:
         "gpu": gpu,
         "device": driver.get("device") or workload.get("device"),
         "dtype": driver.get("dtype") or workload.get("dtype"),
-        "workload": {k: workload.get(k, WORKLOAD_DEFAULTS.get(k)) for k in WORKLOAD_KEYS}
+        "workload": {k: _or_default(workload.get(k), k) for k in WORKLOAD_KEYS}
         | {"pages": len(workload.get("pages") or [])},
         "clean_pages": _clean_pages(analysis),
         "nsys_pages": len(analysis.get("pages") or []) or None,
     }
+
+
+def _or_default(value: object, key: str) -> object:
+    return WORKLOAD_DEFAULTS.get(key) if value is None else value
 
 
 def _clean_pages(analysis: Analysis) -> int | None:
@@ -319,16 +254,34 @@ def _clean_pages(analysis: Analysis) -> int | None:
     return page.get("count") if page else None
 
 
-def _differences(ia: RunSide, ib: RunSide) -> list[str]:
-    notes = []
-    for key in ("model", "gpu", "device", "dtype"):
-        if ia[key] != ib[key]:
-            notes.append(f"{key}: {ia[key]} vs {ib[key]}")
-    for key in sorted(set(ia["workload"]) | set(ib["workload"])):
-        va, vb = ia["workload"].get(key), ib["workload"].get(key)
-        if va != vb and key not in ("device", "dtype"):
-            notes.append(f"{key}: {va} vs {vb}")
-    return notes
+def run_differences(ia: RunSide, ib: RunSide) -> list[RunDifference]:
+    """What the two runs differ in, each refused or not (REFUSED). A side that does not say (null)
+    is not known to differ: listed, never refused."""
+    pairs: list[tuple[str, object, object]] = [
+        ("model", ia["model"], ib["model"]),
+        ("gpu", ia["gpu"], ib["gpu"]),
+        ("device", ia["device"], ib["device"]),
+        ("dtype", ia["dtype"], ib["dtype"]),
+    ]
+    pairs += [
+        (key, ia["workload"].get(key), ib["workload"].get(key))
+        for key in sorted(set(ia["workload"]) | set(ib["workload"]))
+        if key not in ("device", "dtype")  # the run's own (above), the driver's when it says
+    ]
+    return [
+        {"key": key, "a": va, "b": vb, "refused": key in REFUSED and va is not None and vb is not None}
+        for key, va, vb in pairs
+        if va != vb
+    ]
+
+
+def refusal(differences: list[RunDifference]) -> str | None:
+    """The one line compare refuses with, or None when nothing it refuses differs."""
+    refused = [d for d in differences if d["refused"]]
+    if not refused:
+        return None
+    what = "; ".join(f"{d['key']}: {d['a']} vs {d['b']}" for d in refused)
+    return f"the runs are different workloads ({what}): pass --allow-different to compare them anyway"
 
 
 def _stage_item(analysis: Analysis, stage: str) -> StageSummary | None:
@@ -389,13 +342,62 @@ def top_kernel_deltas(a: Analysis, b: Analysis, stage: str, top: int) -> list[Ke
     return rows[:top]
 
 
+def _efficiency_stage(analysis: Analysis, stage: str) -> EfficiencyStage | None:
+    eff = analysis.get("efficiency")
+    return (eff.get("stages") or {}).get(stage) if eff and eff.get("available") else None
+
+
+def _peak_tflops(analysis: Analysis) -> float | None:
+    eff = analysis.get("efficiency")
+    inputs = eff.get("inputs") if eff else None
+    return inputs.get("peak_tflops") if inputs else None
+
+
+def stage_efficiency(
+    a: Analysis,
+    b: Analysis,
+    stage: str,
+    time: Difference,
+    own: dict[str, tuple[Sample | None, Sample | None]],
+) -> tuple[str | None, dict[str, Difference | None]]:
+    """MFU and achieved TFLOP/s of one stage, and on what basis: with equal FLOPs per page on both
+    sides they are FLOPs / time, so computed from the stage time's interval (their verdict is the
+    time's, mirrored); with different FLOPs per page (different work) judged on their own, from the
+    analyses' values with the time's spread (delta method)."""
+    fa, fb = _efficiency_stage(a, stage), _efficiency_stage(b, stage)
+    if fa is None or fb is None or fa.get("achieved_tflops") is None or fb.get("achieved_tflops") is None:
+        return None, {"mfu": None, "achieved_tflops": None}
+    if fa["flops_per_page"] == fb["flops_per_page"]:
+        k = fa["flops_per_page"] / 1e3  # TFLOP/s = FLOPs / (t_ns 1e-9) / 1e12 = (FLOPs / 1e3) / t_ns
+        peaks = _peak_tflops(a), _peak_tflops(b)
+        mfu = None
+        if fa.get("mfu") is not None and fb.get("mfu") is not None and peaks[0] and peaks[1]:
+            mfu = from_time(time, k / peaks[0], k / peaks[1], WORDS["mfu"])
+        return "time", {"mfu": mfu, "achieved_tflops": from_time(time, k, k, WORDS["achieved_tflops"])}
+    out: dict[str, Difference | None] = {}
+    for key, (sa, sb) in own.items():
+        out[key] = difference(sa, sb, WORDS[key]) if sa and sb else None
+    return "own", out
+
+
 def compare_analyses(
-    a: Analysis, b: Analysis, label_a: str = "A", label_b: str = "B", top: int = 5
+    a: Analysis,
+    b: Analysis,
+    label_a: str = "A",
+    label_b: str = "B",
+    top: int = 5,
+    allow_different: bool = False,
 ) -> Comparison:
     """The comparison of run B against run A (baseline); see docs/compare.md for every key.
 
-    Raises ValueError when the two analyses have no stage times in common.
+    Raises ValueError when the two analyses have no stage times in common, or when they are different
+    workloads (REFUSED) and not `allow_different`.
     """
+    ia, ib = _identity(a, label_a), _identity(b, label_b)
+    differs = run_differences(ia, ib)
+    refused = refusal(differs)
+    if refused and not allow_different:
+        raise ValueError(refused)
     source, notes = time_source(a, b)
     if source is None:
         raise ValueError(notes[0])
@@ -407,24 +409,27 @@ def compare_analyses(
     else:
         times_a, times_b = page_samples(a, "wall_ns"), page_samples(b, "wall_ns")
     assert times_a is not None and times_b is not None
-    ia, ib = _identity(a, label_a), _identity(b, label_b)
-    warnings = [f"the runs differ: {d}" for d in _differences(ia, ib)] + notes
+    warnings = [f"the runs differ: {d['key']}: {d['a']} vs {d['b']}" for d in differs] + notes
     kernels_a, kernels_b = page_samples(a, "kernel_count"), page_samples(b, "kernel_count")
     has_kernels = bool(kernels_a and kernels_b) and any(
         ((totals.get("kernels") if (totals := x.get("totals")) else None) or 0) > 0 for x in (a, b)
     )
     ktime_a, ktime_b = page_samples(a, "kernel_time_ns"), page_samples(b, "kernel_time_ns")
-    eff = {
+    eff: dict[str, tuple[dict[str, Sample | None], dict[str, Sample | None]]] = {
         key: (_efficiency_samples(a, times_a, key), _efficiency_samples(b, times_b, key))
         for key in ("mfu", "achieved_tflops")
     }
     stages: list[StageComparison] = []
     for stage in STAGES:
         time = difference(times_a[stage], times_b[stage], WORDS["time"])
-        efficiency: dict[str, Difference | None] = {}
-        for key, (ea, eb) in eff.items():
-            sa, sb = ea[stage], eb[stage]
-            efficiency[key] = difference(sa, sb, WORDS[key]) if source == CLEAN and sa and sb else None
+        basis, efficiency = (
+            stage_efficiency(
+                a, b, stage, time, {key: (ea[stage], eb[stage]) for key, (ea, eb) in eff.items()}
+            )
+            if source == CLEAN
+            else (None, {"mfu": None, "achieved_tflops": None})
+        )
+        fa, fb = _efficiency_stage(a, stage), _efficiency_stage(b, stage)
         kernels = bool(has_kernels and kernels_a and kernels_b and ktime_a and ktime_b)
         stages.append(
             {
@@ -433,6 +438,9 @@ def compare_analyses(
                 "time_ns": time,
                 "mfu": efficiency["mfu"],
                 "achieved_tflops": efficiency["achieved_tflops"],
+                "efficiency_basis": basis,
+                "flops_per_page_a": fa["flops_per_page"] if fa else None,
+                "flops_per_page_b": fb["flops_per_page"] if fb else None,
                 "kernel_count": difference(kernels_a[stage], kernels_b[stage], WORDS["kernel_count"])
                 if kernels and kernels_a and kernels_b
                 else None,
@@ -459,19 +467,9 @@ def compare_analyses(
         "time_source_text": SOURCES[(source, clock)],
         "kernel_source": KERNEL_SOURCE if has_kernels else None,
         "method": METHOD,
+        "run_differences": differs,
+        "allowed_different": bool(refused) and allow_different,
         "warnings": warnings,
         "stages": stages,
         "page": {"verdict": page["change"], "time_ns": page},
     }
-
-
-def gate(comparison: Comparison, fail_if_slower_pct: float) -> Gate:
-    """The regression gate: failed when a stage is slower beyond noise by more than the threshold."""
-    failing: list[FailingStage] = [
-        {"stage": s["stage"], "delta_pct": s["time_ns"]["delta_pct"]}
-        for s in comparison["stages"]
-        if s["verdict"] == WORDS["time"][0]
-        and s["time_ns"]["delta_pct"] is not None
-        and s["time_ns"]["delta_pct"] > fail_if_slower_pct
-    ]
-    return {"fail_if_slower_pct": fail_if_slower_pct, "failed": bool(failing), "failing_stages": failing}

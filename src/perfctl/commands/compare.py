@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import cast
 
 from perfctl import progress
-from perfctl.analysis.compare import Comparison, compare_analyses, gate
+from perfctl.analysis.compare import compare_analyses
+from perfctl.analysis.compare_power import gate
 from perfctl.analysis.repeatability import timing_statistics
 from perfctl.analysis.result import Analysis, read_analysis
+from perfctl.analysis.result_compare import Comparison
 from perfctl.analysis.result_passes import Efficiency
 from perfctl.errors import BadInput, PerfctlError
 from perfctl.run_folder import ANALYSIS_FILE, RunFolder
@@ -106,12 +108,19 @@ def _run_warnings(run: LoadedRun, label: str) -> list[str]:
 
 
 def compare_paths(
-    run_a: Path, run_b: Path, top: int = 5, fail_if_slower_pct: float | None = None
+    run_a: Path,
+    run_b: Path,
+    top: int = 5,
+    fail_if_slower_pct: float | None = None,
+    allow_different: bool = False,
 ) -> Comparison:
-    """Load both runs, compare B against A and, with a threshold, add the gate's verdict."""
+    """Load both runs, compare B against A and, with a threshold, add the gate's verdict. Runs of
+    different workloads (analysis.compare.REFUSED) are bad input unless `allow_different`."""
     a, b = load_run(run_a), load_run(run_b)
     try:
-        result = compare_analyses(a.analysis, b.analysis, a.label, b.label, top=top)
+        result = compare_analyses(
+            a.analysis, b.analysis, a.label, b.label, top=top, allow_different=allow_different
+        )
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     result["a"]["origin"], result["b"]["origin"] = a.origin, b.origin

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from perfctl.analysis.compare import Comparison, Difference, RunSide
+from perfctl.analysis.result_compare import Comparison, Difference, RunSide, StageComparison
 from perfctl.report import formatting
 from perfctl.report.formatting import visible
 from perfctl.report.html import template_environment
@@ -43,7 +43,14 @@ def _signed_pct(value: float | None) -> str:
 def _ci(diff: Difference, show: Any) -> str:
     if diff["ci95_low"] is None:
         return "– (fewer than 2 pages)"
-    return f"[{show(diff['ci95_low'])}, {show(diff['ci95_high'])}]"
+    high = "unbounded" if diff["ci95_high"] is None else show(diff["ci95_high"])
+    return f"[{show(diff['ci95_low'])}, {high}]"
+
+
+def _detectable(diff: Difference) -> str:
+    """The smallest change the two runs tell from noise, in % of A."""
+    mdc = diff["min_detectable_change_pct"]
+    return "unknown" if mdc is None else f"{mdc:.1f} %"
 
 
 def _tflops(value: float | None) -> str:
@@ -73,7 +80,8 @@ MetricKey = Literal["time_ns", "mfu", "achieved_tflops", "kernel_count", "kernel
 def _metric_table(
     comparison: Comparison, key: MetricKey, title: str, show: Any, signed: Any, note: str
 ) -> Table:
-    table = Table(title, ["stage", "A", "B", "B − A", "change %", "95 % CI of B − A", "verdict"], note=note)
+    columns = ["stage", "A", "B", "B − A", "change %", "95 % CI of B − A", "can detect ≥", "verdict"]
+    table = Table(title, columns, note=note)
     rows = [(s["stage"], s[key]) for s in comparison["stages"]]
     if key == "time_ns":
         rows.append(("page", comparison["page"]["time_ns"]))
@@ -88,10 +96,27 @@ def _metric_table(
                 signed(diff["delta"]),
                 _signed_pct(diff["delta_pct"]),
                 _ci(diff, signed),
+                _detectable(diff),
                 diff["change"],
             ]
         )
     return table
+
+
+def _efficiency_note(stages: list[StageComparison]) -> str:
+    """On what each stage's MFU and TFLOP/s were judged: the time's interval, or their own."""
+    same = ", ".join(s["stage"] for s in stages if s["efficiency_basis"] == "time")
+    parts = (
+        [f"{same}: the same FLOPs per page on both sides, so from the stage time's interval"] if same else []
+    )
+    for s in stages:
+        fa, fb = s["flops_per_page_a"], s["flops_per_page_b"]
+        if s["efficiency_basis"] == "own" and fa is not None and fb is not None:
+            parts.append(
+                f"{s['stage']}: FLOPs per page differ (A {fa:.4g}, B {fb:.4g}): judged on their own, "
+                "the clean time's uncertainty carried over"
+            )
+    return "; ".join(parts) or "not compared"
 
 
 def comparison_tables(comparison: Comparison) -> list[Table]:
@@ -114,7 +139,7 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
             "MFU per stage",
             formatting.pct,
             _points,
-            "analytic FLOPs / clean time / dense peak; uncertainty carried over from the clean time",
+            "analytic FLOPs / clean time / dense peak; " + _efficiency_note(comparison["stages"]),
         ),
         _metric_table(
             comparison,
@@ -122,7 +147,7 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
             "Achieved TFLOP/s per stage",
             _tflops,
             _signed_tflops,
-            "analytic FLOPs / clean time",
+            "analytic FLOPs / clean time; " + _efficiency_note(comparison["stages"]),
         ),
     ]
     kernel_note = comparison["kernel_source"] or ""
@@ -164,22 +189,52 @@ def _run_line(side: str, run: RunSide) -> str:
     return f"{side}: {run['label']} ({run.get('model') or 'model unknown'}, {where}){origin}"
 
 
+def _pages(n: int | None, searched: int) -> str:
+    return f"more than {searched}" if n is None else str(n)
+
+
 def gate_line(comparison: Comparison) -> str | None:
     """One sentence on the gate, or None when no threshold was given."""
     g = comparison.get("gate")
     if g is None:
         return None
     threshold = f"{g['fail_if_slower_pct']:g} %"
-    if not g["failed"]:
+    cannot = []
+    for u in g["undetermined_stages"]:
+        if u["min_detectable_change_pct"] is None:
+            cannot.append(f"{u['stage']} unknown ({u['reason']})")
+        else:
+            pages = _pages(u["pages_needed"], u["pages_searched"])
+            cannot.append(
+                f"{u['stage']} can detect changes ≥ {u['min_detectable_change_pct']:.1f} % "
+                f"({pages} pages per run would detect {threshold})"
+            )
+    told = f"cannot tell a {threshold} slowdown from noise: {', '.join(cannot)}" if cannot else ""
+    if g["outcome"] == "passed":
         return f"gate passed: no stage slower beyond noise by more than {threshold}"
+    if g["outcome"] == "cannot tell":
+        return f"gate CANNOT TELL (exit {g['exit_code']}): {told}"
     stages = ", ".join(f"{f['stage']} {f['delta_pct']:+.1f} %" for f in g["failing_stages"])
-    return f"gate FAILED: slower beyond noise by more than {threshold}: {stages}"
+    line = f"gate FAILED: slower beyond noise by more than {threshold}: {stages}"
+    return f"{line}; also {told}" if told else line
 
 
 def header_lines(comparison: Comparison) -> list[str]:
     lines = [_run_line("A", comparison["a"]), _run_line("B", comparison["b"])]
+    if comparison["allowed_different"]:
+        refused = "; ".join(
+            f"{d['key']}: {d['a']} vs {d['b']}" for d in comparison["run_differences"] if d["refused"]
+        )
+        lines.append(f"compared as asked (--allow-different), though the workloads differ: {refused}")
     verdicts = ", ".join(f"{s['stage']} {s['verdict']}" for s in comparison["stages"])
     lines.append(f"verdict (B against A): {verdicts}")
+    power = ", ".join(
+        f"{s['stage']} {_detectable(s['time_ns'])}"
+        if s["time_ns"]["min_detectable_change_pct"] is not None
+        else f"{s['stage']} unknown ({s['time_ns']['min_detectable_change_reason']})"
+        for s in comparison["stages"]
+    )
+    lines.append(f"these runs can detect stage-time changes ≥ (95 %): {power}")
     gate = gate_line(comparison)
     if gate:
         lines.append(gate)
