@@ -88,3 +88,75 @@ def test_gpu_span_of_a_range_name_adds_each_instances_span(gpu_run: Path) -> Non
         assert span < 1.5 * by_name[stage]["wall_ns"], stage
     stages = {s["stage"]: s for s in analysis["stages"]}
     assert stages["prefill"]["gpu_span_ns"] == spans["prefill"]
+
+
+# --- findings and summary lines that must hold for the run at hand ---------------------------------
+
+
+def test_no_nsys_stretch_is_claimed_when_nsys_ran_faster(cpu_run: Path) -> None:
+    """On this CPU box the nsys pass ran faster than the clean pass (nsys / clean below 1 for every
+    stage): neither summary.md nor a finding says nsys stretched the stages."""
+    analysis = _analysis(cpu_run)
+    ratios = {s: v["nsys_over_clean"] for s, v in analysis["efficiency"]["stages"].items()}
+    assert all(r < 1 for r in ratios.values()), ratios
+    summary = (cpu_run / "summary.md").read_text()
+    assert "stretch" not in summary
+    assert f"{min(ratios.values()):.2f}–{max(ratios.values()):.2f}×" in summary
+    assert not [f for f in analysis["findings"] if "stretch" in f["title"] + f["text"]]
+
+
+def test_the_stretch_is_stated_when_nsys_ran_slower(gpu_run: Path) -> None:
+    analysis = _analysis(gpu_run)
+    high = max(v["nsys_over_clean"] for v in analysis["efficiency"]["stages"].values())
+    assert high > 1
+    assert f"nsys stretches it up to {high:.2f}×" in (gpu_run / "summary.md").read_text()
+
+
+def test_a_cpu_run_is_not_told_to_check_gpu_clocks(tmp_path: Path) -> None:
+    """The CPU run's clean pages with the hypervisor's steal taken out of their records: a broad
+    spread with nothing on the host to explain it. The advice names the host, not GPU clocks."""
+    run = _run_folder("cpu-tiny-ocr2-all", tmp_path / "cpu")
+    pages = run / "timing" / "pages.jsonl"
+    records = [json.loads(line) for line in pages.read_text().splitlines()]
+    for r in records:
+        r["host_cpu"]["steal_share"] = 0.0
+    pages.write_text("".join(json.dumps(r) + "\n" for r in records))
+    done = run_perfctl("analyze", str(run), "--quiet")
+    assert done.returncode == 0, done.stderr
+    analysis = _analysis(run)
+    whys = [st["verdict"]["why"] for st in analysis["timing"]["statistics"]["stages"].values()]
+    assert any("a broad spread without outliers or trend" in why for why in whys), whys
+    written = json.dumps(analysis["findings"]) + json.dumps(whys) + (run / "summary.md").read_text()
+    written += _section(run, "repeatability") + _section(run, "findings")
+    assert "GPU clocks" not in written
+    assert any("competing load on the host's CPU cores" in why for why in whys)
+
+
+def test_telemetry_missing_from_the_folder_is_not_called_no_samples(gpu_run: Path) -> None:
+    """The H100 run's driver sampled NVML every 50 ms; the fixture did not keep telemetry.jsonl. The
+    report says the file is missing, not that the driver recorded no samples."""
+    reason = _analysis(gpu_run)["timing"]["telemetry"]["reason"]
+    assert "no samples" not in reason
+    assert reason == (
+        "timing/telemetry.jsonl is not in this run folder, though the driver sampled NVML every 50 ms "
+        "(the file was not kept)"
+    )
+    assert "no samples" not in _section(gpu_run, "telemetry")
+
+
+def test_telemetry_that_stopped_on_an_nvml_error_quotes_it(tmp_path: Path) -> None:
+    run = _run_folder("h100-tiny-ocr2-all", tmp_path / "gpu")
+    (run / "timing" / "telemetry.jsonl").write_text('{"t_ns": 1, "error": "Not Supported"}\n')
+    assert run_perfctl("analyze", str(run), "--quiet").returncode == 0
+    reason = _analysis(run)["timing"]["telemetry"]["reason"]
+    assert reason == "NVML sampling stopped at its first sample: Not Supported"
+
+
+def test_telemetry_samples_of_the_clean_pass_are_found(tmp_path: Path) -> None:
+    """The H100 run with the 300 NVML samples of another clean pass would hold none inside its pages:
+    a file with samples, none of them inside a page, says exactly that."""
+    run = _run_folder("h100-tiny-ocr2-all", tmp_path / "gpu")
+    shutil.copy(FIXTURES / "h100-full-ocr2-clean10" / "timing" / "telemetry.jsonl", run / "timing")
+    assert run_perfctl("analyze", str(run), "--quiet").returncode == 0
+    reason = _analysis(run)["timing"]["telemetry"]["reason"]
+    assert reason.startswith("none of the 300 NVML samples in timing/telemetry.jsonl fell inside a page")

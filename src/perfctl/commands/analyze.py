@@ -206,7 +206,9 @@ def analyze_path(
         if clean is not None:
             analysis["timing"] = {
                 "pass": "clean",
-                "statistics": timing_statistics(clean.records, first_use=first_use),
+                "statistics": timing_statistics(
+                    clean.records, first_use=first_use, device=clean.info.get("device")
+                ),
                 "telemetry": page_telemetry(
                     given.folder.timing.telemetry,
                     clean.records,
