@@ -205,6 +205,9 @@ def test_gpu_operators_are_ranked_by_self_device_time(gpu_run: Path) -> None:
     cells = re.findall(r"<td>(.*?)</td>", first.group(1))
     assert cells[:5] == ["140", "1,101 µs", "–", "175.3 µs", "–"]  # calls, self / total CPU, device
     assert "totals below their self times" in section
+    # rows without device time say what their kernel cell means
+    launch = re.search(r'<tr><td class="name op">cudaLaunchKernel</td>.*?</tr>', section)
+    assert launch is not None and launch.group(0).endswith('<td class="l wrap">no kernel launched</td></tr>')
 
 
 def test_cpu_operators_are_ranked_by_self_cpu_time(cpu_run: Path) -> None:
