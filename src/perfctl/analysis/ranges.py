@@ -152,7 +152,9 @@ def summarize_names(
     out: list[RangeSummary] = []
     for c, (domain, name) in enumerate(uniques):
         inst = instances.iloc[rows_of[c]]
-        span = int(distinct.last_end[c] - distinct.first_start[c]) if distinct.first_start[c] >= 0 else 0
+        # each instance's own span, added up: the first start to the last end over all instances would
+        # count the time between instances (a name's instances are pages apart) as GPU span
+        span = int(inst["gpu_span_ns"].sum())
         busy = int(distinct.gpu_busy_ns[c])
         item: dict[str, Any] = {
             "domain": domain,

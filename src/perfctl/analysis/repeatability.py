@@ -160,6 +160,7 @@ def _verdict(
     records: list[dict[str, Any]] | None = None,
     evidence: list[PageEvidence] | None = None,
     stage: str | None = None,
+    device: str | None = None,
 ) -> Verdict:
     """Stable or not and why. First-use evidence (a page's first run of its input shape, lazy kernel
     loading inside it under nsys: analysis.lazy_loading) is weighed first: the pages it explains are
@@ -175,7 +176,7 @@ def _verdict(
     if evidence is not None and len(evidence) == len(values) == len(records):
         first_use = first_use_hint(values, labels, records, evidence, stage, stats["outliers"])
     if first_use is None:
-        hints = _spread_hints(stats, values, labels, records, labels[0] if labels else None)
+        hints = _spread_hints(stats, values, labels, records, labels[0] if labels else None, device)
         return {"stable": False, "why": f"CV {cv:.1%} above ±{threshold:.0%}: " + "; ".join(hints)}
     keep = [i for i, label in enumerate(labels) if label not in first_use.explained]
     rest_values = [values[i] for i in keep]
@@ -191,7 +192,7 @@ def _verdict(
         hints.append(f"without those pages, CV {rest_cv:.1%} within ±{threshold:.0%}")
     else:
         others = _spread_hints(
-            rest, rest_values, rest_labels, [records[i] for i in keep], labels[0] if labels else None
+            rest, rest_values, rest_labels, [records[i] for i in keep], labels[0] if labels else None, device
         )
         hints.append(f"without those pages, CV {rest_cv:.1%}: " + "; ".join(others))
     return {
@@ -202,15 +203,26 @@ def _verdict(
     }
 
 
+# What to check when nothing recorded explains a spread, by the device the pass ran on: a CPU run has no
+# GPU clock, and its stages share the host's cores with every other process.
+_CLOCKS = "check the GPU clocks (if any) and competing load"
+_UNEXPLAINED_SPREAD_CHECK = {
+    "cpu": "check competing load on the host's CPU cores (other processes) and CPU frequency scaling",
+    "cuda": "check GPU clocks and competing load",
+}
+
+
 def _spread_hints(
     stats: Spread,
     values: list[float],
     labels: list[int],
     records: list[dict[str, Any]],
     first_label: int | None,
+    device: str | None = None,
 ) -> list[str]:
     """What a spread without first-use evidence points at: a first-page effect, a trend, the host,
-    other outliers. `first_label`: the run's first page (it may have been set aside from `labels`)."""
+    other outliers. `first_label`: the run's first page (it may have been set aside from `labels`);
+    `device`: where the pass ran (a CPU run has no GPU clock to blame)."""
     hints = []
     if labels and labels[0] == first_label and labels[0] in stats["outliers"]:
         hints.append("the first page is an outlier (a first-page effect: caches, allocator, autotuning)")
@@ -227,7 +239,8 @@ def _spread_hints(
     if others and not (labels and others == [labels[0]] and hints):
         hints.append(f"outlier pages {others}: other processes or clock changes at those moments")
     if not hints:
-        hints.append("a broad spread without outliers or trend: check GPU clocks and competing load")
+        check = _UNEXPLAINED_SPREAD_CHECK.get(device or "", _CLOCKS)
+        hints.append(f"a broad spread without outliers or trend: {check}")
     return hints
 
 
@@ -235,11 +248,16 @@ def timing_statistics(
     records: list[dict[str, Any]],
     threshold: float = DEFAULT_THRESHOLD,
     first_use: FirstUseEvidence | None = None,
+    device: str | None = None,
 ) -> TimingStatistics:
     """The `timing.statistics` block of analysis.json from the clean pass's page records. `first_use`:
     the nsys pass's evidence of lazy kernel loading per page (without it, the records' own word on
-    which page was the first of its input shape still counts)."""
+    which page was the first of its input shape still counts). `device`: the clean pass's
+    (driver-info.json's `device`: `cpu`, `cuda`; None when unknown), for what a spread points at."""
     labels = [int(r["sequence"]) for r in records]
+    device = (
+        device.split(":")[0] if isinstance(device, str) else None
+    )  # cuda:1 is a cuda device; a damaged record none
     evidence = [
         first_use.for_record(r) if first_use is not None else PageEvidence(first_seen_flag(r), None)
         for r in records
@@ -248,13 +266,17 @@ def timing_statistics(
     for stage in STAGES:
         values = [float(r["stage_wall_ns"][stage]) for r in records]
         stats = spread(values, labels)
-        stages[stage] = _judged(stats, _verdict(stats, values, labels, threshold, records, evidence, stage))
+        stages[stage] = _judged(
+            stats, _verdict(stats, values, labels, threshold, records, evidence, stage, device)
+        )
         if all("stage_gpu_ns" in r for r in records):
             events = spread([float(r["stage_gpu_ns"].get(stage, 0)) for r in records], labels)
             stages[stage]["cuda_events"] = _brief(events)
     pages = [float(r["wall_ns"]) for r in records]
     page_stats = spread(pages, labels)
-    page = _judged(page_stats, _verdict(page_stats, pages, labels, threshold, records, evidence))
+    page = _judged(
+        page_stats, _verdict(page_stats, pages, labels, threshold, records, evidence, device=device)
+    )
     out: TimingStatistics = {
         "unit": "ns",
         "threshold_cv": threshold,

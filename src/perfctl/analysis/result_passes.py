@@ -257,9 +257,9 @@ class OperatorRow(TypedDict):
     name: str
     calls: int
     self_cpu_us: float
-    cpu_total_us: float
+    cpu_total_us: float | None  # None: the torch pass wrote a total below the self time (withheld)
     self_device_us: float
-    device_total_us: float
+    device_total_us: float | None
     self_cpu_memory_bytes: int
     self_device_memory_bytes: int
     input_shapes: list[Any]
@@ -271,6 +271,11 @@ class OperatorStage(TypedDict):
     self_cpu_us: float
     self_device_us: float
     top: list[OperatorRow]
+    ranked_by: str  # "self_device_us" where the stage has device time, else "self_cpu_us"
+    top_self_device_share: float | None  # the top operators' part of the stage's self device time
+    totals_withheld: int  # totals of its top operators set to None (below their self time)
+    kernels_listed: NotRequired[int]  # the top operators' kernels (joined to an nsys pass)
+    kernels_matched: NotRequired[int]  # those found in the nsys pass's stage
     self_cpu_memory_bytes: NotRequired[int]
     self_device_memory_bytes: NotRequired[int]
 

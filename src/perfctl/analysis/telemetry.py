@@ -17,22 +17,42 @@ import numpy as np
 from perfctl.analysis.result_passes import PageTelemetry, Telemetry
 
 
-def _samples(path: Path) -> dict[str, np.ndarray] | None:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "error" not in r]
-    if not rows:
-        return None
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _samples(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return {key: np.array([r[key] for r in rows], dtype=np.float64) for key in rows[0]}
+
+
+def _why_none(path: Path, rows: list[dict[str, Any]] | None, reason: str | None) -> str:
+    """Why a pass has no samples to use: the driver's own reason when it never sampled ("absent: ..."),
+    else what the file says (missing, empty, or NVML's error at the first sample)."""
+    name = f"{path.parent.name}/{path.name}"
+    if reason and reason.startswith("absent"):
+        return reason
+    if reason is None and rows is None:
+        return f"no {name} in this run, and no driver record of sampling"
+    sampled = (
+        f"the driver sampled {reason.replace(', every', ' every')}" if reason else "no driver record says"
+    )
+    if rows is None:
+        return f"{name} is not in this run folder, though {sampled} (the file was not kept)"
+    errors = [str(r["error"]) for r in rows if "error" in r]
+    if errors:  # the sampler writes NVML's error once and stops
+        return f"NVML sampling stopped at its first sample: {errors[0]}"
+    return f"{name} holds no samples, though {sampled} (the pass ended before the first one)"
 
 
 def page_telemetry(path: Path, records: list[dict[str, Any]], reason: str | None) -> Telemetry:
     """The `timing.telemetry` block of analysis.json (and `nsys_pass.telemetry` when the nsys pass
-    was sampled too): `path` is the pass's telemetry.jsonl, `records` its measured pages."""
-    samples = _samples(path) if path.is_file() else None
-    if samples is None:
-        if reason and not reason.startswith("absent"):  # the driver sampled ("NVML, every 50 ms"): file lost
-            reason = f"no samples in {path.parent.name}/{path.name}, though the driver recorded {reason}"
-        return {"available": False, "reason": reason or "no telemetry samples in this run"}
+    was sampled too): `path` is the pass's telemetry.jsonl, `records` its measured pages, `reason`
+    the driver's word on sampling (driver-info.json's `telemetry`: "NVML, every 50 ms" or "absent: ...")."""
+    rows = _rows(path) if path.is_file() else None
+    kept = [r for r in rows or [] if "error" not in r]
+    if not kept:
+        return {"available": False, "reason": _why_none(path, rows, reason)}
+    samples = _samples(kept)
     pages: list[PageTelemetry] = []
     for r in records:
         if r.get("started_ns") is None:
@@ -58,7 +78,11 @@ def page_telemetry(path: Path, records: list[dict[str, Any]], reason: str | None
             }
         )
     if not pages:
-        return {"available": False, "reason": "no telemetry sample fell inside a page"}
+        return {
+            "available": False,
+            "reason": f"none of the {len(kept)} NVML samples in {path.parent.name}/{path.name} fell inside a "
+            "page (samples and page records of different passes, or pages without a start time)",
+        }
     clocks = [p["sm_mhz_mean"] for p in pages]
     spread = (max(clocks) - min(clocks)) / max(clocks) if max(clocks) else 0.0
     busy = float(np.mean([p["gpu_util_mean"] for p in pages]))

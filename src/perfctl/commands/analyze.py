@@ -32,7 +32,7 @@ from perfctl.analysis.efficiency import analytic_stage_flops, efficiency
 from perfctl.analysis.findings import findings
 from perfctl.analysis.kernel_level import ncu_pass_or_warning
 from perfctl.analysis.lazy_loading import first_use_evidence
-from perfctl.analysis.operators import join_operators_to_kernels
+from perfctl.analysis.operators import join_operators_to_kernels, ranked_operators
 from perfctl.analysis.repeatability import CleanPass, load_clean_pass, timing_statistics
 from perfctl.analysis.result import Analysis, RunIdentity, RunManifestNote, dump_analysis
 from perfctl.analysis.result_passes import Efficiency
@@ -210,7 +210,9 @@ def analyze_path(
         if clean is not None:
             analysis["timing"] = {
                 "pass": "clean",
-                "statistics": timing_statistics(clean.records, first_use=first_use),
+                "statistics": timing_statistics(
+                    clean.records, first_use=first_use, device=clean.info.get("device")
+                ),
                 "telemetry": page_telemetry(
                     given.folder.timing.telemetry,
                     clean.records,
@@ -350,7 +352,7 @@ def _analyze_torch_run(run_dir: Path, found: RecordFile, out_dir: Path | None) -
         "export, so no kernel attribution to NVTX ranges",
         "run": _run_identity(manifest),
         "run_manifest": manifest_note(found, warnings),
-        "operators": {"source": OPERATORS_SOURCE, "stages": operators},
+        "operators": {"source": OPERATORS_SOURCE, "stages": ranked_operators(operators)},
         "trace": str(RunFolder(run_dir).torch.torch_trace_gz),
         "warnings": warnings,
     }

@@ -1,4 +1,5 @@
-"""`perfctl flops`'s text: the tokens, FLOPs per stage, per decode step, and the conventions counted by."""
+"""`perfctl flops`'s text: the tokens, FLOPs per stage, per decode step, with --breakdown per kind of block
+(with its share of the stage), and the conventions counted by."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ def render_flops_text(data: dict[str, Any]) -> str:
     steps = f["decode_per_token"]
     if steps:
         lines.append(f"decode per token: {flop_text(steps[0])} (first step) to {flop_text(steps[-1])} (last)")
+    for part, kinds in (data.get("breakdown") or {}).items():  # with --breakdown: largest kind first
+        total = sum(kinds.values())
+        lines.append(f"{part} by kind of block:")
+        lines += [
+            f"  {kind:<16} {flop_text(flops):>16} {flops / total if total else 0.0:>7.1%}"
+            for kind, flops in kinds.items()
+        ]
     lines.append(data["conventions"])
     return "\n".join(lines)
 

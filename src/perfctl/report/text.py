@@ -54,7 +54,8 @@ def render_operators_text(analysis: Analysis) -> str:
     lines = [analysis.get("source", "torch.profiler pass")]
     lines.append(f"{'stage':<10}{'operators':>10}{'self CPU':>16}{'self device':>16}  top operator")
     for stage, table in analysis["operators"]["stages"].items():
-        top = visible(table["top"][0]["name"]) if table["top"] else "-"
+        by = "self device time" if table.get("ranked_by") == "self_device_us" else "self CPU time"
+        top = f"{visible(table['top'][0]['name'])} (by {by})" if table["top"] else "-"
         lines.append(
             f"{stage:<10}{count(table['operators']):>10}{ms(table['self_cpu_us'] * 1000):>16}"
             f"{ms(table['self_device_us'] * 1000):>16}  {top}"
