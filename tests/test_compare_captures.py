@@ -136,12 +136,24 @@ def test_more_tokens_per_page_is_slower_and_fails_the_gate(runs: dict[str, Any])
     proc = run_perfctl(
         "compare", str(runs["short"]), str(runs["long"]), "--fail-if-slower", "50", "--format", "json"
     )
-    assert proc.returncode == 1, proc.stderr
     result = json.loads(proc.stdout)
     assert result["time_source"] == "nsys"
     decode = next(s for s in result["stages"] if s["stage"] == "decode")
-    assert decode["verdict"] == "slower" and decode["time_ns"]["delta_pct"] > 100  # 99 decode steps vs 1
-    assert "decode" in [f["stage"] for f in result["gate"]["failing_stages"]]
+    assert decode["time_ns"]["delta_pct"] > 100  # 99 decode steps vs 1: no load on the machine hides it
+    gate = result["gate"]
+    assert gate["failed"] and proc.returncode == gate["exit_code"], proc.stderr
+    # Whether 6 pages a side tell the change from noise depends on how steady the machine was while
+    # the two runs were captured (on a 2-core box loaded by several test runs, the long run's pages
+    # once spread so far that they could not). Either way the slower run must not pass the gate, and
+    # the verdict must be the one the runs' own spread supports.
+    if decode["time_ns"]["delta_pct"] > decode["time_ns"]["min_detectable_change_pct"]:
+        assert decode["verdict"] == "slower" and proc.returncode == 1, proc.stderr
+        assert "decode" in [f["stage"] for f in gate["failing_stages"]]
+        assert "gate FAILED" in proc.stderr
+    else:
+        assert decode["verdict"] == "within noise" and proc.returncode in (1, 3), proc.stderr
+        assert "decode" in [u["stage"] for u in gate["undetermined_stages"]]
+        assert "cannot tell a 50 % slowdown from noise" in proc.stderr and "decode can detect" in proc.stderr
     assert decode["mfu"] is None and decode["kernel_count"] is None
     for needle in (
         "neither run has a clean timing pass",
@@ -149,10 +161,10 @@ def test_more_tokens_per_page_is_slower_and_fails_the_gate(runs: dict[str, Any])
         "neither run's nsys pass has CUDA kernels",
     ):
         assert any(needle in w for w in result["warnings"]), (needle, result["warnings"])
-    assert "gate FAILED" in proc.stderr and "decode" in proc.stderr
     back = run_perfctl("compare", str(runs["long"]), str(runs["short"]), "--format", "json")
     assert back.returncode == 0
-    assert next(s for s in json.loads(back.stdout)["stages"] if s["stage"] == "decode")["verdict"] == "faster"
+    back_decode = next(s for s in json.loads(back.stdout)["stages"] if s["stage"] == "decode")
+    assert back_decode["verdict"] == ("faster" if decode["verdict"] == "slower" else "within noise")
 
 
 def test_sources_in_common(runs: dict[str, Any], tmp_path: Path) -> None:
