@@ -22,7 +22,7 @@ than two pages on a side there is no spread to judge, and the verdict says "unkn
 difference also says the smallest change the two runs can tell from noise (`min_detectable_change_pct`,
 compare_power), which the gate holds against its threshold.
 
-Runs of different workloads (REFUSED: model, mode, device, batch size, decode mode) are refused
+Runs of different workloads (REFUSED: model, mode, device and GPU model, batch size, decode mode) are refused
 unless the caller allows them; every difference is listed (`run_differences`).
 """
 
@@ -90,8 +90,10 @@ WORKLOAD_DEFAULTS: dict[str, object] = {
     "decode": "eager",
 }
 # what makes two runs different workloads, not two measurements of one: compare refuses them unless
-# --allow-different (a different GPU, dtype, token count or tile count stays a warning)
-REFUSED = ("model", "mode", "device", "batch_size", "decode")
+# --allow-different (a different dtype, token count or tile count stays a warning). The device is both
+# its kind (cpu, cuda) and the GPU model: an H100 run against an H200 run compares two machines, which
+# is a fine question to ask, but only on purpose.
+REFUSED = ("model", "mode", "device", "gpu", "batch_size", "decode")
 
 
 def difference(a: Sample, b: Sample, words: tuple[str, str]) -> Difference:
