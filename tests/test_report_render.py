@@ -16,7 +16,7 @@ import pytest
 from perfctl.analysis.repeatability import MIN_PAGES_FOR_CI
 from perfctl.commands.analyze import analyze_path
 from perfctl.report.charts import FONT_SIZE, LABEL_GAP, LABEL_MARGIN, MAX_LABEL_W
-from perfctl.report.formatting import fit, kernel_labels, text_width
+from perfctl.report.formatting import fit, fit_label, kernel_labels, text_width
 from perfctl.report.html import FINDINGS_UP_FRONT, render_html
 from report_inputs import FIXTURES, clean_pass_only, tiny_all_run
 
@@ -54,7 +54,10 @@ def test_kernels_sharing_a_short_name_are_told_apart(tiny_run: tuple[dict[str, A
     kernels_html = unescape(_section(page, "kernels"))
     column = MAX_LABEL_W - LABEL_GAP - LABEL_MARGIN
     for label in labels:  # in the table (with the whole name as tooltip) and in the chart, fitted
-        assert f">{label}<br>" in kernels_html and f">{fit(label, column, FONT_SIZE)}</text>" in kernels_html
+        assert (
+            f">{label}<br>" in kernels_html
+            and f">{fit_label(label, column, FONT_SIZE)}</text>" in kernels_html
+        )
 
 
 def test_one_kernel_keeps_one_label_and_number_only_names_are_numbered() -> None:
@@ -88,6 +91,12 @@ def test_chart_labels_fit_their_column(tiny_run: tuple[dict[str, Any], str]) -> 
     assert tail.endswith("_kernel0_0") and f">{shown}</text>" in page
     for label in re.findall(r"<g><title>[^<]*</title><text [^>]*>([^<]*)</text></g>", page):
         assert text_width(unescape(label), FONT_SIZE) <= column
+    # a label with a tag keeps the tag whole and cuts the shared short name before it
+    tagged = "vectorized_elementwise_kernel · bfloat16_copy_kernel_cuda"
+    assert f">{tagged}<br>" in page
+    short = fit_label(tagged, column, FONT_SIZE)
+    assert short.startswith("vectorized_elementw") and short.endswith("… · bfloat16_copy_kernel_cuda")
+    assert text_width(short, FONT_SIZE) <= column and f">{short}</text>" in page
 
 
 def test_two_clean_pages_get_their_values_not_an_interval(tiny_run: tuple[dict[str, Any], str]) -> None:

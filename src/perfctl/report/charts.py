@@ -10,7 +10,7 @@ label carries its unit.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,11 +213,13 @@ def hbars(
     reference: tuple[float, str] | None = None,
     colors: Sequence[str] | None = None,
     tips: Sequence[str] | None = None,
+    fit_label: Callable[[str, float, float], str] = fit,
 ) -> Markup | None:
     """A horizontal bar per row (label, value, value text). Rows without a value get no bar but keep
     their text. `reference`: a vertical line (value, its label), e.g. 1.0x for overhead. `tips`: each
     row's whole name for its tooltip (default: its label). The label column fits the longest label up
-    to MAX_LABEL_W; a longer one is cut in its middle with an ellipsis, never by the chart's edge."""
+    to MAX_LABEL_W; a longer one is cut by `fit_label` (default: in its middle) with an ellipsis,
+    never by the chart's edge."""
     values = [v for _, v, _ in rows if v is not None]
     if not values:
         return None
@@ -232,7 +234,7 @@ def hbars(
     for row, (name, value, text) in enumerate(rows):
         y = top + row * ROW_H
         tip = tips[row] if tips else name
-        shown = fit(name, label_w - LABEL_GAP - LABEL_MARGIN, FONT_SIZE)
+        shown = fit_label(name, label_w - LABEL_GAP - LABEL_MARGIN, FONT_SIZE)
         body.append(f"<g><title>{_esc(tip)}</title>{_text(label_w - LABEL_GAP, y + 15, shown, 'end')}</g>")
         if value is not None:
             width = bar_w * value / scale

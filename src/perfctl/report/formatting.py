@@ -136,6 +136,29 @@ def fit(text: str, width: float, font_size: float) -> str:
     return flat[:head] + ELLIPSIS + (flat[len(flat) - tail :] if tail else "")
 
 
+LABEL_TAG = " · "  # between a shared short name and the words that tell its kernel apart
+TAG_SHARE = 0.6  # of a label's width that its tag may take when the label must be cut
+
+
+def fit_label(label: str, width: float, font_size: float) -> str:
+    """A kernel label (kernel_labels) within `width`: a label with a distinguishing tag after " · "
+    keeps the tag whole, when it takes at most TAG_SHARE of the width, and cuts the short name before
+    it (vectorized_elementw… · bfloat16_copy_kernel_cuda); any other label as `fit` cuts it."""
+    flat = " ".join(label.split())
+    short, sep, tag = flat.partition(LABEL_TAG)
+    if not sep or text_width(flat, font_size) <= width:
+        return fit(flat, width, font_size)
+    tag_width = text_width(ELLIPSIS + LABEL_TAG + tag, font_size)
+    if tag_width > TAG_SHARE * width:
+        return fit(flat, width, font_size)
+    room, kept = width - tag_width, 0.0
+    for end, c in enumerate(short):
+        kept += text_width(c, font_size)
+        if kept > room:
+            return short[:end] + ELLIPSIS + LABEL_TAG + tag
+    return flat
+
+
 # --- kernel names a reader can tell apart ------------------------------------------------------------
 
 _TEMPLATE_PARAMETER = re.compile(r"T[0-9]+")
@@ -192,7 +215,7 @@ def kernel_labels(kernels: Sequence[tuple[str, str]]) -> list[str]:
             others = {w for other in fulls if other != full for w in words[other]}
             own = [w for w in words[full] if w not in others and w != short][:DISTINCT_WORDS]
             for i in rows:
-                labels[i] = f"{short} · {' '.join(own)}" if own else short
+                labels[i] = f"{short}{LABEL_TAG}{' '.join(own)}" if own else short
     fulls_of: dict[str, list[str]] = {}  # label -> its distinct full names, in list order
     for label, (_, full) in zip(labels, kernels, strict=True):
         if full not in fulls_of.setdefault(label, []):

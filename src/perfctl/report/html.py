@@ -130,6 +130,7 @@ def _charts(analysis: Analysis) -> dict[str, Markup | None]:
             f"top kernels of {s['stage']} by time",
             colors=[charts.CATEGORY_COLORS.get(k["category"], "#7f7f7f") for k in s["top_kernels"]],
             tips=[k["name"] for k in s["top_kernels"]],
+            fit_label=formatting.fit_label,
         )
     eff = analysis.get("efficiency")
     if eff and eff.get("available"):
