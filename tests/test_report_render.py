@@ -149,6 +149,8 @@ def test_an_interval_below_zero_is_clipped(tmp_path: Path) -> None:
     assert f"<td>0 ms (clipped from {low:,.3f} ms) – {high:,.3f} ms</td>" in section
     assert f"(clipped at 0 ms from {vision['ci95_low'] / 1e6:,.3f} ms)" in section  # the chart's tooltip
     assert "<svg" in section
+    (finding,) = [f for f in analysis["findings"] if f["id"] == "unstable" and f["stage"] == "vision"]
+    assert f"95 % CI 0 ms (clipped from {low:,.3f} ms) – {high:,.3f} ms;" in finding["text"]
 
 
 def test_findings_up_front_and_the_rest_grouped(tiny_run: tuple[dict[str, Any], str]) -> None:

@@ -23,7 +23,7 @@ from perfctl.analysis.repeatability import MIN_PAGES_FOR_CI
 from perfctl.analysis.result import Analysis, Finding, StageSummary
 from perfctl.analysis.result import new_finding as _finding
 from perfctl.analysis.result_passes import EfficiencyStage
-from perfctl.report.formatting import ms, number, pct
+from perfctl.report.formatting import confidence_interval, ms, number, pct
 from perfctl.stages import DECODE, STAGES
 
 # The GPU is busy less than half of a stage's time: it waits on the host (Python, kernel launches,
@@ -265,7 +265,7 @@ def _unstable(analysis: Analysis) -> list[Finding]:
         }
         if st["count"] >= MIN_PAGES_FOR_CI:
             evidence["ci95_low_ns"], evidence["ci95_high_ns"] = st["ci95_low"], st["ci95_high"]
-            spread_text = f"95 % CI {ms(max(st['ci95_low'], 0.0))} – {ms(st['ci95_high'])}"
+            spread_text = f"95 % CI {confidence_interval(st)}"  # clipped at 0 ms, saying so
         else:  # too few pages for a meaningful interval (MIN_PAGES_FOR_CI): the pages' own values
             evidence["values_ns"] = st.get("values", [])
             spread_text = "pages " + ", ".join(ms(v) for v in st.get("values", []))
