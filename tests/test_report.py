@@ -43,8 +43,17 @@ def test_full_run_has_every_section_with_data(full_run: Path) -> None:
     sections = _sections(html)
     for sid, heading in SECTIONS:
         assert f"<h2>{heading}</h2>" in sections[sid]
-    # data everywhere except the telemetry, whose samples this fixture did not keep
-    assert {sid for sid, body in sections.items() if _absent(body)} == {"telemetry", "memory"}
+    # data everywhere except the telemetry, whose samples this fixture did not keep, and the spread
+    # chart and confidence intervals, which its 2 clean pages are too few for
+    assert {sid for sid, body in sections.items() if _absent(body)} == {
+        "telemetry",
+        "memory",
+        "repeatability",
+    }
+    assert _absent(sections["repeatability"])[0].startswith(
+        "2 clean pages (× repeats, warm-up excluded): no spread chart and no confidence interval, which "
+        "need 5 pages or more."
+    )
     assert _absent(sections["telemetry"]) == [
         "No NVML telemetry: timing/telemetry.jsonl is not in this run folder, though the driver sampled "
         "NVML every 50 ms (the file was not kept)."
@@ -52,14 +61,14 @@ def test_full_run_has_every_section_with_data(full_run: Path) -> None:
     assert "how much was used is unknown" in _absent(sections["memory"])[0]
     # findings with their evidence, the run's commands, MFU against the peak with its inputs
     for f in analysis["findings"]:
-        assert f'<div class="finding {f["severity"]}">' in sections["findings"]
+        assert f'<details class="finding {f["severity"]}"><summary>' in sections["findings"]
     assert "perfctl capture --model deepseek-ocr2-tiny --device cuda" in sections["run"]
     assert "nsys profile --trace=cuda,nvtx,osrt" in sections["run"]
     assert "989.5 TFLOP/s" in sections["efficiency"] and "Decode MBU <strong>" in sections["efficiency"]
     assert "1.46×" in sections["overhead"]  # vision under nsys / clean, as analysis.json has it
     assert analysis["efficiency"]["stages"]["vision"]["nsys_over_clean"] == pytest.approx(1.46, abs=0.005)
     # every chart is inline SVG; nothing is fetched
-    assert html.count("<svg") == 8  # timeline, MFU, spread, categories, 3 stages' top kernels, overhead
+    assert html.count("<svg") == 7  # timeline, MFU, categories, 3 stages' top kernels, overhead
     assert not re.search(r"(src|href)=\"(https?:)?//", html) and "<script" not in html
     assert "<link" not in html and "@import" not in html
 

@@ -9,6 +9,8 @@ PERFCTL_SCREENSHOTS=DIR keeps the screenshots there for a person to look at.
 from __future__ import annotations
 
 import html
+import json
+import lzma
 import os
 import re
 import shutil
@@ -20,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import copy_run_fixture
 from perfctl.commands.analyze import analyze_path
 from perfctl.report.html import SECTIONS, render_html
 from report_inputs import (
@@ -36,6 +39,7 @@ from report_inputs import (
     hostile_names_module,
 )
 
+NCU_RUN = "h200-full-ocr2-ncu"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 WINDOW = (1280, 2400)
 
@@ -128,3 +132,141 @@ def test_screenshot_of_the_full_size_h100_clean_pass(chromium: str, tmp_path: Pa
     page = tmp_path / "report.html"
     page.write_text(render_html(analysis, manifest))
     _not_blank(_screenshot(chromium, page, "report-h100-full-ocr2-clean10"))
+
+
+# --- layout, measured by chromium -------------------------------------------------------------------
+
+FIRST_SCREEN = (1400, 900)  # the window the report's first screen is judged in (issue 18)
+# Appended to a copy of a report (never to the report, which carries no script): what chromium laid
+# out, as JSON in a <pre> at the end of the body: each section's top, each SVG's box, every SVG text
+# that leaves its SVG's box, and each top-kernel chart's labels with their tooltips.
+LAYOUT_PROBE = """<script>
+const out = {sections: {}, svgs: []};
+for (const s of document.querySelectorAll('section'))
+  out.sections[s.id] = s.getBoundingClientRect().top + scrollY;
+for (const svg of document.querySelectorAll('svg')) {
+  const box = svg.getBoundingClientRect(), outside = [], labels = [];
+  for (const t of svg.querySelectorAll('text')) {
+    const b = t.getBoundingClientRect();
+    if (b.left < box.left - 0.5 || b.right > box.right + 0.5
+        || b.top < box.top - 0.5 || b.bottom > box.bottom + 0.5)
+      outside.push([t.textContent, b.left - box.left, box.right - b.right]);
+  }
+  for (const g of svg.querySelectorAll('g')) {
+    const title = g.querySelector('title'), text = g.querySelector('text');
+    if (text) labels.push([text.textContent, title ? title.textContent : null]);
+  }
+  out.svgs.push({label: svg.getAttribute('aria-label'), top: box.top + scrollY, bottom: box.bottom + scrollY,
+                 outside: outside, labels: labels});
+}
+document.body.insertAdjacentHTML('beforeend', '<pre id="layout">' +
+  JSON.stringify(out).replace(/&/g, '&amp;').replace(/</g, '&lt;') + '</pre>');
+</script>"""
+
+
+def layout(chromium: str, page: Path, width: int = FIRST_SCREEN[0]) -> dict[str, Any]:
+    """The report's layout in a window `width` wide, as LAYOUT_PROBE measured it."""
+    source = page.read_text()
+    assert "<script" not in source
+    probe = page.with_name(f"{page.stem}-layout-{width}.html")
+    probe.write_text(source.replace("</body>", LAYOUT_PROBE + "</body>"))
+    dom = browse(chromium, probe, "--dump-dom", f"--window-size={width},{FIRST_SCREEN[1]}")
+    found = re.findall(r'<pre id="layout">(\{.*?)</pre>', dom, flags=re.S)
+    assert found, "the layout probe did not run"
+    result: dict[str, Any] = json.loads(html.unescape(found[-1]))
+    return result
+
+
+@pytest.fixture(scope="module")
+def ncu_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The full-size H200 run with its Nsight Compute pass: the report with every chart and rooflines."""
+    run = copy_run_fixture(NCU_RUN, tmp_path_factory.mktemp("browser-ncu") / NCU_RUN)
+    with (
+        lzma.open(FIXTURES / NCU_RUN / "ncu" / "run.ncu-rep.xz") as src,
+        (run / "ncu" / "run.ncu-rep").open("wb") as dst,
+    ):
+        shutil.copyfileobj(src, dst)
+    return Path(analyze_path(run).html_path)
+
+
+@pytest.fixture(scope="module")
+def clean10_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The full-size H100 clean pass of 10 pages: enough for the spread chart and intervals."""
+    analysis, manifest = clean_pass_only(FIXTURES / "h100-full-ocr2-clean10")
+    page = tmp_path_factory.mktemp("browser-clean10") / "report.html"
+    page.write_text(render_html(analysis, manifest))
+    return page
+
+
+STAGE_CHART = "stage wall time and GPU busy time per page"
+
+
+@pytest.mark.parametrize("which", ["tiny-all", "h200-ncu"])
+def test_findings_and_the_stage_chart_are_on_the_first_screen(
+    chromium: str, which: str, hostile_report: Any, ncu_report: Path
+) -> None:
+    page = Path(hostile_report.html_path) if which == "tiny-all" else ncu_report
+    found = layout(chromium, page)
+    (chart,) = [svg for svg in found["svgs"] if svg["label"] == STAGE_CHART]
+    assert found["sections"]["findings"] < chart["top"] < chart["bottom"] <= FIRST_SCREEN[1], chart
+    first = browse(chromium, page, f"--screenshot={page.parent / 'first-screen.png'}",
+                   f"--window-size={FIRST_SCREEN[0]},{FIRST_SCREEN[1]}")  # fmt: skip
+    assert first is not None
+    _keep(page.parent / "first-screen.png", f"first-screen-{which}.png")
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_no_chart_text_leaves_its_svg(
+    chromium: str, width: int, hostile_report: Any, ncu_report: Path, clean10_report: Path
+) -> None:
+    """Every text of every chart (labels, values, axes, legends) inside its SVG's box, in a wide and a
+    narrow window: labels too long for their column are cut with an ellipsis, never by the edge."""
+    for page in (Path(hostile_report.html_path), ncu_report, clean10_report):
+        found = layout(chromium, page, width)
+        assert found["svgs"]
+        for svg in found["svgs"]:
+            assert not svg["outside"], (page.parent.name, svg["label"], svg["outside"][:3])
+
+
+def test_top_kernel_labels_are_distinct_and_keep_the_whole_name(chromium: str, ncu_report: Path) -> None:
+    """elementwise_kernel is the short name of several kernels of every stage of the full-size run:
+    each chart tells them apart, and each label's tooltip is the kernel's whole name."""
+    analysis = json.loads((ncu_report.parent / "analysis.json").read_text())
+    found = layout(chromium, ncu_report)
+    shared = {
+        s["stage"]
+        for s in analysis["stages"]
+        if len({k["short_name"] for k in s["top_kernels"]}) < len(s["top_kernels"])
+    }
+    assert shared == {"vision", "prefill"}  # 3 and 2 elementwise_kernel among their top 10
+    for stage in analysis["stages"]:
+        shorts = [k["short_name"] for k in stage["top_kernels"]]
+        (chart,) = [
+            svg for svg in found["svgs"] if svg["label"] == f"top kernels of {stage['stage']} by time"
+        ]
+        labels = [text for text, _ in chart["labels"]]
+        assert len(set(labels)) == len(labels) == len(shorts), labels
+        assert [tip for _, tip in chart["labels"]] == [k["name"] for k in stage["top_kernels"]]
+        for (text, _), short in zip(chart["labels"], shorts, strict=True):
+            assert text.startswith(short[:20]), (text, short)
+
+
+def test_the_spread_chart_needs_enough_pages(
+    chromium: str, hostile_report: Any, clean10_report: Path
+) -> None:
+    """2 clean pages: no spread chart, no interval, the pages' own times; 10: the chart, every interval."""
+    few = layout(chromium, Path(hostile_report.html_path))
+    assert not [svg for svg in few["svgs"] if svg["label"].startswith("spread of clean-pass")]
+    text = Path(hostile_report.html_path).read_text()
+    assert "no spread chart and no confidence interval, which need 5 pages or more" in text
+    assert "95 % CI" not in text and "95 % CI of the mean" not in text
+    many = layout(chromium, clean10_report)
+    assert [svg for svg in many["svgs"] if svg["label"].startswith("spread of clean-pass")]
+    assert "95 % CI of the mean" in clean10_report.read_text()
+
+
+def _keep(png: Path, name: str) -> None:
+    keep = os.environ.get("PERFCTL_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, Path(keep) / name)

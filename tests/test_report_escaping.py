@@ -15,6 +15,7 @@ import html
 import json
 import re
 import sqlite3
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +90,20 @@ def test_kernel_model_page_and_run_names_are_text_in_html_and_svg(hostile_kernel
         assert name in text, name[:40]
     titles = [attrs.get("title") for _, attrs in doc.tags]
     assert HOSTILE_KERNEL in titles  # the whole kernel name: the table cell's tooltip
-    # the top-kernel chart: the short name as SVG text (flattened, cut), the full one in its tooltip
-    flat = " ".join(HOSTILE_SHORT.split())
-    assert f">{escape(flat[:31])}…</text>" in html
-    assert f"<title>{escape(HOSTILE_SHORT)}</title>" in html
+    # the kernels table: the short name (told apart from the other kernels of that short name), the
+    # top-kernel chart: the same label on one line, cut in its middle to fit its column; both with
+    # the whole kernel name as their tooltip
+    cell = re.search(
+        rf'<td class="name" title="{re.escape(str(escape(HOSTILE_KERNEL)))}">(.*?)<br>', html, re.S
+    )
+    assert cell and unescape(cell.group(1)).startswith(HOSTILE_SHORT)
+    flat = " ".join(unescape(cell.group(1)).split())
+    label = re.search(
+        rf"<g><title>{re.escape(str(escape(HOSTILE_KERNEL)))}</title><text [^>]*>(.*?)</text>", html
+    )
+    assert label, "the chart's label of the hostile kernel, with its whole name as the tooltip"
+    head, cut, tail = unescape(label.group(1)).partition("…")
+    assert cut and flat.startswith(head) and flat.endswith(tail) and len(head) > len(tail) > 5
     title = next(t for t in doc.text if t.startswith("perfctl report"))
     assert title == f"perfctl report · {HOSTILE_RUN_ID}"
 
@@ -201,6 +212,8 @@ def test_nul_and_overrides_in_a_kernel_name_are_shown_escaped(tmp_path: Path) ->
     doc = assert_inert(page, REPORT_TAGS)
     assert visible(INVISIBLE_KERNEL) in [attrs.get("title") for _, attrs in doc.tags]  # the tooltip
     assert "nul\\u0000here, \\u202eright to left\\u202c, esc\\u001b[2J" in page
-    assert f"<title>{escape(visible(INVISIBLE_SHORT))}</title>" in page  # the SVG chart's tooltip
+    # the SVG chart: the whole name, escapes shown, as the tooltip; the short one as its label
+    assert f"<title>{escape(visible(INVISIBLE_KERNEL))}</title>" in page
+    assert re.search(rf">{re.escape(str(escape(visible(INVISIBLE_SHORT))))}( · [^<]*)?</text>", page)
     _no_raw_invisible((out / "summary.md").read_text())
     _no_raw_invisible((out / "analysis.json").read_text())

@@ -19,10 +19,11 @@ from typing import Any
 
 from perfctl.analysis.cost_centres import largest_kernel
 from perfctl.analysis.ncu_findings import ncu_findings
+from perfctl.analysis.repeatability import MIN_PAGES_FOR_CI
 from perfctl.analysis.result import Analysis, Finding, StageSummary
 from perfctl.analysis.result import new_finding as _finding
 from perfctl.analysis.result_passes import EfficiencyStage
-from perfctl.report.formatting import ms, number, pct
+from perfctl.report.formatting import confidence_interval, ms, number, pct
 from perfctl.stages import DECODE, STAGES
 
 # The GPU is busy less than half of a stage's time: it waits on the host (Python, kernel launches,
@@ -260,14 +261,15 @@ def _unstable(analysis: Analysis) -> list[Finding]:
             "threshold": stats["threshold_cv"],
             "pages": st["count"],
             "mean_ns": st["mean"],
-            "ci95_low_ns": st["ci95_low"],
-            "ci95_high_ns": st["ci95_high"],
             "outliers": st["outliers"],
         }
-        text = (
-            f"{st['count']} clean pages: mean {ms(st['mean'])}, 95 % CI {ms(st['ci95_low'])} – "
-            f"{ms(st['ci95_high'])}; {verdict['why']}"
-        )
+        if st["count"] >= MIN_PAGES_FOR_CI:
+            evidence["ci95_low_ns"], evidence["ci95_high_ns"] = st["ci95_low"], st["ci95_high"]
+            spread_text = f"95 % CI {confidence_interval(st)}"  # clipped at 0 ms, saying so
+        else:  # too few pages for a meaningful interval (MIN_PAGES_FOR_CI): the pages' own values
+            evidence["values_ns"] = st.get("values", [])
+            spread_text = "pages " + ", ".join(ms(v) for v in st.get("values", []))
+        text = f"{st['count']} clean pages: mean {ms(st['mean'])}, {spread_text}; {verdict['why']}"
         advice = (
             "use more pages or --repeats (the CI narrows with their square root) and compare runs only "
             "beyond it"

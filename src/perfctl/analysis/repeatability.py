@@ -39,6 +39,13 @@ HOST_SPEED_CORRELATION = 0.6
 HOST_SPEED_SPREAD = 1.15
 # steal above this share of a page's CPU time is worth naming (a quiet VM shows ~0.0-0.1 %)
 STEAL_NOTABLE = 0.02
+# Pages a 95 % confidence interval of the mean (and the report's spread chart, whose box it is) needs
+# before it is shown. Its width is 2 t(n-1)/sqrt(n) sample standard deviations: 17.97 at 2 pages,
+# 4.97 at 3, 3.18 at 4, 2.48 at 5, against the 1.13, 1.69, 2.06, 2.33 std that n normal pages span on
+# average: below 5 pages the interval is over 1.5 times the pages' own range, a figure of the t
+# quantile more than of the run, and at 2 pages it goes below 0 s for any CV above 1 / 8.98 = 11 %.
+# Fewer pages: the report shows their plain values instead.
+MIN_PAGES_FOR_CI = 5
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom; the normal 1.96 beyond
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
@@ -102,6 +109,8 @@ def spread(values: list[float], labels: list[int]) -> Spread:
         "ci95_high": mean + half,
         "outliers": outliers,
         "cv_without_outliers": cv_rest,
+        "values": [float(x) for x in v],
+        "pages": list(labels),
     }
 
 

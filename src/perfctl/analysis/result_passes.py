@@ -60,6 +60,8 @@ class Spread(TypedDict):
     ci95_high: NotRequired[float]
     outliers: NotRequired[list[int]]
     cv_without_outliers: NotRequired[float | None]
+    values: NotRequired[list[float]]
+    pages: NotRequired[list[int]]
 
 
 class FirstUseVerdict(TypedDict):

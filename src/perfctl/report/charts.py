@@ -10,14 +10,15 @@ label carries its unit.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from markupsafe import Markup, escape
 
 from perfctl.analysis.kernel_categories import CATEGORIES
-from perfctl.report.formatting import visible
+from perfctl.analysis.repeatability import MIN_PAGES_FOR_CI
+from perfctl.report.formatting import fit, text_width, visible
 from perfctl.stages import STAGES
 
 STAGE_COLORS = {"vision": "#1f77b4", "prefill": "#ff7f0e", "decode": "#2ca02c"}
@@ -35,8 +36,14 @@ LABEL_W = 230  # left column for row labels
 VALUE_W = 170  # right column for value labels
 BAR_W = WIDTH - LABEL_W - VALUE_W
 ROW_H = 24
-FONT = 'font-family="system-ui, sans-serif" font-size="12"'
-MAX_LABEL_CHARS = 32
+FONT_SIZE = 12  # user units, so the text scales with the chart: what fits at one width fits at all
+FONT = f'font-family="system-ui, sans-serif" font-size="{FONT_SIZE}"'
+# A bar chart's label column widens to its longest label up to this (kernel names: 40 % of the
+# chart, leaving 430 units of bars); a longer label is cut in its middle (formatting.fit) and shown
+# whole in its tooltip.
+MAX_LABEL_W = 400
+LABEL_GAP = 8  # between a label's end and its bar
+LABEL_MARGIN = 4  # left of the longest label, inside the SVG's edge
 OUTSIDE_COLOR = "#d9d9d9"  # page time outside every stage (image preprocessing, generate's own work)
 
 
@@ -76,7 +83,8 @@ def _line(x1: float, y1: float, x2: float, y2: float, stroke: str, extra: str = 
     )
 
 
-def _short(label: str, limit: int = MAX_LABEL_CHARS) -> str:
+def _short(label: str, limit: int) -> str:
+    """`label` on one line, cut to `limit` characters with an ellipsis (the roofline's legends)."""
     flat = " ".join(label.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
@@ -90,15 +98,17 @@ def nice_step(span: float, ticks: int = 5) -> float:
     return float(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
 
 
-def _axis(y: float, top: float, scale_max: float, unit: str, fmt: str = "{:,.4g}") -> list[str]:
-    """Ticks and vertical grid lines under a bar area whose full width is scale_max."""
+def _axis(
+    y: float, top: float, scale_max: float, unit: str, label_w: float = LABEL_W, bar_w: float = BAR_W
+) -> list[str]:
+    """Ticks and vertical grid lines under a bar area (from label_w, bar_w wide) of full scale_max."""
     step = nice_step(scale_max)
-    out = [_line(LABEL_W, y, LABEL_W + BAR_W, y, "#999")]
+    out = [_line(label_w, y, label_w + bar_w, y, "#999")]
     value = 0.0
     while value <= scale_max * 1.0001:
-        x = LABEL_W + BAR_W * value / scale_max
+        x = label_w + bar_w * value / scale_max
         out.append(_line(x, top, x, y, "#e4e4e4"))
-        out.append(_text(x, y + 14, fmt.format(value) + f" {unit}", "middle", "#666"))
+        out.append(_text(x, y + 14, f"{value:,.4g} {unit}", "middle", "#666"))
         value += step
     return out
 
@@ -188,6 +198,13 @@ def page_timeline(pages: Sequence[Mapping[str, Any]]) -> Markup | None:
     return _svg(axis_y + 22, "stage wall time and GPU busy time per page", body)
 
 
+def label_column(labels: Sequence[str]) -> float:
+    """The width of a bar chart's label column: its longest label's (text_width) with the gap and
+    margin, from LABEL_W to MAX_LABEL_W."""
+    widest = max((text_width(" ".join(label.split()), FONT_SIZE) for label in labels), default=0.0)
+    return min(max(float(LABEL_W), widest + LABEL_GAP + LABEL_MARGIN), float(MAX_LABEL_W))
+
+
 def hbars(
     rows: Sequence[tuple[str, float | None, str]],
     unit: str,
@@ -195,12 +212,19 @@ def hbars(
     scale_max: float | None = None,
     reference: tuple[float, str] | None = None,
     colors: Sequence[str] | None = None,
+    tips: Sequence[str] | None = None,
+    fit_label: Callable[[str, float, float], str] = fit,
 ) -> Markup | None:
     """A horizontal bar per row (label, value, value text). Rows without a value get no bar but keep
-    their text. `reference`: a vertical line (value, its label), e.g. 1.0x for overhead."""
+    their text. `reference`: a vertical line (value, its label), e.g. 1.0x for overhead. `tips`: each
+    row's whole name for its tooltip (default: its label). The label column fits the longest label up
+    to MAX_LABEL_W; a longer one is cut by `fit_label` (default: in its middle) with an ellipsis,
+    never by the chart's edge."""
     values = [v for _, v, _ in rows if v is not None]
     if not values:
         return None
+    label_w = label_column([name for name, _, _ in rows])
+    bar_w = WIDTH - label_w - VALUE_W
     top_value = max([*values, reference[0] if reference else 0.0])
     scale = scale_max or (top_value * 1.1 if top_value > 0 else 1.0)
     step = nice_step(scale)
@@ -209,18 +233,20 @@ def hbars(
     top = 6
     for row, (name, value, text) in enumerate(rows):
         y = top + row * ROW_H
-        body.append(f"<g><title>{_esc(name)}</title>{_text(LABEL_W - 8, y + 15, _short(name), 'end')}</g>")
+        tip = tips[row] if tips else name
+        shown = fit_label(name, label_w - LABEL_GAP - LABEL_MARGIN, FONT_SIZE)
+        body.append(f"<g><title>{_esc(tip)}</title>{_text(label_w - LABEL_GAP, y + 15, shown, 'end')}</g>")
         if value is not None:
-            width = BAR_W * value / scale
+            width = bar_w * value / scale
             color = colors[row] if colors else "#4c78a8"
-            body.append(_rect(LABEL_W, y + 3, width, 18, color, f"{name}: {text}"))
-            body.append(_text(LABEL_W + width + 6, y + 16, text, fill="#555"))
+            body.append(_rect(label_w, y + 3, width, 18, color, f"{tip}: {text}"))
+            body.append(_text(label_w + width + 6, y + 16, text, fill="#555"))
         else:
-            body.append(_text(LABEL_W + 6, y + 16, text, fill="#999"))
+            body.append(_text(label_w + 6, y + 16, text, fill="#999"))
     axis_y = top + len(rows) * ROW_H + 4
-    body = _axis(axis_y, top, scale, unit) + body
+    body = _axis(axis_y, top, scale, unit, label_w, bar_w) + body
     if reference:
-        x = LABEL_W + BAR_W * reference[0] / scale
+        x = label_w + bar_w * reference[0] / scale
         body.append(_line(x, top, x, axis_y, "#c00", ' stroke-dasharray="4 3"'))
         body.append(_text(x + 4, top + 10, reference[1], fill="#c00"))
     return _svg(axis_y + 22, label, body)
@@ -262,13 +288,22 @@ def category_bars(stages: Sequence[Mapping[str, Any]]) -> Markup | None:
 
 def spread_chart(stages: Mapping[str, Mapping[str, Any]]) -> Markup | None:
     """Per stage, the clean pass's page times relative to their mean: min-max whisker, 95 % CI of the
-    mean as a box, median as a tick; one symmetric axis in % from the mean."""
-    rows = [(name, st) for name, st in stages.items() if st.get("count", 0) >= 2 and st.get("mean")]
+    mean as a box, median as a tick; one symmetric axis in % from the mean. Only stages with
+    MIN_PAGES_FOR_CI pages or more (fewer: the report shows their page times instead); a CI reaching
+    below 0 ms is drawn from 0 ms (-100 %), and its tooltip says so. None when no stage has them."""
+    rows = [
+        (name, st)
+        for name, st in stages.items()
+        if st.get("count", 0) >= MIN_PAGES_FOR_CI and st.get("mean") and "ci95_low" in st
+    ]
     if not rows:
         return None
 
     def rel(st: Mapping[str, Any], key: str) -> float:
-        return 100.0 * (float(st[key]) - float(st["mean"])) / float(st["mean"])
+        value = float(st[key])
+        if key == "ci95_low":
+            value = max(value, 0.0)  # a time's mean is not below 0: the interval is clipped there
+        return 100.0 * (value - float(st["mean"])) / float(st["mean"])
 
     keys = ("min", "max", "ci95_low", "ci95_high")
     bound = max(abs(rel(st, key)) for _, st in rows for key in keys) or 1.0
@@ -282,9 +317,13 @@ def spread_chart(stages: Mapping[str, Mapping[str, Any]]) -> Markup | None:
     top = 6
     for row, (name, st) in enumerate(rows):
         y = top + row * ROW_H + 12
+        low = st["ci95_low"]
+        ci = f"{max(low, 0.0) / 1e6:,.3f}–{st['ci95_high'] / 1e6:,.3f} ms"
+        if low < 0:
+            ci += f" (clipped at 0 ms from {low / 1e6:,.3f} ms)"
         tip = (
             f"{name}: mean {st['mean'] / 1e6:,.3f} ms, min {st['min'] / 1e6:,.3f} ms, max "
-            f"{st['max'] / 1e6:,.3f} ms, 95 % CI {st['ci95_low'] / 1e6:,.3f}–{st['ci95_high'] / 1e6:,.3f} ms"
+            f"{st['max'] / 1e6:,.3f} ms, 95 % CI {ci}, {st['count']} pages"
         )
         body.append(_text(LABEL_W - 8, y + 4, name, "end"))
         x0, x1 = xpos(rel(st, "min")), xpos(rel(st, "max"))

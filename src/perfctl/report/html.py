@@ -8,6 +8,7 @@ control characters shown as escapes (`formatting.visible`), so a name reads as w
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 from typing import Any
@@ -15,17 +16,20 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from perfctl.analysis.findings import SEVERITY_ORDER
 from perfctl.analysis.ncu_findings import launch_config, per_page, roof_position
-from perfctl.analysis.result import Analysis
+from perfctl.analysis.repeatability import MIN_PAGES_FOR_CI, t95
+from perfctl.analysis.result import Analysis, Finding
 from perfctl.analysis.result_ncu import NcuPass, RooflinePoint, Roofs
 from perfctl.report import charts, formatting, roofline
 from perfctl.resources import templates_dir
 from perfctl.stages import STAGES
 
 # (id, heading) of every section, in page order; tests check that a browser shows each heading.
+# The findings and the stage chart come first, so that both are on the first screen (1400 x 900);
+# the run's identity, a long list, follows the figures (a line under the title names the run).
 SECTIONS = (
     ("findings", "Findings"),
-    ("run", "Run identity"),
     ("stages", "Stage breakdown per page"),
     ("efficiency", "MFU and MBU per stage"),
     ("repeatability", "Spread across repeats"),
@@ -34,12 +38,17 @@ SECTIONS = (
     ("memory", "Memory"),
     ("telemetry", "GPU telemetry"),
     ("overhead", "Profiler overhead"),
+    ("run", "Run identity"),
     ("ranges", "All NVTX ranges"),
 )
 # The Nsight Compute section, after "kernels": only in a report whose analysis has an ncu pass (most
 # runs have none, and a section saying so on every report would be noise).
 NCU_SECTION = ("ncu", "Kernel level (Nsight Compute)")
 NCU_TOP_KERNELS = 10  # kernels per stage in the report's table; kernels.md has them all
+# Findings shown as a line each before the rest, which are grouped by severity under one <details>:
+# three lines keep the stage chart on the first screen (1400 x 900) and hold a run's most severe
+# finding per stage (findings come most severe first).
+FINDINGS_UP_FRONT = 3
 
 
 def _shown(value: Any) -> Any:
@@ -67,6 +76,12 @@ def template_cache() -> jinja2.BytecodeCache | None:
     return jinja2.FileSystemBytecodeCache(folder) if os.access(folder, os.W_OK) else None
 
 
+def severity_counts(findings: list[Finding]) -> str:
+    """How many findings of each severity, most severe first: "3 high, 12 info"."""
+    counts = [(sev, sum(f["severity"] == sev for f in findings)) for sev in SEVERITY_ORDER]
+    return ", ".join(f"{n} {sev}" for sev, n in counts if n)
+
+
 def template_environment() -> jinja2.Environment:
     """The one Jinja environment of perfctl's HTML (the report, the comparison)."""
     env = jinja2.Environment(
@@ -84,24 +99,38 @@ def template_environment() -> jinja2.Environment:
         count=formatting.count,
         nbytes=formatting.nbytes,
         number=formatting.number,
+        ci=formatting.confidence_interval,
+        severity_counts=severity_counts,
         shell=lambda argv: shlex.join(str(a) for a in argv),
     )
     return env
+
+
+def top_kernel_labels(analysis: Analysis) -> dict[str, list[str]]:
+    """Per stage, the label of each of its top kernels, as its chart and table show it: the short
+    name, told apart from the stage's other kernels of the same short name (formatting.kernel_labels)."""
+    return {
+        s["stage"]: formatting.kernel_labels([(k["short_name"], k["name"]) for k in s["top_kernels"]])
+        for s in analysis.get("stages") or []
+    }
 
 
 def _charts(analysis: Analysis) -> dict[str, Markup | None]:
     out: dict[str, Markup | None] = {"timeline": charts.page_timeline(analysis.get("pages") or [])}
     stages = analysis.get("stages") or []
     out["categories"] = charts.category_bars(stages)
+    labels = top_kernel_labels(analysis)
     for s in stages:
         out[f"top_{s['stage']}"] = charts.hbars(
             [
-                (k["short_name"], k["time_ns"] / 1e6, f"{k['time_ns'] / 1e6:,.3f} ms")
-                for k in s["top_kernels"]
+                (label, k["time_ns"] / 1e6, f"{k['time_ns'] / 1e6:,.3f} ms")
+                for label, k in zip(labels[s["stage"]], s["top_kernels"], strict=True)
             ],
             "ms",
             f"top kernels of {s['stage']} by time",
             colors=[charts.CATEGORY_COLORS.get(k["category"], "#7f7f7f") for k in s["top_kernels"]],
+            tips=[k["name"] for k in s["top_kernels"]],
+            fit_label=formatting.fit_label,
         )
     eff = analysis.get("efficiency")
     if eff and eff.get("available"):
@@ -153,16 +182,18 @@ def sections_of(analysis: Analysis) -> tuple[tuple[str, str], ...]:
 def _ncu_rows(points: list[RooflinePoint], roofs: Roofs) -> list[dict[str, Any]]:
     """The table rows of the largest points (by share): each with its launch and roof position."""
     top = sorted(points, key=lambda p: -p["share_of_stage_kernel_time"])[:NCU_TOP_KERNELS]
+    labels = formatting.kernel_labels([(p["short_name"], p["name"]) for p in top])
     return [
         {
             "p": p,
+            "label": label,
             "launch": launch_config(p["grid"], p["block"]),
             "per_page": per_page(p["instances_per_page"]),
             "position": roof_position(
                 p["arithmetic_intensity"], p["achieved_tflops"], roofs, p["sm_clock_hz"]
             ),
         }
-        for p in top
+        for p, label in zip(top, labels, strict=True)
     ]
 
 
@@ -205,6 +236,11 @@ def top_memory_operators(analysis: Analysis, n: int = 10) -> list[dict[str, Any]
     return sorted(rows, key=lambda op: -abs(op["self_device_memory_bytes"]))[:n]
 
 
+def ci_std_factor(pages: int) -> float:
+    """Half the width of a 95 % t interval of the mean from `pages` values, in standard deviations."""
+    return t95(pages - 1) / math.sqrt(pages)
+
+
 def render_html(analysis: Analysis, manifest: dict[str, Any] | None) -> str:
     return (
         template_environment()
@@ -216,6 +252,11 @@ def render_html(analysis: Analysis, manifest: dict[str, Any] | None) -> str:
             stage_names=list(STAGES),
             sections=sections_of(analysis),
             charts=_charts(analysis),
+            kernel_labels=top_kernel_labels(analysis),
+            min_pages_for_ci=MIN_PAGES_FOR_CI,
+            ci_std_factor=ci_std_factor,
+            findings_up_front=FINDINGS_UP_FRONT,
+            severities=SEVERITY_ORDER,
             memory_operators=top_memory_operators(analysis),
             ncu=_ncu(analysis.get("ncu")),
         )
