@@ -561,9 +561,9 @@ def flops(
 COMPARE_EXIT_CODES = (
     "Exit codes: 0 compared (and the gate passed), 1 --fail-if-slower: a stage got slower beyond noise "
     "by more than PCT, 2 bad input (a one-line reason is printed; also runs of a different model, mode, "
-    "device, batch size or decode mode without --allow-different), 3 --fail-if-slower cannot tell: a "
-    "stage's runs cannot detect a change of PCT (too few pages for their noise; the line says how many "
-    "pages per run would)."
+    "device, GPU model, batch size or decode mode without --allow-different), 3 --fail-if-slower cannot "
+    "tell: a stage's runs cannot detect a change of PCT (too few pages for their noise; the line says how "
+    "many pages per run would)."
 )
 
 
@@ -592,7 +592,7 @@ COMPARE_EXIT_CODES = (
     "--allow-different",
     is_flag=True,
     default=False,
-    help="Compare runs of a different model, mode, device, batch size or decode mode (refused "
+    help="Compare runs of a different model, mode, device, GPU model, batch size or decode mode (refused "
     "otherwise, exit 2); each difference is listed.",
 )
 @click.option(
