@@ -1,5 +1,5 @@
 """`perfctl analyze RUN` of run folders whose ncu/ holds a report, through the CLI, on real files:
-a report that is not the run's own, and one that cannot be read."""
+a report that is not the run's own, one that cannot be read, and damaged ncu/ records beside a good one."""
 
 from __future__ import annotations
 
@@ -48,3 +48,33 @@ def test_an_unreadable_report_leaves_the_rest_of_the_analysis_standing(tmp_path:
     assert "ncu" not in analysis and analysis["stages"]
     assert any(w.startswith("the Nsight Compute pass is left out: ") for w in analysis["warnings"])
     assert not (run / "kernels.md").exists()
+
+
+def test_damaged_ncu_records_are_named_and_the_pass_stands(tmp_path: Path) -> None:
+    """The real H200 run with its ncu/selection.json cut short (as a full disk leaves it) and a
+    wrong-typed field in ncu/command.json: exit 0, no traceback, each file named in a warning with
+    what is wrong in it, the rest of the pass as it was; the files themselves are not changed."""
+    run = copy_run_fixture("h200-full-ocr2-ncu", tmp_path / "run")
+    with (
+        lzma.open(FIXTURES / "h200-full-ocr2-ncu" / "ncu" / "run.ncu-rep.xz") as src,
+        (run / "ncu" / "run.ncu-rep").open("wb") as dst,
+    ):
+        shutil.copyfileobj(src, dst)
+    selection, command = run / "ncu" / "selection.json", run / "ncu" / "command.json"
+    selection.write_bytes(selection.read_bytes()[:1000])
+    record = json.loads(command.read_text())
+    command.write_text(json.dumps({**record, "clock_control": 5}))
+    damaged = selection.read_bytes(), command.read_bytes()
+    proc = run_perfctl("analyze", str(run), "--format", "json")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    ncu = json.loads(proc.stdout)["ncu"]
+    assert f"{selection} is unusable (not JSON: " in "\n".join(ncu["warnings"])
+    assert (
+        f"{command} has fields of the wrong type, left out as unknown: clock_control is 5, not text"
+        in (ncu["warnings"])
+    )
+    assert "selection" not in ncu and ncu["clock_control"] is None
+    assert ncu["command"] == record["command"]
+    assert [s["stage"] for s in ncu["stages"]] == ["vision", "prefill", "decode"]
+    assert "selection.json" in (run / "kernels.md").read_text()
+    assert (selection.read_bytes(), command.read_bytes()) == damaged

@@ -2,9 +2,10 @@
 warning naming the file and what was not.
 
 Every reader of a run folder's records (analyze, compare, the registry, `--force`) goes through
-`RunFolder.read_manifest` (perfctl.run_folder) / `read_driver_info`, never `json.loads` of its own.
-Each file is checked against the declared schema of the fields perfctl reads (`MANIFEST_FIELDS`,
-`DRIVER_INFO_FIELDS`):
+`RunFolder.read_manifest` (perfctl.run_folder) / `read_driver_info` (ncu/'s command.json and
+selection.json: `read_record`), never `json.loads` of its own. Each file is checked against the
+declared schema of the fields perfctl reads (`MANIFEST_FIELDS`, `DRIVER_INFO_FIELDS`,
+`NCU_COMMAND_FIELDS`, `NCU_SELECTION_FIELDS`):
 
 - unreadable (truncated, random bytes, not UTF-8, a folder by that name), not a JSON object (a list,
   null), or an object holding none of the declared fields: *unusable*, as if absent, with a warning;
@@ -183,11 +184,18 @@ MANIFEST_FIELDS: dict[str, Field] = {
     "torch": _f(dict, fields=_DRIVER_PASS),
     "calibration": _f(dict, fields={"command": ARGV, "status": TEXT, "reason": TEXT_OR_NULL}),
 }
+# The Nsight Compute pass's records in ncu/ (capture.ncu_pass writes them), as far as
+# analysis.kernel_level reads them: the exact command and its clock control, and the kernels the nsys
+# pass chose per stage.
+NCU_COMMAND_FIELDS: dict[str, Field] = {"command": ARGV, "clock_control": TEXT}
+NCU_SELECTION_FIELDS: dict[str, Field] = {
+    "stages": _f(dict, values=_f(dict, fields={"kernels": _f(list, items=_f(dict, fields={"name": TEXT}))})),
+}
 
 
 @dataclass(frozen=True)
 class RecordFile:
-    """What one JSON record file (manifest.json, driver-info.json) gave: its usable fields (`data`,
+    """What one JSON record file (manifest.json, driver-info.json, ncu/'s) gave: its usable fields (`data`,
     None when absent or unusable), its state, and the fields left out (path in the file, what is there)."""
 
     path: Path

@@ -9,7 +9,6 @@ them together, stage by stage, with the roofs the charts are drawn against.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,7 @@ from perfctl.errors import BadInput
 from perfctl.ncu_rep.reader import read_ncu_report
 from perfctl.nsys_export.kernel_configs import kernel_configs_by_stage
 from perfctl.run_folder import RunFolder
-
-
-def _read_json(path: Path, what: str, warnings: list[str]) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        warnings.append(f"{path} ({what}) is unreadable, left out: {exc}")
-        return None
-    if not isinstance(data, dict):
-        warnings.append(f"{path} ({what}) is not a JSON object, left out")
-        return None
-    return data
+from perfctl.run_manifest import NCU_COMMAND_FIELDS, NCU_SELECTION_FIELDS, read_record
 
 
 def analyze_ncu_pass(
@@ -52,8 +38,11 @@ def analyze_ncu_pass(
     ncu = folder.ncu
     report = read_ncu_report(ncu.ncu_report)
     warnings = list(report["warnings"])
-    command = _read_json(ncu.ncu_command, "the ncu command", warnings) or {}
-    selection = _read_json(ncu.ncu_selection, "the kernels chosen for ncu", warnings)
+    command_file = read_record(ncu.ncu_command, NCU_COMMAND_FIELDS)
+    selection_file = read_record(ncu.ncu_selection, NCU_SELECTION_FIELDS)
+    warnings += [w for w in (command_file.warning(), selection_file.warning()) if w]
+    command = command_file.data or {}  # (its fields checked against the schema: right-typed or absent)
+    selection = selection_file.data
     kernels = report["kernels"]
     outside = sum(1 for k in kernels if k["stage"] is None)
     if outside:
@@ -79,20 +68,17 @@ def analyze_ncu_pass(
     )
     result: NcuPass = {
         "report": str(ncu.ncu_report),
-        "command": command.get("command") if isinstance(command.get("command"), list) else None,
-        "clock_control": command.get("clock_control")
-        if isinstance(command.get("clock_control"), str)
-        else None,
+        "command": command.get("command"),
+        "clock_control": command.get("clock_control"),
         "kernels": kernels,
         "stages": stage_measured_work(kernels, configs, stage_time, analytic_flops_per_page),
         "roofs": roofs,
         "warnings": warnings,
     }
-    if selection is not None and isinstance(selection.get("stages"), dict):
+    if selection is not None and "stages" in selection:
         result["selection"] = {
-            str(stage): [str(k.get("name")) for k in s.get("kernels", []) if isinstance(k, dict)]
+            stage: [str(k.get("name")) for k in s.get("kernels", [])]
             for stage, s in selection["stages"].items()
-            if isinstance(s, dict)
         }
     return result
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from perfctl.analysis.result_ncu import (
     FLOP_PRECISIONS as PRECISIONS,
@@ -37,9 +37,21 @@ from perfctl.nsys_export.kernel_configs import ConfigKey, StageKernelConfigs
 CUDA_CORE_NOTE_SHARE = 0.01
 
 
-def _key(kernel: NcuKernel) -> ConfigKey:
+def launch_config_key(kernel: NcuKernel) -> ConfigKey:
+    """A profiled kernel's launch configuration (name, grid, block): what ncu samples by
+    (--filter-mode=per-launch-config) and the nsys pass counts by (kernel_configs)."""
     g, b = kernel["grid"], kernel["block"]
     return kernel["name"], (g[0], g[1], g[2]), (b[0], b[1], b[2])
+
+
+def by_launch_config(kernels: Iterable[NcuKernel]) -> dict[ConfigKey, list[NcuKernel]]:
+    """The profiled instances of each launch configuration among `kernels`, in the order ncu profiled
+    each configuration's first instance: one roofline point each (a stage's here, a report's without
+    stages in report.roofline)."""
+    groups: dict[ConfigKey, list[NcuKernel]] = {}
+    for kernel in kernels:
+        groups.setdefault(launch_config_key(kernel), []).append(kernel)
+    return groups
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -57,12 +69,13 @@ def stage_measured_work(
     analytic FLOPs and the stage's roofline points. `stage_kernel_time_ns`: the nsys pass's kernel
     time per stage, over all its pages."""
     pages = max(configs.pages, 1)
-    profiled: dict[str, dict[ConfigKey, list[NcuKernel]]] = defaultdict(lambda: defaultdict(list))
+    in_stage: dict[str, list[NcuKernel]] = defaultdict(list)
     for kernel in kernels:
         if kernel["stage"] is not None:
-            profiled[kernel["stage"]][_key(kernel)].append(kernel)
+            in_stage[kernel["stage"]].append(kernel)
     out: list[StageMeasuredWork] = []
-    for stage, groups in profiled.items():
+    for stage, staged in in_stage.items():
+        groups = by_launch_config(staged)
         counts = configs.stages.get(stage, {})
         total_ns = float(stage_kernel_time_ns.get(stage, 0.0))
         by_precision = dict.fromkeys(PRECISIONS, 0.0)

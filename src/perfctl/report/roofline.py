@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from markupsafe import Markup
 
+from perfctl.analysis.measured_work import by_launch_config
 from perfctl.analysis.ncu_findings import compute_roof, launch_config, off_roofline_reason, per_page
 from perfctl.analysis.result_ncu import NcuKernel, RooflinePoint, Roofs, StageMeasuredWork
 from perfctl.report.charts import _esc, _line, _num, _short, _svg, _text
@@ -274,12 +275,9 @@ def stage_roofline(stage: StageMeasuredWork, roofs: Roofs) -> Markup | None:
 def report_points(kernels: Sequence[NcuKernel]) -> list[RooflinePoint]:
     """A report's kernels as roofline points when no nsys pass weighs them (a bare .ncu-rep): one per
     name and launch configuration, its share that of the profiled kernels' summed duration."""
-    groups: dict[tuple[str, tuple[int, ...], tuple[int, ...]], list[NcuKernel]] = {}
-    for k in kernels:
-        groups.setdefault((k["name"], tuple(k["grid"]), tuple(k["block"])), []).append(k)
     total = sum(k["duration_ns"] or 0.0 for k in kernels)
     points: list[RooflinePoint] = []
-    for same in groups.values():
+    for same in by_launch_config(kernels).values():
         duration = sum(k["duration_ns"] or 0.0 for k in same)
         flops = sum(k["flops"]["total"] for k in same)
         dram = sum((k["dram_bytes_read"] or 0.0) + (k["dram_bytes_write"] or 0.0) for k in same)
