@@ -103,14 +103,14 @@ def test_moe_folder_prefill_and_decode_ranges(tmp_path: Path, nsys_bin: str) -> 
 
 
 def test_refused_before_anything_runs(tmp_path: Path) -> None:
-    """--tiles with a causal LM, a folder of images for a causal LM, DeepSeek-OCR v1, and --calibrate
-    on the CPU: exit 2, one line, no run folder left behind."""
+    """--tiles with a causal LM, a folder of images for a causal LM, DeepSeek-OCR v1: exit 2, one line,
+    no run folder left behind. (--calibrate on the CPU was refused here until calibrate measured CPUs:
+    tests/test_calibrate.py checks it now.)"""
     llama = str(MODELS / "tiny-llama")
     cases = [
         (["--model", llama, "--random-weights", "--tiles", "1"], "--tiles is for DeepSeek-OCR-2"),
         (["--model", llama, "--random-weights", "--pages", str(tmp_path)], "no text prompts"),
         (["--model", "deepseek-ocr"], "transformers 4.46"),
-        (["--model", llama, "--random-weights", "--calibrate"], "--calibrate measures the GPU"),
     ]
     for args, needle in cases:
         out = tmp_path / "never"
