@@ -18,6 +18,7 @@ import pytest
 from conftest import FIXTURES, decompress_fixture
 from perfctl.analysis.analyze import analyze_export, analyze_tables, load_export
 from perfctl.commands.analyze import analyze_path
+from perfctl.commands.analyze_options import AnalyzeOptions
 from perfctl.nsys_export import pages
 from perfctl.nsys_export.windows import activity_windows
 
@@ -84,7 +85,7 @@ def test_a_write_ahead_log_is_read_through_sqlite_and_said(
     assert [w.split(":")[0] for w in added] == sorted(ACTIVITY_TABLES)
     assert all("write-ahead log" in w and w.endswith(SQLITE_INSTEAD) for w in added), added
     # and the written analysis.json and report carry them
-    result = analyze_path(export_with_a_write_ahead_log, out_dir=tmp_path / "out")
+    result = analyze_path(export_with_a_write_ahead_log, AnalyzeOptions(out_dir=tmp_path / "out"))
     assert json.loads(result.json_path.read_text())["warnings"][-len(added) :] == added
     report = result.html_path.read_text()
     assert all(f'<div class="warn">{html.escape(w)}</div>' in report for w in added)

@@ -17,6 +17,7 @@ from perfctl.analysis.findings import (
     findings,
 )
 from perfctl.commands.analyze import analyze_path
+from perfctl.commands.analyze_options import AnalyzeOptions
 from report_inputs import FIXTURES, clean_pass_only, tiny_all_run
 
 
@@ -123,7 +124,7 @@ def test_unstable_stages_of_the_full_size_h100_run_name_their_cause() -> None:
 
 
 def test_cpu_capture_says_what_is_missing(tmp_path: Path, hostile_capture: Path) -> None:
-    result = analyze_path(hostile_capture, allow_no_kernels=True, out_dir=tmp_path)
+    result = analyze_path(hostile_capture, AnalyzeOptions(allow_no_kernels=True, out_dir=tmp_path))
     kinds = [f["id"] for f in result.analysis["findings"]]
     assert kinds == ["no_kernels", "no_clean_pass"]
     assert {c["kind"] for c in result.analysis["cost_centres"]} == {"stage_wall"}

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import run_perfctl
 from perfctl.commands.analyze import analyze_path
+from perfctl.commands.analyze_options import AnalyzeOptions
 from perfctl.errors import BadInput
 
 TRIALS = 40
@@ -40,7 +41,7 @@ def test_damaged_exports_give_analysis_or_a_clean_refusal(tiny_gpu_export: Path,
         path = tmp_path / f"damaged-{trial}.sqlite"
         path.write_bytes(_damage(data, rng))
         try:
-            analyze_path(path, out_dir=tmp_path / "out", allow_no_kernels=True)
+            analyze_path(path, AnalyzeOptions(out_dir=tmp_path / "out", allow_no_kernels=True))
         except BadInput:
             refused += 1
     assert refused > 0  # the damage is real: some files must be refused

@@ -13,6 +13,7 @@ import pytest
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.findings import findings
 from perfctl.commands.analyze import analyze_path
+from perfctl.commands.analyze_options import AnalyzeOptions
 from perfctl.report.charts import BAR_W, page_bars, page_timeline
 from perfctl.report.html import SECTIONS, render_html
 from report_inputs import FIXTURES, clean_pass_only, tiny_all_run
@@ -144,7 +145,7 @@ def test_report_of_the_full_size_clean_pass_without_export() -> None:
 
 
 def test_cpu_capture_report_says_what_is_absent(tmp_path: Path, hostile_capture: Path) -> None:
-    result = analyze_path(hostile_capture, allow_no_kernels=True, out_dir=tmp_path)
+    result = analyze_path(hostile_capture, AnalyzeOptions(allow_no_kernels=True, out_dir=tmp_path))
     sections = _sections(result.html_path.read_text())
     assert "No CUDA kernels in this export" in _absent(sections["kernels"])[0]
     assert "No manifest.json" in _absent(sections["run"])[0]

@@ -24,6 +24,7 @@ from PIL import Image
 
 from conftest import copy_run_fixture
 from perfctl.commands.analyze import analyze_path
+from perfctl.commands.analyze_options import AnalyzeOptions
 from perfctl.report.html import SECTIONS, render_html
 from report_inputs import (
     FIXTURES,
@@ -95,7 +96,7 @@ def test_browser_shows_every_section_and_hostile_names_as_text(chromium: str, ho
 
 
 def test_browser_shows_range_names_as_text(chromium: str, hostile_capture: Path, tmp_path: Path) -> None:
-    result = analyze_path(hostile_capture, allow_no_kernels=True, out_dir=tmp_path)
+    result = analyze_path(hostile_capture, AnalyzeOptions(allow_no_kernels=True, out_dir=tmp_path))
     text = _dom_checks(browse(chromium, result.html_path, "--dump-dom"), "perfctl report")
     for name in hostile_names_module().HOSTILE_NAMES:
         assert name.replace("\r\n", "\n") in text, name[:40]  # HTML parsing normalizes CR LF

@@ -24,6 +24,7 @@ from markupsafe import escape
 
 from conftest import run_perfctl
 from perfctl.commands.analyze import analyze_path
+from perfctl.commands.analyze_options import AnalyzeOptions
 from perfctl.report.formatting import INVISIBLE, visible
 from perfctl.report.markdown import NAME_LIMIT, md_text, render_markdown
 from report_inputs import (
@@ -50,7 +51,9 @@ def render_markdown_html(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def hostile_ranges(tmp_path_factory: pytest.TempPathFactory, hostile_capture: Path) -> Any:
-    return analyze_path(hostile_capture, allow_no_kernels=True, out_dir=tmp_path_factory.mktemp("ranges"))
+    return analyze_path(
+        hostile_capture, AnalyzeOptions(allow_no_kernels=True, out_dir=tmp_path_factory.mktemp("ranges"))
+    )
 
 
 @pytest.fixture(scope="module")

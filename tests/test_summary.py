@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from perfctl.commands.analyze import analyze_path
+from perfctl.commands.analyze_options import AnalyzeOptions
 from perfctl.report.formatting import ms, pct
 from perfctl.report.markdown import MAX_ACTIONS, render_markdown
 from report_inputs import FIXTURES, clean_pass_only, tiny_all_run
@@ -68,7 +69,9 @@ def test_summary_without_export_uses_the_clean_pass() -> None:
 
 
 def test_summary_of_a_cpu_capture_says_what_was_not_measured(tmp_path: Path, hostile_capture: Path) -> None:
-    summary = analyze_path(hostile_capture, allow_no_kernels=True, out_dir=tmp_path).summary_path.read_text()
+    summary = analyze_path(
+        hostile_capture, AnalyzeOptions(allow_no_kernels=True, out_dir=tmp_path)
+    ).summary_path.read_text()
     assert "Not measured: MFU needs a perfctl run folder with a clean timing pass" in summary
     assert "Not measured: no clean timing pass in this run" in summary
     assert {r[2] for r in _rows(summary, HEADINGS[0])} == {"stage wall time (no kernel data)"}

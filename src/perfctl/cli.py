@@ -419,6 +419,7 @@ def analyze(
     """
     from perfctl.commands.analyze import analyze as analyze_command
     from perfctl.commands.analyze_ncu import analyze_ncu_report, is_ncu_report
+    from perfctl.commands.analyze_options import AnalyzeOptions
     from perfctl.report.kernels_md import render_ncu_report
     from perfctl.report.text import render_text
 
@@ -431,9 +432,7 @@ def analyze(
         click.echo(json.dumps(report) if fmt == "json" else render_ncu_report(report))
         return
     try:
-        result = analyze_command(
-            path,
-            profiles_root,
+        options = AnalyzeOptions(  # refuses an unbelievable peak override (BadInput)
             nsys_path=nsys_path,
             top_n=top_n,
             out_dir=out_dir,
@@ -442,6 +441,7 @@ def analyze(
             peak_bandwidth_gbs=peak_bandwidth_gbs,
             calibration=calibration_path,
         )
+        result = analyze_command(path, profiles_root, options)
     except PerfctlError as exc:
         _fail(exc)
     progress.finish()

@@ -9,8 +9,8 @@ them together, stage by stage, with the roofs the charts are drawn against.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from perfctl.analysis.measured_work import roofs_for, stage_measured_work
 from perfctl.analysis.result import Analysis
@@ -22,20 +22,25 @@ from perfctl.run_folder import RunFolder
 from perfctl.run_manifest import NCU_COMMAND_FIELDS, NCU_SELECTION_FIELDS, read_record
 
 
-def analyze_ncu_pass(
-    folder: RunFolder,
-    export: Path,
-    analysis: Analysis,
-    analytic_flops_per_page: dict[str, float] | None,
-    dtype: str,
-    peak_tflops: float | None = None,
-    bandwidth_gbs: float | None = None,
-    run_gpu: str | None = None,
-) -> NcuPass:
+@dataclass(frozen=True)
+class NcuPassInputs:
+    """What an Nsight Compute pass is set against, beside the analysis so far: one record, so that
+    ncu_pass_or_warning hands analyze_ncu_pass all of it."""
+
+    folder: RunFolder  # the run folder whose ncu/ holds the report
+    export: Path  # the nsys pass's export: how often each launch configuration ran, per stage
+    analytic_flops_per_page: dict[str, float] | None  # the FLOP model's per stage (None: unknown)
+    dtype: str  # the run's compute dtype, for the table's peaks
+    peak_tflops: float | None = None  # the user's dense peak TFLOP/s for the roofs (None: the table's)
+    bandwidth_gbs: float | None = None  # the user's peak memory GB/s for the roofs (None: the table's)
+    run_gpu: str | None = None  # the GPU the run's driver reported, which the report's must be
+
+
+def analyze_ncu_pass(inputs: NcuPassInputs, analysis: Analysis) -> NcuPass:
     """analysis.json's `ncu` for a run folder whose ncu/ holds a report (BadInput when it cannot be
-    read: the caller turns that into a warning, the rest of the analysis stands). `run_gpu`: the GPU
-    the run's driver reported, which the report's must be."""
-    ncu = folder.ncu
+    read: the caller turns that into a warning, the rest of the analysis stands)."""
+    analytic_flops_per_page, run_gpu = inputs.analytic_flops_per_page, inputs.run_gpu
+    ncu = inputs.folder.ncu
     report = read_ncu_report(ncu.ncu_report)
     warnings = list(report["warnings"])
     command_file = read_record(ncu.ncu_command, NCU_COMMAND_FIELDS)
@@ -48,7 +53,7 @@ def analyze_ncu_pass(
     if outside:
         warnings.append(f"{outside} profiled kernels ran outside perfctl's stage ranges: not in any stage")
     names = {k["name"] for k in kernels if k["stage"] is not None}
-    configs = kernel_configs_by_stage(export, names)
+    configs = kernel_configs_by_stage(inputs.export, names)
     stage_time = {s["stage"]: float(s["kernel_time_ns"]) for s in analysis.get("stages", [])}
     if analytic_flops_per_page is None:
         warnings.append("analytic FLOPs unknown for this run (see efficiency): measured FLOPs stand alone")
@@ -62,9 +67,9 @@ def analyze_ncu_pass(
         kernels,
         device["name"] if device else None,
         device["sm_count"] if device else None,
-        dtype,
-        peak_tflops,
-        bandwidth_gbs,
+        inputs.dtype,
+        inputs.peak_tflops,
+        inputs.bandwidth_gbs,
     )
     result: NcuPass = {
         "report": str(ncu.ncu_report),
@@ -83,17 +88,10 @@ def analyze_ncu_pass(
     return result
 
 
-def ncu_pass_or_warning(
-    folder: RunFolder,
-    export: Path,
-    analysis: Analysis,
-    analytic: dict[str, float] | None,
-    dtype: str,
-    **peaks: Any,
-) -> NcuPass | None:
+def ncu_pass_or_warning(inputs: NcuPassInputs, analysis: Analysis) -> NcuPass | None:
     """analyze_ncu_pass, or None with a warning in the analysis when the report cannot be read."""
     try:
-        return analyze_ncu_pass(folder, export, analysis, analytic, dtype, **peaks)
+        return analyze_ncu_pass(inputs, analysis)
     except BadInput as exc:
         analysis["warnings"].append(f"the Nsight Compute pass is left out: {exc}")
         return None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -30,13 +29,14 @@ from perfctl.analysis.completion import with_expected_pages
 from perfctl.analysis.cost_centres import cost_centres
 from perfctl.analysis.efficiency import analytic_stage_flops, efficiency
 from perfctl.analysis.findings import findings
-from perfctl.analysis.kernel_level import ncu_pass_or_warning
+from perfctl.analysis.kernel_level import NcuPassInputs, ncu_pass_or_warning
 from perfctl.analysis.lazy_loading import first_use_evidence
 from perfctl.analysis.operators import join_operators_to_kernels, ranked_operators
 from perfctl.analysis.repeatability import CleanPass, load_clean_pass, timing_statistics
 from perfctl.analysis.result import Analysis, RunIdentity, RunManifestNote, dump_analysis
 from perfctl.analysis.result_passes import Efficiency
 from perfctl.analysis.telemetry import page_telemetry
+from perfctl.commands.analyze_options import DEFAULT_OPTIONS, AnalyzeOptions
 from perfctl.errors import BadInput, OutputFailed
 from perfctl.export_source import make_export, plan_export
 from perfctl.files import disk_note
@@ -152,35 +152,25 @@ def manifest_note(manifest: RecordFile, warnings: list[str]) -> RunManifestNote:
     }
 
 
-def analyze_path(
-    path: Path,
-    nsys_path: str | None = None,
-    top_n: int = 10,
-    out_dir: Path | None = None,
-    allow_no_kernels: bool = False,
-    peak_tflops: float | None = None,
-    peak_bandwidth_gbs: float | None = None,
-    calibration: Path | None = None,
-) -> AnalyzeResult:
+def analyze_path(path: Path, options: AnalyzeOptions = DEFAULT_OPTIONS) -> AnalyzeResult:
     """Analyze an export, report or run folder and write analysis.json, report.html and summary.md.
 
     An export with nothing to attribute is refused (BadInput): no NVTX ranges at all, or no CUDA
-    kernels -- unless kernels are not expected: `allow_no_kernels`, or the run's manifest says the
-    workload ran on the CPU (then the report holds NVTX wall times only, and says so).
-    `calibration`: a `perfctl calibrate` file for MFU/MBU against measured ceilings (default: the run
-    folder's calibration.json, when capture --calibrate stored one).
+    kernels -- unless kernels are not expected: `options.allow_no_kernels`, or the run's manifest says
+    the workload ran on the CPU (then the report holds NVTX wall times only, and says so).
+    `options.calibration`: a `perfctl calibrate` file for MFU/MBU against measured ceilings (default:
+    the run folder's calibration.json, when capture --calibrate stored one).
     """
-    check_peaks(peak_tflops, peak_bandwidth_gbs)
     given = RunFolder.find(path)
     run_dir = given.folder.path
     found = given.folder.read_manifest()
     manifest = found.data
     if given.kind == "run_folder" and manifest is not None and manifest.get("tool") == "torch":
-        return _analyze_torch_run(path, found, out_dir)
-    export, how = make_export(plan_export(given, found, out_dir), nsys_path)
-    measured = _calibration(calibration, run_dir)
+        return _analyze_torch_run(path, found, options.out_dir)
+    export, how = make_export(plan_export(given, found, options.out_dir), options.nsys_path)
+    measured = _calibration(options.calibration, run_dir)
     progress.step(f"reading {export}")
-    analysis = analyze_export(export, top_n=top_n)
+    analysis = analyze_export(export, top_n=options.top_n)
     analysis["export"]["source"] = how
     warnings: list[str] = []  # what the run folder's records lacked (a damaged file, a field left out)
     if found.present:
@@ -189,7 +179,7 @@ def analyze_path(
         _fill_unfinished(manifest, run_dir, warnings)
     elif manifest is not None and found.dropped("driver"):
         _driver_from_info(manifest, run_dir, warnings)
-    _check_attributable(export, analysis, found, allow_no_kernels)
+    _check_attributable(export, analysis, found, options.allow_no_kernels)
     if manifest is not None:
         analysis["run"] = _run_identity(manifest)
         shipped = read_shipped_label(given.folder)
@@ -247,8 +237,8 @@ def analyze_path(
                 manifest,
                 run_dir,
                 stages_under_nsys=under_nsys,
-                peak_tflops=peak_tflops,
-                bandwidth_gbs=peak_bandwidth_gbs,
+                peak_tflops=options.peak_tflops,
+                bandwidth_gbs=options.peak_bandwidth_gbs,
                 calibration=measured,
                 nsys_page_indices=nsys_pages,
             )
@@ -257,16 +247,16 @@ def analyze_path(
         if given.folder.ncu.ncu_report.is_file():
             progress.step(f"reading {given.folder.ncu.ncu_report}")
             driver = manifest.get("driver") or {}
-            kernel_level = ncu_pass_or_warning(
+            ncu_inputs = NcuPassInputs(
                 given.folder,
                 export,
-                analysis,
                 analytic_stage_flops(run_dir, manifest, nsys_records, driver),
                 str(driver.get("dtype") or "bfloat16"),
-                peak_tflops=peak_tflops,
-                bandwidth_gbs=peak_bandwidth_gbs,
+                peak_tflops=options.peak_tflops,
+                bandwidth_gbs=options.peak_bandwidth_gbs,
                 run_gpu=driver.get("gpu_name") if isinstance(driver.get("gpu_name"), str) else None,
             )
+            kernel_level = ncu_pass_or_warning(ncu_inputs, analysis)
             if kernel_level is not None:
                 analysis["ncu"] = kernel_level
     analysis["warnings"] += warnings
@@ -274,7 +264,7 @@ def analyze_path(
         analysis["run_manifest"] = manifest_note(found, warnings)
     analysis["cost_centres"] = cost_centres(analysis)
     analysis["findings"] = findings(analysis)
-    target = export.parent if out_dir is None else out_dir
+    target = export.parent if options.out_dir is None else options.out_dir
     progress.step(f"writing {target / ANALYSIS_FILE}, {REPORT_HTML_FILE} and {SUMMARY_FILE}")
     result = _write_outputs(export, analysis, _report_run(found, manifest), target)
     return replace(result, run_dir=run_dir if manifest is not None else None)
@@ -447,20 +437,6 @@ def _calibration(path: Path | None, run_dir: Path) -> tuple[Calibration, str] | 
     return None if path is None else (load_calibration(path), str(path))
 
 
-# What an override may be: above any GPU's dense peak by far is a typo, not a GPU (B200: ~2,250 dense
-# bf16 TFLOP/s, 8 TB/s).
-PEAK_LIMITS = {"--peak-tflops": 100_000.0, "--peak-bandwidth-gbs": 1_000_000.0}
-
-
-def check_peaks(peak_tflops: float | None, peak_bandwidth_gbs: float | None) -> None:
-    """Refuse a peak override that is not a positive, finite, believable number, before any work."""
-    for flag, value in (("--peak-tflops", peak_tflops), ("--peak-bandwidth-gbs", peak_bandwidth_gbs)):
-        if value is not None and not (math.isfinite(value) and 0 < value <= PEAK_LIMITS[flag]):
-            raise BadInput(
-                f"{flag} must be a number above 0 and at most {PEAK_LIMITS[flag]:,.0f}, got {value}"
-            )
-
-
 def _check_attributable(export: Path, analysis: Analysis, found: RecordFile, allow_no_kernels: bool) -> None:
     totals = analysis["totals"]
     if totals["nvtx_ranges"] == 0:
@@ -488,29 +464,10 @@ def _mangled_names(export: Path) -> dict[str, str]:
         conn.close()
 
 
-def analyze(
-    path: Path,
-    profiles_root: Path,
-    nsys_path: str | None = None,
-    top_n: int = 10,
-    out_dir: Path | None = None,
-    allow_no_kernels: bool = False,
-    peak_tflops: float | None = None,
-    peak_bandwidth_gbs: float | None = None,
-    calibration: Path | None = None,
-) -> AnalyzeResult:
+def analyze(path: Path, profiles_root: Path, options: AnalyzeOptions) -> AnalyzeResult:
     """`perfctl analyze PATH`: analyze_path, then the run recorded in its profiles folder's registry
     when PATH is a perfctl run folder (its manifest.json usable)."""
-    result = analyze_path(
-        path,
-        nsys_path=nsys_path,
-        top_n=top_n,
-        out_dir=out_dir,
-        allow_no_kernels=allow_no_kernels,
-        peak_tflops=peak_tflops,
-        peak_bandwidth_gbs=peak_bandwidth_gbs,
-        calibration=calibration,
-    )
+    result = analyze_path(path, options)
     if result.run_dir is not None:
         from perfctl.registry import record_analysis
 

@@ -71,6 +71,7 @@ def clean_pass_only(run_dir: Path) -> Analysis | None:
 def load_run(path: Path) -> LoadedRun:
     """The analysis behind one RUN argument (see the module docstring)."""
     from perfctl.commands.analyze import analyze_path
+    from perfctl.commands.analyze_options import AnalyzeOptions
     from perfctl.export_source import plan_export
 
     given = RunFolder.find(path)
@@ -93,7 +94,7 @@ def load_run(path: Path) -> LoadedRun:
         else:
             progress.step(f"{path} has no {ANALYSIS_FILE}: analyzing it")
             with tempfile.TemporaryDirectory(prefix="perfctl-compare-") as tmp:
-                analysis = analyze_path(path, out_dir=Path(tmp)).analysis
+                analysis = analyze_path(path, AnalyzeOptions(out_dir=Path(tmp))).analysis
             origin = f"{path}, analyzed now (not written)"
     run = analysis.get("run")
     run_id = run.get("run_id") if run else None
