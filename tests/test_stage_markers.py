@@ -122,3 +122,44 @@ def test_time_inside_the_hooks_is_counted(tiny) -> None:  # type: ignore[no-unty
     stages = 1 + 1 + 3  # vision, prefill, 3 decode steps: each opened and closed with a wait
     assert times.hooks_ns >= stages * 2 * 2_000_000
     assert times.hooks_ns < sum(times.wall_ns.values()) + 50_000_000
+
+
+def test_static_cache_decode_steps_are_marked_from_the_logits_processor(tiny) -> None:  # type: ignore[no-untyped-def]
+    """--decode static|compiled: vision and prefill from the hooks (the prefill forward is eager), each
+    decode step from a logits processor, the same ranges as eager's; no hook stays on the model
+    outside a page's prefill (dynamo would trace it into a compiled decode forward)."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from perfctl.driver.decode_loop import CacheProbe, token_processor
+    from perfctl.workloads.decode import STATIC, generate_args
+
+    emitter = RecordingEmitter()
+    marker = StageMarker(emitter)
+    decoder, vision = tiny.stage_modules()
+    new = 5
+    marker.attach(tiny.model, decoder, vision, decode_outside_tokens=new)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in (tiny.model, decoder))
+    probe = CacheProbe()
+    probe.attach(tiny.model)
+    args = generate_args(STATIC) | {
+        "logits_processor": LogitsProcessorList([token_processor(marker.on_token)])
+    }
+    page = tiny.prepare(sorted(SAMPLE_PAGES_DIR.glob("*.png"))[0])
+    hooked = (tiny.model, decoder)
+    with torch.inference_mode():
+        marker.begin_page()
+        out = tiny.model.generate(
+            **page.inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False, **args
+        )
+        # prefill took its hooks off: every decode step's forward ran with none
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in hooked)
+        times = marker.end_page()
+    marker.detach()
+    assert probe.cache_class == "StaticCache"
+    assert out.shape[1] == page.prompt_tokens + new
+    pushes = [(name, payload) for kind, name, payload in emitter.events if kind == "push"]
+    assert pushes == [("vision", None), ("prefill", None)] + [("decode", i) for i in range(1, new)]
+    assert [kind for kind, _, _ in emitter.events] == ["push", "pop"] * (new + 1)
+    assert times.decode_steps == new - 1 and len(times.decode_step_ns) == new - 1
+    assert times.first_token_ns and all(v > 0 for v in times.wall_ns.values())

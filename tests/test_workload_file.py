@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,19 @@ def test_optional_keys_absent_or_null_read_as_their_defaults(tmp_path: Path) -> 
     assert workload.sync_stage_edges is False
 
 
+def test_decode_is_written_only_when_not_eager(tmp_path: Path) -> None:
+    """An eager workload's file is the same as before --decode; static and compiled say so, and read back."""
+    eager = _workload(tmp_path)
+    assert "decode" not in eager.to_json() and "decode" not in eager.manifest_json(None)
+    for mode in ("static", "compiled"):
+        workload = replace(eager, decode=mode)
+        assert workload.to_json()["decode"] == mode and workload.manifest_json(None)["decode"] == mode
+        assert list(workload.manifest_json(None))[-2:] == ["decode", "profile_pages"]
+        path = tmp_path / f"{mode}.json"
+        workload.save(path)
+        assert Workload.load(path) == workload
+
+
 def test_profiled_runs_the_first_pages_once(tmp_path: Path) -> None:
     workload = _workload(tmp_path)
     assert workload.profiled(None) is workload and workload.page_runs == 9
@@ -150,6 +164,7 @@ def _damaged(data: dict[str, Any], change: str) -> Any:
         ("model=null", "key 'model' holds null, not an object"),
         ("sync_stage_edges=1", "key 'sync_stage_edges' must be true or false"),
         ('log=""', "key 'log' must be a non-empty string"),
+        ('decode="turbo"', "key 'decode' must be one of eager, static, compiled, got \"turbo\""),
     ],
 )
 def test_a_damaged_or_foreign_file_is_refused_naming_the_file_and_the_key(

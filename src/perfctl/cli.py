@@ -14,6 +14,7 @@ from perfctl import __version__, progress
 from perfctl.capture.processes import Interrupted
 from perfctl.errors import PerfctlError
 from perfctl.ncu_rep.metrics import NCU_CLOCKS, NCU_SETS
+from perfctl.workloads.decode import DECODE_MODES
 
 EXIT_CODES = (
     "Exit codes: 0 ok, 1 a check, capture or analysis failed, 2 bad input (a one-line reason is printed)."
@@ -187,6 +188,15 @@ def main() -> None:
     help="Tokens generated per page (fixed length: EOS is suppressed).",
 )
 @click.option(
+    "--decode",
+    type=click.Choice(list(DECODE_MODES)),
+    default="eager",
+    show_default=True,
+    help="The decode loop measured: eager (dynamic KV cache, op by op), static (static KV cache, no "
+    "compile) or compiled (static KV cache with transformers' own torch.compile of the decode step, "
+    "CUDA graphs; compiled in the warm-up, needs a GPU).",
+)
+@click.option(
     "--tiles",
     type=int,
     default=0,
@@ -261,6 +271,7 @@ def capture(
     repeats: int,
     profile_pages: int | None,
     max_new_tokens: int,
+    decode: str,
     tiles: int,
     mode: str | None,
     driver_python: str | None,
@@ -311,6 +322,7 @@ def capture(
         repeats=repeats,
         profile_pages=profile_pages,
         max_new_tokens=max_new_tokens,
+        decode=decode,
         tiles=tiles,
         mode=mode,
         driver_python=driver_python,

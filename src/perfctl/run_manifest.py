@@ -96,6 +96,24 @@ DRIVER_INFO_FIELDS: dict[str, Field] = {
     "telemetry": TEXT_OR_NULL,
     "nvtx_enabled": FLAG,  # read by capture's diagnosis of missing NVTX ranges (nvtx_evidence)
     "nvtx_ranges_pushed": COUNT,
+    # --decode static|compiled (perfctl.workloads.decode; absent: eager), what transformers did
+    "decode": TEXT,
+    "kv_cache": TEXT_OR_NULL,  # the KV cache class generate used (DynamicCache, StaticCache)
+    "compiled_forward": FLAG,  # transformers compiled the model's forward (its auto-compile)
+    "compile": _f(
+        dict,
+        fields={
+            "graphs_compiled": COUNT,
+            "graph_breaks": COUNT,
+            "graph_break_reasons": _f(dict, values=COUNT),
+            "compile_seconds": _f(int, float, NoneType),
+            "warmup_graphs_compiled": COUNT,
+            "warmup_compile_seconds": _f(int, float, NoneType),
+            "warmup_seconds_beyond_pages": NUMBER,
+            "recompiled_pages": _f(list, items=PAGE_COUNT),
+            "recompilations": COUNT,
+        },
+    ),
 }
 _DRIVER_PASS = {  # manifest `timing` / `torch`: a pass that ran the driver again without nsys
     "command": ARGV,
@@ -149,6 +167,7 @@ MANIFEST_FIELDS: dict[str, Field] = {
             "device": TEXT,
             "dtype": TEXT,
             "seed": COUNT,
+            "decode": TEXT,  # absent: eager (runs before --decode, and eager ones since)
             "profile_pages": _f(int, NoneType, bounds=(1, MAX_PAGES)),
         },
     ),

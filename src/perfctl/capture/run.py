@@ -85,6 +85,7 @@ from perfctl.run_folder import (
     RunFolder,
 )
 from perfctl.run_manifest import read_driver_info
+from perfctl.workloads.decode import DECODE_MODES, EAGER, cpu_refusal
 from perfctl.workloads.deepseek_ocr_v1 import check_capture_mode
 from perfctl.workloads.models import ModelSpec, is_v1_spec, resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
@@ -105,6 +106,7 @@ class CaptureOptions:
     num_pages: int | None = 4
     repeats: int = 1
     max_new_tokens: int = 16
+    decode: str = EAGER  # --decode: eager, static or compiled (perfctl.workloads.decode)
     tiles: int = 0  # DeepSeek-OCR-2 local 768² views per page, besides the global view
     mode: str | None = None  # DeepSeek-OCR v1 resolution mode (tiny ... gundam); default base
     driver_python: str | None = None  # the interpreter that runs the driver; default perfctl's own
@@ -153,6 +155,11 @@ def validate_numbers(opts: CaptureOptions) -> None:
         raise BadInput(f"--tool must be one of {', '.join(TOOLS)}, got {opts.tool!r}")
     if opts.nsys_telemetry and opts.tool == "torch":
         raise BadInput("--nsys-telemetry samples NVML during the nsys pass, which --tool torch does not run")
+    if opts.decode not in DECODE_MODES:
+        raise BadInput(f"--decode must be one of {', '.join(DECODE_MODES)}, got {opts.decode!r}")
+    refusal = cpu_refusal(opts.decode, opts.device)
+    if refusal is not None:
+        raise BadInput(refusal)
     if opts.dtype not in DTYPES:
         raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {opts.dtype!r}")
     if opts.out is not None or opts.run_id is not None:  # refused here, before nsys or the driver runs
@@ -257,6 +264,7 @@ def _capture(
         dtype=opts.dtype,
         seed=opts.seed,
         outputs=DriverOutputs.in_folder(run_dir, telemetry=opts.nsys_telemetry),
+        decode=opts.decode,
     )
     # the profiled passes' own workload: with --profile-pages, its first pages once each
     profiled = workload.profiled(opts.profile_pages)

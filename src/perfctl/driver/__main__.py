@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from perfctl.driver.decode_loop import CacheProbe, CompileWatch, token_processor
 from perfctl.driver.markers import NvtxEmitter, RangeEmitter, StageMarker
 from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
 from perfctl.driver.stage_probes import (
@@ -37,6 +38,7 @@ from perfctl.flops import resolved_config_json
 from perfctl.records import append_page_record
 from perfctl.run_folder import RESOLVED_CONFIG_FILE
 from perfctl.stages import LOAD, PAGE, STAGES, WARMUP
+from perfctl.workloads.decode import EAGER, cpu_refusal, generate_args, marks_decode_outside_forward
 from perfctl.workloads.loader import load_workload
 from perfctl.workloads.shapes import describe_shape, input_shape, plan_warmup
 from perfctl.workloads.workload import Workload
@@ -132,6 +134,10 @@ def run(workload: Workload) -> int:
     import torch
 
     device, dtype = resolve_device_dtype(workload.device, workload.dtype)
+    refusal = cpu_refusal(workload.decode, device.split(":")[0])  # --device auto on a machine with no GPU
+    if refusal is not None:
+        _log(f"error: {refusal}")
+        return BadInput.exit_code
     spec = workload.model
     outputs = workload.outputs
     nvtx_emitter = NvtxEmitter()
@@ -168,6 +174,7 @@ def run(workload: Workload) -> int:
         "prompt_source": work.prompt_source,
         "load_seconds": round(load_s, 3),
         "decode_ranges_per_page": workload.max_new_tokens - 1,
+        **({"decode": workload.decode} if workload.decode != EAGER else {}),
         **plan.to_json(),
     }
     write_json_atomic(outputs.driver_info, info)
@@ -198,11 +205,21 @@ def run(workload: Workload) -> int:
             info["telemetry"] = "absent: the workload runs on the CPU"
         write_json_atomic(outputs.driver_info, info)
     decoder, vision = work.stage_modules()
-    marker.attach(work.model, decoder, vision)
     n_new = workload.max_new_tokens
+    outside = marks_decode_outside_forward(workload.decode)
+    marker.attach(work.model, decoder, vision, decode_outside_tokens=n_new if outside else None)
+    cache_probe = CacheProbe()  # the KV cache class of the first generate: what transformers used
+    cache_probe.attach(work.model)
     # Fixed-length generation: every page does the same amount of work, so stages are comparable
     # across pages and runs (random weights would otherwise stop at an arbitrary EOS).
-    gen_args = {"max_new_tokens": n_new, "min_new_tokens": n_new, "do_sample": False}
+    gen_args: dict[str, Any] = {"max_new_tokens": n_new, "min_new_tokens": n_new, "do_sample": False}
+    gen_args |= generate_args(workload.decode)
+    if outside:
+        from transformers import LogitsProcessorList
+
+        gen_args["logits_processor"] = LogitsProcessorList([token_processor(marker.on_token)])
+    # static / compiled: dynamo's counters around every generate (compilation belongs in the warm-up)
+    compile_watch = CompileWatch() if workload.decode != EAGER else None
 
     records = outputs.records
 
@@ -217,11 +234,14 @@ def run(workload: Workload) -> int:
         speed = host_speed_probe() if probe is not None else None  # timing pass only, between pages
         cpu_before = host_cpu_sample()
         marker.begin_page(ranges=not warmup)
+        dynamo_before = compile_watch.before() if compile_watch is not None else None
         start = time.perf_counter_ns()
         out = work.model.generate(**page.inputs, **gen_args)
         _synchronize(device)
         times = marker.end_page()
         wall = time.perf_counter_ns() - start
+        if compile_watch is not None and dynamo_before is not None:
+            record |= compile_watch.after(dynamo_before, record, shape, wall, warmup)
         record["host_cpu"] = host_cpu_delta(cpu_before, host_cpu_sample())
         if speed is not None:
             record["host_cpu"]["speed_probe_ns"] = speed
@@ -274,6 +294,13 @@ def run(workload: Workload) -> int:
             steps = ", ".join(f"{step} {s:.1f} s" for step, s in seconds.items())
             _log(f"torch.profiler: operators and trace written to {torch_folder} ({steps})")
     marker.detach()
+    cache_probe.detach()
+    info["kv_cache"] = cache_probe.cache_class
+    # transformers compiles the forward only when it decided to (generate's auto-compile criteria):
+    # get_compiled_call keeps the compiled callable on the model
+    info["compiled_forward"] = hasattr(work.model, "_compiled_call")
+    if compile_watch is not None:
+        info["compile"] = compile_watch.summary()
     if sampler is not None:
         sampler.stop()
     # the ranges this driver handed to nvtx (load, warm-up, pages, stages): the capture's evidence

@@ -8,6 +8,16 @@ Hooks, not edits of model code, so the same driver works on models perfctl did n
     to prefill / decode.
 Opening a stage closes the previous one, so exactly one stage is open at a time and NVTX push/pop
 stays balanced on the thread (generate runs the forward passes on the calling thread).
+
+With the static KV cache (`--decode static|compiled`) decode steps are marked from outside the model
+(`decode_outside`): transformers may run them through torch.compile, and dynamo would trace a module
+hook's NVTX calls into the compiled region (graph breaks, or hooks that no longer run per step). There
+the decoder and top-level hooks are put on at each page's start, mark vision and prefill as above
+(the prefill forward is an eager call of the model), and take themselves off when prefill ends; every
+decode step is then opened and closed by `on_token`, which generate's loop calls once per new token
+from a logits processor (driver.decode_loop), in Python between two forward calls: token k closes
+decode step k-1 and opens step k, the last token opens nothing. Such a step spans generate's whole
+loop iteration (token selection and input preparation around the forward), not the forward alone.
 """
 
 from __future__ import annotations
@@ -109,17 +119,44 @@ class StageMarker:
         self._ranges = True  # NVTX stage ranges for this page (not for warm-up pages)
         self.page = StageTimes()
         self._handles: list[Any] = []
+        self._prefill_handles: list[Any] = []  # decode_outside: the hooks on for a page's prefill only
+        self._modules: tuple[Any, Any] | None = None  # (top, decoder) for those
+        self._new_tokens = 0  # decode_outside: tokens per page (decode steps: one fewer)
+        self._tokens_seen = 0
 
-    def attach(self, top: Any, decoder: Any, vision_modules: Iterable[Any]) -> None:
+    def attach(
+        self, top: Any, decoder: Any, vision_modules: Iterable[Any], decode_outside_tokens: int | None = None
+    ) -> None:
+        """Hook the model. `decode_outside_tokens` (the static KV cache): decode steps are marked by
+        `on_token`, called once per new token, that many per page (see the module docstring)."""
         for module in vision_modules:
             self._handles.append(module.register_forward_pre_hook(self._on_vision))
-        self._handles.append(decoder.register_forward_pre_hook(self._on_decoder))
-        self._handles.append(top.register_forward_hook(self._on_top_done))
+        if decode_outside_tokens is None:
+            self._handles.append(decoder.register_forward_pre_hook(self._on_decoder))
+            self._handles.append(top.register_forward_hook(self._on_top_done))
+        else:
+            self._modules = (top, decoder)
+            self._new_tokens = decode_outside_tokens
 
     def detach(self) -> None:
+        self._unhook_prefill()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+    def _hook_prefill(self) -> None:
+        if self._modules is not None and not self._prefill_handles:
+            top, decoder = self._modules
+            self._prefill_handles = [
+                decoder.register_forward_pre_hook(self._on_decoder),
+                top.register_forward_hook(self._on_top_done),
+            ]
+
+    def _unhook_prefill(self) -> None:
+        # torch runs a module's hooks from a copy of its hook dicts: a hook may take itself off
+        for handle in self._prefill_handles:
+            handle.remove()
+        self._prefill_handles.clear()
 
     def begin_page(self, ranges: bool = True) -> None:
         """Start timing a page's stages; `ranges=False` (warm-up pages) times them without NVTX
@@ -131,10 +168,13 @@ class StageMarker:
         self.page = StageTimes(started_at=self._clock())
         self.active = True
         self._ranges = ranges
+        self._tokens_seen = 0
+        self._hook_prefill()
 
     def end_page(self) -> StageTimes:
         began = time.perf_counter_ns()
         self._close()
+        self._unhook_prefill()
         self.active = False
         self.page.hooks_ns += time.perf_counter_ns() - began
         return self.page
@@ -161,7 +201,22 @@ class StageMarker:
         if self.active:
             began = time.perf_counter_ns()
             self._close()
+            if self._modules is not None:  # decode_outside: prefill is done, decode is marked by on_token
+                self._unhook_prefill()
             self.page.hooks_ns += time.perf_counter_ns() - began
+
+    def on_token(self) -> None:
+        """decode_outside: generate's loop has the logits of a new token (prefill's, then each decode
+        step's): close the step that made it, open the next unless this was the page's last token."""
+        if not self.active:
+            return
+        began = time.perf_counter_ns()
+        self._close()
+        self._tokens_seen += 1
+        if self._tokens_seen < self._new_tokens:
+            self.page.decode_steps += 1
+            self._enter(DECODE, payload=self.page.decode_steps)
+        self.page.hooks_ns += time.perf_counter_ns() - began
 
     def _enter(self, stage: str, payload: int | None = None) -> None:
         self._close()

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from perfctl.errors import BadInput
 from perfctl.files import write_json_atomic
 from perfctl.run_folder import DRIVER_INFO_FILE, DRIVER_LOG_FILE, PAGES_FILE, TELEMETRY_FILE
+from perfctl.workloads.decode import DECODE_MODES, EAGER
 from perfctl.workloads.models import ModelSpec
 
 
@@ -59,6 +60,9 @@ class Workload:
     seed: int
     outputs: DriverOutputs
     sync_stage_edges: bool = False  # the clean timing pass: the GPU waited for at every stage edge
+    # --decode (perfctl.workloads.decode): eager, static or compiled; written only when not eager, so
+    # an eager capture's files are the same as before --decode (readers take a missing one as eager)
+    decode: str = EAGER
 
     @property
     def page_runs(self) -> int:
@@ -113,6 +117,7 @@ class Workload:
             "device": self.device,
             "dtype": self.dtype,
             "seed": self.seed,
+            **({"decode": self.decode} if self.decode != EAGER else {}),
         }
 
     def save(self, path: Path) -> None:
@@ -172,7 +177,10 @@ class Workload:
                 torch_profiler=top.optional_path("torch_profiler"),
             ),
             sync_stage_edges=top.flag("sync_stage_edges", False),
+            decode=top.optional_text("decode") or EAGER,
         )
+        if workload.decode not in DECODE_MODES:
+            top.refuse("decode", f"must be one of {', '.join(DECODE_MODES)}", workload.decode)
         top.refuse_others()
         return workload
 
