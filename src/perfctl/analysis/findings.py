@@ -3,7 +3,7 @@
 `findings(analysis)` is a pure function of the analysis (the content of analysis.json, see
 docs/analysis-json.md); `perfctl analyze` stores its result under the key `findings`, and the HTML
 report and summary.md show them. A finding is a `result.Finding`: its `id` (launch_bound, low_mfu,
-low_mbu, largest_category, dominant_kernel, unstable, first_use, profiler_overhead, no_kernels,
+low_mbu, largest_category, dominant_kernel, unstable, first_use, recompiled, profiler_overhead, no_kernels,
 no_clean_pass, peak_unknown), `severity` ("high": most of a stage's time is lost; "medium": the
 numbers cannot be trusted as they are; "info": where the time goes, what is missing), `stage`,
 `title` (one line), `text` (the evidence as a sentence, every number with its unit), `evidence` (the
@@ -336,6 +336,34 @@ def _first_use(analysis: Analysis) -> Finding | None:
     return _finding("first_use", "medium", None, title, text, evidence, WARM_UP_EVERY_SHAPE)
 
 
+def _recompiled(analysis: Analysis) -> Finding | None:
+    """--decode compiled: measured pages during which torch._dynamo compiled again (a shape the
+    warm-up did not run, or a guard that failed): their times include compilation."""
+    loop = analysis.get("decode_loop")
+    if loop is None:
+        return None
+    passes = {name: c for name, c in loop["passes"].items() if c["recompiled_pages"]}
+    if not passes:
+        return None
+    said = "; ".join(
+        f"{name} pass pages {c['recompiled_pages']} ({c['recompilations']} graph(s))"
+        for name, c in passes.items()
+    )
+    evidence = {
+        name: {"pages": c["recompiled_pages"], "graphs": c["recompilations"]} for name, c in passes.items()
+    }
+    text = (
+        f"torch._dynamo compiled again during measured pages: {said}; their stage times include "
+        "compilation, which belongs in the warm-up."
+    )
+    title = "the compiled decode step recompiled inside measured pages"
+    advice = (
+        "warm up every input shape (--warmup 1 or more) and keep shapes fixed across pages (the same "
+        "--max-new-tokens, tiles and prompt length); driver-info.json's compile object names the graph breaks"
+    )
+    return _finding("recompiled", "medium", DECODE, title, text, evidence, advice)
+
+
 def _profiler_overhead(analysis: Analysis) -> Finding | None:
     ratios: dict[str, float] = {}
     for stage in STAGES:
@@ -433,7 +461,7 @@ def findings(analysis: Analysis) -> list[Finding]:
             out.append(found)
     out.extend(x for x in [_low_mbu(analysis)] if x)
     out.extend(_unstable(analysis))
-    out.extend(x for x in [_first_use(analysis)] if x)
+    out.extend(x for x in [_first_use(analysis), _recompiled(analysis)] if x)
     for stage in STAGES:
         s = stages.get(stage)
         if s is not None:

@@ -285,3 +285,26 @@ class OperatorStage(TypedDict):
 class Operators(TypedDict):
     source: str
     stages: dict[str, OperatorStage]  # stage (or "other") -> its operator table
+
+
+# --- the decode loop of a --decode static / compiled run (analysis.decode_loop) ------------------
+
+
+class DecodeCompile(TypedDict):
+    """One pass's compilation: its driver-info.json `compile` object and its page records."""
+
+    graphs_compiled: int | None  # graphs torch._dynamo compiled in the pass's process
+    graph_breaks: int | None
+    graph_break_reasons: dict[str, int]  # dynamo's reason -> breaks (the most frequent ones)
+    compile_seconds: float | None  # dynamo's frame compile time over the pass
+    warmup_compile_seconds: float | None  # of that, inside the warm-up runs
+    warmup_seconds_beyond_pages: float | None  # warm-up runs' wall time beyond a measured page of their shape
+    recompiled_pages: list[int]  # measured pages (sequence numbers) during which dynamo compiled again
+    recompilations: int  # graphs compiled during those pages
+
+
+class DecodeLoop(TypedDict):
+    mode: str  # static or compiled (--decode; eager runs have no decode_loop)
+    kv_cache: str | None  # the KV cache class the model was handed (driver-info.json kv_cache)
+    compiled_forward: bool | None  # transformers made its compiled call (its auto-compile ran)
+    passes: dict[str, DecodeCompile]  # pass (nsys, timing, torch) -> its compilation

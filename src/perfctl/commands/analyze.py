@@ -27,6 +27,7 @@ from perfctl import __version__, progress
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.completion import with_expected_pages
 from perfctl.analysis.cost_centres import cost_centres
+from perfctl.analysis.decode_loop import decode_loop
 from perfctl.analysis.efficiency import analytic_stage_flops, efficiency
 from perfctl.analysis.findings import findings
 from perfctl.analysis.kernel_level import NcuPassInputs, ncu_pass_or_warning
@@ -52,6 +53,7 @@ from perfctl.run_folder import (
     ANALYSIS_FILE,
     DRIVER_INFO_FILE,
     KERNELS_FILE,
+    NSYS_PASS,
     OPERATORS_FILE,
     OUTPUT_NAMES,
     PAGES_FILE,
@@ -59,6 +61,7 @@ from perfctl.run_folder import (
     SUMMARY_FILE,
     TIMING_PASS,
     TORCH_PASS,
+    PassName,
     RunFolder,
 )
 from perfctl.run_manifest import RecordFile, report_view
@@ -109,6 +112,17 @@ def _page_records(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
     except (OSError, ValueError) as exc:
         warnings.append(f"{path} cannot be read ({' '.join(str(exc).split())}): its pages are left out")
         return []
+
+
+PASSES: tuple[PassName, ...] = (NSYS_PASS, TIMING_PASS, TORCH_PASS)  # the passes that run the driver
+
+
+def _pass_records(
+    folder: RunFolder, name: PassName, warnings: list[str]
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """A pass's driver-info.json (None: absent or unusable) and measured page records."""
+    pass_folder = folder.pass_folder(name)
+    return pass_folder.read_driver_info().data, _page_records(pass_folder.pages, warnings)
 
 
 def checked_clean_pass(run_dir: Path, manifest: dict[str, Any]) -> tuple[CleanPass | None, list[str]]:
@@ -218,6 +232,9 @@ def analyze_path(path: Path, options: AnalyzeOptions = DEFAULT_OPTIONS) -> Analy
                     (manifest.get("driver") or {}).get("telemetry"),
                 )
             }
+        loop = decode_loop(manifest, {name: _pass_records(given.folder, name, warnings) for name in PASSES})
+        if loop is not None:  # --decode static / compiled: the cache used, and what dynamo compiled when
+            analysis["decode_loop"] = loop
         operators = _operators(run_dir, manifest, warnings)
         if operators is not None:
             analysis["operators"] = {
