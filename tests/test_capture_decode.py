@@ -51,6 +51,7 @@ def test_static_decode_runs_the_static_cache_without_compiling(
             False,
         )
         assert info["compile"]["graphs_compiled"] == 0 and info["compile"]["recompiled_pages"] == []
+        assert info["compile"]["cudagraph_skips"] == 0
         records = [json.loads(line) for line in (folder / "pages.jsonl").read_text().splitlines()]
         assert all(r["dynamo"]["graphs_compiled"] == 0 and "recompiled" not in r for r in records)
         assert all(r["decode_steps"] == NEW_TOKENS - 1 and r["new_tokens"] == NEW_TOKENS for r in records)

@@ -112,6 +112,7 @@ DRIVER_INFO_FIELDS: dict[str, Field] = {
             "warmup_seconds_beyond_pages": NUMBER,
             "recompiled_pages": _f(list, items=PAGE_COUNT),
             "recompilations": COUNT,
+            "cudagraph_skips": COUNT,
         },
     ),
 }

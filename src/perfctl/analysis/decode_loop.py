@@ -54,6 +54,7 @@ def _pass_compile(compiled: dict[str, Any], records: list[dict[str, Any]]) -> De
         "warmup_compile_seconds": _seconds(compiled.get("warmup_compile_seconds")),
         "warmup_seconds_beyond_pages": _seconds(compiled.get("warmup_seconds_beyond_pages")),
         "recompiled_pages": [int(r["sequence"]) for r in recompiled],
+        "cudagraph_skips": _count(compiled.get("cudagraph_skips")),
         "recompilations": sum(_count(r.get("recompilations")) or 0 for r in recompiled),
     }
 

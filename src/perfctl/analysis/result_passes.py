@@ -301,6 +301,7 @@ class DecodeCompile(TypedDict):
     warmup_seconds_beyond_pages: float | None  # warm-up runs' wall time beyond a measured page of their shape
     recompiled_pages: list[int]  # measured pages (sequence numbers) during which dynamo compiled again
     recompilations: int  # graphs compiled during those pages
+    cudagraph_skips: int | None  # compiled graphs inductor ran without CUDA graphs (reasons: driver.log)
 
 
 class DecodeLoop(TypedDict):

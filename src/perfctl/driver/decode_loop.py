@@ -106,6 +106,13 @@ def dynamo_snapshot() -> DynamoSnapshot:
     return DynamoSnapshot(int(counters["stats"]["unique_graphs"]), sum(breaks.values()), seconds, breaks)
 
 
+def cudagraph_skips() -> int:
+    """How many compiled graphs inductor ran without CUDA graphs so far (counters["inductor"]
+    ["cudagraph_skips"]; its reasons go to the log as "skipping cudagraphs due to ...")."""
+    dynamo_utils = sys.modules.get("torch._dynamo.utils")
+    return 0 if dynamo_utils is None else int(dynamo_utils.counters["inductor"]["cudagraph_skips"])
+
+
 class CompileWatch:
     """torch._dynamo's counters around each generate of a static / compiled run: each page record gets
     a `dynamo` object (graphs compiled, graph breaks, compile seconds during it), a measured page
@@ -114,6 +121,7 @@ class CompileWatch:
 
     def __init__(self) -> None:
         self._start = dynamo_snapshot()
+        self._start_skips = cudagraph_skips()
         self._warmup_walls: list[tuple[int, int]] = []  # (input shape, wall ns) of each warm-up run
         self._page_walls: dict[int, list[int]] = {}  # input shape -> measured pages' wall ns
         self._warmup = DynamoSnapshot(0, 0, 0.0, {})  # what dynamo did inside the warm-up runs
@@ -161,4 +169,5 @@ class CompileWatch:
             "warmup_seconds_beyond_pages": round(beyond_ns / 1e9, 3),
             "recompiled_pages": self.recompiled_pages,
             "recompilations": self.recompilations,
+            "cudagraph_skips": cudagraph_skips() - self._start_skips,
         }
