@@ -353,10 +353,10 @@ def _recompiled(analysis: Analysis) -> Finding | None:
         name: {"pages": c["recompiled_pages"], "graphs": c["recompilations"]} for name, c in passes.items()
     }
     text = (
-        f"torch._dynamo compiled again during measured pages: {said}; their stage times include "
-        "compilation, which belongs in the warm-up."
+        f"torch._dynamo compiled during measured pages: {said}; their stage times include "
+        "compilation (and CUDA-graph capture), which belongs in the warm-up."
     )
-    title = "the compiled decode step recompiled inside measured pages"
+    title = "the decode step compiled inside measured pages (a shape or guard the warm-up did not cover)"
     advice = (
         "warm up every input shape (--warmup 1 or more) and keep shapes fixed across pages (the same "
         "--max-new-tokens, tiles and prompt length); driver-info.json's compile object names the graph breaks"

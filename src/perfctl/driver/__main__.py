@@ -233,8 +233,8 @@ def run(workload: Workload) -> int:
         shapes_run.add(shape)
         speed = host_speed_probe() if probe is not None else None  # timing pass only, between pages
         cpu_before = host_cpu_sample()
-        marker.begin_page(ranges=not warmup)
         dynamo_before = compile_watch.before() if compile_watch is not None else None
+        marker.begin_page(ranges=not warmup)
         start = time.perf_counter_ns()
         out = work.model.generate(**page.inputs, **gen_args)
         _synchronize(device)
