@@ -71,7 +71,6 @@ from perfctl.files import disk_note, file_sha256, utc_now, write_text_atomic
 from perfctl.hardware.host import host_identity, package_versions
 from perfctl.records import read_page_records
 from perfctl.run_folder import (
-    CALIBRATION_FILE,
     DRIVER_INFO_FILE,
     DRIVER_LOG_FILE,
     EXPORT_SUFFIX,
@@ -340,7 +339,7 @@ def run_calibration(
     """`perfctl calibrate` on the device the driver used, into the run folder's calibration.json: on
     the CPU in the run's dtype (the only peak a CPU run has), on a GPU in calibrate's bf16 (the
     datasheet's dtype; analyze leaves the matmul rate out for a run in another dtype)."""
-    out = run_dir / CALIBRATION_FILE
+    out = RunFolder(run_dir).calibration
     cmd = [sys.executable, "-m", "perfctl", "calibrate", "--device", device or "cuda", "--out", str(out)]
     if device == "cpu" and dtype:
         cmd[-2:-2] = ["--dtype", dtype]
