@@ -1,13 +1,15 @@
 """Where an nsys ends the NVTX ranges a program never ended, capture after capture.
 
-Runs scripts/fixture_programs/unended_ranges.py (a program killed inside its ranges) under one nsys,
+Runs scripts/fixture_programs/unended_ranges.py (a program killed inside its ranges, or with --ending
+exit one that exits with them open) under one nsys,
 N times, optionally beside CPU-spinning processes, exports each report to SQLite and prints, per
-capture, the end nsys wrote for the never-ended ranges against the session's recorded end
+capture, the ranges nsys lost, the end it wrote for the never-ended ones against the session's recorded end
 (ANALYSIS_DETAILS.duration) and against every other time the export records after the last ended
 event: the diagnostic messages (with their text), and the largest value of every integer column of
 every table. It is the evidence behind the never-ended rule in perfctl/nsys_export/nvtx.py.
 
     python scripts/probe_unended_range_ends.py --nsys PATH [--captures 10] [--spinners 2] [--beside-nsys]
+        [--ending kill|exit]
 
 --beside-nsys keeps a second nsys session profiling a sleeping program during every capture.
 """
@@ -23,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 PROGRAM = Path(__file__).resolve().parent / "fixture_programs" / "unended_ranges.py"
+OPENED = ("outer", "ended", "open_start_end", "open_inner", "open_elsewhere")  # the program's, in order
 RANGES = "(59, 60, 70, 71)"  # NVTX push/pop and start/end ranges, registered or not
 
 
@@ -52,10 +55,10 @@ def _nsys_beside(nsys: str, folder: Path) -> None:
         )
 
 
-def _capture(nsys: str, folder: Path, index: int) -> Path:
+def _capture(nsys: str, folder: Path, index: int, ending: str) -> Path:
     report = folder / f"run{index}.nsys-rep"
     proc = subprocess.run(
-        _profile_command(nsys, report.with_suffix(""), str(PROGRAM)),
+        _profile_command(nsys, report.with_suffix(""), str(PROGRAM), ending),
         capture_output=True,
         check=False,
         timeout=300,
@@ -102,14 +105,25 @@ def describe(export: Path) -> list[str]:
         f"{export.name}: duration {duration} (startTime {start}, stopTime {stop}); "
         f"never-ended ranges end at {[e - duration for e in ends]} ns past duration"
     ]
-    stopped = conn.execute("SELECT count(*) FROM DIAGNOSTIC_EVENT WHERE text = 'Profiling has stopped.'")
-    lines[0] += f"; 'Profiling has stopped.' recorded: {stopped.fetchone()[0] > 0}"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "DIAGNOSTIC_EVENT" in tables:  # (nsys 2022.4 writes none)
+        stopped = conn.execute("SELECT count(*) FROM DIAGNOSTIC_EVENT WHERE text = 'Profiling has stopped.'")
+        lines[0] += f"; 'Profiling has stopped.' recorded: {stopped.fetchone()[0] > 0}"
+    kept = {
+        r[0]
+        for r in conn.execute(
+            f"SELECT coalesce(s.value, e.text) FROM NVTX_EVENTS e LEFT JOIN StringIds s ON s.id = e.textId "
+            f"WHERE e.eventType IN {RANGES}"
+        )
+    }
+    lines[0] += f"; ranges lost: {[name for name in OPENED if name not in kept]}"
     if ends == [duration] or not ends:
         return lines
     log = export.with_suffix(".log").read_text().strip().splitlines()
     lines += [f"    nsys profile said: {line[:120]}" for line in log if line.strip()]
     end = max(ends)
-    for ts, text in conn.execute("SELECT timestamp, text FROM DIAGNOSTIC_EVENT ORDER BY timestamp"):
+    diagnostics = "SELECT timestamp, text FROM DIAGNOSTIC_EVENT ORDER BY timestamp"
+    for ts, text in conn.execute(diagnostics) if "DIAGNOSTIC_EVENT" in tables else []:
         lines.append(f"    diagnostic at end{ts - end:+d} ns: {str(text)[:90]}")
     for name, value in sorted(_integer_maxima(conn).items()):
         if abs(value - end) <= 2 * (end - duration):
@@ -123,6 +137,7 @@ def main() -> None:
     parser.add_argument("--captures", type=int, default=10)
     parser.add_argument("--spinners", type=int, default=2, help="CPU-spinning processes beside")
     parser.add_argument("--beside-nsys", action="store_true", help="a second nsys session beside")
+    parser.add_argument("--ending", choices=("kill", "exit"), default="kill", help="how the program stops")
     parser.add_argument("--keep", type=Path, help="keep the reports and exports in this folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -137,7 +152,7 @@ def main() -> None:
             s.start()
         try:
             for index in range(args.captures):
-                for line in describe(_capture(args.nsys, Path(tmp), index)):
+                for line in describe(_capture(args.nsys, Path(tmp), index, args.ending)):
                     print(line, flush=True)
         finally:
             for s in spinners:
