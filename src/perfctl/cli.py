@@ -197,6 +197,14 @@ def main() -> None:
     "CUDA graphs; compiled in the warm-up, needs a GPU).",
 )
 @click.option(
+    "--batch-size",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Pages per generate call, in order (the last batch holds what is left; prompts padded on the "
+    "left, the padding counted as wasted work); --profile-pages must be a multiple of it.",
+)
+@click.option(
     "--tiles",
     type=int,
     default=0,
@@ -272,6 +280,7 @@ def capture(
     profile_pages: int | None,
     max_new_tokens: int,
     decode: str,
+    batch_size: int,
     tiles: int,
     mode: str | None,
     driver_python: str | None,
@@ -323,6 +332,7 @@ def capture(
         profile_pages=profile_pages,
         max_new_tokens=max_new_tokens,
         decode=decode,
+        batch_size=batch_size,
         tiles=tiles,
         mode=mode,
         driver_python=driver_python,

@@ -1,5 +1,6 @@
-"""The driver's per-page records (`pages.jsonl`): one JSON object per finished page, appended as the
-page finishes so that a crash keeps the pages already done. Warm-up pages are recorded too, marked
+"""The driver's per-page records (`pages.jsonl`): one JSON object per finished page (with --batch-size
+per finished batch, its pages in its `rows`), appended as the page finishes so that a crash keeps the
+pages already done. Warm-up pages are recorded too, marked
 `"warmup": true`, and left out of every count and figure. Written by `perfctl.driver`, read by the
 capture (how many pages finished) and by the analysis (the clean timing pass).
 """
@@ -38,3 +39,9 @@ def read_page_records(path: Path) -> list[dict[str, Any]]:
     lines = path.read_text().split("\n")[:-1]  # the part after the last newline is never whole
     records = [json.loads(line) for line in lines if line.strip()]
     return [r for r in records if not r.get("warmup")]
+
+
+def input_index(record: dict[str, Any]) -> Any:
+    """Which of the pass's inputs a record's generate call ran: its page's index in the page list, or
+    with --batch-size its batch's index in the batch list (`batch_index`); None in neither."""
+    return record.get("page_index", record.get("batch_index"))

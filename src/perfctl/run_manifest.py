@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from perfctl.nsys_export.names import bound_strings
+from perfctl.workloads.batching import BATCH_SIZE_LIMIT
 
 # how many bad fields a warning lists by name before it counts the rest, and how much of a bad value
 # it shows: a warning stays one readable line whatever the file holds
@@ -169,6 +170,7 @@ MANIFEST_FIELDS: dict[str, Field] = {
             "dtype": TEXT,
             "seed": COUNT,
             "decode": TEXT,  # absent: eager (runs before --decode, and eager ones since)
+            "batch_size": _f(int, bounds=(1, BATCH_SIZE_LIMIT)),  # absent: 1 (--batch-size)
             "profile_pages": _f(int, NoneType, bounds=(1, MAX_PAGES)),
         },
     ),

@@ -22,8 +22,9 @@ from typing import Any
 from perfctl.analysis.repeatability import CleanPass
 from perfctl.analysis.result_passes import Efficiency, EfficiencyStage, MeasuredCeiling
 from perfctl.errors import BadInput
-from perfctl.flops.decoder import DecoderShape
+from perfctl.flops.decoder import DecoderShape, decode_step_bytes
 from perfctl.hardware.calibrate import Calibration
+from perfctl.records import input_index
 from perfctl.run_folder import MODEL_CONFIG_FILE, RESOLVED_CONFIG_FILE, TIMING_PASS
 from perfctl.stages import DECODE, PREFILL, STAGES, VISION
 
@@ -68,45 +69,70 @@ def model_config_source(run_dir: Path | None, manifest: dict[str, Any]) -> tuple
     return folder, f"model folder {folder} (no copy in the run folder)"
 
 
+Row = tuple[int, str | None, int]  # one page of a generate call: (prompt tokens, v1 mode, image tokens)
+
+
+def record_rows(
+    record: dict[str, Any], info: dict[str, Any], workload: dict[str, Any], v1: bool
+) -> list[Row]:
+    """The pages one record's generate call ran, each at its own prompt length (with --batch-size a
+    batch's rows, their padding left out: padding is wasted work, never useful FLOPs)."""
+    image = int(info.get("image_tokens_per_page", 0))
+    rows: list[dict[str, Any]] = record["rows"] if isinstance(record.get("rows"), list) else [record]
+    prompt = int(info.get("prompt_tokens_per_page", 0))
+    return [
+        (
+            int(row.get("prompt_tokens", prompt)),
+            # DeepSeek-OCR v1 pages carry their own mode and image tokens (Gundam's tile grid follows
+            # each page's shape); other pages share the run's
+            str(row.get("flops_mode", workload.get("mode"))) if v1 else None,
+            int(row.get("image_tokens", image)),
+        )
+        for row in rows
+    ]
+
+
 def _page_flops(
     model_ref: str, records: list[dict[str, Any]], info: dict[str, Any], workload: dict[str, Any]
-) -> tuple[dict[str, float], dict[str, Any], DecoderShape, list[int]]:
-    """Mean FLOPs per stage over the clean pages, one page's FLOP report (tokens, conventions), the
-    decoder's shape, and each page's prompt length (image tokens included)."""
+) -> tuple[dict[str, float], dict[str, Any], DecoderShape, list[list[int]], float]:
+    """Mean FLOPs per stage over the clean generate calls (a page each, or a batch's rows summed), one
+    page's FLOP report (tokens, conventions), the decoder's shape, each call's rows' prompt lengths
+    (image tokens included), and the mean FLOPs per call spent on padding (a batch's rows computed at
+    the longest row's length)."""
     from perfctl.flops import OCR1, OCR2, count_flops, read_model_config
 
     if not model_ref:
         raise BadInput("the run's manifest names no model")
     config = read_model_config(model_ref)
-    image = int(info.get("image_tokens_per_page", 0))
     tiles = int(workload.get("tiles", 0)) if config.family == OCR2 else None
     new_tokens = int(workload.get("max_new_tokens", 0))
-    prompts = [int(r.get("prompt_tokens", info.get("prompt_tokens_per_page", 0))) for r in records]
-    # DeepSeek-OCR v1 pages carry their own mode and image tokens (Gundam's tile grid follows each
-    # page's shape); other pages share the run's
-    pages = [
-        (
-            prompt,
-            str(r.get("flops_mode", workload.get("mode"))) if config.family == OCR1 else None,
-            int(r.get("image_tokens", image)),
-        )
-        for prompt, r in zip(prompts, records, strict=True)
+    calls = [record_rows(r, info, workload, config.family == OCR1) for r in records]
+    padded = [
+        [(int(r.get("prompt_tokens", row[0])), row[1], row[2]) for row in rows]
+        for r, rows in zip(records, calls, strict=True)
     ]
     reports = {
-        page: count_flops(
+        row: count_flops(
             model_ref,
             tiles=tiles,
-            mode=page[1],
-            prompt_tokens=page[0] - page[2],
+            mode=row[1],
+            prompt_tokens=row[0] - row[2],
             new_tokens=new_tokens,
             config=config,
         )
-        for page in dict.fromkeys(pages)
+        for row in dict.fromkeys(row for rows in (*calls, *padded) for row in rows)
     }
-    per_page = {page: report.to_json()["flops"] for page, report in reports.items()}
-    mean = {s: sum(per_page[p][s] for p in pages) / len(pages) for s in (VISION, PREFILL, DECODE)}
-    first = reports[pages[0]]
-    return mean, first.to_json(), first.decoder, prompts
+    per_row = {row: report.to_json()["flops"] for row, report in reports.items()}
+    stages = (VISION, PREFILL, DECODE)
+    mean = {s: sum(per_row[row][s] for rows in calls for row in rows) / len(calls) for s in stages}
+    padding = sum(
+        per_row[p][s] - per_row[row][s]
+        for own, pad in zip(calls, padded, strict=True)
+        for row, p in zip(own, pad, strict=True)
+        for s in stages
+    ) / len(calls)
+    first = reports[calls[0][0]]
+    return mean, first.to_json(), first.decoder, [[row[0] for row in rows] for rows in calls], padding
 
 
 def analytic_stage_flops(
@@ -138,19 +164,20 @@ def efficiency(
     ceiling and where it came from (a file name). `nsys_page_indices`: which of the workload's pages
     the nsys pass ran (all of them, or the first few with --profile-pages): the profiler overhead
     compares those pages' times with the same pages' clean times."""
-    from perfctl.flops.decoder import decode_step_bytes
     from perfctl.hardware.peaks import resolve_bandwidth, resolve_peak
 
     if clean_pass is None:
         return {"available": False, "reason": "no clean timing pass in this run (capture with --tool all)"}
     clean = clean_stage_times(clean_pass.records)
-    same_pages = [r for r in clean_pass.records if r.get("page_index") in (nsys_page_indices or set())]
+    same_pages = [r for r in clean_pass.records if input_index(r) in (nsys_page_indices or set())]
     clean_of_nsys_pages = clean_stage_times(same_pages) if same_pages else clean
     info = clean_pass.info
     workload = manifest.get("workload") or {}
     model_ref, config_source = model_config_source(run_dir, manifest)
     try:
-        stage_flops, flops, shape, prompts = _page_flops(model_ref, clean_pass.records, info, workload)
+        stage_flops, flops, shape, calls, padding_flops = _page_flops(
+            model_ref, clean_pass.records, info, workload
+        )
     except BadInput as exc:
         return {"available": False, "reason": f"FLOPs unknown: {exc}", "model_config": config_source}
     dtype = str(info.get("dtype", ""))
@@ -222,7 +249,7 @@ def efficiency(
             "clean_time_source": clean["time_source"],
             "overhead_clean_pages": clean_of_nsys_pages["pages"],
             "tokens": flops["tokens"],
-            "prompt_tokens_per_page": sorted(set(prompts)),
+            "prompt_tokens_per_page": sorted({prompt for rows in calls for prompt in rows}),
             "model_config": config_source,
             "flop_conventions": flops["conventions"],
         },
@@ -230,13 +257,22 @@ def efficiency(
     if measured is not None:
         result["page"]["mfu_measured"] = page_achieved / measured_tflops if measured_tflops else None
         result["inputs"]["measured"] = measured
+    batched = any(len(rows) > 1 for rows in calls)
+    if batched:  # wasted work: what the rows computed past their own prompts (in no figure above)
+        result["page"]["padding_flops"] = padding_flops
     steps = round(clean["decode_steps"])
     bytes_per_value = BYTES_PER_VALUE.get(dtype)
-    if steps and bytes_per_value and bandwidth_value:
+    routed = any(layer.routed_top_k for layer in shape.layers)
+    if batched and routed:
+        result["decode_mbu"] = {
+            "mbu": None,
+            "reason": "a batch's decode step reads the experts its rows' tokens are routed to, between "
+            "top-k and batch x top-k per layer; which ones the router chose is not recorded",
+        }
+    elif steps and bytes_per_value and bandwidth_value:
+        # one step of a call reads the weights once for all its rows, and every row's own KV cache
         read = [
-            decode_step_bytes(shape, prompt + i, bytes_per_value)
-            for prompt in prompts
-            for i in range(1, steps + 1)
+            _call_step_bytes(shape, rows, i, bytes_per_value) for rows in calls for i in range(1, steps + 1)
         ]
         mean_bytes = sum(w + kv for w, kv in read) / len(read)
         step_seconds = clean["stage_ns"][DECODE] / 1e9 / steps
@@ -260,6 +296,15 @@ def efficiency(
             "override, or a CPU's calibration) and dtype",
         }
     return result
+
+
+def _call_step_bytes(
+    shape: DecoderShape, rows: list[int], step: int, bytes_per_value: int
+) -> tuple[int, int]:
+    """(weight bytes, KV-cache bytes) decode step `step` of one generate call reads: the weights once,
+    each row's cache of its own context (its prompt and the tokens generated so far)."""
+    steps = [decode_step_bytes(shape, prompt + step, bytes_per_value) for prompt in rows]
+    return steps[0][0], sum(kv for _, kv in steps)
 
 
 def measured_ceiling(

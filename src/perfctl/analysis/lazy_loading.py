@@ -35,7 +35,7 @@ from perfctl.nsys_export.columns import table_chunks
 from perfctl.nsys_export.events import load_nvtx_ranges, string_ids_matching, string_values
 from perfctl.nsys_export.pages import RowFilter
 from perfctl.nsys_export.schema import connect_readonly, read_schema
-from perfctl.records import read_page_records
+from perfctl.records import input_index, read_page_records
 from perfctl.run_folder import PAGES_FILE
 from perfctl.stages import DOMAIN, PAGE, STAGES, WARMUP
 from perfctl.workloads.shapes import shape_key
@@ -181,7 +181,7 @@ class FirstUseEvidence:
                 p
                 for p in self.nsys_pages
                 if p.page_index is not None
-                and (p.page_index, p.repeat) == (record.get("page_index"), record.get("repeat"))
+                and (p.page_index, p.repeat) == (input_index(record), record.get("repeat"))
             ),
             None,
         )
@@ -247,7 +247,7 @@ def first_use_evidence(export: Path, run_dir: Path, fallbacks: list[str] | None 
         out.append(
             PageCalls(
                 int(sequence),
-                _int_or_none(record.get("page_index")),
+                _int_or_none(input_index(record)),
                 _int_or_none(record.get("repeat")),
                 first_seen_flag(record),
                 per_page[i],

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints
 
 from perfctl.analysis.result_ncu import NcuPass
-from perfctl.analysis.result_passes import DecodeLoop, Efficiency, FirstUse, NsysPass, Operators, Timing
+from perfctl.analysis.result_passes import (
+    DecodeLoop,
+    Efficiency,
+    FirstUse,
+    NsysPass,
+    Operators,
+    Throughput,
+    Timing,
+)
 from perfctl.errors import BadInput
 
 # --- NVTX ranges and stages -------------------------------------------------------------------------
@@ -246,6 +254,7 @@ class Analysis(TypedDict):
     nsys_pass: NotRequired[NsysPass]
     operators: NotRequired[Operators]
     efficiency: NotRequired[Efficiency]
+    throughput: NotRequired[Throughput]  # run folders: pages and tokens per second, TTFT, TPOT
     decode_loop: NotRequired[DecodeLoop]  # --decode static / compiled runs
     ncu: NotRequired[NcuPass]  # the Nsight Compute pass (run folders with ncu/)
     run_manifest: NotRequired[RunManifestNote]

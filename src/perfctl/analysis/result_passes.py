@@ -192,6 +192,7 @@ class EfficiencyPage(TypedDict):
     achieved_tflops: float
     mfu: float | None
     mfu_measured: NotRequired[float | None]
+    padding_flops: NotRequired[float]  # --batch-size: FLOPs per call spent on padding (in no figure)
 
 
 class MeasuredCeiling(TypedDict):
@@ -309,3 +310,22 @@ class DecodeLoop(TypedDict):
     kv_cache: str | None  # the KV cache class the model was handed (driver-info.json kv_cache)
     compiled_forward: bool | None  # transformers made its compiled call (its auto-compile ran)
     passes: dict[str, DecodeCompile]  # pass (nsys, timing, torch) -> its compilation
+
+
+class LatencySpread(TypedDict):
+    mean_ms: float
+    p50_ms: float
+    max_ms: float
+
+
+class Throughput(TypedDict):
+    source: str  # the pass the figures are of: timing (the clean pass), else nsys (slowed by nsys)
+    batch_size: int  # pages per generate call (--batch-size)
+    generate_calls: int
+    pages: int
+    pages_per_s: float
+    tokens_per_s: float  # generated tokens of every row, over the calls' wall time
+    decode_tokens_per_s: float | None  # every row's decode steps over the decode stage's time
+    time_to_first_token: LatencySpread | None  # per page: its call's start to its first token
+    time_per_output_token: LatencySpread | None  # per page: after its first token, per further token
+    padding_share: float  # of the prompt positions the calls computed, the share that was padding

@@ -38,7 +38,7 @@ from perfctl.run_folder import (
     RunFolder,
 )
 from perfctl.run_manifest import read_driver_info
-from perfctl.workloads.workload import DriverOutputs, Workload
+from perfctl.workloads.workload import DriverOutputs, Workload, runs_unit
 
 DRIVER_STOP_S = 30  # how long a pass's driver may take to exit after a stop signal
 
@@ -101,7 +101,8 @@ def run_driver_pass(
     launch-bound decode markedly) or `torch` (under torch.profiler: operators and a Chrome trace)."""
     driver_pass = DRIVER_PASSES[name]
     label, expected_pages = driver_pass.label, workload.page_runs
-    progress.step(f"{label}: {expected_pages} pages (log: {run_dir / name / DRIVER_LOG_FILE})")
+    unit = runs_unit(workload.batch_size)
+    progress.step(f"{label}: {expected_pages} {unit} (log: {run_dir / name / DRIVER_LOG_FILE})")
     folder = run_dir / name
     folder.mkdir(exist_ok=True)  # (the ncu pass writes its selection there first)
     outputs = DriverOutputs.in_folder(
@@ -126,11 +127,11 @@ def run_driver_pass(
         if interrupted_by is not None:
             status = "interrupted"
             stopper = describe_signal(interrupted_by)
-            reason = f"stopped by {stopper} during {label}, after {done} of {expected_pages} pages"
+            reason = f"stopped by {stopper} during {label}, after {done} of {expected_pages} {unit}"
         elif exit_code != 0 or done < expected_pages:
             status = "failed"
             reason = (
-                f"{label} finished {done} of {expected_pages} pages (driver {exit_description(exit_code)}); "
+                f"{label} finished {done} of {expected_pages} {unit} (driver {exit_description(exit_code)}); "
                 f"{name}/driver.log ends: {last_line(folder / DRIVER_LOG_FILE)}"
             )
         info = read_driver_info(folder / DRIVER_INFO_FILE)

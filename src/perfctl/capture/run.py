@@ -84,11 +84,12 @@ from perfctl.run_folder import (
     RunFolder,
 )
 from perfctl.run_manifest import read_driver_info
+from perfctl.workloads.batching import check_batching
 from perfctl.workloads.decode import DECODE_MODES, EAGER, cpu_refusal
 from perfctl.workloads.deepseek_ocr_v1 import check_capture_mode
 from perfctl.workloads.models import ModelSpec, is_v1_spec, resolve_model, takes_page_images
 from perfctl.workloads.pages import list_pages
-from perfctl.workloads.workload import DriverOutputs, Workload
+from perfctl.workloads.workload import DriverOutputs, Workload, runs_unit
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -106,6 +107,7 @@ class CaptureOptions:
     repeats: int = 1
     max_new_tokens: int = 16
     decode: str = EAGER  # --decode: eager, static or compiled (perfctl.workloads.decode)
+    batch_size: int = 1  # --batch-size: pages per generate call (perfctl.workloads.batching)
     tiles: int = 0  # DeepSeek-OCR-2 local 768² views per page, besides the global view
     mode: str | None = None  # DeepSeek-OCR v1 resolution mode (tiny ... gundam); default base
     driver_python: str | None = None  # the interpreter that runs the driver; default perfctl's own
@@ -183,6 +185,7 @@ def capture_run(opts: CaptureOptions) -> CaptureResult:
     pages = list_pages(opts.pages_dir, opts.num_pages, text=not takes_page_images(spec.model_type))
     if opts.profile_pages is not None and opts.profile_pages > len(pages):
         raise BadInput(f"--profile-pages {opts.profile_pages} is more than the {len(pages)} pages given")
+    check_batching(opts.batch_size, len(pages), opts.profile_pages, is_v1_spec(spec))
     if opts.tool == "ncu" and opts.ncu is None:
         opts.ncu = NcuSettings()
     if opts.ncu is not None and opts.tool not in ("ncu", "all"):
@@ -264,6 +267,7 @@ def _capture(
         seed=opts.seed,
         outputs=DriverOutputs.in_folder(run_dir, telemetry=opts.nsys_telemetry),
         decode=opts.decode,
+        batch_size=opts.batch_size,
     )
     # the profiled passes' own workload: with --profile-pages, its first pages once each
     profiled = workload.profiled(opts.profile_pages)
@@ -306,7 +310,8 @@ def _capture(
             registry.record_capture(run_dir, manifest, opts.profiles_root, started=True)
             _take_nsys_turn(session, run_dir, manifest, opts.no_wait)
             progress.step(
-                f"nsys pass: {profiled_expected} pages under nsys profile (log: {run_dir / DRIVER_LOG_FILE})"
+                f"nsys pass: {profiled_expected} {runs_unit(profiled.batch_size)} under nsys profile "
+                f"(log: {run_dir / DRIVER_LOG_FILE})"
             )
             try:
                 env = driver_env | session.child_env()
@@ -443,6 +448,7 @@ def _finalize(
     pages_done = len(read_page_records(run_dir / PAGES_FILE))
     manifest["pages_completed"] = pages_done
     manifest["pages_expected"] = expected_pages
+    unit = runs_unit(int((manifest.get("workload") or {}).get("batch_size", 1)))
 
     progress.step("export: the report to SQLite, then its NVTX ranges counted")
     status, reason = "ok", None
@@ -450,7 +456,7 @@ def _finalize(
         status = "interrupted"
         reason = (
             f"stopped by {describe_signal(interrupted_by)} during the nsys pass, after {pages_done} of "
-            f"{expected_pages} pages; "
+            f"{expected_pages} {unit}; "
             + ("nsys wrote the report of what ran" if report.is_file() else "nsys wrote no report")
         )
     try:
@@ -462,7 +468,7 @@ def _finalize(
         if not report.is_file() and exit_code < 0:  # nsys died by a signal, and its agent wrote nothing
             raise CaptureFailed(
                 f"nsys was {exit_description(exit_code)} and wrote no report: the profile is lost; "
-                f"pages.jsonl keeps the host-side clocks of the {pages_done} of {expected_pages} pages "
+                f"pages.jsonl keeps the host-side clocks of the {pages_done} of {expected_pages} {unit} "
                 "that finished"
             )
         if not report.is_file():
@@ -489,7 +495,7 @@ def _finalize(
         if status == "ok" and pages_done < expected_pages:
             tail = last_line(run_dir / DRIVER_LOG_FILE)
             raise CaptureFailed(
-                f"the driver finished {pages_done} of {expected_pages} pages "
+                f"the driver finished {pages_done} of {expected_pages} {unit} "
                 f"({_driver_end(exit_code)}); driver.log ends: {tail}"
             )
         exported = read_export_nvtx(sqlite)

@@ -37,6 +37,7 @@ from perfctl.analysis.repeatability import CleanPass, load_clean_pass, timing_st
 from perfctl.analysis.result import Analysis, RunIdentity, RunManifestNote, dump_analysis
 from perfctl.analysis.result_passes import Efficiency
 from perfctl.analysis.telemetry import page_telemetry
+from perfctl.analysis.throughput import throughput
 from perfctl.commands.analyze_options import DEFAULT_OPTIONS, AnalyzeOptions
 from perfctl.errors import BadInput, OutputFailed
 from perfctl.export_source import make_export, plan_export
@@ -45,7 +46,7 @@ from perfctl.hardware.calibrate import Calibration, load_calibration
 from perfctl.nsys_export.events import kernel_mangled_names
 from perfctl.nsys_export.names import bound_strings
 from perfctl.nsys_export.schema import connect_readonly, read_schema
-from perfctl.records import read_page_records
+from perfctl.records import input_index, read_page_records
 from perfctl.report.html import render_html
 from perfctl.report.kernels_md import render_kernels_md
 from perfctl.report.markdown import render_markdown
@@ -224,6 +225,9 @@ def analyze_path(path: Path, options: AnalyzeOptions = DEFAULT_OPTIONS) -> Analy
                 ),
             }
         nsys_records = _page_records(given.folder.nsys_pass.pages, warnings)
+        rate = throughput(clean.records, "timing") if clean is not None else throughput(nsys_records, "nsys")
+        if rate is not None:
+            analysis["throughput"] = rate
         if (manifest.get("nsys") or {}).get("telemetry"):
             analysis["nsys_pass"] = {
                 "telemetry": page_telemetry(
@@ -244,9 +248,9 @@ def analyze_path(path: Path, options: AnalyzeOptions = DEFAULT_OPTIONS) -> Analy
         pages = max(len(analysis["pages"]), 1)
         under_nsys = {s["stage"]: s["wall_ns"] / pages for s in analysis["stages"]}
         nsys_pages = {
-            int(r["page_index"])
+            int(input_index(r))
             for r in nsys_records
-            if not r.get("warmup") and isinstance(r.get("page_index"), int)
+            if not r.get("warmup") and isinstance(input_index(r), int)
         }
         try:
             analysis["efficiency"] = clean_efficiency(

@@ -38,6 +38,7 @@ from perfctl.flops import resolved_config_json
 from perfctl.records import append_page_record
 from perfctl.run_folder import RESOLVED_CONFIG_FILE
 from perfctl.stages import LOAD, PAGE, STAGES, WARMUP
+from perfctl.workloads.batching import batch_fields, batches_of, collate, pad_token_id
 from perfctl.workloads.decode import EAGER, cpu_refusal, generate_args, marks_decode_outside_forward
 from perfctl.workloads.loader import load_workload
 from perfctl.workloads.shapes import describe_shape, input_shape, plan_warmup
@@ -154,9 +155,15 @@ def run(workload: Workload) -> int:
 
     pages = list(workload.pages)
     prepared = [work.prepare(p) for p in pages]
-    # the warm-up runs every distinct input shape of the measured pages (workloads.shapes: first use of
-    # a shape loads kernels lazily), --warmup rounds of each
-    plan = plan_warmup([input_shape(page.inputs) for page in prepared], workload.warmup)
+    # what one generate call runs: a page, or with --batch-size a batch of pages (workloads.batching)
+    units: list[Any] = prepared
+    batches = batches_of(len(pages), workload.batch_size)
+    if workload.batch_size > 1:
+        pad = pad_token_id(work.model.config)
+        units = [collate([prepared[i] for i in batch], pad) for batch in batches]
+    # the warm-up runs every distinct input shape of the measured generate calls (workloads.shapes:
+    # first use of a shape loads kernels lazily), --warmup rounds of each
+    plan = plan_warmup([input_shape(unit.inputs) for unit in units], workload.warmup)
     info = {
         **device_identity(device),
         "dtype": dtype,
@@ -175,6 +182,7 @@ def run(workload: Workload) -> int:
         "load_seconds": round(load_s, 3),
         "decode_ranges_per_page": workload.max_new_tokens - 1,
         **({"decode": workload.decode} if workload.decode != EAGER else {}),
+        **({"batch_size": workload.batch_size, "batches": batches} if workload.batch_size > 1 else {}),
         **plan.to_json(),
     }
     write_json_atomic(outputs.driver_info, info)
@@ -185,10 +193,11 @@ def run(workload: Workload) -> int:
     _log(
         f"model: {info['parameters'] / 1e6:.1f} M parameters, {prepared[0].prompt_tokens} prompt tokens/page"
     )
+    unit = "pages" if workload.batch_size == 1 else "batches"
     for index, shape in enumerate(plan.shapes):
-        _log(f"input shape {index} ({describe_shape(shape)}): pages {plan.pages_of(index)}")
+        _log(f"input shape {index} ({describe_shape(shape)}): {unit} {plan.pages_of(index)}")
     if plan.not_warmed_up():
-        _log(f"no warm-up of the shapes of pages {plan.not_warmed_up()}: their first runs include first use")
+        _log(f"no warm-up of the shapes of {unit} {plan.not_warmed_up()}: their first runs include first use")
 
     torch_folder = outputs.torch_profiler  # the torch.profiler pass
     if torch_folder is not None:
@@ -225,8 +234,11 @@ def run(workload: Workload) -> int:
 
     shapes_run: set[int] = set()  # the shapes this process has run a generate of
 
-    def run_page(path: Path, page: Any, record: dict[str, Any], warmup: bool) -> None:
-        shape = plan.shape_of_page[record["page_index"]]
+    def run_page(index: int, record: dict[str, Any], warmup: bool) -> None:
+        """One generate call of units[index] (a page, or a batch of pages), recorded."""
+        page = units[index]
+        record |= {"page_index": index} if workload.batch_size == 1 else {"batch_index": index}
+        shape = plan.shape_of_page[index]
         record["input_shape"] = plan.shapes[shape]
         if not warmup:  # the first generate of its shape in this process: no warm-up ran this shape
             record["shape_first_seen"] = shape not in shapes_run
@@ -253,11 +265,17 @@ def run(workload: Workload) -> int:
                 "stage_peak_allocated_bytes": gpu.peak_allocated_bytes,
                 "allocated_at_start_bytes": gpu.allocated_at_start_bytes,
             }
+        record |= (
+            {
+                "page": pages[index].name,
+                "prompt_tokens": page.prompt_tokens,
+                "image_tokens": page.image_tokens,
+                **({"flops_mode": page.flops_mode} if page.flops_mode else {}),
+            }
+            if workload.batch_size == 1
+            else batch_fields(page, [pages[i] for i in batches[index]], batches[index])
+        )
         record |= {
-            "page": path.name,
-            "prompt_tokens": page.prompt_tokens,
-            "image_tokens": page.image_tokens,
-            **({"flops_mode": page.flops_mode} if page.flops_mode else {}),
             "new_tokens": int(out.shape[1]) - page.prompt_tokens,
             "decode_steps": times.decode_steps,
             "wall_ns": wall,
@@ -268,8 +286,9 @@ def run(workload: Workload) -> int:
             "hooks_ns": times.hooks_ns,
         }
         append_page_record(records, record)
+        what = f"page {index} ({pages[index].name})" if workload.batch_size == 1 else f"batch {index}"
         _log(
-            f"{'warm-up' if warmup else 'page'} {record['page_index']} ({path.name}): {wall / 1e6:.1f} ms"
+            f"{'warm-up ' if warmup else ''}{what}: {wall / 1e6:.1f} ms"
             + (" (first of its input shape)" if record.get("shape_first_seen") else "")
         )
 
@@ -277,16 +296,15 @@ def run(workload: Workload) -> int:
         # warm-up runs: recorded (marked, and left out of every statistic), no stage ranges
         for w, index in enumerate(plan.runs):
             emitter.push(WARMUP, w)
-            run_page(
-                pages[index], prepared[index], {"warmup": True, "sequence": -1 - w, "page_index": index}, True
-            )
+            run_page(index, {"warmup": True, "sequence": -1 - w}, True)
             emitter.pop()
         sequence = 0
         profiler = start_profiler(device) if torch_folder is not None else None  # after warm-up
         for repeat in range(workload.repeats):
-            for index, (path, page) in enumerate(zip(pages, prepared, strict=True)):
+            for index in range(len(units)):
+                # one page range per generate call: with --batch-size, around the whole batch
                 emitter.push(PAGE, sequence)
-                run_page(path, page, {"sequence": sequence, "repeat": repeat, "page_index": index}, False)
+                run_page(index, {"sequence": sequence, "repeat": repeat}, False)
                 emitter.pop()
                 sequence += 1
         if profiler is not None and torch_folder is not None:

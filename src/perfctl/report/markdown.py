@@ -154,9 +154,16 @@ def _mfu(analysis: Analysis) -> list[str]:
         return [*out, f"Not measured: {md_text(eff.get('reason'), limit=None)}."]
     inputs = eff["inputs"]
     peak = f"{number(inputs['peak_tflops'])} TFLOP/s" if inputs.get("peak_tflops") else "unknown"
+    rate = analysis.get("throughput")
+    batch = rate["batch_size"] if rate else 1
+    over = (
+        f"{inputs['clean_pages']} pages"
+        if batch == 1
+        else f'{inputs["clean_pages"]} generate calls of up to {batch} pages (a "page" below is one call)'
+    )
     out.append(
         f"Against the dense {md_text(inputs['dtype'])} peak of {md_text(inputs['gpu'] or 'no GPU')}: {peak}; "
-        f"stage times from the clean timing pass, mean of {inputs['clean_pages']} pages."
+        f"stage times from the clean timing pass, mean of {over}."
     )
     out.append("")
     rows = [
@@ -232,6 +239,32 @@ def _next_steps(analysis: Analysis) -> list[str]:
     return out
 
 
+def _throughput(analysis: Analysis) -> list[str]:
+    """What the run delivered: pages and tokens per second at its batch size, and the latencies."""
+    rate = analysis.get("throughput")
+    if not rate:
+        return []
+    source = "the clean timing pass" if rate["source"] == "timing" else "the nsys pass (slowed by nsys)"
+    out = [
+        "## Throughput",
+        "",
+        f"At batch size {rate['batch_size']} ({rate['pages']} pages in {rate['generate_calls']} generate "
+        f"calls, {source}): **{number(rate['pages_per_s'])} pages/s**, {number(rate['tokens_per_s'])} new "
+        "tokens/s"
+        + (f", decode {number(rate['decode_tokens_per_s'])} tokens/s" if rate["decode_tokens_per_s"] else "")
+        + ".",
+    ]
+    ttft, tpot = rate["time_to_first_token"], rate["time_per_output_token"]
+    if ttft and tpot:
+        out.append(
+            f"Per page: first token after {number(ttft['p50_ms'])} ms (p50), then "
+            f"{number(tpot['p50_ms'])} ms per output token (p50)."
+        )
+    if rate["padding_share"]:
+        out.append(f"Padding: {pct(rate['padding_share'])} of the prompt positions computed (wasted work).")
+    return out
+
+
 def render_markdown(analysis: Analysis) -> str:
     run = analysis.get("run")
     run_id = run.get("run_id") if run else None
@@ -245,5 +278,5 @@ def render_markdown(analysis: Analysis) -> str:
             "",
         ]
     sections = [[title, "", *label, *_identity(analysis)], _cost_centres(analysis), _mfu(analysis)]
-    sections += [_stability(analysis), _next_steps(analysis)]
-    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
+    sections += [_throughput(analysis), _stability(analysis), _next_steps(analysis)]
+    return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"

@@ -32,7 +32,25 @@ def render_text(analysis: Analysis) -> str:
             f"{s['stage']:<10}{count(s['instances']):>10}{ms(s['wall_ns']):>16}"
             f"{count(s['kernel_count']):>10}{ms(s['kernel_time_ns']):>16}{ms(s['gpu_busy_ns']):>16}"
         )
-    return "\n".join(lines + _mfu_lines(analysis))
+    return "\n".join(lines + _throughput_lines(analysis) + _mfu_lines(analysis))
+
+
+def _throughput_lines(analysis: Analysis) -> list[str]:
+    """Pages and tokens per second at the run's batch size, and the per-page latencies."""
+    rate = analysis.get("throughput")
+    if not rate:
+        return []
+    ttft, tpot = rate["time_to_first_token"], rate["time_per_output_token"]
+    decode = rate["decode_tokens_per_s"]
+    pass_name = "clean pass" if rate["source"] == "timing" else "nsys pass, slowed by nsys"
+    return [
+        f"throughput ({pass_name}, batch {rate['batch_size']}): {rate['pages_per_s']:,.2f} pages/s, "
+        f"{rate['tokens_per_s']:,.1f} new tokens/s"
+        + (f" (decode {decode:,.1f} tokens/s)" if decode else "")
+        + (f"; time to first token p50 {ttft['p50_ms']:,.1f} ms" if ttft else "")
+        + (f", per output token p50 {tpot['p50_ms']:,.2f} ms" if tpot else "")
+        + (f"; padding {pct(rate['padding_share'])} of prompt positions" if rate["padding_share"] else "")
+    ]
 
 
 def _mfu_lines(analysis: Analysis) -> list[str]:

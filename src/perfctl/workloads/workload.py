@@ -63,11 +63,14 @@ class Workload:
     # --decode (perfctl.workloads.decode): eager, static or compiled; written only when not eager, so
     # an eager capture's files are the same as before --decode (readers take a missing one as eager)
     decode: str = EAGER
+    # --batch-size (perfctl.workloads.batching): pages per generate call; written only when above 1
+    batch_size: int = 1
 
     @property
     def page_runs(self) -> int:
-        """How many measured pages the driver runs (warm-up runs not counted)."""
-        return len(self.pages) * self.repeats
+        """How many measured generate calls the driver runs, one record each (warm-up runs not
+        counted): pages x repeats, or with --batch-size its batches x repeats."""
+        return -(-len(self.pages) // self.batch_size) * self.repeats
 
     def profiled(self, profile_pages: int | None) -> Workload:
         """The profiled passes' (nsys, torch.profiler) workload: with --profile-pages N its first N
@@ -118,6 +121,7 @@ class Workload:
             "dtype": self.dtype,
             "seed": self.seed,
             **({"decode": self.decode} if self.decode != EAGER else {}),
+            **({"batch_size": self.batch_size} if self.batch_size != 1 else {}),
         }
 
     def save(self, path: Path) -> None:
@@ -178,11 +182,19 @@ class Workload:
             ),
             sync_stage_edges=top.flag("sync_stage_edges", False),
             decode=top.optional_text("decode") or EAGER,
+            batch_size=top.integer("batch_size", 1),
         )
+        if workload.batch_size < 1:
+            top.refuse("batch_size", "must be at least 1", workload.batch_size)
         if workload.decode not in DECODE_MODES:
             top.refuse("decode", f"must be one of {', '.join(DECODE_MODES)}", workload.decode)
         top.refuse_others()
         return workload
+
+
+def runs_unit(batch_size: int) -> str:
+    """What a pass's records count, in words: pages, or with --batch-size its batches."""
+    return "pages" if batch_size == 1 else f"batches of {batch_size} pages"
 
 
 class _Fields:
