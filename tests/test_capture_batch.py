@@ -120,9 +120,44 @@ def test_a_batch_flops_are_its_rows_flops(ocr2_run: tuple[Path, dict[str, Any]])
     for stage in ("vision", "prefill", "decode"):  # per generate call: 2 rows, then 1
         assert stages[stage]["flops_per_page"] == pytest.approx((2 + 1) * page[stage] / 2, rel=1e-12)
     assert analysis["efficiency"]["page"]["padding_flops"] == 0
-    # the tiny DeepSeek-OCR-2 decoder is a mixture of experts: which ones a batch read is unknown
-    assert analysis["efficiency"]["decode_mbu"]["mbu"] is None
-    assert "routed" in analysis["efficiency"]["decode_mbu"]["reason"]
+
+
+@pytest.fixture(scope="module")
+def cpu_calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This CPU's measured bandwidth (perfctl calibrate --device cpu): the peak a CPU run's MBU needs."""
+    out = tmp_path_factory.mktemp("calibration") / "cpu.json"
+    proc = run_perfctl("calibrate", "--device", "cpu", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _mbu(run: Path, calibration: Path, tmp_path: Path) -> dict[str, Any]:
+    proc = run_perfctl("analyze", str(run), "--calibration", str(calibration), "--format", "json",
+                       "--out-dir", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    mbu: dict[str, Any] = json.loads(proc.stdout)["efficiency"]["decode_mbu"]
+    return mbu
+
+
+def test_a_batch_through_experts_bounds_its_decode_mbu(
+    ocr2_run: tuple[Path, dict[str, Any]], cpu_calibration: Path, tmp_path: Path
+) -> None:
+    """The tiny DeepSeek-OCR-2 decoder: 8 routed experts, top-2, each 3 x 128 x 64 weights
+    (models/deepseek-ocr2-tiny), in the layers transformers resolves as sparse (the clean pass's
+    model-config.resolved.json). A step of 2 rows reads 2 to 4 experts per such layer; which ones the
+    router chose is not recorded: the MBU is bounded, not given."""
+    run, _ = ocr2_run
+    mbu = _mbu(run, cpu_calibration, tmp_path)
+    assert mbu["mbu"] is None and "routed" in mbu["reason"]
+    resolved = json.loads((run / "timing" / "model-config.resolved.json").read_text())["config"]
+    sparse = resolved["text_config"]["mlp_layer_types"].count("sparse")
+    assert sparse == 2  # (of 3 layers: the first is dense)
+    expert = 3 * 128 * 64 * 4  # float32 bytes
+    extra_two_rows = sparse * (min(2 * 2, 8) - 2) * expert
+    assert mbu["bytes_per_step_most"] - mbu["bytes_per_step"] == pytest.approx((extra_two_rows + 0) / 2)
+    assert mbu["mbu_most"] / mbu["mbu_least"] == pytest.approx(
+        mbu["bytes_per_step_most"] / mbu["bytes_per_step"]
+    )
 
 
 def _prompt_tokens(path: Path) -> int:
@@ -156,6 +191,22 @@ def test_prompts_of_different_lengths_are_padded_on_the_left_and_the_padding_cou
     wasted = sum(padded[s] - own[i][s] for i in range(3) for s in ("vision", "prefill", "decode")) / 2
     assert analysis["efficiency"]["page"]["padding_flops"] == pytest.approx(wasted, rel=1e-12)
     assert analysis["efficiency"]["inputs"]["prompt_tokens_per_page"] == sorted(set(lengths))
+
+
+def test_a_dense_batch_reads_its_weights_once_and_every_row_cache(
+    llama_run: tuple[Path, dict[str, Any]], cpu_calibration: Path, tmp_path: Path
+) -> None:
+    """The tiny Llama: 2 layers, 2 key-value heads of 64 / 4 = 16 dims: a position's cached keys and
+    values are 2 x 2 x 2 x 16 float32 values. A step reads each row's own context, not the padding."""
+    run, _ = llama_run
+    mbu = _mbu(run, cpu_calibration, tmp_path)
+    assert mbu["mbu"] is not None and "mbu_most" not in mbu
+    lengths = [_prompt_tokens(p) for p in sorted(PROMPTS.glob("*.txt"))[:4]]
+    per_position = 2 * 2 * 2 * 16 * 4
+    steps = range(1, NEW_TOKENS)
+    kv = [sum((n + i) * per_position for n in rows) for rows in (lengths[:3], lengths[3:]) for i in steps]
+    assert mbu["kv_bytes_per_step_mean"] == pytest.approx(sum(kv) / len(kv), rel=1e-12)
+    assert mbu["bytes_per_step"] == pytest.approx(mbu["weight_bytes_per_step"] + sum(kv) / len(kv), rel=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from typing import Any
 from perfctl.analysis.repeatability import CleanPass
 from perfctl.analysis.result_passes import Efficiency, EfficiencyStage, MeasuredCeiling
 from perfctl.errors import BadInput
-from perfctl.flops.decoder import DecoderShape, decode_step_bytes
+from perfctl.flops.decoder import DecoderShape, decode_step_bytes, extra_expert_bytes
 from perfctl.hardware.calibrate import Calibration
 from perfctl.records import input_index
 from perfctl.run_folder import MODEL_CONFIG_FILE, RESOLVED_CONFIG_FILE, TIMING_PASS
@@ -262,14 +262,7 @@ def efficiency(
         result["page"]["padding_flops"] = padding_flops
     steps = round(clean["decode_steps"])
     bytes_per_value = BYTES_PER_VALUE.get(dtype)
-    routed = any(layer.routed_top_k for layer in shape.layers)
-    if batched and routed:
-        result["decode_mbu"] = {
-            "mbu": None,
-            "reason": "a batch's decode step reads the experts its rows' tokens are routed to, between "
-            "top-k and batch x top-k per layer; which ones the router chose is not recorded",
-        }
-    elif steps and bytes_per_value and bandwidth_value:
+    if steps and bytes_per_value and bandwidth_value:
         # one step of a call reads the weights once for all its rows, and every row's own KV cache
         read = [
             _call_step_bytes(shape, rows, i, bytes_per_value) for rows in calls for i in range(1, steps + 1)
@@ -289,6 +282,19 @@ def efficiency(
         if measured is not None:
             gbs = measured.get("bandwidth_gbs")
             result["decode_mbu"]["mbu_measured"] = mean_bytes / step_seconds / 1e9 / gbs if gbs else None
+        extra = [extra_expert_bytes(shape, len(rows), bytes_per_value) for rows in calls]
+        if any(extra):  # a batch through a mixture of experts: the experts it read are bounded, not known
+            most = mean_bytes + sum(extra) / len(extra)
+            result["decode_mbu"] |= {
+                "mbu": None,
+                "mbu_least": mean_bytes / step_seconds / 1e9 / bandwidth_value,
+                "mbu_most": most / step_seconds / 1e9 / bandwidth_value,
+                "bytes_per_step_most": most,
+                "reason": "a batch's decode step reads the routed experts its rows' tokens chose, top-k "
+                "(all rows alike: mbu_least) to batch x top-k per layer (all different: mbu_most); "
+                "which ones the router chose is not recorded",
+            }
+            result["decode_mbu"].pop("mbu_measured", None)
     else:
         result["decode_mbu"] = {
             "mbu": None,

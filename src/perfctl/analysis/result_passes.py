@@ -233,6 +233,10 @@ class DecodeMbu(TypedDict):
     peak_source: NotRequired[str]
     mbu_measured: NotRequired[float | None]
     reason: NotRequired[str]
+    # --batch-size above 1 through a mixture of experts: the routed experts read are bounded
+    mbu_least: NotRequired[float]  # every row routed alike: top-k experts per layer (bytes_per_step)
+    mbu_most: NotRequired[float]  # every row routed apart: min(batch x top-k, experts) per layer
+    bytes_per_step_most: NotRequired[float]
 
 
 class Efficiency(TypedDict):

@@ -32,6 +32,7 @@ class LayerShape:
     window: int | None  # sliding-window attention span, None for full causal attention
     mlp: tuple[Matrix, ...]  # dense MLP, or router + shared experts (+ gate) of a MoE layer
     routed_top_k: int = 0  # experts each token goes through, 0 for a dense layer
+    routed_experts: int = 0  # routed experts the layer has (the router's outputs), 0 for a dense layer
     routed_expert: tuple[Matrix, ...] = ()  # one routed expert's matrices
     # run on every cached position plus the new ones at each call (MLA's kv_b re-expanding the cache)
     context_projections: tuple[Matrix, ...] = ()
@@ -70,6 +71,19 @@ def decoder_terms(shape: DecoderShape, new: int, past: int, logits: int) -> list
             terms.append(linear(f"{name}.routed_experts", new * layer.routed_top_k, d_in, out))
     terms.append(linear("lm_head", logits, shape.hidden, shape.vocab))
     return terms
+
+
+def extra_expert_bytes(shape: DecoderShape, rows: int, bytes_per_value: int) -> int:
+    """At most how many more weight bytes a decode step of `rows` tokens reads than one token's: in
+    every mixture-of-experts layer, up to min(rows x top-k, experts) routed experts instead of top-k
+    (as many as the tokens' routes differ; which ones the router chose is not known here)."""
+    extra = 0
+    for layer in shape.layers:
+        if layer.routed_top_k:
+            most = min(rows * layer.routed_top_k, layer.routed_experts or rows * layer.routed_top_k)
+            expert = sum(d_in * d_out for _, d_in, d_out in layer.routed_expert)
+            extra += (most - layer.routed_top_k) * expert
+    return extra * bytes_per_value
 
 
 def decode_step_bytes(shape: DecoderShape, context: int, bytes_per_value: int) -> tuple[int, int]:
@@ -167,7 +181,12 @@ def _moe(
         mlp.append(("shared_experts", d, 3 * shared_size))
     if shared_gate:
         mlp.append(("shared_expert_gate", d, 1))
-    return {"mlp": tuple(mlp), "routed_top_k": top_k, "routed_expert": (("expert", d, 3 * expert_size),)}
+    return {
+        "mlp": tuple(mlp),
+        "routed_top_k": top_k,
+        "routed_experts": experts,
+        "routed_expert": (("expert", d, 3 * expert_size),),
+    }
 
 
 def _dense_or_moe_llama(
