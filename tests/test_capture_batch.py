@@ -111,6 +111,9 @@ def test_throughput_counts_every_row(ocr2_run: tuple[Path, dict[str, Any]]) -> N
     summary = (run / "summary.md").read_text()
     assert "## Throughput" in summary and "At batch size 2 (3 pages in 2 generate calls" in summary
     assert "mean of 2 generate calls of up to 2 pages" in summary
+    html = (run / "report.html").read_text()
+    assert "<dt>Throughput</dt><dd>batch 2 (3 pages in 2 generate calls, the clean pass)" in html
+    assert "in batches of 2 pages per generate call" in html
 
 
 def test_a_batch_flops_are_its_rows_flops(ocr2_run: tuple[Path, dict[str, Any]]) -> None:

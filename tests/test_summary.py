@@ -10,11 +10,17 @@ import pytest
 
 from perfctl.commands.analyze import analyze_path
 from perfctl.commands.analyze_options import AnalyzeOptions
-from perfctl.report.formatting import ms, pct
+from perfctl.report.formatting import ms, number, pct
 from perfctl.report.markdown import MAX_ACTIONS, render_markdown
 from report_inputs import FIXTURES, clean_pass_only, tiny_all_run
 
-HEADINGS = ["## Where the time goes", "## MFU per stage", "## Stability", "## What to do next"]
+HEADINGS = [
+    "## Where the time goes",
+    "## MFU per stage",
+    "## Throughput",
+    "## Stability",
+    "## What to do next",
+]
 
 
 def _rows(summary: str, heading: str) -> list[list[str]]:
@@ -44,9 +50,13 @@ def test_summary_of_a_full_run(full_run: Any) -> None:
     assert [(r[0], r[4]) for r in _rows(summary, HEADINGS[1])] == [
         (s, pct(st["mfu"])) for s, st in eff.items()
     ]
+    rate = analysis["throughput"]
+    assert f"At batch size 1 ({rate['pages']} pages in {rate['generate_calls']} generate calls" in summary
+    pages_per_s, tokens_per_s = number(rate["pages_per_s"]), number(rate["tokens_per_s"])
+    assert f"**{pages_per_s} pages/s**, {tokens_per_s} new tokens/s" in summary
     stats = analysis["timing"]["statistics"]
-    assert [r[3] for r in _rows(summary, HEADINGS[2])] == ["stable"] * 4  # 3 stages and the whole page
-    actions = re.findall(r"^\d+\. \*\*(.*?)\*\*", summary.split(HEADINGS[3])[1], flags=re.M)
+    assert [r[3] for r in _rows(summary, HEADINGS[3])] == ["stable"] * 4  # 3 stages and the whole page
+    actions = re.findall(r"^\d+\. \*\*(.*?)\*\*", summary.split(HEADINGS[4])[1], flags=re.M)
     steps: dict[str, str] = {}  # each next step once, with the first (most severe) finding that asks it
     for f in analysis["findings"]:
         if f["next"]:
@@ -64,7 +74,7 @@ def test_summary_without_export_uses_the_clean_pass() -> None:
     page = stats["page"]["mean"]
     by_time = sorted(stats["stages"].items(), key=lambda kv: -kv[1]["mean"])
     assert _rows(summary, HEADINGS[0]) == [[s, ms(st["mean"]), pct(st["mean"] / page)] for s, st in by_time]
-    assert [r[3] for r in _rows(summary, HEADINGS[2])] == ["**not stable**"] * 4
+    assert [r[3] for r in _rows(summary, HEADINGS[3])] == ["**not stable**"] * 4
     assert "taskset" in summary and "host-side" in summary
 
 
