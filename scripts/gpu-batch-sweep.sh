@@ -88,6 +88,9 @@ for n in batches:
           f"{(step or 0) / 1e6:>9.2f} {pct((stages.get('vision') or {}).get('mfu')):>10} "
           f"{pct((stages.get('prefill') or {}).get('mfu')):>11} {pct((stages.get('decode') or {}).get('mfu')):>10} "
           f"{pct((eff.get('decode_mbu') or {}).get('mbu')):>8}")
-    if (eff.get("decode_mbu") or {}).get("reason"):
-        print(f"      decode MBU: {eff['decode_mbu']['reason']}")
+    mbu = eff.get("decode_mbu") or {}
+    if mbu.get("mbu_most") is not None:
+        print(f"      decode MBU between {pct(mbu.get('mbu_least'))} and {pct(mbu['mbu_most'])}: {mbu['reason']}")
+    elif mbu.get("reason"):
+        print(f"      decode MBU: {mbu['reason']}")
 EOF
