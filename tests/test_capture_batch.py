@@ -4,8 +4,9 @@ stage ranges per generate call, as `nsys stats` counts them; every batch's recor
 padding is counted apart and never as useful FLOPs; the analysis says the run's throughput.
 
 Two captures, shared by the tests: the tiny DeepSeek-OCR-2 (3 pages in batches of 2: one full batch,
-one of 1; every page the same prompt length, so no padding) and the tiny Llama over the built-in
-prompts of different lengths (4 in batches of 3: left padding)."""
+one of 1; every page the same prompt length, so no padding; a static KV cache of the batch's rows) and
+the tiny Llama over the built-in prompts of different lengths (4 in batches of 3: left padding; the
+eager decode loop)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _capture(run: Path, nsys: str, *options: str) -> tuple[Path, dict[str, Any]]
 @pytest.fixture(scope="module")
 def ocr2_run(tmp_path_factory: pytest.TempPathFactory, nsys_bin: str) -> tuple[Path, dict[str, Any]]:
     run = tmp_path_factory.mktemp("batch") / "ocr2"
-    return _capture(run, nsys_bin, "--num-pages", "3", "--batch-size", "2")
+    return _capture(run, nsys_bin, "--num-pages", "3", "--batch-size", "2", "--decode", "static")
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,7 @@ def test_pages_go_to_generate_in_batches_in_order(ocr2_run: tuple[Path, dict[str
         assert json.loads((folder / "workload.json").read_text())["batch_size"] == 2
         info = json.loads((folder / "driver-info.json").read_text())
         assert (info["batch_size"], info["batches"]) == (2, [[0, 1], [2]])
+        assert (info["decode"], info["kv_cache"]) == ("static", "StaticCache")
         records = _records(folder)
         assert [(r["sequence"], r["batch_index"], r["batch_size"]) for r in records] == [(0, 0, 2), (1, 1, 1)]
         rows = [[(row["batch_row"], row["page_index"], row["page"]) for row in r["rows"]] for r in records]
