@@ -45,3 +45,10 @@ def input_index(record: dict[str, Any]) -> Any:
     """Which of the pass's inputs a record's generate call ran: its page's index in the page list, or
     with --batch-size its batch's index in the batch list (`batch_index`); None in neither."""
     return record.get("page_index", record.get("batch_index"))
+
+
+def stage_time_key(records: list[dict[str, Any]]) -> str:
+    """Which stage clock a pass's records are read by: `stage_gpu_ns` (CUDA events, the GPU's clock)
+    when every record has it, else `stage_wall_ns` (the host clock between synchronized edges), so that
+    MFU and throughput divide by the same times."""
+    return "stage_gpu_ns" if all(r.get("stage_gpu_ns") for r in records) else "stage_wall_ns"

@@ -24,7 +24,7 @@ from perfctl.analysis.result_passes import Efficiency, EfficiencyStage, Measured
 from perfctl.errors import BadInput
 from perfctl.flops.decoder import DecoderShape, decode_step_bytes, extra_expert_bytes
 from perfctl.hardware.calibrate import Calibration
-from perfctl.records import input_index
+from perfctl.records import input_index, stage_time_key
 from perfctl.run_folder import MODEL_CONFIG_FILE, RESOLVED_CONFIG_FILE, TIMING_PASS
 from perfctl.stages import DECODE, PREFILL, STAGES, VISION
 
@@ -42,7 +42,7 @@ def clean_stage_times(records: list[dict[str, Any]]) -> dict[str, Any]:
     work, the stage's edges synchronized); runs without them (CPU, older captures) use the host clock
     between the synchronized edges, which it equals to within the synchronize call's latency."""
     n = len(records)
-    key = "stage_gpu_ns" if all(r.get("stage_gpu_ns") for r in records) else "stage_wall_ns"
+    key = stage_time_key(records)
     return {
         "pages": n,
         "time_source": "cuda_events" if key == "stage_gpu_ns" else "host_clock",

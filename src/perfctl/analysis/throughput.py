@@ -15,6 +15,7 @@ import statistics
 from typing import Any
 
 from perfctl.analysis.result_passes import LatencySpread, Throughput
+from perfctl.records import stage_time_key
 from perfctl.stages import DECODE
 
 
@@ -37,7 +38,7 @@ def throughput(records: list[dict[str, Any]], source: str) -> Throughput | None:
         return None
     pages = sum(_rows(r) for r in calls)
     wall_s = sum(int(r["wall_ns"]) for r in calls) / 1e9
-    key = "stage_gpu_ns" if all(r.get("stage_gpu_ns") for r in calls) else "stage_wall_ns"
+    key = stage_time_key(calls)
     decode_s = sum(int((r.get(key) or {}).get(DECODE, 0)) for r in calls) / 1e9
     decode_tokens = sum(_rows(r) * int(r.get("decode_steps", 0)) for r in calls)
     first = [float(r["first_token_ns"]) for r in calls for _ in range(_rows(r)) if r.get("first_token_ns")]
