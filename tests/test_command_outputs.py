@@ -1,5 +1,5 @@
 """The text `perfctl flops`, `perfctl calibrate` and `perfctl doctor` print, byte for byte as before
-their renderers moved from cli.py into perfctl.report (the expected text is what cli.py printed)."""
+their renderers moved from perfctl.cli into perfctl.report (the expected text is what perfctl.cli printed)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,108 @@
+"""`perfctl compare`: run B against run A, per stage, with confidence intervals and an optional gate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from perfctl import progress
+from perfctl.cli.errors import fail
+from perfctl.cli.options import quiet_option
+from perfctl.errors import PerfctlError
+
+COMPARE_EXIT_CODES = (
+    "Exit codes: 0 compared (and the gate passed), 1 --fail-if-slower: a stage got slower beyond noise "
+    "by more than PCT, 2 bad input (a one-line reason is printed; also runs of a different model, mode, "
+    "device, GPU model, batch size or decode mode without --allow-different), 3 --fail-if-slower cannot "
+    "tell: a stage's runs cannot detect a change of PCT (too few pages for their noise; the line says how "
+    "many pages per run would)."
+)
+
+
+@click.command(epilog=COMPARE_EXIT_CODES)
+@click.argument("run_a", type=click.Path(path_type=Path))
+@click.argument("run_b", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "md", "html"]),
+    default="text",
+    show_default=True,
+    help="Tables for the terminal, the whole comparison as JSON, Markdown, or one self-contained HTML page.",
+)
+@click.option(
+    "--fail-if-slower",
+    "fail_if_slower_pct",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="PCT",
+    help="Exit 1 when a stage of B is slower than A's beyond noise and by more than PCT percent; "
+    "exit 3 when a stage's runs cannot detect a PCT change (its minimum detectable change is above "
+    "PCT, or unknown with fewer than 2 pages).",
+)
+@click.option(
+    "--allow-different",
+    is_flag=True,
+    default=False,
+    help="Compare runs of a different model, mode, device, GPU model, batch size or decode mode (refused "
+    "otherwise, exit 2); each difference is listed.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(0, 100),
+    default=5,
+    show_default=True,
+    help="Kernels shown per stage in the top-kernel changes.",
+)
+@quiet_option
+def compare(
+    run_a: Path,
+    run_b: Path,
+    fmt: str,
+    fail_if_slower_pct: float | None,
+    allow_different: bool,
+    top: int,
+    quiet: bool,
+) -> None:
+    """Compare run B against run A (the baseline): per-stage time, MFU, kernel count and top-kernel
+    deltas, each with a 95 % confidence interval from the pages of both runs (Welch's t-test), the
+    smallest change the runs can detect, and a verdict per stage: faster, slower or within noise.
+
+    \b
+    RUN_A, RUN_B: run folders or analysis.json files (a run folder without analysis.json is
+    analyzed on the fly; nothing is written into it).
+    Examples:
+      perfctl compare profiles/baseline profiles/candidate
+      perfctl compare base/analysis.json new/analysis.json --fail-if-slower 5 --format md
+    """
+    from perfctl.commands.compare import compare_paths
+    from perfctl.report.compare import (
+        gate_line,
+        render_compare_html,
+        render_compare_markdown,
+        render_compare_text,
+    )
+
+    progress.configure(quiet)
+    try:
+        result = compare_paths(
+            run_a, run_b, top=top, fail_if_slower_pct=fail_if_slower_pct, allow_different=allow_different
+        )
+    except PerfctlError as exc:
+        fail(exc)
+    progress.finish()
+    if fmt == "json":
+        click.echo(json.dumps(result))
+    elif fmt == "md":
+        click.echo(render_compare_markdown(result), nl=False)
+    elif fmt == "html":
+        click.echo(render_compare_html(result), nl=False)
+    else:
+        click.echo(render_compare_text(result))
+    verdict = result.get("gate")
+    if verdict is not None and verdict["failed"]:
+        click.echo(f"perfctl: {gate_line(result)}", err=True)
+        sys.exit(verdict["exit_code"])
