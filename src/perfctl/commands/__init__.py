@@ -1,5 +1,5 @@
 """The commands `perfctl` runs, one module each: a function that does the work and returns a result
-for one renderer (perfctl.report) to show. cli.py declares the options and calls them.
+for one renderer (perfctl.report) to show. perfctl.cli declares the options and calls them.
 
   analyze    find the export behind PATH, analyze it, write analysis.json, report.html, summary.md
   compare    two runs' analyses compared, gated on slower stages
