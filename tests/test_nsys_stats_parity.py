@@ -34,6 +34,8 @@ GPU_FIXTURES = {
     # the same model with --decode compiled (static cache, transformers' torch.compile, CUDA graphs
     # traced node by node): 2 pages x 32 new tokens, 62 decode steps, most kernels replayed from graphs
     "h200-nsys2024-compiled-decode": ("3.11.1", "2024.2.3.38"),
+    # compiled decode at --batch-size 16: one generate call of 16 pages x 128 new tokens
+    "h200-nsys2024-compiled-b16": ("3.11.1", "2024.2.3.38"),
 }
 
 
