@@ -105,6 +105,25 @@ def check_replaceable(run_dir: Path, profiles_root: Path) -> None:
 
 def _protected(folder: Path, profiles_root: Path) -> str | None:
     """Why a resolved folder is never replaced, whatever it holds, or None."""
+    why = protected_place(folder, profiles_root)
+    if why:
+        return why
+    if os.path.lexists(folder / INDEX_FILE):
+        return f"it is a profiles folder: it holds a run registry ({INDEX_FILE})"
+    runs = sorted(
+        p.name
+        for p in _subfolders(folder)
+        if (p / MANIFEST_FILE).is_file() and RunFolder(p).why_not_made_by_perfctl() is None
+    )
+    if runs:
+        named = ", ".join(runs[:NAMED_RUN_FOLDERS]) + (", ..." if len(runs) > NAMED_RUN_FOLDERS else "")
+        return f"it is a profiles folder: it holds run folders of its own ({named})"
+    return None
+
+
+def protected_place(folder: Path, profiles_root: Path) -> str | None:
+    """Why a resolved folder is never replaced because of where it is (the root folder, the working
+    directory or a folder above it, the home folder, the profiles folder given), or None."""
     cwd = Path.cwd().resolve()
     if folder == Path(folder.anchor):
         return "it is the root folder"
@@ -116,16 +135,6 @@ def _protected(folder: Path, profiles_root: Path) -> str | None:
         return "it is the home folder"
     if folder == profiles_root.resolve():
         return "it is the profiles folder (--profiles)"
-    if os.path.lexists(folder / INDEX_FILE):
-        return f"it is a profiles folder: it holds a run registry ({INDEX_FILE})"
-    runs = sorted(
-        p.name
-        for p in _subfolders(folder)
-        if (p / MANIFEST_FILE).is_file() and RunFolder(p).why_not_made_by_perfctl() is None
-    )
-    if runs:
-        named = ", ".join(runs[:NAMED_RUN_FOLDERS]) + (", ..." if len(runs) > NAMED_RUN_FOLDERS else "")
-        return f"it is a profiles folder: it holds run folders of its own ({named})"
     return None
 
 
