@@ -8,6 +8,8 @@ are measured there): the memory roof (bandwidth x intensity) up to the ridge poi
 flat from it; the boost clock's compute roof, which MFU divides by, dashed above when both are
 known. Each kernel (name and launch configuration) is a circle whose area is its share of the
 stage's kernel time, coloured by the bound ncu's throughputs give it.
+
+The axes, grid and roofs are shared with a sweep's decode roofline (perfctl.report.sweep_roofline).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ R_MAX = 30.0  # radius of a kernel holding all of the stage's time
 R_MIN = 3.0  # a kernel with a tiny share stays visible (and hoverable)
 LABELED_POINTS = 3  # the largest points get their short name beside them; more would overlap
 DASH = ' stroke-dasharray="6 4"'
+SOLID = ' stroke-width="2"'
 
 
 class _Axes:
@@ -78,7 +81,7 @@ def _minor(lo: float, hi: float) -> list[float]:
     return [v for v in logs if lo < v < hi]
 
 
-def _grid(ax: _Axes) -> list[str]:
+def _grid(ax: _Axes, x_label: str = "arithmetic intensity (FLOP per DRAM byte, log scale)") -> list[str]:
     """The frame, a labelled grid line at each power of ten, short unlabelled ticks at 2..9 x it."""
     out = [
         f'<rect x="{_num(PLOT_L)}" y="{_num(PLOT_T)}" width="{_num(PLOT_R - PLOT_L)}" '
@@ -98,14 +101,7 @@ def _grid(ax: _Axes) -> list[str]:
         ]
     out += [_line(ax.lx(v), PLOT_B, ax.lx(v), PLOT_B - 4, "#999") for v in _minor(ax.x_lo, ax.x_hi)]
     out += [_line(PLOT_L, ax.ly(v), PLOT_L + 4, ax.ly(v), "#999") for v in _minor(ax.y_lo, ax.y_hi)]
-    out.append(
-        _text(
-            (PLOT_L + PLOT_R) / 2,
-            PLOT_B + 32,
-            "arithmetic intensity (FLOP per DRAM byte, log scale)",
-            "middle",
-        )
-    )
+    out.append(_text((PLOT_L + PLOT_R) / 2, PLOT_B + 32, x_label, "middle"))
     mid = (PLOT_T + PLOT_B) / 2
     out.append(
         f'<text x="22" y="{_num(mid)}" text-anchor="middle" fill="#333" '
@@ -126,22 +122,46 @@ def _memory_segment(
     return ax.lx(lx0), ax.ly(lbw + lx0), ax.lx(lx1), ax.ly(lbw + lx1)
 
 
+def _ridge(ax: _Axes, peak: float | None, bandwidth_gbs: float | None) -> float:
+    """The log intensity where the memory roof meets the compute roof (the plot's right edge without
+    both roofs)."""
+    return math.log10(peak / (bandwidth_gbs / 1e3)) if peak and bandwidth_gbs else ax.x_hi
+
+
+def _roof(
+    ax: _Axes,
+    peak: float | None,
+    bandwidth_gbs: float | None,
+    style: tuple[str, str],
+    tips: tuple[str, str],
+    ridge: float | None = None,
+) -> list[str]:
+    """One roof: the memory roof (bandwidth x intensity) up to the ridge point (log intensity; default
+    `_ridge`'s), the compute roof flat from it to the plot's right edge. `style`: the lines' stroke
+    and attributes; `tips`: the compute and the memory roof's tooltips."""
+    out: list[str] = []
+    ridge = _ridge(ax, peak, bandwidth_gbs) if ridge is None else ridge
+    stroke, extra = style
+    if bandwidth_gbs:
+        seg = _memory_segment(ax, bandwidth_gbs / 1e3, ax.x_lo, ridge)  # TFLOP/s per FLOP/byte
+        if seg:
+            out.append(_line(*seg, stroke, extra, tips[1]))
+    if peak:
+        y = ax.y(peak)
+        out.append(_line(ax.lx(ridge), y, PLOT_R, y, stroke, extra, tips[0]))
+    return out
+
+
 def _roofs(ax: _Axes, roofs: Roofs) -> list[str]:
     """The roof lines, each with its figure as a tooltip (the legend names them)."""
-    out: list[str] = []
     peak, clock = compute_roof(roofs)
     boost = roofs["peak_tflops_boost"] if clock == "profiled" else None
     bandwidth = roofs["bandwidth_gbs"]
     bw_tflops = bandwidth / 1e3 if bandwidth else None  # TFLOP/s per FLOP/byte
-    ridge = math.log10(peak / bw_tflops) if peak and bw_tflops else ax.x_hi
-    if bw_tflops:
-        seg = _memory_segment(ax, bw_tflops, ax.x_lo, ridge)
-        if seg:
-            out.append(_line(*seg, "#333", ' stroke-width="2"', f"memory roof: {number(bandwidth)} GB/s"))
-    if peak:
-        y = ax.y(peak)
-        tip = f"compute roof: {number(peak)} TFLOP/s dense {roofs['dtype']} at the {clock} clock"
-        out.append(_line(ax.lx(ridge), y, PLOT_R, y, "#333", ' stroke-width="2"', tip))
+    ridge = _ridge(ax, peak, bandwidth)
+    compute_tip = f"compute roof: {number(peak)} TFLOP/s dense {roofs['dtype']} at the {clock} clock"
+    tips = (compute_tip, f"memory roof: {number(bandwidth)} GB/s")
+    out = _roof(ax, peak, bandwidth, ("#333", SOLID), tips)
     if boost and peak and boost > peak:
         y = ax.y(boost)
         boost_ridge = math.log10(boost / bw_tflops) if bw_tflops else ridge
@@ -201,7 +221,7 @@ def _legend(roofs: Roofs, share_of: str) -> list[str]:
     y += 40
     for dash, lines in entries:
         color = "#777" if dash else "#333"
-        out.append(_line(x, y - 4, x + 22, y - 4, color, dash or ' stroke-width="2"'))
+        out.append(_line(x, y - 4, x + 22, y - 4, color, dash or SOLID))
         for i, line in enumerate(lines):
             out.append(_text(x + 28, y + 15 * i, _short(line, 28), fill="#666"))
         y += 15 * len(lines) + 10
