@@ -66,7 +66,10 @@ def _top_categories(analysis: Analysis) -> dict[str, CategoryShare | None]:
 
 
 def _gpu_busy(analysis: Analysis) -> dict[str, float | None]:
-    """Per stage, the nsys pass's GPU busy time over the stage's wall time, summed over its pages."""
+    """Per stage, the nsys pass's GPU busy time over the stage's wall time, summed over its pages;
+    None without any kernel (a CPU run: no GPU to be busy)."""
+    if not (analysis.get("totals") or {}).get("kernels"):
+        return dict.fromkeys(STAGES)
     busy = dict.fromkeys(STAGES, 0)
     wall = dict.fromkeys(STAGES, 0)
     for page in analysis.get("pages") or []:

@@ -27,7 +27,7 @@ import click
 
 from perfctl import __version__
 from perfctl.capture.processes import Interrupted
-from perfctl.cli import analyze, capture, compare, runs, tools
+from perfctl.cli import analyze, capture, compare, runs, sweep, tools
 from perfctl.cli.errors import EXIT_CODES, say_error
 
 
@@ -79,6 +79,7 @@ def main() -> None:
 # --help by name, whatever the order they are added in.
 for _command in (
     capture.capture,
+    sweep.sweep,
     analyze.analyze,
     compare.compare,
     runs.runs,

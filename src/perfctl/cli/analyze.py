@@ -11,7 +11,7 @@ import click
 from perfctl import progress
 from perfctl.cli.errors import EXIT_CODES, fail
 from perfctl.cli.options import format_option, profiles_option, quiet_option
-from perfctl.errors import PerfctlError
+from perfctl.errors import BadInput, PerfctlError
 
 
 @click.command(epilog=EXIT_CODES)
@@ -95,6 +95,13 @@ def analyze(
             fail(exc)
         click.echo(json.dumps(report) if fmt == "json" else render_ncu_report(report))
         return
+    from perfctl.sweep_folder import SweepFolder
+
+    if SweepFolder.is_sweep(path):  # a sweep folder: every point again, then the sweep's report
+        if out_dir is not None or calibration_path is not None:
+            fail(BadInput("--out-dir and --calibration are for one run; a sweep writes into its own folder"))
+        _analyze_sweep(path, fmt, nsys_path, top_n, peak_tflops, peak_bandwidth_gbs)
+        return
     try:
         options = AnalyzeOptions(  # refuses an unbelievable peak override (BadInput)
             nsys_path=nsys_path,
@@ -117,3 +124,27 @@ def analyze(
     click.echo(
         f"wrote {result.json_path}, {result.html_path}{kernels} and {result.summary_path}", err=fmt == "json"
     )
+
+
+def _analyze_sweep(
+    path: Path,
+    fmt: str,
+    nsys_path: str | None,
+    top_n: int,
+    peak_tflops: float | None,
+    peak_bandwidth_gbs: float | None,
+) -> None:
+    from perfctl.commands.analyze_options import AnalyzeOptions
+    from perfctl.commands.sweep import analyze_sweep_folder
+    from perfctl.report.sweep import render_sweep_text
+
+    try:
+        options = AnalyzeOptions(
+            nsys_path=nsys_path, top_n=top_n, peak_tflops=peak_tflops, peak_bandwidth_gbs=peak_bandwidth_gbs
+        )
+        result = analyze_sweep_folder(path, options)
+    except PerfctlError as exc:
+        fail(exc)
+    progress.finish()
+    click.echo(json.dumps(result.analysis) if fmt == "json" else render_sweep_text(result.analysis))
+    click.echo(f"wrote {', '.join(str(p) for p in result.outputs)}", err=fmt == "json")
