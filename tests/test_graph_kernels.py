@@ -2,7 +2,7 @@
 stage, and CUDA graph launches per range (perfctl.analysis.graph_kernels), on real exports of nsys
 2022.4 (schema 3.0.0), 2023.4 (3.7.2) and 2024.2 (3.11.1): perfctl's figures equal a plain-SQL count
 written here, eager exports have 0 graph kernels, an export without the graphNodeId column says null
-(and warns)."""
+(and warns), and the reports say per step how many kernels ran inside graphs and how many one by one."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from conftest import decompress_fixture
 from perfctl.analysis.analyze import analyze_export, analyze_tables, load_export
 from perfctl.errors import BadInput
 from perfctl.nsys_export.windows import activity_windows, load_gpu_activities
+from perfctl.report.html import render_html
+from perfctl.report.markdown import render_markdown
+from perfctl.report.text import render_text
 
 GRAPH_EXPORTS = (
     "h200-nsys2024-compiled-decode",  # 2024.2: compiled decode, batch 1
@@ -197,6 +200,38 @@ def test_eager_exports_have_no_graph_kernels(name: str, analyses: dict[str, tupl
     for r in [*analysis["ranges"], *analysis["stages"]]:
         assert r["graph_kernel_count"] == 0 and r["graph_launches"] == 0  # 0, not null: the column is there
         assert r["per_instance"]["graph_kernel_count"]["max"] == 0
+    for text in (render_text(analysis), render_markdown(analysis), render_html(analysis, None)):
+        assert "CUDA graphs" not in text and "one by one" not in text
+
+
+def _sentence(analysis: Any) -> str:
+    """The decode line the reports print, from the analysis's own per-step means."""
+    decode = _stage(analysis, "decode")
+    kernels = decode["per_instance"]["kernel_count"]["mean"]
+    graph = decode["per_instance"]["graph_kernel_count"]["mean"]
+    return (
+        f"decode: {kernels:,.0f} kernels per step, {graph:,.0f} replayed from CUDA graphs "
+        f"(1 graph launch per step), {kernels - graph:,.0f} launched one by one"
+    )
+
+
+def test_the_reports_say_per_step_how_many_kernels_ran_inside_graphs(
+    analyses: dict[str, tuple[Path, Any]],
+) -> None:
+    _, analysis = analyses["h200-nsys2024-compiled-decode"]
+    line = _sentence(analysis)
+    assert line == (
+        "decode: 350 kernels per step, 301 replayed from CUDA graphs (1 graph launch per step), "
+        "49 launched one by one"
+    )
+    assert line in render_text(analysis).splitlines()
+    summary = render_markdown(analysis)
+    assert f"## CUDA graphs\n\n- {line}.\n" in summary
+    assert f"<p>{line}.</p>" in render_html(analysis, None)
+    # vision and prefill run eagerly: no line for them
+    assert "vision:" not in summary.split("## CUDA graphs", 1)[1].split("\n## ", 1)[0]
+    b16 = analyses["h200-nsys2024-compiled-b16"][1]
+    assert _sentence(b16) in render_text(b16).splitlines()
 
 
 def test_windows_add_up_to_the_whole_export(export_dir: Path) -> None:
@@ -244,6 +279,8 @@ def test_an_export_without_the_graph_node_column_says_null_not_zero(
         return out
 
     assert without_split(after) == without_split(before)
+    for text in (render_text(after), render_markdown(after), render_html(after, None)):
+        assert "replayed from CUDA graphs (" not in text  # (no per-stage line; the warning is there)
 
 
 def test_a_graph_launch_recorded_twice_counts_its_kernels_once(
