@@ -17,6 +17,7 @@ import numpy as np
 from perfctl import __version__, progress
 from perfctl.analysis.attribution import attribute_activities_to_ranges, attribute_other_threads
 from perfctl.analysis.completion import set_aside_unfinished
+from perfctl.analysis.graph_kernels import NOT_RECORDED_WARNING, GraphFigures, graph_figures
 from perfctl.analysis.intervals import union_length
 from perfctl.analysis.kernel_categories import CATEGORIES
 from perfctl.analysis.ranges import (
@@ -35,9 +36,10 @@ from perfctl.analysis.result import (
     PageSummary,
     RangeSummary,
     StageSummary,
+    Statistics,
     Totals,
 )
-from perfctl.analysis.runs import STAT_KEYS, RunIndex, sum_by
+from perfctl.analysis.runs import STAT_KEYS, RunIndex, describe, sum_by
 from perfctl.errors import BadInput
 from perfctl.nsys_export import pages
 from perfctl.nsys_export.checks import RowChecks, check_sum
@@ -194,6 +196,7 @@ def analyze_tables(
     codes, uniques = name_codes(ranges)
     per_instance = InstanceFigures.empty(len(ranges))
     per_name = NameFigures.empty(len(uniques))
+    graphs = GraphFigures.empty(len(ranges), len(uniques))
     totals: dict[str, int] = {}
     graph_launches = graph_launches_without_activity = 0
     for acts in windows:
@@ -206,6 +209,7 @@ def analyze_tables(
             totals[key] = totals.get(key, 0) + value
         graph_launches += acts.graph_launches
         graph_launches_without_activity += acts.graph_launches_without_activity
+        graphs.add(graph_figures(ranges, codes, len(uniques), runs, acts))
         per_instance.add(instances_here)
         per_name.add(names_here)
         del acts, runs, other, index, instances_here, names_here
@@ -214,6 +218,8 @@ def analyze_tables(
     names = summarize_names(
         ranges, instances, codes, uniques, per_name, _name_lookup(tables.schema.path), top_n
     )
+    rows_of = _rows_of(codes, len(uniques))
+    names = [with_graph_figures(item, c, rows_of[c], graphs) for c, item in enumerate(names)]
     unlaunched = totals["unattributed_kernels"]
     warnings = [*tables.schema.warnings, *unfinished]
     if tables.ranges.empty:
@@ -228,6 +234,8 @@ def analyze_tables(
         )
     if unlaunched:
         warnings.append(f"{unlaunched} kernels have no matching CUDA API launch and cannot be attributed")
+    if totals["kernels"] and not graphs.recorded:
+        warnings.append(NOT_RECORDED_WARNING)
     if graph_launches_without_activity:
         warnings.append(
             f"{graph_launches_without_activity} of {graph_launches} CUDA graph launches have no "
@@ -264,7 +272,7 @@ def analyze_tables(
             },
         ),
         "ranges": names,
-        "stages": stage_summaries(names),
+        "stages": stage_summaries(names, graphs.recorded),
         "pages": summarize_pages(ranges, instances),
         "completion": completion,
     }
@@ -306,12 +314,13 @@ def kernel_totals(acts: Activities, index: RunIndex) -> dict[str, int]:
     }
 
 
-def stage_summaries(names: list[RangeSummary]) -> list[StageSummary]:
-    """perfctl's stages (vision, prefill, decode) in the order a page runs them; zeros when absent."""
+def stage_summaries(names: list[RangeSummary], graph_nodes_recorded: bool = True) -> list[StageSummary]:
+    """perfctl's stages (vision, prefill, decode) in the order a page runs them; zeros when absent
+    (the graph kernel figures null where the export cannot tell them: analysis.graph_kernels)."""
     by_name = {r["name"]: r for r in names if r["domain"] == DOMAIN}
     out: list[StageSummary] = []
     for stage in STAGES:
-        item = by_name.get(stage) or _empty_summary(stage)
+        item = by_name.get(stage) or _empty_summary(stage, graph_nodes_recorded)
         out.append(
             {
                 "stage": stage,
@@ -322,7 +331,7 @@ def stage_summaries(names: list[RangeSummary]) -> list[StageSummary]:
     return out
 
 
-def _empty_summary(name: str) -> RangeSummary:
+def _empty_summary(name: str, graph_nodes_recorded: bool) -> RangeSummary:
     zero_stats = dict.fromkeys(STAT_KEYS, 0.0)
     item: dict[str, Any] = {
         "domain": DOMAIN,
@@ -330,11 +339,13 @@ def _empty_summary(name: str) -> RangeSummary:
         "instances": 0,
         "wall_ns": 0,
         "kernel_count": 0,
+        "graph_kernel_count": 0 if graph_nodes_recorded else None,
         "kernel_time_ns": 0,
         "gpu_busy_ns": 0,
         "gpu_span_ns": 0,
         "gpu_idle_fraction": None,
         "launches": 0,
+        "graph_launches": 0,
     }
     for label in ("memcpy", "memset"):
         item.update({f"{label}_count": 0, f"{label}_bytes": 0, f"{label}_time_ns": 0})
@@ -343,10 +354,49 @@ def _empty_summary(name: str) -> RangeSummary:
     item["per_instance"] = {
         k: dict(zero_stats) for k in ("wall_ns", "kernel_count", "kernel_time_ns", "gpu_busy_ns")
     }
+    item["per_instance"] = _after(
+        item["per_instance"],
+        "kernel_count",
+        "graph_kernel_count",
+        dict(zero_stats) if graph_nodes_recorded else None,
+    )
     item["top_kernels"] = []
     item["kernel_time_by_category"] = dict.fromkeys(CATEGORIES, 0)
     item["kernel_time_by_name"] = {}
     return cast(RangeSummary, item)  # (the memory keys are spelled per label)
+
+
+def _rows_of(codes: np.ndarray, n: int) -> list[np.ndarray]:
+    """Each range name's instance rows (by name code), as analysis.ranges.summarize_names groups them."""
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.searchsorted(codes[order], np.arange(1, n)))
+
+
+def with_graph_figures(item: RangeSummary, code: int, rows: np.ndarray, graphs: GraphFigures) -> RangeSummary:
+    """A range name's summary (name code `code`, instance rows `rows`) with its CUDA graph figures
+    (analysis.graph_kernels), each beside the figure it splits: graph_kernel_count after
+    kernel_count, graph_launches (summed over the instances, as `launches`) after launches, and the
+    per-instance statistics of graph kernels after those of kernels. Null where the export cannot tell."""
+    kernels = None if graphs.name_kernels is None else int(graphs.name_kernels[code])
+    per_instance: Statistics | None = None
+    if graphs.instance_kernels is not None:
+        per_instance = cast(Statistics, describe(graphs.instance_kernels[rows]))
+    out = _after(dict(item), "kernel_count", "graph_kernel_count", kernels)
+    out = _after(out, "launches", "graph_launches", int(graphs.instance_launches[rows].sum()))
+    out["per_instance"] = _after(
+        dict(item["per_instance"]), "kernel_count", "graph_kernel_count", per_instance
+    )
+    return cast(RangeSummary, out)
+
+
+def _after(record: dict[str, Any], anchor: str, key: str, value: Any) -> dict[str, Any]:
+    """`record` with `key` inserted right after `anchor` (analysis.json keeps a record's keys in order)."""
+    out: dict[str, Any] = {}
+    for k, v in record.items():
+        out[k] = v
+        if k == anchor:
+            out[key] = value
+    return out
 
 
 def summarize_pages(ranges: pd.DataFrame, instances: pd.DataFrame) -> list[PageSummary]:

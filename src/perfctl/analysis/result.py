@@ -50,6 +50,7 @@ class Statistics(TypedDict):
 class PerInstance(TypedDict):
     wall_ns: Statistics
     kernel_count: Statistics
+    graph_kernel_count: Statistics | None  # None: the export cannot tell (no graphNodeId column)
     kernel_time_ns: Statistics
     gpu_busy_ns: Statistics
 
@@ -76,11 +77,13 @@ class RangeSummary(TypedDict):
     instances: int
     wall_ns: int
     kernel_count: int
+    graph_kernel_count: int | None  # of those, replayed from CUDA graphs; None: the export cannot tell
     kernel_time_ns: int
     gpu_busy_ns: int
     gpu_span_ns: int
     gpu_idle_fraction: float | None
     launches: int
+    graph_launches: int  # CUDA graph launch calls inside the instances
     memcpy_count: int
     memcpy_bytes: int
     memcpy_time_ns: int

@@ -103,6 +103,11 @@ def byte_count(name: str = "bytes") -> IdRule:
     return IdRule(name, "bytes", NULL, _INT64_MAX)
 
 
+def graph_node(name: str = "graph_node") -> IdRule:
+    """A kernel's CUDA graph node id: NULL for a kernel launched on its own, else an id from 0."""
+    return IdRule(name, "graphNodeId", NULL, _INT64_MAX)
+
+
 # the timestamps' problems, in the order a row is classified by
 _PROBLEMS = ("not an integer", "NULL", "negative", "end before start", f"past {TIMESTAMP_LIMIT_TEXT}")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,11 @@ PSEUDO_NAME = {MEMCPY: -2, MEMSET: -3}
 PSEUDO_NAME_TEXT = {-2: "[CUDA memcpy]", -3: "[CUDA memset]"}
 
 
+def no_calls() -> Columns:
+    """Launch-call columns (LAUNCH_COLUMNS) of no call."""
+    return {c: np.empty(0, np.int64) for c in LAUNCH_COLUMNS}
+
+
 @dataclass(frozen=True)
 class Activities:
     """GPU activities (kernels, memcpys, memsets), one row per (activity, launch) pair, in launch order.
@@ -61,6 +66,12 @@ class Activities:
     `activity` identifies the GPU event itself; when some correlation id is matched by several API
     rows (nsys's join keeps one row for each) it repeats, and `fanned_out` is True. Launch columns
     are -1 where no launch was recorded.
+
+    `in_graph` marks the kernels replayed from a CUDA graph: CUPTI sets a kernel's graphNodeId when
+    nsys traced the graph node by node (--cuda-graph-trace=node), and leaves it NULL for a kernel
+    launched on its own. None when the export's kernel table has no graphNodeId column: the two
+    cannot be told apart there. `graph_launch_calls`: the thread, start and end of every graph
+    launch call counted in `graph_launches` (with or without recorded activity).
     """
 
     activity: Int64s
@@ -77,6 +88,8 @@ class Activities:
     fanned_out: bool = False
     graph_launches: int = 0  # cudaGraphLaunch / cuGraphLaunch calls in the export
     graph_launches_without_activity: int = 0  # of those, how many no GPU activity was recorded for
+    in_graph: npt.NDArray[np.bool_] | None = None
+    graph_launch_calls: Columns = field(default_factory=no_calls)
 
     def __len__(self) -> int:
         return len(self.start)
@@ -130,10 +143,13 @@ def build_activities(
     act_rows: Int64s,
     launch: Columns,
     graphs: GraphLaunches,
+    graph_nodes_recorded: bool = True,
 ) -> Activities:
-    """Activities in launch order from activity columns (start, end, short_id, name_id, bytes; `kind`
-    and activity `ids` beside them) and their join to launches (`act_rows` into the columns, row-
-    aligned with the `launch` columns). Consumes `cols` and `launch`."""
+    """Activities in launch order from activity columns (start, end, short_id, name_id, bytes,
+    graph_node; `kind` and activity `ids` beside them) and their join to launches (`act_rows` into
+    the columns, row-aligned with the `launch` columns). `graph_nodes_recorded`: whether the kernel
+    table has its graphNodeId column (else graph_node is NULL throughout, and `in_graph` None).
+    Consumes `cols` and `launch`."""
     order = launch_order(launch["thread"], launch["start"])
     act_rows = act_rows[order]
     for c in LAUNCH_COLUMNS:  # one column at a time: the old copy is freed before the next
@@ -141,9 +157,14 @@ def build_activities(
     del order
     for name in list(cols):
         cols[name] = cols[name][act_rows]
+    fanned_out = len(act_rows) != len(kind)  # (some activity has several launch rows)
+    kind = kind[act_rows]
+    graph_node = cols.pop("graph_node")  # (NULL, read -1: launched on its own; memory rows: NULL)
+    in_graph = (graph_node >= 0) & (kind == KERNEL) if graph_nodes_recorded else None
+    del graph_node
     return Activities(
         activity=ids[act_rows],
-        kind=kind[act_rows],
+        kind=kind,
         start=cols.pop("start").astype(np.int64, copy=False),
         end=cols.pop("end").astype(np.int64, copy=False),
         short_id=cols.pop("short_id").astype(np.int32, copy=False),
@@ -153,9 +174,11 @@ def build_activities(
         launch_start=launch["start"],
         launch_end=launch["end"],
         n_launched=int(np.count_nonzero(launch["thread"] >= 0)),
-        fanned_out=len(act_rows) != len(kind),
+        fanned_out=fanned_out,
         graph_launches=graphs.total,
         graph_launches_without_activity=graphs.unmatched,
+        in_graph=in_graph,
+        graph_launch_calls=graphs.launch_calls(),
     )
 
 
@@ -181,18 +204,36 @@ def launch_order(thread: Int64s, start: Int64s) -> Int64s:
 @dataclass
 class GraphLaunches:
     """CUDA graph launch calls seen while probing, and how many of them launched nothing recorded
-    (under --cuda-graph-trace=graph, nsys 2022.4 keeps no per-graph record of their execution)."""
+    (under --cuda-graph-trace=graph, nsys 2022.4 keeps no per-graph record of their execution);
+    the calls themselves (thread, start, end: LAUNCH_COLUMNS) are kept, to be attributed to ranges."""
 
     total: int = 0
     unmatched: int = 0
+    calls: list[Columns] = field(default_factory=list)
 
-    def count(self, names: Int64s, hits: Int64s, graph_ids: Int64s) -> None:
-        """Count the graph launches among API rows (their name ids), which matched `hits` activities
-        each."""
+    def count(
+        self,
+        batch: Columns,
+        hits: Int64s,
+        graph_ids: Int64s,
+        done: npt.NDArray[np.bool_] | None = None,
+    ) -> None:
+        """Count the graph launches among API rows (API_COLUMNS; only the `done` ones when given),
+        which matched `hits` activities each."""
         if len(graph_ids):
-            is_graph = np.isin(names, graph_ids)
+            is_graph = np.isin(batch["name"], graph_ids)
+            if done is not None:
+                is_graph &= done
             self.total += int(is_graph.sum())
             self.unmatched += int((is_graph & (hits == 0)).sum())
+            if is_graph.any():
+                self.calls.append({c: batch[c][is_graph] for c in LAUNCH_COLUMNS})
+
+    def launch_calls(self) -> Columns:
+        """The graph launch calls counted so far, in the order they were counted."""
+        if not self.calls:
+            return no_calls()
+        return {c: np.concatenate([part[c] for part in self.calls]) for c in LAUNCH_COLUMNS}
 
 
 def string_ids_matching(path: Path, globs: tuple[str, ...]) -> list[int]:
@@ -338,7 +379,7 @@ def probe_launches(
         for raw in table_chunks(path, table, API_COLUMNS, where, fallbacks):
             batch = checks.launches(table, raw, API_RULES, where, counted)
             probed, hits = join.probe(batch)
-            graphs.count(probed["name"], hits, graph_ids)
+            graphs.count(probed, hits, graph_ids)
 
     # The join runs in two passes over disjoint rows, together exactly the whole table: launch APIs
     # first (about half of a real export's API rows, and all the launches in practice), then the other
@@ -348,7 +389,7 @@ def probe_launches(
     if launch_rows is not None:
         for batch in launch_rows:
             probed, hits = join.probe(batch)
-            graphs.count(probed["name"], hits, graph_ids)
+            graphs.count(probed, hits, graph_ids)
     if len(launch_ids):
         if launch_rows is None:
             scan(True)

@@ -20,8 +20,9 @@ from perfctl.nsys_export.names import head_sql, read_name, size_sql
 # kernel attribution and NVTX ranges equal to that nsys's own stats reports (tests/test_nsys_stats_parity.py,
 # tests/test_nsys_generations.py). 3.0.0: nsys 2022.4; 3.7.2: 2023.4; 3.11.1: 2024.2. The tables and
 # columns perfctl reads are the same in all three (NVTX_EVENTS, StringIds, ENUM_NSYS_EVENT_TYPE with the
-# same ids, the CUPTI kernel/runtime/memcpy/memset tables, TARGET_INFO_GPU); what changed around them
-# (3.7 added greenContextId, 3.11 split CUDA_GRAPH_EVENTS into graph and graph-node events) is not read.
+# same ids, the CUPTI kernel/runtime/memcpy/memset tables, the kernels' graphNodeId among them,
+# TARGET_INFO_GPU); what changed around them (3.7 added greenContextId, 3.11 split CUDA_GRAPH_EVENTS
+# into graph and graph-node events) is not read.
 KNOWN_SCHEMA_VERSIONS = {"3.0.0", "3.7.2", "3.11.1"}
 
 # Event-type ids as nsys 2022.4 - 2025 number them; used only when the export has no

@@ -38,6 +38,7 @@ from perfctl.nsys_export.checks import (
     any_integer,
     byte_count,
     correlation,
+    graph_node,
     string_id,
 )
 from perfctl.nsys_export.columns import (
@@ -60,7 +61,7 @@ from perfctl.nsys_export.events import (
     build_activities,
     probe_launches,
 )
-from perfctl.nsys_export.pages import RowFilter
+from perfctl.nsys_export.pages import NULL, RowFilter
 from perfctl.nsys_export.schema import ExportSchema
 
 Int64s = npt.NDArray[np.int64]
@@ -69,6 +70,14 @@ TRIM_EVERY = 4  # windows between returns of freed memory to the OS (each return
 RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
 _NEVER = 1 << 62
 _ID_BITS = 40  # an activity's id: its table's kind above its row in the table
+KERNELS = "CUPTI_ACTIVITY_KIND_KERNEL"
+
+
+def graph_nodes_recorded(schema: ExportSchema) -> bool:
+    """Whether the export can tell kernels replayed from CUDA graphs (graphNodeId set) from kernels
+    launched one by one: its kernel table has the graphNodeId column (every schema perfctl has met:
+    3.0.0 of nsys 2022.4, 3.7.2, 3.11.1), or it has no kernel table, and so no kernel of either kind."""
+    return schema.has_column(KERNELS, "graphNodeId") or not schema.has(KERNELS)
 
 
 class NotWindowable(Exception):
@@ -182,7 +191,7 @@ def _cut(
             buffer.append({c: v[:at] for c, v in batch.items()})
             for operations in memory:
                 buffer.extend(operations.take(when))
-            yield _window(buffer, runtime, when, misses)
+            yield _window(buffer, runtime, when, misses, graph_nodes_recorded(schema))
             cuts += 1
             if cuts % TRIM_EVERY == 0:  # now and then: what a window freed may lie scattered over the heap
                 return_free_memory_to_os()
@@ -194,7 +203,7 @@ def _cut(
         launch_rows = runtime.take(None) if runtime is not None else None
         yield _single_window(schema, buffer, launch_rows, fallbacks, checks)
         return
-    yield _window(buffer, runtime, None, misses)
+    yield _window(buffer, runtime, None, misses, graph_nodes_recorded(schema))
     if misses and runtime is not None and _found_elsewhere(schema, misses, fallbacks, checks):
         raise NotWindowable("an activity's launch lies outside its window")
 
@@ -271,13 +280,13 @@ class _Cursor(_Until):
         """Probe the rows for a window cut at `when` (None: the last window)."""
         if self.carried is not None:
             probed, hits = join.probe(self.carried)
-            graphs.count(probed["name"], hits, self.graph_ids)
+            graphs.count(probed, hits, self.graph_ids)
             self.carried = None
         carry: list[Columns] = []
         for batch in self.take(when):
             probed, hits = join.probe(batch)
             done = (hits > 0) | (when is None)
-            graphs.count(probed["name"][done], hits[done], self.graph_ids)
+            graphs.count(probed, hits, self.graph_ids, done)
             if not done.all():
                 carry.append({c: v[~done] for c, v in probed.items()})
         if carry:
@@ -290,7 +299,11 @@ def _concat(buffer: list[Columns]) -> Columns:
 
 
 def _window(
-    buffer: list[Columns], runtime: _Cursor | None, until: int | None, misses: list[Columns]
+    buffer: list[Columns],
+    runtime: _Cursor | None,
+    until: int | None,
+    misses: list[Columns],
+    graph_nodes: bool,
 ) -> Activities:
     cols = _concat(buffer)
     buffer.clear()
@@ -303,7 +316,7 @@ def _window(
         misses.append({"process": join.process[missed], "corr": join.corr[missed]})
     act_rows, launch = join.result()
     ids, kind = cols.pop("id"), cols.pop("kind").astype(np.int8)
-    return build_activities(cols, kind, ids, act_rows, launch, graphs)
+    return build_activities(cols, kind, ids, act_rows, launch, graphs, graph_nodes)
 
 
 def _single_window(
@@ -325,7 +338,7 @@ def _single_window(
         launch = {c: np.full(n, -1, np.int64) for c in ("thread", "start", "end")}
     del process, corr
     ids, kind = cols.pop("id"), cols.pop("kind").astype(np.int8)
-    activities = build_activities(cols, kind, ids, act_rows, launch, graphs)
+    activities = build_activities(cols, kind, ids, act_rows, launch, graphs, graph_nodes_recorded(schema))
     return_free_memory_to_os()
     return activities
 
@@ -343,7 +356,7 @@ def _found_elsewhere(
     return not bool(join.unmatched().all())
 
 
-_COLUMNS = ("start", "end", "corr", "process", "short_id", "name_id", "bytes", "kind", "id")
+_COLUMNS = ("start", "end", "corr", "process", "short_id", "name_id", "bytes", "graph_node", "kind", "id")
 
 
 def _empty() -> Columns:
@@ -357,6 +370,7 @@ _KERNEL_RULES = (
     string_id("short_id", "shortName"),
     string_id("name_id", "demangledName"),
 )
+_GRAPH_NODE_RULE = graph_node("graph_node")
 _MEMORY_RULES = (*_ACTIVITY_RULES, byte_count("bytes"))
 
 
@@ -365,6 +379,8 @@ def _reader(schema: ExportSchema, table: str, kind: int, fallbacks: list[str]) -
     select = {"start": "start", "end": "end", "corr": "correlationId", "process": "globalPid"}
     if kind == KERNEL:
         select |= {"short_id": "shortName", "name_id": "demangledName"}
+        if schema.has_column(table, "graphNodeId"):
+            select["graph_node"] = "graphNodeId"
     else:
         select["bytes"] = "bytes"
     return BackgroundChunks(
@@ -379,6 +395,8 @@ def _table(
     out: `checks`)."""
     row, last = 0, -_NEVER
     rules = _KERNEL_RULES if kind == KERNEL else _MEMORY_RULES
+    if "graph_node" in chunks.names:
+        rules = (*rules, _GRAPH_NODE_RULE)
     for chunk in chunks:
         chunk = checks.activities(table, chunk, rules)
         n = len(chunk["start"])
@@ -393,6 +411,8 @@ def _table(
         else:
             chunk["bytes"] = np.maximum(chunk["bytes"], 0)  # NULL: none
             chunk["short_id"] = chunk["name_id"] = np.full(n, PSEUDO_NAME[kind], np.int64)
+        if "graph_node" not in chunk:  # memory rows, and the kernels of an export without the column
+            chunk["graph_node"] = np.full(n, NULL, np.int64)
         chunk["kind"] = np.full(n, kind, np.int64)
         chunk["id"] = (np.int64(kind) << _ID_BITS) + np.arange(row, row + n, dtype=np.int64)
         row += n

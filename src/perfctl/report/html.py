@@ -22,6 +22,7 @@ from perfctl.analysis.repeatability import MIN_PAGES_FOR_CI, t95
 from perfctl.analysis.result import Analysis, Finding
 from perfctl.analysis.result_ncu import NcuPass, RooflinePoint, Roofs
 from perfctl.report import charts, formatting, roofline
+from perfctl.report.text import graph_kernel_lines
 from perfctl.resources import templates_dir
 from perfctl.stages import STAGES
 
@@ -259,5 +260,6 @@ def render_html(analysis: Analysis, manifest: dict[str, Any] | None) -> str:
             severities=SEVERITY_ORDER,
             memory_operators=top_memory_operators(analysis),
             ncu=_ncu(analysis.get("ncu")),
+            graph_lines=graph_kernel_lines(analysis),
         )
     )

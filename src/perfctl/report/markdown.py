@@ -14,6 +14,7 @@ import re
 from perfctl.analysis.cost_centres import describe_cost_centre
 from perfctl.analysis.result import Analysis, Finding
 from perfctl.report.formatting import ms, number, pct, visible
+from perfctl.report.text import graph_kernel_lines
 
 NAME_LIMIT = 80  # characters of a name kept in a table cell; C++ template names run to thousands
 MAX_ACTIONS = 5
@@ -239,6 +240,15 @@ def _next_steps(analysis: Analysis) -> list[str]:
     return out
 
 
+def _graph_kernels(analysis: Analysis) -> list[str]:
+    """Per stage with kernels replayed from CUDA graphs: how many per step, and how many launched one
+    by one (nothing when no stage has any)."""
+    lines = graph_kernel_lines(analysis)
+    if not lines:
+        return []
+    return ["## CUDA graphs", "", *(f"- {md_text(line, limit=None)}." for line in lines)]
+
+
 def _throughput(analysis: Analysis) -> list[str]:
     """What the run delivered: pages and tokens per second at its batch size, and the latencies."""
     rate = analysis.get("throughput")
@@ -277,6 +287,7 @@ def render_markdown(analysis: Analysis) -> str:
             f"Captured {md_text(shipped['captured'], limit=None)}.",
             "",
         ]
-    sections = [[title, "", *label, *_identity(analysis)], _cost_centres(analysis), _mfu(analysis)]
+    sections = [[title, "", *label, *_identity(analysis)], _cost_centres(analysis), _graph_kernels(analysis)]
+    sections += [_mfu(analysis)]
     sections += [_throughput(analysis), _stability(analysis), _next_steps(analysis)]
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from perfctl.analysis.result import Analysis
 from perfctl.report.formatting import count, ms, pct, visible
+from perfctl.stages import DECODE
 
 
 def render_text(analysis: Analysis) -> str:
@@ -32,7 +33,36 @@ def render_text(analysis: Analysis) -> str:
             f"{s['stage']:<10}{count(s['instances']):>10}{ms(s['wall_ns']):>16}"
             f"{count(s['kernel_count']):>10}{ms(s['kernel_time_ns']):>16}{ms(s['gpu_busy_ns']):>16}"
         )
+    lines += [visible(line) for line in graph_kernel_lines(analysis)]
     return "\n".join(lines + _throughput_lines(analysis) + _mfu_lines(analysis))
+
+
+def graph_kernel_lines(analysis: Analysis) -> list[str]:
+    """Per stage with kernels replayed from CUDA graphs, one sentence (plain text: each renderer
+    escapes it) of the per-instance means, per decode step for decode: kernels, how many of them
+    replayed from graphs and from how many graph launches, and how many launched one by one
+    (kernel_count - graph_kernel_count). Nothing for a stage without graph kernels, or an analysis
+    that cannot tell them (graph_kernel_count null) or predates them."""
+    out = []
+    for s in analysis.get("stages") or []:
+        per_instance = s["per_instance"]
+        in_graphs = per_instance.get("graph_kernel_count")
+        if not s.get("graph_kernel_count") or not in_graphs or not s["instances"]:
+            continue
+        unit = "step" if s["stage"] == DECODE else "instance"
+        kernels, graph_kernels = per_instance["kernel_count"]["mean"], in_graphs["mean"]
+        launches = s.get("graph_launches", 0) / s["instances"]
+        out.append(
+            f"{s['stage']}: {_mean(kernels)} kernels per {unit}, {_mean(graph_kernels)} replayed from CUDA "
+            f"graphs ({_mean(launches)} graph launch{'' if launches == 1 else 'es'} per {unit}), "
+            f"{_mean(kernels - graph_kernels)} launched one by one"
+        )
+    return out
+
+
+def _mean(value: float) -> str:
+    """A mean per instance: whole when it is (to a twentieth), else with one decimal."""
+    return f"{value:,.0f}" if abs(value - round(value)) < 0.05 else f"{value:,.1f}"
 
 
 def _throughput_lines(analysis: Analysis) -> list[str]:
