@@ -68,7 +68,8 @@ def _top_categories(analysis: Analysis) -> dict[str, CategoryShare | None]:
 def _gpu_busy(analysis: Analysis) -> dict[str, float | None]:
     """Per stage, the nsys pass's GPU busy time over the stage's wall time, summed over its pages;
     None without any kernel (a CPU run: no GPU to be busy)."""
-    if not (analysis.get("totals") or {}).get("kernels"):
+    totals = analysis.get("totals")
+    if not totals or not totals["kernels"]:
         return dict.fromkeys(STAGES)
     busy = dict.fromkeys(STAGES, 0)
     wall = dict.fromkeys(STAGES, 0)
