@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,27 @@ def test_a_point_without_analysis_is_listed_with_its_status() -> None:
     last = result["points"][2]
     assert (last["analyzed"], last["status"], last["pages_per_s"]) == (False, "failed", None)
     assert any("batch 64" in w and "CUDA out of memory" in w for w in result["warnings"])
+
+
+@pytest.mark.nsys
+@pytest.mark.slow
+def test_two_sweeps_compare_batch_size_by_batch_size(cpu_sweep: tuple[Path, Any], tmp_path: Path) -> None:
+    sweep, _ = cpu_sweep
+    again = tmp_path / "again"
+    shutil.copytree(sweep, again, symlinks=True)
+    proc = run_perfctl("compare", str(sweep), str(again), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [(p["batch_size"], p["compared"]) for p in result["points"]] == [(1, True), (2, True)]
+    for point in result["points"]:  # the same records on both sides: no change, every stage within noise
+        assert point["pages_per_s"]["change_pct"] == 0.0
+        assert {s["verdict"] for s in point["comparison"]["stages"]} == {"within noise"}
+    # a batch size sweep B did not analyze is listed with why, and the rest still compared
+    manifest = json.loads((again / "sweep.json").read_text())
+    manifest["points"][1] |= {"status": "failed", "reason": "out of memory"}
+    (again / "sweep.json").write_text(json.dumps(manifest))
+    md = run_perfctl("compare", str(sweep), str(again), "--format", "md")
+    assert md.returncode == 0, md.stderr
+    assert "| 2 | 68" not in md.stdout and "sweep B did not analyze batch 2" in md.stdout
+    refused = run_perfctl("compare", str(sweep), str(sweep / "batch-1"))
+    assert refused.returncode == 2 and "compare a sweep with a sweep" in refused.stderr

@@ -14,9 +14,15 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "sweep.md"
 KEY = r"`([A-Za-z_0-9]+)(?:\[\])?`"
 
 
-def json_section() -> str:
+def section(heading: str) -> str:
     text = DOC.read_text()
-    return text[text.index("\n## JSON\n") :]
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else len(text)]
+
+
+def json_section() -> str:
+    return section("JSON")
 
 
 def test_every_typed_key_of_the_sweep_analysis_is_documented() -> None:
@@ -27,10 +33,17 @@ def test_every_typed_key_of_the_sweep_analysis_is_documented() -> None:
     ]
     assert len(records) >= 7  # the records are found (a move would otherwise check nothing)
     typed = {key for record in records for key in get_type_hints(record)}
-    assert sorted(typed - set(re.findall(KEY, json_section()))) == []
+    documented = set(re.findall(KEY, json_section() + section("Comparing two sweeps")))
+    assert sorted(typed - documented) == []
 
 
 def test_the_top_level_keys_the_doc_lists_are_the_analysis_keys() -> None:
     rows = [line for line in json_section().splitlines() if line.startswith("| `")]
     listed = {k for row in rows for k in re.findall(KEY, row.split("|")[1])}
     assert listed == set(get_type_hints(result_sweep.SweepAnalysis))
+
+
+def test_the_sweep_comparisons_keys_the_doc_lists_are_its_keys() -> None:
+    rows = [line for line in section("Comparing two sweeps").splitlines() if line.startswith("| `")]
+    listed = {k for row in rows for k in re.findall(KEY, row.split("|")[1])}
+    assert listed == set(get_type_hints(result_sweep.SweepComparison))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import NotRequired, TypedDict
 
+from perfctl.analysis.result_compare import Comparison
+
 
 class CategoryShare(TypedDict):
     category: str  # perfctl's kernel category (gemm, attention, elementwise, ...)
@@ -94,3 +96,48 @@ class SweepAnalysis(TypedDict):
     saturation: Saturation
     roofs: SweepRoofs
     warnings: list[str]
+
+
+# --- `perfctl compare SWEEP_A SWEEP_B`: two sweeps, batch size by batch size --------------------------
+
+
+class SweepSide(TypedDict):
+    label: str  # A or B
+    sweep_id: str
+    path: str
+    model: str | None
+    decode: str | None
+    gpu: str | None
+    batch_sizes: list[int]
+
+
+class RateChange(TypedDict):
+    a: float | None
+    b: float | None
+    change_pct: float | None  # (B - A) / A in percent
+
+
+class SweepPointComparison(TypedDict):
+    batch_size: int
+    compared: bool  # both sweeps analyzed this batch size: `comparison` holds the runs' comparison
+    reason: str | None  # why not compared (only in one sweep, not analyzed there)
+    pages_per_s: RateChange
+    tokens_per_s: RateChange
+    comparison: NotRequired[Comparison]  # perfctl compare of the two points' run folders
+
+
+class SweepGate(TypedDict):
+    fail_if_slower_pct: float
+    outcome: str  # the worst point's: "slower" over "cannot tell" over "passed"
+    exit_code: int
+    failed: bool
+    slower_batches: list[int]
+    undetermined_batches: list[int]
+
+
+class SweepComparison(TypedDict):
+    a: SweepSide
+    b: SweepSide
+    points: list[SweepPointComparison]
+    warnings: list[str]
+    gate: NotRequired[SweepGate]  # with --fail-if-slower

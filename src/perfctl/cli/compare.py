@@ -11,7 +11,7 @@ import click
 from perfctl import progress
 from perfctl.cli.errors import fail
 from perfctl.cli.options import quiet_option
-from perfctl.errors import PerfctlError
+from perfctl.errors import BadInput, PerfctlError
 
 COMPARE_EXIT_CODES = (
     "Exit codes: 0 compared (and the gate passed), 1 --fail-if-slower: a stage got slower beyond noise "
@@ -87,6 +87,12 @@ def compare(
     )
 
     progress.configure(quiet)
+    from perfctl.sweep_folder import SweepFolder
+
+    sweeps = [SweepFolder.is_sweep(p) for p in (run_a, run_b)]
+    if any(sweeps):
+        _compare_sweeps(run_a, run_b, sweeps, fmt, fail_if_slower_pct, allow_different, top)
+        return
     try:
         result = compare_paths(
             run_a, run_b, top=top, fail_if_slower_pct=fail_if_slower_pct, allow_different=allow_different
@@ -106,3 +112,42 @@ def compare(
     if verdict is not None and verdict["failed"]:
         click.echo(f"perfctl: {gate_line(result)}", err=True)
         sys.exit(verdict["exit_code"])
+
+
+def _compare_sweeps(
+    sweep_a: Path,
+    sweep_b: Path,
+    sweeps: list[bool],
+    fmt: str,
+    fail_if_slower_pct: float | None,
+    allow_different: bool,
+    top: int,
+) -> None:
+    """Two sweep folders: batch size by batch size (perfctl.commands.compare_sweeps)."""
+    from perfctl.commands.compare_sweeps import compare_sweeps
+    from perfctl.report.compare_sweeps import (
+        render_sweep_comparison_markdown,
+        render_sweep_comparison_text,
+        sweep_gate_line,
+    )
+
+    try:
+        if not all(sweeps):
+            sweep, other = (sweep_a, sweep_b) if sweeps[0] else (sweep_b, sweep_a)
+            raise BadInput(f"{sweep} is a sweep folder and {other} is not: compare a sweep with a sweep")
+        if fmt == "html":
+            raise BadInput("two sweeps compare as text, json or md (--format html compares two runs)")
+        result = compare_sweeps(sweep_a, sweep_b, top, fail_if_slower_pct, allow_different)
+    except PerfctlError as exc:
+        fail(exc)
+    progress.finish()
+    if fmt == "json":
+        click.echo(json.dumps(result))
+    elif fmt == "md":
+        click.echo(render_sweep_comparison_markdown(result), nl=False)
+    else:
+        click.echo(render_sweep_comparison_text(result))
+    gate = result.get("gate")
+    if gate is not None and gate["failed"]:
+        click.echo(f"perfctl: {sweep_gate_line(result)}", err=True)
+        sys.exit(gate["exit_code"])
