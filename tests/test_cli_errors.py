@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,22 @@ def test_unknown_schema_version_is_named_then_analyzed(tmp_path: Path, matmul_ex
     assert proc.returncode == 0, proc.stderr
     warnings = json.loads(proc.stdout)["warnings"]
     assert any("9.1.0" in w and "not been checked" in w for w in warnings), warnings
+
+
+def test_a_dependency_missing_from_the_python_is_one_line_naming_it(tmp_path: Path) -> None:
+    """Seen on a GPU host whose Python lacked sqlite-utils: the registry's write was a traceback. Here
+    the package is made unimportable the way Python marks an absent module (sys.modules[name] = None)."""
+    from conftest import REPO, copy_run_fixture
+
+    run = copy_run_fixture("cpu-tiny-ocr2-all", tmp_path / "profiles" / "cpu-tiny-ocr2-all")
+    code = (
+        "import sys; sys.modules['sqlite_utils'] = None; from perfctl.cli import main; "
+        f"main(['analyze', {str(run)!r}, '--profiles', {str(run.parent)!r}])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+        env=os.environ | {"PYTHONPATH": str(REPO / "src")},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert "'sqlite_utils' is not installed" in proc.stderr

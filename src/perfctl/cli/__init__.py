@@ -33,7 +33,8 @@ from perfctl.cli.errors import EXIT_CODES, say_error
 
 class OneLineErrors(click.Group):
     """The `perfctl` group, with Click's own errors (a bad option value, a missing argument), a stop
-    signal and a file the system refused in perfctl's form: one line on stderr, no traceback."""
+    signal, a file the system refused and a dependency not installed in perfctl's form: one line on
+    stderr, no traceback."""
 
     def main(  # type: ignore[override]  # one signature for Click's two overloads
         self,
@@ -54,6 +55,12 @@ class OneLineErrors(click.Group):
             say_error(f"{exc.format_message()}{hint}", exc.exit_code)
         except (click.Abort, Interrupted) as exc:  # Ctrl-C or SIGTERM outside a capture's handling
             say_error(f"stopped by {exc}" if isinstance(exc, Interrupted) else "interrupted (Ctrl-C)", 1)
+        except ModuleNotFoundError as exc:  # a dependency missing from this Python (a GPU host's own env)
+            say_error(
+                f"the Python package providing {exc.name!r} is not installed for {sys.executable}: install "
+                "perfctl with its dependencies (pip install -e ., or scripts/setup.sh)",
+                1,
+            )
         except OSError as exc:  # the system refused a file: which one, and why
             say_error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
         if not standalone_mode:
