@@ -241,3 +241,20 @@ def test_two_sweeps_compare_batch_size_by_batch_size(cpu_sweep: tuple[Path, Any]
     assert "| 2 | 68" not in md.stdout and "sweep B did not analyze batch 2" in md.stdout
     refused = run_perfctl("compare", str(sweep), str(sweep / "batch-1"))
     assert refused.returncode == 2 and "compare a sweep with a sweep" in refused.stderr
+
+
+def test_the_h200_sweeps_analysis_is_what_its_points_analyses_give() -> None:
+    """`perfctl sweep --batch-sizes 4,32 --decode compiled` on the H200: its sweep-analysis.json, as
+    the GPU host wrote it, is analyze_sweep over its manifest and its points' analysis.json."""
+    folder = FIXTURES / "h200-sweep-compiled-4-32"
+    manifest = json.loads((folder / "sweep.json").read_text())
+    written = json.loads((folder / "sweep-analysis.json").read_text())
+    analyses = {
+        b: json.loads(lzma.decompress((folder / f"batch-{b}" / "analysis.json.xz").read_bytes()))
+        for b in (4, 32)
+    }
+    again = analyze_sweep(manifest, written["sweep"]["path"], analyses)
+    assert json.loads(json.dumps(again)) == written | {"perfctl_version": again["perfctl_version"]}
+    assert [p["status"] for p in again["points"]] == ["ok", "ok"]
+    assert all(p["cv_clock"] == "cuda_events" and p["compile_seconds"] for p in again["points"])
+    assert again["points"][1]["stage_cv"]["decode"] < 0.03  # compiled: the GPU sets the pace
