@@ -258,3 +258,25 @@ def test_the_h200_sweeps_analysis_is_what_its_points_analyses_give() -> None:
     assert [p["status"] for p in again["points"]] == ["ok", "ok"]
     assert all(p["cv_clock"] == "cuda_events" and p["compile_seconds"] for p in again["points"])
     assert again["points"][1]["stage_cv"]["decode"] < 0.03  # compiled: the GPU sets the pace
+
+
+@pytest.mark.nsys
+@pytest.mark.slow
+def test_force_replaces_a_sweep_perfctl_made_and_tool_nsys_sweeps_from_the_nsys_pass(
+    tmp_path: Path, nsys_bin: str
+) -> None:
+    """--tool nsys: no clean pass, so each point's throughput comes from the nsys pass, and says so."""
+    out = tmp_path / "s"
+    options = ["--batch-sizes", "1", "--calls", "1", "--tool", "nsys", "--device", "cpu",
+               "--max-new-tokens", str(NEW_TOKENS), "--out", str(out), "--nsys", nsys_bin]  # fmt: skip
+    first = run_perfctl("sweep", *options)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "batch" in first.stdout and "Saturation" in first.stdout  # the text table
+    started = json.loads((out / "sweep.json").read_text())["started_at"]
+    again = run_perfctl("sweep", *options, "--force")
+    assert again.returncode == 0, again.stdout + again.stderr
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert manifest["started_at"] != started and manifest["status"] == "ok"
+    result = json.loads((out / "sweep-analysis.json").read_text())
+    assert result["points"][0]["throughput_source"] == "nsys"
+    assert not (out / "batch-1" / "timing").exists()
