@@ -6,7 +6,6 @@ roofline position recomputed from the FLOP model's figures and the saturation ru
 
 from __future__ import annotations
 
-import hashlib
 import json
 import lzma
 import shutil
@@ -16,20 +15,12 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES, run_perfctl
+from input_integrity import tree_digest
 from perfctl.analysis.sweep import SATURATION_GAIN, analyze_sweep, saturation
 
 NEW_TOKENS = 4
 H200_SWEEP = FIXTURES / "h200-compiled-sweep"
 H200_BATCHES = (1, 16, 64)
-
-
-def _tree_hash(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        digest.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +126,12 @@ def test_force_replaces_only_a_sweep_folder_perfctl_made(tmp_path: Path) -> None
     mine.mkdir()
     (mine / "notes.txt").write_text("my own work")
     (mine / "sweep.json").write_text('{"kind": "something else"}')
-    before = _tree_hash(mine)
+    before = tree_digest(mine)
     for force in ([], ["--force"]):
         proc = run_perfctl("sweep", "--batch-sizes", "1", "--out", str(mine), *force, "--device", "cpu")
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
-        assert _tree_hash(mine) == before
+        assert tree_digest(mine) == before
     proc = run_perfctl("sweep", "--batch-sizes", "1", "--out", str(tmp_path), "--force", "--device", "cpu",
                        "--profiles", str(tmp_path))  # fmt: skip
     assert proc.returncode == 2 and "profiles folder" in proc.stderr

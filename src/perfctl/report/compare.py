@@ -7,25 +7,15 @@ for Markdown and HTML; the HTML page is self-contained (inline CSS, no scripts, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from perfctl.analysis.result_compare import Comparison, Difference, RunSide, StageComparison
 from perfctl.report import formatting
-from perfctl.report.formatting import visible
+from perfctl.report.formatting import Table, visible
 from perfctl.report.html import template_environment
 from perfctl.report.markdown import md_text
 
 TEXT_NAME_HEAD, TEXT_NAME_TAIL = 56, 34  # kernel names are cut in the middle, in the terminal only
-
-
-@dataclass
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-    note: str = ""
-    wide_column: int | None = None  # index of a column of long names (kernels)
 
 
 def _ms(ns: float | None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from perfctl.analysis.repeatability import MIN_PAGES_FOR_CI
@@ -224,3 +225,14 @@ def kernel_labels(kernels: Sequence[tuple[str, str]]) -> list[str]:
         f"{label} #{fulls_of[label].index(full) + 1}" if len(fulls_of[label]) > 1 else label
         for label, (_, full) in zip(labels, kernels, strict=True)
     ]
+
+
+@dataclass
+class Table:
+    """A titled table of text cells, as a renderer lays it out (terminal, Markdown, HTML)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+    wide_column: int | None = None  # index of a column of long names (kernels)

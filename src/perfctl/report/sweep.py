@@ -10,14 +10,13 @@ warnings) are untrusted: the terminal shows them through `formatting.visible`, t
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from markupsafe import Markup
 
 from perfctl.analysis.result_sweep import SweepAnalysis, SweepPoint, SweepRoofs
 from perfctl.report import charts
-from perfctl.report.formatting import number, pct, visible
+from perfctl.report.formatting import Table, number, pct, visible
 from perfctl.report.html import template_environment
 from perfctl.report.markdown import md_text
 from perfctl.report.sweep_roofline import roofline_figures, span, sweep_roofline
@@ -61,14 +60,6 @@ THROUGHPUT_COLUMNS = ["batch", "status", "pages/s", "new tokens/s", "decode toke
 THROUGHPUT_COLUMNS += ["TPOT p50 (ms)", "decode step p50 (ms)"]
 EFFICIENCY_COLUMNS = ["batch", *(f"MFU {s}" for s in (*STAGES, "page")), "decode MBU", "decode GPU busy"]
 EFFICIENCY_COLUMNS += ["decode top kernels"]
-
-
-@dataclass
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-    note: str = ""
 
 
 def mbu_cell(p: SweepPoint) -> str:
