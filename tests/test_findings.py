@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import copy
 import json
+import lzma
+import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import decompress_fixture
+from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.cost_centres import cost_centres
 from perfctl.analysis.findings import (
+    GRAPH_RUN_SHARE,
+    INDUCTOR_KERNEL_PREFIX,
     LAUNCH_BOUND_BUSY_SHARE,
     LOW_MBU,
     LOW_MFU,
@@ -129,3 +136,161 @@ def test_cpu_capture_says_what_is_missing(tmp_path: Path, hostile_capture: Path)
     assert kinds == ["no_kernels", "no_clean_pass"]
     assert {c["kind"] for c in result.analysis["cost_centres"]} == {"stage_wall"}
     assert cost_centres(result.analysis) == result.analysis["cost_centres"]
+
+
+# H200 nsys-pass exports of the full-size model (tests/fixtures/README.md): decode compiled (its step one
+# CUDA graph, traced node by node) at batch 1 and 16, and the same model eager
+COMPILED_EXPORTS = ("h200-nsys2024-compiled-decode", "h200-nsys2024-compiled-b16")
+EAGER_EXPORT = "h200-nsys2024-full-ocr2"
+# the phrases in which a finding advises CUDA graphs or torch.compile
+GRAPH_ADVICE = ("as a CUDA graph", "torch.compile it", "torch.compile mode=", "(torch.compile)")
+
+
+@pytest.fixture(scope="module")
+def exports(export_dir: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Each export, decompressed, and its analysis with its findings (as perfctl analyze stores them)."""
+    out: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for name in (*COMPILED_EXPORTS, EAGER_EXPORT):
+        path = decompress_fixture(f"{name}.sqlite.xz", export_dir)
+        analysis: dict[str, Any] = dict(analyze_export(path))
+        analysis["findings"] = findings(analysis)
+        out[name] = (path, analysis)
+    return out
+
+
+def _stage(analysis: dict[str, Any], stage: str) -> dict[str, Any]:
+    return next(s for s in analysis["stages"] if s["stage"] == stage)
+
+
+def _advises_graphs(finding: dict[str, Any]) -> bool:
+    return any(phrase in (finding["next"] or "") for phrase in GRAPH_ADVICE)
+
+
+@pytest.mark.parametrize("name", COMPILED_EXPORTS)
+def test_compiled_decode_gets_no_cuda_graph_advice(
+    name: str, exports: dict[str, tuple[Path, dict[str, Any]]]
+) -> None:
+    """Decode's kernels mostly replay from CUDA graphs: no finding about decode advises graphs or
+    torch.compile; the eager vision and prefill of the same run still get that advice if launch-bound."""
+    _, analysis = exports[name]
+    decode = _stage(analysis, "decode")
+    assert decode["graph_kernel_count"] / decode["kernel_count"] >= GRAPH_RUN_SHARE
+    about_decode = [f for f in analysis["findings"] if f["stage"] == "decode"]
+    assert about_decode and not any(_advises_graphs(f) for f in about_decode)
+    for f in analysis["findings"]:
+        if f["id"] == "launch_bound" and f["stage"] in ("vision", "prefill"):
+            assert _stage(analysis, f["stage"])["graph_kernel_count"] == 0 and _advises_graphs(f)
+            assert f["evidence"]["graph_use"] == "eager"
+
+
+def test_compiled_decode_names_the_launches_left_between_graph_replays(
+    exports: dict[str, tuple[Path, dict[str, Any]]],
+) -> None:
+    """Batch 1 compiled: 62 steps of 350 kernels, 301 replayed from one graph launch, 49 one by one
+    (3,040 in all); the GPU still idles 70 % of the time, between the replays."""
+    _, analysis = exports["h200-nsys2024-compiled-decode"]
+    decode = _stage(analysis, "decode")
+    bound = _by(analysis["findings"], "launch_bound")["decode"]
+    ev = bound["evidence"]
+    steps = decode["instances"]
+    assert ev["graph_use"] == "graphs" and ev["graph_share_threshold"] == GRAPH_RUN_SHARE
+    assert ev["graph_kernel_share"] == pytest.approx(18_662 / 21_702)
+    assert ev["graph_kernels_per_instance"] == 18_662 / steps == 301
+    assert ev["one_by_one_kernels_per_instance"] == pytest.approx(3_040 / steps)
+    assert ev["graph_launches_per_instance"] == decode["graph_launches"] / steps == 1
+    idle = (decode["wall_ns"] - decode["gpu_busy_ns"]) / steps
+    assert ev["idle_ns_per_instance"] == pytest.approx(idle)
+    assert ev["idle_ns_per_launch_call"] == pytest.approx(idle / (3_040 / steps + 1))
+    assert "between CUDA graph replays" in bound["title"]
+    assert (
+        "350 kernels per decode step: 301 replayed from CUDA graphs (1 graph launch), 49 launched one by one"
+        in bound["text"]
+    )
+    assert f"the GPU idles {idle / 1e6:,.3f} ms per decode step" in bound["text"]
+    assert "no queue of work" not in bound["text"]  # graph kernels are timed from their graph's launch
+    assert "the 49 kernels per decode step launched one by one and the host work" in bound["next"]
+
+
+def test_inductor_elementwise_kernel_gets_no_torch_compile_advice(
+    exports: dict[str, tuple[Path, dict[str, Any]]],
+) -> None:
+    """Batch 16 compiled: decode's largest category is elementwise, its largest kernel one Inductor
+    generated: the advice looks at that kernel instead of advising torch.compile."""
+    _, analysis = exports["h200-nsys2024-compiled-b16"]
+    largest = _by(analysis["findings"], "largest_category")["decode"]
+    kernel = largest["evidence"]["largest_kernel"]["short_name"]
+    assert largest["evidence"]["category"] == "elementwise" and kernel.startswith(INDUCTOR_KERNEL_PREFIX)
+    assert kernel in largest["next"] and "Nsight Compute" in largest["next"] and not _advises_graphs(largest)
+    # the eager vision's elementwise kernels still get the fusion advice
+    assert "(torch.compile)" in _by(analysis["findings"], "largest_category")["vision"]["next"]
+
+
+def test_eager_decode_is_still_advised_cuda_graphs(exports: dict[str, tuple[Path, dict[str, Any]]]) -> None:
+    _, analysis = exports[EAGER_EXPORT]
+    bound = _by(analysis["findings"], "launch_bound")
+    assert set(bound) == {"vision", "prefill", "decode"}
+    for stage, f in bound.items():
+        assert f["evidence"]["graph_use"] == "eager" and _advises_graphs(f), stage
+    assert "run decode as a CUDA graph" in bound["decode"]["next"]
+    assert "712 kernels per decode step" in bound["decode"]["text"]
+
+
+def test_graph_share_threshold_decides_the_advice(exports: dict[str, tuple[Path, dict[str, Any]]]) -> None:
+    """The compiled decode stage with its graph kernels on either side of GRAPH_RUN_SHARE."""
+    analysis = copy.deepcopy(exports["h200-nsys2024-compiled-decode"][1])
+    decode = _stage(analysis, "decode")
+    for share, use in ((GRAPH_RUN_SHARE, "graphs"), (GRAPH_RUN_SHARE * 0.99, "partial"), (0, "eager")):
+        decode["graph_kernel_count"] = round(share * decode["kernel_count"])
+        decode["graph_launches"] = decode["instances"] if share else 0  # (eager: no graph launched either)
+        bound = _by(findings(analysis), "launch_bound")["decode"]
+        assert bound["evidence"]["graph_use"] == use
+        assert _advises_graphs(bound) == (use == "eager")
+        if use == "partial":
+            left = (decode["kernel_count"] - decode["graph_kernel_count"]) / decode["instances"]
+            assert f"capture the {left:,.0f} kernels per decode step launched one by one" in bound["next"]
+
+
+def _changed_copy(export: Path, target: Path, sql: str) -> Path:
+    shutil.copyfile(export, target)
+    with sqlite3.connect(target) as conn:
+        conn.execute(sql)
+    conn.close()
+    return target
+
+
+@pytest.mark.parametrize(
+    ("sql", "because"),
+    [
+        # an nsys without CUDA graph tracing: no graphNodeId column (graph_kernel_count null)
+        ("ALTER TABLE CUPTI_ACTIVITY_KIND_KERNEL DROP COLUMN graphNodeId", "no graphNodeId column"),
+        # graphs traced as a whole: the graph launches are there, their kernels are not
+        (
+            "DELETE FROM CUPTI_ACTIVITY_KIND_KERNEL WHERE graphNodeId IS NOT NULL",
+            "62 graph launches whose kernels the export lacks",
+        ),
+    ],
+    ids=["no-graph-node-column", "whole-graph-tracing"],
+)
+def test_unknown_graph_use_makes_the_advice_conditional(
+    sql: str, because: str, exports: dict[str, tuple[Path, dict[str, Any]]], tmp_path: Path
+) -> None:
+    export, _ = exports["h200-nsys2024-compiled-decode"]
+    analysis: dict[str, Any] = dict(analyze_export(_changed_copy(export, tmp_path / "changed.sqlite", sql)))
+    bound = _by(findings(analysis), "launch_bound")["decode"]
+    why = bound["evidence"]["unknown_because"]
+    assert bound["evidence"]["graph_use"] == "unknown" and because in why
+    assert bound["next"].startswith(
+        f"unless decode's kernels are replayed from CUDA graphs already (unknown: {why}), "
+    )
+    assert "if they are, cut the kernels launched one by one" in bound["next"]
+    assert "no queue of work" not in bound["text"]
+
+
+def test_an_analysis_older_than_the_graph_count_gets_conditional_advice() -> None:
+    """The H200 compiled sweep's batch-1 analysis.json was made before perfctl counted graph kernels."""
+    with lzma.open(FIXTURES / "h200-compiled-sweep" / "batch-1.analysis.json.xz") as f:
+        analysis = json.load(f)
+    assert "graph_kernel_count" not in _stage(analysis, "decode")
+    bound = _by(findings(analysis), "launch_bound")["decode"]
+    assert bound["evidence"]["graph_use"] == "unknown" and "predates" in bound["next"]
+    assert bound["next"].startswith("unless decode's kernels are replayed from CUDA graphs already")

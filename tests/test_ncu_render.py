@@ -6,15 +6,16 @@ dense bf16 peak 989.4 TFLOP/s at its 1.98 GHz boost clock, 4,800 GB/s."""
 
 from __future__ import annotations
 
+import copy
 import math
 import re
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import decompress_fixture
 from perfctl.analysis.ncu_findings import FAR_BELOW_ROOF, FLOP_MISMATCH, ncu_findings
 from perfctl.analysis.result import Analysis
 from perfctl.analysis.result_ncu import KernelFlops, NcuKernel, NcuPass, RooflinePoint, Roofs
@@ -25,10 +26,8 @@ from perfctl.report.kernels_md import render_kernels_md
 from perfctl.report.markdown import md_text
 from report_inputs import HOSTILE_KERNEL, HOSTILE_SHORT, REPORT_TAGS, assert_inert
 
-FIXTURES = Path(__file__).parent / "fixtures"
-REPORT_NAME = "h200-ncu-known-work.ncu-rep"
-# the fixture once committed; until then the copy the H200 run left on this machine
-REPORT_CANDIDATES = (FIXTURES / REPORT_NAME, Path("/work/.device/2") / REPORT_NAME)
+# committed xz-compressed (tests/fixtures/README.md); each test session decompresses it once
+REPORT_FIXTURE = "h200-ncu-known-work.ncu-rep.xz"
 SVG = "{http://www.w3.org/2000/svg}"
 HOSTILE = '<script>alert("x")</script>\u202etxt.exe|`k`*b*'
 
@@ -46,13 +45,6 @@ ROOFS: Roofs = {
     "source": "NVIDIA H200 SXM datasheet, dense bf16 (docs/gpu-peaks.md)",
 }
 PER_PAGE = {"nvjet": 4.0, "elementwise": 2.0, "graph": 8.0}  # launches per page, by the kernel's role
-
-
-def _report() -> Path:
-    found = next((p for p in REPORT_CANDIDATES if p.is_file()), None)
-    if found is None:
-        pytest.skip(f"the real H200 report {REPORT_NAME} is in none of {[str(p) for p in REPORT_CANDIDATES]}")
-    return found
 
 
 def _role(k: NcuKernel) -> str:
@@ -106,8 +98,7 @@ COPY_POINT: RooflinePoint = {
 }
 
 
-def _ncu_pass(report: Path) -> NcuPass:
-    kernels = read_ncu_report(report)["kernels"]
+def _ncu_pass(report: Path, kernels: list[NcuKernel]) -> NcuPass:
     for k in kernels:
         k["stage"] = "prefill"
     per_page_ns = {_role(k): PER_PAGE[_role(k)] * (k["duration_ns"] or 0) for k in kernels}
@@ -155,11 +146,20 @@ def _ncu_pass(report: Path) -> NcuPass:
     }
 
 
+@pytest.fixture(scope="module")
+def report_kernels(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[NcuKernel]]:
+    """The real report, decompressed, and its kernels as perfctl reads them (once for the module)."""
+    # perfctl reads .ncu-rep through NVIDIA's ncu-report package, a dependency that setup installs
+    pytest.importorskip("ncu_report", reason="NVIDIA's ncu-report package reads .ncu-rep files")
+    report = decompress_fixture(REPORT_FIXTURE, tmp_path_factory.mktemp("ncu-render"))
+    return report, read_ncu_report(report)["kernels"]
+
+
 @pytest.fixture
-def ncu(tmp_path: Path) -> NcuPass:
-    report = tmp_path / REPORT_NAME
-    shutil.copy(_report(), report)
-    return _ncu_pass(report)
+def ncu(report_kernels: tuple[Path, list[NcuKernel]]) -> NcuPass:
+    """The pass built on the report's kernels; a fresh copy per test, since tests change it."""
+    report, kernels = report_kernels
+    return _ncu_pass(report, copy.deepcopy(kernels))
 
 
 def _analysis(ncu: NcuPass | None) -> Analysis:

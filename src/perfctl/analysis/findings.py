@@ -40,6 +40,15 @@ LOW_MBU = 0.30
 HIGH_PROFILER_OVERHEAD = 1.25
 # One kernel taking more than a quarter of a stage's kernel time is the first one to tune.
 DOMINANT_KERNEL_SHARE = 0.25
+# A stage "runs as CUDA graphs" once at least half of its kernels are replayed from graphs: the graph
+# capture then holds most of the work, and what is left to cut is the kernels still launched one by one
+# and the host work between replays, so advising graphs again would repeat what the run already does;
+# below it graphs hold the smaller part and extending them is still the advice. (The compiled H200
+# decode steps of tests/fixtures replay 301 of 350 and 302 of 357 kernels per step from one graph.)
+GRAPH_RUN_SHARE = 0.5
+# torch.compile's Inductor backend names the Triton kernels it generates triton_<kind>_fused_...: such
+# a kernel is torch.compile's fusion already, so advising torch.compile for it repeats what ran.
+INDUCTOR_KERNEL_PREFIX = "triton_"
 # The telemetry module's own bounds for a clock change between pages and a mostly idle GPU.
 CLOCK_SPREAD = 0.05
 MOSTLY_IDLE_UTIL_PERCENT = 50
@@ -86,6 +95,55 @@ def _launch_api(analysis: Analysis, stage: str) -> dict[str, float] | None:
     return {"calls": sum(op["calls"] for op in rows), "self_cpu_us": sum(op["self_cpu_us"] for op in rows)}
 
 
+def _graph_use(s: StageSummary) -> dict[str, Any]:
+    """How a stage's kernels ran (analysis.graph_kernels): `graph_use` "graphs" (GRAPH_RUN_SHARE of them
+    or more replayed from CUDA graphs), "partial", "eager" or "unknown" (`unknown_because` says why);
+    when known, per instance the kernels replayed from graphs and those launched one by one."""
+    kernels, instances = s["kernel_count"], max(s["instances"], 1)
+    graph, launches = s.get("graph_kernel_count"), s.get("graph_launches") or 0
+    out: dict[str, Any] = {"graph_use": "unknown", "graph_share_threshold": GRAPH_RUN_SHARE}
+    out["graph_launches_per_instance"] = launches / instances
+    if "graph_kernel_count" not in s:
+        out["unknown_because"] = "this analysis predates perfctl's graph kernel count: analyze the run again"
+    elif graph is None:
+        out["unknown_because"] = "the export's kernel table has no graphNodeId column"
+    elif graph == 0 and launches:  # whole-graph tracing: the replays' kernels are not in the export
+        out["unknown_because"] = f"{launches:,} graph launches whose kernels the export lacks"
+    else:
+        share = graph / kernels if kernels else 0.0
+        out["graph_use"] = "graphs" if share >= GRAPH_RUN_SHARE else "partial" if graph else "eager"
+        out |= {"graph_kernel_share": share, "graph_kernels_per_instance": graph / instances}
+        out["one_by_one_kernels_per_instance"] = (kernels - graph) / instances
+    return out
+
+
+def _launch_advice(stage: str, unit: str, graphs: dict[str, Any]) -> str:
+    """What to do about a launch-bound stage, given how its kernels ran (`_graph_use`)."""
+    use, keep = graphs["graph_use"], "faster kernels cannot shorten this stage"
+    left = f"{graphs.get('one_by_one_kernels_per_instance', 0):,.0f} kernels per {unit} launched one by one"
+    if use == "graphs":
+        return (
+            f"cut what runs between CUDA graph replays: the {left} and the host work around them (an nsys "
+            f"timeline of one {unit} shows them); move them into the captured graph (no graph breaks) or "
+            f"out of the {unit}: the graph replays are in place already, and {keep}"
+        )
+    if use == "partial":
+        return f"cut kernel launches: capture the {left} in the CUDA graph too, fuse small kernels; {keep}"
+    advice = (
+        "run decode as a CUDA graph (torch.compile mode='reduce-overhead' with a static KV cache) and fuse "
+        "small kernels"
+        if stage == DECODE
+        else "torch.compile it (fewer, fused kernels) or capture it as a CUDA graph"
+    )
+    if use == "unknown":
+        return (
+            f"unless {stage}'s kernels are replayed from CUDA graphs already (unknown: "
+            f"{graphs['unknown_because']}), {advice}; if they are, cut the kernels launched one by one and "
+            f"the host work between graph replays; {keep}"
+        )
+    return f"cut kernel launches{'' if stage == DECODE else ' in ' + stage}: {advice}; {keep}"
+
+
 def _launch_bound(analysis: Analysis, s: StageSummary) -> Finding | None:
     stage, wall, busy, kernels = s["stage"], s["wall_ns"], s["gpu_busy_ns"], s["kernel_count"]
     if kernels == 0 or wall <= 0 or not s["instances"]:
@@ -103,6 +161,8 @@ def _launch_bound(analysis: Analysis, s: StageSummary) -> Finding | None:
     per_instance = kernels / s["instances"]
     host_per_kernel = (wall - busy) / kernels
     start_delay = (s.get("launch_to_start_ns") or {}).get("median")
+    graphs = _graph_use(s)
+    use, idle = graphs["graph_use"], (wall - busy) / s["instances"]
     evidence: dict[str, Any] = {
         "gpu_busy_ns": busy,
         "wall_ns": wall,
@@ -114,31 +174,44 @@ def _launch_bound(analysis: Analysis, s: StageSummary) -> Finding | None:
         "kernels_per_instance": per_instance,
         "host_ns_per_kernel": host_per_kernel,
         "launch_to_start_median_ns": start_delay,
+        "idle_ns_per_instance": idle,
+        **graphs,
     }
     text = f"GPU busy {ms(busy)} of {ms(wall)} {stage} wall time under nsys ({pct(share_nsys)})"
     if share_clean is not None:
         text += f", {pct(share_clean)} of its clean-pass time"
-    text += f"; {per_instance:,.0f} kernels per {unit}, about {_us(host_per_kernel)} of host time per kernel"
-    if start_delay:
-        text += f"; a kernel starts a median {_us(start_delay)} after its launch call (no queue of work)"
+    if use in ("graphs", "partial"):  # a graph kernel costs no launch call: the idle time per call left
+        one_by_one, launches = (
+            graphs["one_by_one_kernels_per_instance"],
+            graphs["graph_launches_per_instance"],
+        )
+        per_call = evidence["idle_ns_per_launch_call"] = idle / (one_by_one + launches or 1)
+        text += (
+            f"; {per_instance:,.0f} kernels per {unit}: {graphs['graph_kernels_per_instance']:,.0f} replayed "
+            f"from CUDA graphs ({launches:.3g} graph launch{'' if launches == 1 else 'es'}), "
+            f"{one_by_one:,.0f} launched one by one; the GPU idles {ms(idle)} per {unit}, "
+            f"{_us(per_call)} per launch call left (one by one or of a graph)"
+        )
+    else:
+        text += (
+            f"; {per_instance:,.0f} kernels per {unit}, about {_us(host_per_kernel)} of host time per kernel"
+        )
+    if start_delay:  # graph kernels count from their graph's launch: a long delay there is no queue
+        text += f"; a kernel starts a median {_us(start_delay)} after its launch call"
+        text += " (no queue of work)" if use == "eager" else ""
     api = _launch_api(analysis, stage)
     if api:
         evidence["launch_api_calls"], evidence["launch_api_self_cpu_us"] = api["calls"], api["self_cpu_us"]
         text += f"; torch pass: {api['calls']:,} launch calls, {api['self_cpu_us'] / 1e3:,.1f} ms of CPU"
+    where = " between CUDA graph replays" if use == "graphs" else ""
     return _finding(
         "launch_bound",
         "high",
         stage,
-        f"{stage} is launch-bound: the GPU is idle {pct(1 - share)} of the time",
+        f"{stage} is launch-bound{where}: the GPU is idle {pct(1 - share)} of the time",
         text + ".",
         evidence,
-        (
-            "cut kernel launches: run decode as a CUDA graph (torch.compile mode='reduce-overhead' with a "
-            "static KV cache) and fuse small kernels; faster kernels cannot shorten this stage"
-            if stage == DECODE
-            else f"cut kernel launches in {stage}: torch.compile it (fewer, fused kernels) or capture it "
-            "as a CUDA graph; faster kernels cannot shorten this stage"
-        ),
+        _launch_advice(stage, unit, graphs),
     )
 
 
@@ -214,6 +287,12 @@ def _largest_category(s: StageSummary) -> Finding | None:
     if largest:
         text += f"; the largest of them: {largest['short_name']} ({largest['count']:,} calls, "
         text += f"{ms(largest['time_ns'])})"
+    advice = _CATEGORY_ADVICE.get(category)
+    if category == "elementwise" and largest and largest["short_name"].startswith(INDUCTOR_KERNEL_PREFIX):
+        advice = (
+            f"{largest['short_name']} is torch.compile's (Inductor's) fusion already: see in Nsight Compute "
+            "whether it moves more bytes than its tensors hold (DRAM throughput against the peak)"
+        )
     return _finding(
         "largest_category",
         "info",
@@ -221,7 +300,7 @@ def _largest_category(s: StageSummary) -> Finding | None:
         f"{s['stage']}: {category} is the largest kernel category ({pct(share)})",
         text + ".",
         evidence,
-        _CATEGORY_ADVICE.get(category),
+        advice,
     )
 
 
