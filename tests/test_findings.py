@@ -16,13 +16,13 @@ from conftest import decompress_fixture
 from perfctl.analysis.analyze import analyze_export
 from perfctl.analysis.cost_centres import cost_centres
 from perfctl.analysis.findings import (
-    GRAPH_RUN_SHARE,
     INDUCTOR_KERNEL_PREFIX,
     LAUNCH_BOUND_BUSY_SHARE,
     LOW_MBU,
     LOW_MFU,
     findings,
 )
+from perfctl.analysis.findings_graphs import GRAPH_RUN_SHARE
 from perfctl.commands.analyze import analyze_path
 from perfctl.commands.analyze_options import AnalyzeOptions
 from report_inputs import FIXTURES, clean_pass_only, tiny_all_run
