@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -100,18 +102,8 @@ def compare(
     except PerfctlError as exc:
         fail(exc)
     progress.finish()
-    if fmt == "json":
-        click.echo(json.dumps(result))
-    elif fmt == "md":
-        click.echo(render_compare_markdown(result), nl=False)
-    elif fmt == "html":
-        click.echo(render_compare_html(result), nl=False)
-    else:
-        click.echo(render_compare_text(result))
-    verdict = result.get("gate")
-    if verdict is not None and verdict["failed"]:
-        click.echo(f"perfctl: {gate_line(result)}", err=True)
-        sys.exit(verdict["exit_code"])
+    renderers = {"md": render_compare_markdown, "html": render_compare_html, "text": render_compare_text}
+    _show(result, fmt, renderers, gate_line(result))
 
 
 def _compare_sweeps(
@@ -141,13 +133,20 @@ def _compare_sweeps(
     except PerfctlError as exc:
         fail(exc)
     progress.finish()
+    renderers = {"md": render_sweep_comparison_markdown, "text": render_sweep_comparison_text}
+    _show(result, fmt, renderers, sweep_gate_line(result))
+
+
+def _show(
+    result: Mapping[str, Any], fmt: str, renderers: Mapping[str, Callable[[Any], str]], gate: str | None
+) -> None:
+    """Print a comparison in `fmt` (json: as it is; else its renderer's text), then, when its gate
+    failed, the gate's line on stderr and its exit code."""
     if fmt == "json":
         click.echo(json.dumps(result))
-    elif fmt == "md":
-        click.echo(render_sweep_comparison_markdown(result), nl=False)
     else:
-        click.echo(render_sweep_comparison_text(result))
-    gate = result.get("gate")
-    if gate is not None and gate["failed"]:
-        click.echo(f"perfctl: {sweep_gate_line(result)}", err=True)
-        sys.exit(gate["exit_code"])
+        click.echo(renderers[fmt](result), nl=fmt == "text")
+    verdict = result.get("gate")
+    if verdict is not None and verdict["failed"]:
+        click.echo(f"perfctl: {gate}", err=True)
+        sys.exit(verdict["exit_code"])
