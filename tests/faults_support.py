@@ -172,15 +172,18 @@ class DriverGate:
 
 
 class Capture:
-    """`perfctl capture ARGS` started the way a shell starts a job: in a process group (and session)
-    of its own, its environment carrying a mark that every process it starts inherits (nsys passes
-    its environment on to its agent, its launcher and the driver)."""
+    """`perfctl capture ARGS` (or another perfctl `command` that captures: sweep) started the way a
+    shell starts a job: in a process group (and session) of its own, its environment carrying a mark
+    that every process it starts inherits (nsys passes its environment on to its agent, its launcher
+    and the driver)."""
 
-    def __init__(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, command: str = "capture"
+    ) -> None:
         self.mark = uuid.uuid4().hex
         env = dict(os.environ if env is None else env, **{MARK_VAR: self.mark})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "perfctl", "capture", *args],
+            [sys.executable, "-m", "perfctl", command, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES, run_perfctl
+from faults_support import Capture
 from input_integrity import tree_digest
 from perfctl.analysis.sweep import SATURATION_GAIN, analyze_sweep, saturation
 
@@ -271,3 +272,25 @@ def test_force_replaces_a_sweep_perfctl_made_and_tool_nsys_sweeps_from_the_nsys_
     result = json.loads((out / "sweep-analysis.json").read_text())
     assert result["points"][0]["throughput_source"] == "nsys"
     assert not (out / "batch-1" / "timing").exists()
+
+
+@pytest.mark.nsys
+@pytest.mark.slow
+def test_ctrl_c_ends_the_sweep_where_it_is_and_records_it(tmp_path: Path, nsys_bin: str) -> None:
+    """The terminal's SIGINT during batch 1's nsys pass (10,000 calls ahead of it, whatever the
+    machine's speed): the sweep stops there, batch 2 never starts, and what ran is recorded."""
+    out = tmp_path / "s"
+    sweep = Capture("--batch-sizes", "1,2", "--calls", "1", "--repeats", "10000", "--tool", "nsys",
+                    "--device", "cpu", "--warmup", "0", "--max-new-tokens", str(NEW_TOKENS),
+                    "--out", str(out), "--nsys", nsys_bin, command="sweep")  # fmt: skip
+    sweep.wait_for_records(out / "batch-1" / "pages.jsonl", 1)
+    sweep.interrupt_like_a_terminal()
+    assert sweep.finish() == 1, sweep.stdout + sweep.stderr
+    assert "Traceback" not in sweep.stderr
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["reason"].startswith("batch 1: stopped by SIGINT")
+    assert [(p["batch_size"], p["status"]) for p in manifest["points"]] == [(1, "interrupted")]
+    assert not (out / "batch-2").exists()
+    result = json.loads((out / "sweep-analysis.json").read_text())
+    assert result["sweep"]["status"] == "interrupted" and not result["points"][0]["analyzed"]
+    assert sweep.processes() == {}, "processes of the sweep outlived it"

@@ -5,8 +5,9 @@ Every point is a whole `perfctl capture` (same options, its own run folder, the 
 profiles folder) of `calls` generate calls of its batch size, the profiled passes running the first
 `profile_calls` of them; then `perfctl analyze` of it. A point whose capture or analysis fails is
 recorded with its reason and the sweep goes on with the next batch size; an interrupt (Ctrl-C,
-SIGTERM) ends the sweep after recording where it stopped. The sweep's analysis reads only the points'
-analyses (perfctl.analysis.sweep).
+SIGTERM) ends the sweep: the point it stopped is recorded interrupted, the sweep's outputs are
+written for the points done, and the sweep's status is interrupted (exit 1). The sweep's analysis
+reads only the points' analyses (perfctl.analysis.sweep).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from perfctl import __version__, progress
 from perfctl.analysis.result import Analysis
 from perfctl.analysis.result_sweep import SweepAnalysis
-from perfctl.capture.processes import Interrupted
+from perfctl.capture.processes import Interrupted, interrupts_raise
 from perfctl.capture.run import CaptureOptions, capture_run, validate_numbers
 from perfctl.commands.analyze_options import DEFAULT_OPTIONS, AnalyzeOptions
 from perfctl.errors import BadInput, PerfctlError
@@ -168,38 +169,34 @@ def run_sweep(opts: SweepOptions, argv: list[str]) -> SweepResult:
     folder.write_manifest(manifest)
     manifest["pages"] = _link_pages(folder, opts)
     analyses: dict[int, Analysis] = {}
-    try:
-        for batch in opts.batch_sizes:
-            progress.step(
-                f"sweep: batch {batch} ({opts.batch_sizes.index(batch) + 1} of {len(opts.batch_sizes)})"
-            )
-            entry: dict[str, Any] = {
-                "batch_size": batch,
-                "run": point_name(batch),
-                "status": "running",
-                "reason": None,
-            }
-            manifest["points"].append(entry)
-            folder.write_manifest(manifest)
-            analysis = _capture_point(opts, folder, batch, argv, entry)
-            if analysis is not None:
-                analyses[batch] = analysis
-            folder.write_manifest(manifest)
-    except (Interrupted, KeyboardInterrupt) as exc:
-        manifest |= {
-            "status": "interrupted",
-            "reason": str(exc) or "interrupted (Ctrl-C)",
-            "finished_at": utc_now(),
-        }
-        folder.write_manifest(manifest)
-        raise
+    stopped: str | None = None  # why the sweep ended before its last point (a stop signal)
+    with interrupts_raise():  # SIGTERM / SIGHUP between points too: recorded, not a silent death
+        try:
+            for i, batch in enumerate(opts.batch_sizes):
+                progress.step(f"sweep: batch {batch} ({i + 1} of {len(opts.batch_sizes)})")
+                entry: dict[str, Any] = {"batch_size": batch, "run": point_name(batch)}
+                manifest["points"].append(entry | {"status": "running", "reason": None})
+                folder.write_manifest(manifest)
+                analysis = _capture_point(opts, folder, batch, argv, manifest["points"][-1])
+                if analysis is not None:
+                    analyses[batch] = analysis
+                folder.write_manifest(manifest)
+                if manifest["points"][-1]["status"] == "interrupted":  # the capture caught the signal
+                    stopped = f"batch {batch}: {manifest['points'][-1]['reason']}"
+                    break
+        except (Interrupted, KeyboardInterrupt) as exc:  # a signal outside a capture (its analysis)
+            stopped = f"stopped by {exc}" if isinstance(exc, Interrupted) else "interrupted (Ctrl-C)"
+            if manifest["points"] and manifest["points"][-1]["status"] == "running":
+                manifest["points"][-1] |= {"status": "interrupted", "reason": stopped}
     ok = sum(e["status"] == "ok" for e in manifest["points"])
-    manifest["status"] = "ok" if ok == len(opts.batch_sizes) else ("partial" if ok else "failed")
-    if manifest["status"] != "ok":
+    if stopped is not None:
+        manifest |= {"status": "interrupted", "reason": stopped}
+    else:
+        manifest["status"] = "ok" if ok == len(opts.batch_sizes) else ("partial" if ok else "failed")
         failed = [
             f"batch {e['batch_size']}: {e['status']}" for e in manifest["points"] if e["status"] != "ok"
         ]
-        manifest["reason"] = "; ".join(failed)
+        manifest["reason"] = "; ".join(failed) or None
     manifest["finished_at"] = utc_now()
     folder.write_manifest(manifest)
     result, outputs = write_sweep_outputs(folder, manifest, analyses)
