@@ -8,7 +8,8 @@ Settings, each run on every page of every round, back to back, in an order rotat
 so that no setting always runs first:
   bare   no hooks attached, no NVTX; the GPU synchronized once, at the end of the page;
   nvtx   the nsys pass's instrumentation: perfctl's StageMarker with the real NvtxEmitter (a `page`
-         range around the page, stage ranges from the hooks), no synchronization at stage edges;
+         range around the page, stage ranges from the hooks and, per decode step, from its logits
+         processor), no synchronization at stage edges;
   clean  the clean timing pass's: the same plus a synchronization at every stage edge and, on CUDA,
          the CUDA-event stage probe (perfctl.driver.__main__.stage_marker builds both markers, as the
          driver does).
@@ -162,12 +163,16 @@ def run(args: argparse.Namespace, spec: ModelSpec, paths: list[Path]) -> dict[st
             wall = time.perf_counter_ns() - start
         else:
             marker, probe = markers[setting]
-            marker.attach(work.model, decoder, vision)
-            hooks = perfctl_hook_count(work.model) - hooks_before
+            marker.attach(work.model, decoder, vision, new_tokens=args.new_tokens)
             start = time.perf_counter_ns()
             nvtx.push(PAGE, sequence)
             marker.begin_page()
-            out = work.model.generate(**page.inputs, **gen)
+            # the hooks on the model during the page (prefill's go on at the page's start); counting
+            # them is no part of the instrumentation: its time is left out of the page's
+            counted = time.perf_counter_ns()
+            hooks = perfctl_hook_count(work.model) - hooks_before
+            start += time.perf_counter_ns() - counted
+            out = work.model.generate(**page.inputs, **gen, logits_processor=marker.logits_processors())
             synchronize()
             times = marker.end_page()
             nvtx.pop()

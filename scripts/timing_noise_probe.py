@@ -73,8 +73,9 @@ def main() -> None:
     probe = CudaStageProbe(device)
     marker = StageMarker(_NoRanges(), sync=torch.cuda.synchronize, probe=probe)
     decoder, vision = work.stage_modules()
-    marker.attach(work.model, decoder, vision)
+    marker.attach(work.model, decoder, vision, new_tokens=args.new_tokens)
     gen = {"max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens, "do_sample": False}
+    gen["logits_processor"] = marker.logits_processors()  # marks each decode step, as the driver does
     all_cpus = os.sched_getaffinity(0)
     telemetry_file = Path(tempfile.mkdtemp()) / "telemetry.jsonl"
     rows: list[dict[str, Any]] = []

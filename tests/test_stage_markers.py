@@ -1,4 +1,5 @@
-"""Stage ranges come from module hooks on the real model: balanced, ordered, one per decode step."""
+"""Stage ranges on the real model, from module hooks (vision, prefill) and generate's own loop (each
+decode step, token to token): balanced, ordered, one per decode step, whatever the decode loop."""
 
 from __future__ import annotations
 
@@ -26,26 +27,29 @@ def tiny():  # type: ignore[no-untyped-def]
     return load_workload(resolve_model("deepseek-ocr2-tiny"), "cpu", "float32", seed=0)
 
 
-def test_hooks_mark_vision_prefill_and_each_decode_step(tiny) -> None:  # type: ignore[no-untyped-def]
+def test_vision_prefill_and_each_decode_step_are_marked(tiny) -> None:  # type: ignore[no-untyped-def]
+    """The eager loop (the dynamic KV cache): each decode step from generate's logits processor."""
     import torch
 
     emitter = RecordingEmitter()
     marker = StageMarker(emitter)
     decoder, vision = tiny.stage_modules()
-    marker.attach(tiny.model, decoder, vision)
-    page = tiny.prepare(sorted(SAMPLE_PAGES_DIR.glob("*.png"))[0])
     new = 5
+    marker.attach(tiny.model, decoder, vision, new_tokens=new)
+    page = tiny.prepare(sorted(SAMPLE_PAGES_DIR.glob("*.png"))[0])
+    args = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": False}
+    args["logits_processor"] = marker.logits_processors()
     with torch.inference_mode():
         marker.active = False  # loading: no stage ranges at all
-        tiny.model.generate(**page.inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False)
+        tiny.model.generate(**page.inputs, **args)
         assert emitter.events == []
         marker.begin_page(ranges=False)  # a warm-up page: timed, but no stage ranges
-        tiny.model.generate(**page.inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        tiny.model.generate(**page.inputs, **args)
         warm = marker.end_page()
-        assert emitter.events == [] and warm.decode_steps == 2 and len(warm.decode_step_ns) == 2
+        assert emitter.events == [] and warm.decode_steps == new - 1 and len(warm.decode_step_ns) == new - 1
         assert all(v > 0 for v in warm.wall_ns.values()) and warm.first_token_ns
         marker.begin_page()
-        out = tiny.model.generate(**page.inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+        out = tiny.model.generate(**page.inputs, **args)
         times = marker.end_page()
     marker.detach()
 
@@ -89,11 +93,14 @@ def test_a_probe_sees_each_stage_between_synchronized_edges(tiny) -> None:  # ty
         StageMarker(RecordingEmitter(), probe=RecordingProbe())
     marker = StageMarker(RecordingEmitter(), sync=lambda: log.append("sync"), probe=RecordingProbe())
     decoder, vision = tiny.stage_modules()
-    marker.attach(tiny.model, decoder, vision)
+    marker.attach(tiny.model, decoder, vision, new_tokens=3)
     page = tiny.prepare(sorted(SAMPLE_PAGES_DIR.glob("*.png"))[0])
     with torch.inference_mode():
         marker.begin_page()
-        tiny.model.generate(**page.inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        tiny.model.generate(
+            **page.inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+            logits_processor=marker.logits_processors(),
+        )  # fmt: skip
         marker.end_page()
     marker.detach()
     stages = ["vision", "prefill", "decode", "decode"]
@@ -112,11 +119,14 @@ def test_time_inside_the_hooks_is_counted(tiny) -> None:  # type: ignore[no-unty
 
     marker = StageMarker(RecordingEmitter(), sync=lambda: time.sleep(0.002))
     decoder, vision = tiny.stage_modules()
-    marker.attach(tiny.model, decoder, vision)
+    marker.attach(tiny.model, decoder, vision, new_tokens=4)
     page = tiny.prepare(sorted(SAMPLE_PAGES_DIR.glob("*.png"))[0])
     with torch.inference_mode():
         marker.begin_page()
-        tiny.model.generate(**page.inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        tiny.model.generate(
+            **page.inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False,
+            logits_processor=marker.logits_processors(),
+        )  # fmt: skip
         times = marker.end_page()
     marker.detach()
     stages = 1 + 1 + 3  # vision, prefill, 3 decode steps: each opened and closed with a wait
@@ -126,25 +136,22 @@ def test_time_inside_the_hooks_is_counted(tiny) -> None:  # type: ignore[no-unty
 
 def test_static_cache_decode_steps_are_marked_from_the_logits_processor(tiny) -> None:  # type: ignore[no-untyped-def]
     """--decode static|compiled: vision and prefill from the hooks (the prefill forward is eager), each
-    decode step from a logits processor, the same ranges as eager's; no hook stays on the model
-    outside a page's prefill (dynamo would trace it into a compiled decode forward)."""
+    decode step from a logits processor, as in eager; no hook stays on the model outside a page's
+    prefill (dynamo would trace it into a compiled decode forward)."""
     import torch
-    from transformers import LogitsProcessorList
 
-    from perfctl.driver.decode_loop import CacheProbe, token_processor
+    from perfctl.driver.decode_loop import CacheProbe
     from perfctl.workloads.decode import STATIC, generate_args
 
     emitter = RecordingEmitter()
     marker = StageMarker(emitter)
     decoder, vision = tiny.stage_modules()
     new = 5
-    marker.attach(tiny.model, decoder, vision, decode_outside_tokens=new)
+    marker.attach(tiny.model, decoder, vision, new_tokens=new)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in (tiny.model, decoder))
     probe = CacheProbe()
     probe.attach(tiny.model)
-    args = generate_args(STATIC) | {
-        "logits_processor": LogitsProcessorList([token_processor(marker.on_token)])
-    }
+    args = generate_args(STATIC) | {"logits_processor": marker.logits_processors()}
     page = tiny.prepare(sorted(SAMPLE_PAGES_DIR.glob("*.png"))[0])
     hooked = (tiny.model, decoder)
     with torch.inference_mode():

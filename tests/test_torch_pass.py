@@ -200,13 +200,14 @@ def test_operators_json_is_the_same_as_from_torchs_own_events(device: str, tmp_p
     emitter = RecordFunctionEmitter(_NoRanges())
     marker, _ = stage_marker(emitter, device, sync_stage_edges=False)
     decoder, vision = work.stage_modules()
-    marker.attach(work.model, decoder, vision)
+    marker.attach(work.model, decoder, vision, new_tokens=6)
+    gen = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False}
     with torch.inference_mode():
         prof = start_profiler(device)
         for sequence, page in enumerate(pages):
             emitter.push(PAGE, sequence)
             marker.begin_page()
-            work.model.generate(**page.inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+            work.model.generate(**page.inputs, **gen, logits_processor=marker.logits_processors())
             marker.end_page()
             emitter.pop()
         seconds = finish_profiler(prof, tmp_path, list(STAGES))

@@ -100,6 +100,7 @@ DRIVER_INFO_FIELDS: dict[str, Field] = {
     # --decode static|compiled (perfctl.workloads.decode; absent: eager), what transformers did
     "decode": TEXT,
     "kv_cache": TEXT_OR_NULL,  # the KV cache class generate used (DynamicCache, StaticCache)
+    "decode_step_span": TEXT,  # what a decode step covers (driver.markers.DECODE_STEP_SPAN); absent: older
     "compiled_forward": FLAG,  # transformers compiled the model's forward (its auto-compile)
     "compile": _f(
         dict,

@@ -22,13 +22,15 @@ than two pages on a side there is no spread to judge, and the verdict says "unkn
 difference also says the smallest change the two runs can tell from noise (`min_detectable_change_pct`,
 compare_power), which the gate holds against its threshold.
 
-Runs of different workloads (REFUSED: model, mode, device and GPU model, batch size, decode mode) are refused
+Runs of different workloads (REFUSED: model, mode, device and GPU model, batch size, decode mode, and
+what a decode step covers: stages.DECODE_STEP_SPAN) are refused
 unless the caller allows them; every difference is listed (`run_differences`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from perfctl.analysis.compare_power import Sample, from_time, min_detectable_change, welch
 from perfctl.analysis.repeatability import spread
@@ -43,7 +45,7 @@ from perfctl.analysis.result_compare import (
 )
 from perfctl.analysis.result_passes import EfficiencyStage
 from perfctl.analysis.runs import KERNEL_NAMES_KEPT
-from perfctl.stages import STAGES
+from perfctl.stages import DECODE_STEP_SPAN, DECODE_STEP_SPAN_FORWARD, STAGES
 
 CLEAN, NSYS = "clean", "nsys"
 CUDA_EVENTS, HOST_CLOCK = "cuda_events", "host_clock"
@@ -93,7 +95,7 @@ WORKLOAD_DEFAULTS: dict[str, object] = {
 # --allow-different (a different dtype, token count or tile count stays a warning). The device is both
 # its kind (cpu, cuda) and the GPU model: an H100 run against an H200 run compares two machines, which
 # is a fine question to ask, but only on purpose.
-REFUSED = ("model", "mode", "device", "gpu", "batch_size", "decode")
+REFUSED = ("model", "mode", "device", "gpu", "batch_size", "decode", "decode_step_span")
 
 
 def difference(a: Sample, b: Sample, words: tuple[str, str]) -> Difference:
@@ -242,7 +244,19 @@ def _identity(analysis: Analysis, label: str) -> RunSide:
         | {"pages": len(workload.get("pages") or [])},
         "clean_pages": _clean_pages(analysis),
         "nsys_pages": len(analysis.get("pages") or []) or None,
+        "decode_step_span": decode_step_span(driver, workload),
     }
+
+
+def decode_step_span(driver: Mapping[str, Any], workload: Mapping[str, Any]) -> str:
+    """What the run's decode steps cover (driver.markers): its driver's record, else the span its
+    perfctl marked: eager runs from before the record, the decoder's forward and LM head alone; static
+    and compiled runs were always marked token to token."""
+    recorded = driver.get("decode_step_span")
+    if isinstance(recorded, str):
+        return recorded
+    eager = (workload.get("decode") or WORKLOAD_DEFAULTS["decode"]) == "eager"
+    return DECODE_STEP_SPAN_FORWARD if eager else DECODE_STEP_SPAN
 
 
 def _or_default(value: object, key: str) -> object:
@@ -264,6 +278,7 @@ def run_differences(ia: RunSide, ib: RunSide) -> list[RunDifference]:
         ("gpu", ia["gpu"], ib["gpu"]),
         ("device", ia["device"], ib["device"]),
         ("dtype", ia["dtype"], ib["dtype"]),
+        ("decode_step_span", ia["decode_step_span"], ib["decode_step_span"]),
     ]
     pairs += [
         (key, ia["workload"].get(key), ib["workload"].get(key))

@@ -43,6 +43,7 @@ class RunSide(TypedDict):
     workload: dict[str, Any]
     clean_pages: int | None
     nsys_pages: int | None
+    decode_step_span: str  # what its decode steps cover (stages.DECODE_STEP_SPAN)
     origin: NotRequired[str]  # compare_run: the file, or how the analysis was made
 
 

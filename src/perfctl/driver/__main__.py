@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from perfctl.driver.decode_loop import CacheProbe, CompileWatch, token_processor
+from perfctl.driver.decode_loop import CacheProbe, CompileWatch
 from perfctl.driver.markers import NvtxEmitter, RangeEmitter, StageMarker
 from perfctl.driver.nvtx_compat import installed_nvtx_version, nvtx_problem
 from perfctl.driver.stage_probes import (
@@ -37,9 +37,9 @@ from perfctl.files import write_json_atomic
 from perfctl.flops import resolved_config_json
 from perfctl.records import append_page_record
 from perfctl.run_folder import RESOLVED_CONFIG_FILE
-from perfctl.stages import LOAD, PAGE, STAGES, WARMUP
+from perfctl.stages import DECODE_STEP_SPAN, LOAD, PAGE, STAGES, WARMUP
 from perfctl.workloads.batching import batch_fields, batches_of, collate, pad_token_id
-from perfctl.workloads.decode import EAGER, cpu_refusal, generate_args, marks_decode_outside_forward
+from perfctl.workloads.decode import EAGER, cpu_refusal, generate_args
 from perfctl.workloads.loader import load_workload
 from perfctl.workloads.shapes import describe_shape, input_shape, plan_warmup
 from perfctl.workloads.workload import Workload
@@ -215,18 +215,14 @@ def run(workload: Workload) -> int:
         write_json_atomic(outputs.driver_info, info)
     decoder, vision = work.stage_modules()
     n_new = workload.max_new_tokens
-    outside = marks_decode_outside_forward(workload.decode)
-    marker.attach(work.model, decoder, vision, decode_outside_tokens=n_new if outside else None)
+    marker.attach(work.model, decoder, vision, new_tokens=n_new)
     cache_probe = CacheProbe()  # the KV cache class of the first generate: what transformers used
     cache_probe.attach(work.model)
     # Fixed-length generation: every page does the same amount of work, so stages are comparable
     # across pages and runs (random weights would otherwise stop at an arbitrary EOS).
     gen_args: dict[str, Any] = {"max_new_tokens": n_new, "min_new_tokens": n_new, "do_sample": False}
     gen_args |= generate_args(workload.decode)
-    if outside:
-        from transformers import LogitsProcessorList
-
-        gen_args["logits_processor"] = LogitsProcessorList([token_processor(marker.on_token)])
+    gen_args["logits_processor"] = marker.logits_processors()  # marks each decode step, token to token
     # static / compiled: dynamo's counters around every generate (compilation belongs in the warm-up)
     compile_watch = CompileWatch() if workload.decode != EAGER else None
 
@@ -314,6 +310,7 @@ def run(workload: Workload) -> int:
     marker.detach()
     cache_probe.detach()
     info["kv_cache"] = cache_probe.cache_class
+    info["decode_step_span"] = DECODE_STEP_SPAN  # what a decode step's range and clocks cover
     # transformers compiles the forward only when it decided to (generate's auto-compile criteria):
     # get_compiled_call keeps the compiled callable on the model
     info["compiled_forward"] = hasattr(work.model, "_compiled_call")

@@ -1,23 +1,23 @@
-"""Stage markers from module hooks: NVTX ranges for vision / prefill / decode on any HF model.
-
-Hooks, not edits of model code, so the same driver works on models perfctl did not write:
+"""Stage markers: NVTX ranges for vision / prefill / decode on any HF model, from module hooks and
+generate's own loop, not edits of model code, so the same driver works on models perfctl did not write:
   * a forward pre-hook on each vision module (vision tower, projector) opens `vision`;
-  * a forward pre-hook on the decoder opens `prefill` on the page's first decoder call and `decode`
-    (payload: token index) on every later one;
-  * a forward hook on the top-level model closes whichever stage is open, so the LM head belongs
-    to prefill / decode.
+  * a forward pre-hook on the decoder opens `prefill` on the page's first decoder call, and a forward
+    hook on the top-level model closes it (so the LM head belongs to prefill); both hooks are put on
+    at each page's start and take themselves off when prefill ends;
+  * every decode step is opened and closed by `on_token`, which generate's loop calls once per new
+    token from a logits processor (driver.decode_loop; `logits_processors()`), in Python between two
+    forward calls: token k closes decode step k-1 and opens step k (payload: k), the last token opens
+    nothing.
+A decode step therefore spans generate's whole loop iteration (the top-level forward with its
+embedding lookup and per-step work before the decoder, the LM head, token selection, the stop check,
+input preparation), one token's logits to the next's, whatever the decode loop (eager, static,
+compiled): what a caller waits per token. No NVTX call runs inside a compiled forward (dynamo would
+trace a module hook's NVTX calls into the compiled region). Runs whose driver-info.json has no
+`decode_step_span` marked eager decode steps from the decoder's pre-hook to the top-level forward
+hook (the decoder and the LM head alone: stages.DECODE_STEP_SPAN_FORWARD); compare refuses to set the two
+spans side by side.
 Opening a stage closes the previous one, so exactly one stage is open at a time and NVTX push/pop
 stays balanced on the thread (generate runs the forward passes on the calling thread).
-
-With the static KV cache (`--decode static|compiled`) decode steps are marked from outside the model
-(`decode_outside`): transformers may run them through torch.compile, and dynamo would trace a module
-hook's NVTX calls into the compiled region (graph breaks, or hooks that no longer run per step). There
-the decoder and top-level hooks are put on at each page's start, mark vision and prefill as above
-(the prefill forward is an eager call of the model), and take themselves off when prefill ends; every
-decode step is then opened and closed by `on_token`, which generate's loop calls once per new token
-from a logits processor (driver.decode_loop), in Python between two forward calls: token k closes
-decode step k-1 and opens step k, the last token opens nothing. Such a step spans generate's whole
-loop iteration (token selection and input preparation around the forward), not the forward alone.
 """
 
 from __future__ import annotations
@@ -119,24 +119,26 @@ class StageMarker:
         self._ranges = True  # NVTX stage ranges for this page (not for warm-up pages)
         self.page = StageTimes()
         self._handles: list[Any] = []
-        self._prefill_handles: list[Any] = []  # decode_outside: the hooks on for a page's prefill only
+        self._prefill_handles: list[Any] = []  # the hooks on for a page's prefill only
         self._modules: tuple[Any, Any] | None = None  # (top, decoder) for those
-        self._new_tokens = 0  # decode_outside: tokens per page (decode steps: one fewer)
+        self._new_tokens = 0  # tokens per page (decode steps: one fewer)
         self._tokens_seen = 0
 
-    def attach(
-        self, top: Any, decoder: Any, vision_modules: Iterable[Any], decode_outside_tokens: int | None = None
-    ) -> None:
-        """Hook the model. `decode_outside_tokens` (the static KV cache): decode steps are marked by
-        `on_token`, called once per new token, that many per page (see the module docstring)."""
+    def attach(self, top: Any, decoder: Any, vision_modules: Iterable[Any], new_tokens: int) -> None:
+        """Hook the model for pages of `new_tokens` new tokens each; generate must run with
+        `logits_processors()`, which marks the decode steps (see the module docstring)."""
         for module in vision_modules:
             self._handles.append(module.register_forward_pre_hook(self._on_vision))
-        if decode_outside_tokens is None:
-            self._handles.append(decoder.register_forward_pre_hook(self._on_decoder))
-            self._handles.append(top.register_forward_hook(self._on_top_done))
-        else:
-            self._modules = (top, decoder)
-            self._new_tokens = decode_outside_tokens
+        self._modules = (top, decoder)
+        self._new_tokens = new_tokens
+
+    def logits_processors(self) -> Any:
+        """What generate's `logits_processor` argument must hold for the decode steps to be marked."""
+        from transformers import LogitsProcessorList
+
+        from perfctl.driver.decode_loop import token_processor
+
+        return LogitsProcessorList([token_processor(self.on_token)])
 
     def detach(self) -> None:
         self._unhook_prefill()
@@ -186,14 +188,10 @@ class StageMarker:
             self.page.hooks_ns += time.perf_counter_ns() - began
 
     def _on_decoder(self, _module: Any, _args: Any) -> None:
-        if not self.active:
+        if not self.active or self.page.decoder_calls:  # prefill is the page's first decoder call
             return
         began = time.perf_counter_ns()
-        if self.page.decoder_calls == 0:
-            self._enter(PREFILL)
-        else:
-            self.page.decode_steps += 1
-            self._enter(DECODE, payload=self.page.decode_steps)
+        self._enter(PREFILL)
         self.page.decoder_calls += 1
         self.page.hooks_ns += time.perf_counter_ns() - began
 
@@ -201,13 +199,12 @@ class StageMarker:
         if self.active:
             began = time.perf_counter_ns()
             self._close()
-            if self._modules is not None:  # decode_outside: prefill is done, decode is marked by on_token
-                self._unhook_prefill()
+            self._unhook_prefill()  # prefill is done: decode steps are marked by on_token
             self.page.hooks_ns += time.perf_counter_ns() - began
 
     def on_token(self) -> None:
-        """decode_outside: generate's loop has the logits of a new token (prefill's, then each decode
-        step's): close the step that made it, open the next unless this was the page's last token."""
+        """generate's loop has the logits of a new token (prefill's, then each decode step's): close
+        the step that made it, open the next unless this was the page's last token."""
         if not self.active:
             return
         began = time.perf_counter_ns()

@@ -32,13 +32,6 @@ def generate_args(decode: str) -> dict[str, Any]:
     raise ValueError(f"unknown decode mode {decode!r}")
 
 
-def marks_decode_outside_forward(decode: str) -> bool:
-    """Whether the driver marks decode steps from generate's loop (a logits processor) instead of
-    module hooks: with the static cache, so that static and compiled are marked the same way and no
-    NVTX call runs inside a compiled forward (dynamo would trace it: graph breaks)."""
-    return decode != EAGER
-
-
 def cpu_refusal(decode: str, device: str) -> str | None:
     """Why `decode` cannot run on `device` as asked, or None."""
     if decode == COMPILED and device == "cpu":
