@@ -238,6 +238,27 @@ def _with_workload(tmp_path: Path, name: str, **changes: Any) -> Path:
     return run
 
 
+def test_decode_steps_of_two_spans_are_refused_unless_allowed(tmp_path: Path) -> None:
+    """An eager run from before driver-info.json recorded the span (its decode steps: the decoder's
+    forward and LM head) against an eager run marked token to token: two measurements, refused."""
+    old = _with_workload(tmp_path, "old")
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    manifest = json.loads((new / "manifest.json").read_text())
+    manifest["driver"]["decode_step_span"] = "token_to_token"
+    (new / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_perfctl("compare", str(old), str(new))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "perfctl: error: the runs are different workloads (decode_step_span: decoder_forward vs "
+        "token_to_token): pass --allow-different to compare them anyway"
+    )
+    code, result, _ = _compare(str(old), str(new), "--allow-different")
+    assert code == 0 and result["run_differences"] == [
+        {"key": "decode_step_span", "a": "decoder_forward", "b": "token_to_token", "refused": True}
+    ]
+
+
 def test_different_workloads_are_refused_unless_allowed(tmp_path: Path) -> None:
     base = _with_workload(tmp_path, "base")
     other = _with_workload(tmp_path, "other", model="deepseek-ocr", batch_size=8, decode="cuda_graphs")
