@@ -22,7 +22,10 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium
 fi
 export PERFCTL_REQUIRE_BROWSER=1
-.venv/bin/ruff check src tests scripts
-.venv/bin/ruff format --check src tests scripts
-.venv/bin/mypy
-PERFCTL_REQUIRE_NSYS=1 .venv/bin/pytest "$@"
+# The tools run as modules of the venv's Python: a venv made over a Python that brings its own torch
+# sees that Python's packages too (setup.sh: --system-site-packages), and pip then installs no script
+# for a tool already there (pytest in the system's site-packages: no .venv/bin/pytest).
+.venv/bin/python -m ruff check src tests scripts
+.venv/bin/python -m ruff format --check src tests scripts
+.venv/bin/python -m mypy
+PERFCTL_REQUIRE_NSYS=1 .venv/bin/python -m pytest "$@"
