@@ -227,9 +227,11 @@ def test_two_sweeps_compare_batch_size_by_batch_size(cpu_sweep: tuple[Path, Any]
     # a batch size sweep B did not analyze is listed with why, and the rest still compared
     manifest = json.loads((again / "sweep.json").read_text())
     manifest["points"][1] |= {"status": "failed", "reason": "out of memory"}
+    manifest["sweep_id"] = "<img src=x onerror=alert(1)>|\u202e"  # a hostile name stays inert text
     (again / "sweep.json").write_text(json.dumps(manifest))
     md = run_perfctl("compare", str(sweep), str(again), "--format", "md")
     assert md.returncode == 0, md.stderr
+    assert "<img" not in md.stdout and "&lt;img src=x onerror=alert(1)&gt;\\|\\\\u202e" in md.stdout
     row = next(line for line in md.stdout.splitlines() if line.startswith("| 2 |"))
     assert row.startswith("| 2 | – | – | – | – | sweep B did not analyze batch 2 |"), row
     refused = run_perfctl("compare", str(sweep), str(sweep / "batch-1"))

@@ -13,7 +13,7 @@ from perfctl.analysis.result_compare import Comparison, Difference, RunSide, Sta
 from perfctl.report import formatting
 from perfctl.report.formatting import Table, visible
 from perfctl.report.html import template_environment
-from perfctl.report.markdown import md_text
+from perfctl.report.markdown import md_table, md_text
 
 TEXT_NAME_HEAD, TEXT_NAME_TAIL = 56, 34  # kernel names are cut in the middle, in the terminal only
 
@@ -272,9 +272,8 @@ def render_compare_markdown(comparison: Comparison) -> str:
         if not table.rows:
             out.append("not compared")
             continue
-        out.append("| " + " | ".join(markdown_cell(c) for c in table.columns) + " |")
-        out.append("|" + "|".join("---" for _ in table.columns) + "|")
-        out += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in table.rows]
+        cells = [[markdown_cell(c) for c in row] for row in table.rows]
+        out += md_table([markdown_cell(c) for c in table.columns], cells)
     return "\n".join(out) + "\n"
 
 

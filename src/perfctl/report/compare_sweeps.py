@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from perfctl.analysis.result_sweep import RateChange, SweepComparison, SweepPointComparison
 from perfctl.report.formatting import visible
+from perfctl.report.markdown import md_table, md_text
 
 HEADER = ("batch", "pages/s A", "pages/s B", "change", "tokens/s change", "stages (B against A)", "gate")
 
@@ -87,20 +88,20 @@ def render_sweep_comparison_text(result: SweepComparison) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """A cell made inert as every Markdown perfctl writes (report.markdown.md_text), uncut."""
+    return md_text(text, limit=None)
 
 
 def render_sweep_comparison_markdown(result: SweepComparison) -> str:
     out = ["# perfctl compare: two sweeps", "", _cell(headline(result)), ""]
-    out += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    out += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows(result)]
+    out += md_table(list(HEADER), [[_cell(c) for c in r] for r in rows(result)])
     out += [
         "",
         "Per batch size: the two points' clean-pass pages and new tokens per second, and each stage's "
         "verdict (`perfctl compare` of the two run folders: Welch's 95 % interval over their calls).",
     ]
     if result["warnings"]:
-        out += ["", "## Warnings", "", *[f"- {_cell(visible(w))}" for w in result["warnings"]]]
+        out += ["", "## Warnings", "", *[f"- {_cell(w)}" for w in result["warnings"]]]
     gate = sweep_gate_line(result)
     if gate:
         out += ["", f"**{gate}**"]

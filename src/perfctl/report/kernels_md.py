@@ -16,7 +16,7 @@ from perfctl.analysis.ncu_findings import launch_config, mean_figure, per_page, 
 from perfctl.analysis.result import Analysis
 from perfctl.analysis.result_ncu import KernelFlops, NcuKernel, NcuPass, NcuReport, StageMeasuredWork
 from perfctl.report.formatting import ms, nbytes, number, pct
-from perfctl.report.markdown import md_text
+from perfctl.report.markdown import md_table, md_text
 
 GAP_NOTE_LIMIT = 300  # characters of a gap note kept: a sentence naming a kernel or two
 STAGE_HEADER = [
@@ -35,11 +35,6 @@ STAGE_HEADER = [
     "bound",
 ]
 REPORT_HEADER = ["#", "kernel", "NVTX range", *STAGE_HEADER[1:2], *STAGE_HEADER[4:]]
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _percent(value: float | None) -> str:
@@ -122,7 +117,7 @@ def _stage(ncu: NcuPass, work: StageMeasuredWork) -> list[str]:
         row = [md_text(p["short_name"]), launch_config(p["grid"], p["block"])]
         row += [per_page(p["instances_per_page"]), pct(p["share_of_stage_kernel_time"])]
         rows.append(row + cells + [p["bound"]])
-    return out + _table(STAGE_HEADER, rows) + [""]
+    return out + md_table(STAGE_HEADER, rows) + [""]
 
 
 def _report_only(kernels: list[NcuKernel]) -> list[str]:
@@ -137,7 +132,7 @@ def _report_only(kernels: list[NcuKernel]) -> list[str]:
         row = [str(k["id"]), md_text(k["short_name"]), md_text(k["nvtx_range"] or "–")]
         row.append(launch_config(k["grid"], k["block"]))
         rows.append(row + _counters([k]) + [k["bound"]])
-    return out + _table(REPORT_HEADER, rows) + [""]
+    return out + md_table(REPORT_HEADER, rows) + [""]
 
 
 def _clock(ncu: NcuPass) -> str:

@@ -38,7 +38,8 @@ def md_text(text: object, limit: int | None = NAME_LIMIT) -> str:
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", flat)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines from cells already made inert (`md_text`)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -118,7 +119,7 @@ def _cost_centres(analysis: Analysis) -> list[str]:
         ]
         for i, c in enumerate(centres[:COST_CENTRES], 1)
     ]
-    out += _table(["#", "stage", "cost centre", "time", "share of its stage", "share of all stages"], rows)
+    out += md_table(["#", "stage", "cost centre", "time", "share of its stage", "share of all stages"], rows)
     if not any(c["kind"] == "kernel_category" for c in centres[:COST_CENTRES]):
         gpu = next((c for c in centres if c["kind"] == "kernel_category"), None)
         if gpu:  # the top ones are idle time: still say which GPU work costs most
@@ -143,7 +144,7 @@ def _clean_stage_times(analysis: Analysis) -> list[str]:
         for stage, st in sorted(stats["stages"].items(), key=lambda kv: -kv[1]["mean"])
     ]
     text = f"{why} (no kernel split); the clean pass's mean stage times of a {ms(page)} page:"
-    return [text, "", *_table(["stage", "mean per page", "share of the page"], rows)]
+    return [text, "", *md_table(["stage", "mean per page", "share of the page"], rows)]
 
 
 def _mfu(analysis: Analysis) -> list[str]:
@@ -177,7 +178,7 @@ def _mfu(analysis: Analysis) -> list[str]:
         ]
         for stage, st in eff["stages"].items()
     ]
-    out += _table(["stage", "work per page", "clean time per page", "achieved", "MFU"], rows)
+    out += md_table(["stage", "work per page", "clean time per page", "achieved", "MFU"], rows)
     mbu = eff.get("decode_mbu")
     if mbu and mbu.get("mbu") is not None:
         out += [
@@ -213,7 +214,7 @@ def _stability(analysis: Analysis) -> list[str]:
         f"Clean pass, {stats['page']['count']} pages; stable = CV within {pct(stats['threshold_cv'])}."
     )
     out.append("")
-    return out + _table(["stage", "mean", "CV", "verdict", "why"], rows)
+    return out + md_table(["stage", "mean", "CV", "verdict", "why"], rows)
 
 
 def _next_steps(analysis: Analysis) -> list[str]:

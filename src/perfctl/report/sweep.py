@@ -18,7 +18,7 @@ from perfctl.analysis.result_sweep import SweepAnalysis, SweepPoint, SweepRoofs
 from perfctl.report import charts
 from perfctl.report.formatting import Table, number, pct, visible
 from perfctl.report.html import template_environment
-from perfctl.report.markdown import md_text
+from perfctl.report.markdown import md_table, md_text
 from perfctl.report.sweep_roofline import roofline_figures, span, sweep_roofline
 from perfctl.stages import DECODE, STAGES
 
@@ -222,9 +222,9 @@ def render_sweep_text(result: SweepAnalysis) -> str:
 
 
 def _md_table(table: Table) -> list[str]:
-    out = ["| " + " | ".join(md_text(c, limit=None) for c in table.columns) + " |"]
-    out.append("|" + "---|" * len(table.columns))
-    return out + ["| " + " | ".join(md_text(c) for c in row) + " |" for row in table.rows]
+    return md_table(
+        [md_text(c, limit=None) for c in table.columns], [[md_text(c) for c in r] for r in table.rows]
+    )
 
 
 def _peaks(roofs: SweepRoofs) -> str:
