@@ -117,7 +117,17 @@ def compare_paths(
 ) -> Comparison:
     """Load both runs, compare B against A and, with a threshold, add the gate's verdict. Runs of
     different workloads (analysis.compare.REFUSED) are bad input unless `allow_different`."""
-    a, b = load_run(run_a), load_run(run_b)
+    return compare_loaded(load_run(run_a), load_run(run_b), top, fail_if_slower_pct, allow_different)
+
+
+def compare_loaded(
+    a: LoadedRun,
+    b: LoadedRun,
+    top: int = 5,
+    fail_if_slower_pct: float | None = None,
+    allow_different: bool = False,
+) -> Comparison:
+    """compare_paths for runs already loaded (load_run)."""
     try:
         result = compare_analyses(
             a.analysis, b.analysis, a.label, b.label, top=top, allow_different=allow_different

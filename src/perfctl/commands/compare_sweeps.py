@@ -92,7 +92,7 @@ def compare_sweeps(
     allow_different: bool = False,
 ) -> SweepComparison:
     """Sweep B against sweep A (see the module's docstring)."""
-    from perfctl.commands.compare import compare_paths, load_run
+    from perfctl.commands.compare import compare_loaded, load_run
 
     ma, mb = _manifest(path_a, "A"), _manifest(path_b, "B")
     side_a, side_b = _side(ma, path_a, "A"), _side(mb, path_b, "B")
@@ -118,12 +118,11 @@ def compare_sweeps(
                 }
             )
             continue
-        run_a, run_b = path_a / runs_a[batch], path_b / runs_b[batch]
-        comparison = compare_paths(run_a, run_b, top, fail_if_slower_pct, allow_different)
-        a, b = load_run(run_a).analysis, load_run(run_b).analysis
+        a, b = load_run(path_a / runs_a[batch]), load_run(path_b / runs_b[batch])  # each read once
+        comparison = compare_loaded(a, b, top, fail_if_slower_pct, allow_different)
         side_a["gpu"] = side_a["gpu"] or comparison["a"]["gpu"]
         side_b["gpu"] = side_b["gpu"] or comparison["b"]["gpu"]
-        pages, tokens = _rates(a, b)
+        pages, tokens = _rates(a.analysis, b.analysis)
         warnings += [f"batch {batch}: {w}" for w in comparison["warnings"]]
         points.append(
             {
