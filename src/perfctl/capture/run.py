@@ -169,13 +169,18 @@ def validate_numbers(opts: CaptureOptions) -> None:
         raise BadInput(f"--profile-pages must be at least 1, got {opts.profile_pages}")
 
 
+def resolve_driver_and_model(opts: CaptureOptions) -> tuple[DriverPython, ModelSpec]:
+    """The interpreter that runs the driver (probed), and the model it is to load."""
+    with tempfile.TemporaryDirectory(prefix="perfctl-probe-") as scratch:
+        driver = probe_interpreter(opts.driver_python or sys.executable, Path(scratch))
+    return driver, resolve_model(opts.model, opts.random_weights, driver)
+
+
 def capture_run(opts: CaptureOptions) -> CaptureResult:
     """Run the passes `opts.tool` names into a new run folder; the result says how it ended."""
     # the user's inputs first, then the tools: a bad page is named even where nsys is missing
     validate_numbers(opts)
-    with tempfile.TemporaryDirectory(prefix="perfctl-probe-") as scratch:
-        driver = probe_interpreter(opts.driver_python or sys.executable, Path(scratch))
-    spec = resolve_model(opts.model, opts.random_weights, driver)
+    driver, spec = resolve_driver_and_model(opts)
     if opts.tiles and spec.model_type != "deepseek_ocr2":
         raise BadInput(f"--tiles is for DeepSeek-OCR-2 pages; {opts.model} is {spec.model_type}")
     if is_v1_spec(spec):

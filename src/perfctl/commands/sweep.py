@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from perfctl import __version__, progress
 from perfctl.analysis.result import Analysis
 from perfctl.analysis.result_sweep import SweepAnalysis
 from perfctl.capture.processes import Interrupted, interrupts_raise
-from perfctl.capture.run import CaptureOptions, capture_run, validate_numbers
+from perfctl.capture.run import CaptureOptions, capture_run, resolve_driver_and_model, validate_numbers
 from perfctl.commands.analyze_options import DEFAULT_OPTIONS, AnalyzeOptions
 from perfctl.errors import BadInput, PerfctlError
 from perfctl.files import utc_now
@@ -105,12 +103,9 @@ def _folder_path(opts: SweepOptions) -> Path:
 def _link_pages(folder: SweepFolder, opts: SweepOptions) -> list[str]:
     """pages/: the source folder's pages in order, gone through again until the largest point has
     its calls x batch size; each a link named by its position. Returns the sources, in that order."""
-    from perfctl.capture.driver_python import probe_interpreter
-    from perfctl.workloads.models import resolve_model, takes_page_images
+    from perfctl.workloads.models import takes_page_images
 
-    with tempfile.TemporaryDirectory(prefix="perfctl-probe-") as scratch:
-        driver = probe_interpreter(opts.capture.driver_python or sys.executable, Path(scratch))
-    spec = resolve_model(opts.capture.model, opts.capture.random_weights, driver)
+    _, spec = resolve_driver_and_model(opts.capture)
     sources = list_pages(opts.capture.pages_dir, None, text=not takes_page_images(spec.model_type))
     needed = opts.calls * max(opts.batch_sizes)
     folder.pages.mkdir()
